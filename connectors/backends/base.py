@@ -1,0 +1,140 @@
+"""The connector interface: what ingestion and search need from a vector database.
+
+Each database is one module implementing :class:`VectorStore`; adding a third
+database means writing one more such module and registering it in
+:mod:`clip_ingest.connectors.backends` (``open_store``). Point IDs are strings
+(UUIDs, see :func:`clip_ingest.connectors.ingest.ids.point_id`), vectors are
+L2-normalised float32 rows and the score of a hit is the cosine similarity.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+
+class StoreError(Exception):
+    """A database operation failed; ``transient`` says whether retrying may help."""
+
+    transient: bool = False
+
+
+class TransientStoreError(StoreError):
+    """Connection refused, timeout, unavailable: worth retrying with backoff."""
+
+    transient = True
+
+
+class ModelMismatchError(StoreError):
+    """The collection was built with another model or dimension than the embedder's."""
+
+
+class DimensionMismatchError(ModelMismatchError):
+    """A vector's length differs from the collection's dimension."""
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """What a collection must look like.
+
+    ``indexed_fields`` maps payload field names to a type (``keyword``,
+    ``integer``, ``float``, ``bool``, ``datetime``) and gets a payload / scalar index
+    so filters on them are fast.
+    """
+
+    name: str
+    dim: int
+    model_id: str
+    indexed_fields: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Point:
+    """One image: its deterministic id, its vector (may be None when not fetched) and payload."""
+
+    id: str
+    vector: np.ndarray | None
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result, in the database's order: best first."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+class VectorStore(ABC):
+    """A collection in a vector database, as clip-ingest uses it."""
+
+    #: short backend name used on the command line: ``qdrant``, ``qdrant-edge``, ``milvus``
+    backend: str = ""
+
+    @abstractmethod
+    def ensure_collection(self, spec: CollectionSpec, *, recreate: bool = False) -> None:
+        """Create the collection if missing; if it exists, verify its model and dimension.
+
+        Raises :class:`ModelMismatchError` when the stored ``model_id`` or dimension
+        differs from ``spec`` (``recreate=True`` drops and rebuilds it instead).
+        """
+
+    @abstractmethod
+    def collection_model(self) -> tuple[str, int] | None:
+        """The ``(model_id, dim)`` the collection was built with, or None if it does not exist."""
+
+    @abstractmethod
+    def upsert(self, points: Sequence[Point]) -> None:
+        """Insert or replace points by id (never duplicates an id)."""
+
+    @abstractmethod
+    def set_payload(self, point_id: str, payload: Mapping[str, Any]) -> None:
+        """Replace the payload of an existing point, keeping its vector."""
+
+    @abstractmethod
+    def retrieve(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Point]:
+        """The points with these ids that exist (order not guaranteed)."""
+
+    @abstractmethod
+    def scroll(self, fields: Sequence[str] | None = None, batch_size: int = 1000) -> Iterator[Point]:
+        """Every point, payload limited to ``fields`` (None: all), without vectors."""
+
+    @abstractmethod
+    def delete(self, ids: Sequence[str]) -> None:
+        """Delete points by id; unknown ids are ignored."""
+
+    @abstractmethod
+    def search(
+        self,
+        vector: np.ndarray,
+        *,
+        k: int = 10,
+        filter: Any | None = None,
+        offset: int = 0,
+        score_threshold: float | None = None,
+    ) -> list[Hit]:
+        """Nearest points by cosine similarity.
+
+        ``filter`` is a parsed :class:`clip_ingest.connectors.search.filters.Filter`
+        (or None); each backend compiles it to its own filter form.
+        """
+
+    @abstractmethod
+    def count(self, filter: Any | None = None) -> int:
+        """Exact number of points (matching ``filter`` when given)."""
+
+    def flush(self) -> None:
+        """Make every acknowledged write durable and visible (no-op where writes already are)."""
+
+    def close(self) -> None:
+        """Release connections and file handles."""
+
+    def __enter__(self) -> "VectorStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

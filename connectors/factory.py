@@ -1,0 +1,219 @@
+"""Resolve a model spec string to an open_clip model, in one place.
+
+Accepted specs (``--model`` on every command, ``model=`` in Python):
+
+========================================  ==========================================
+``starter``                                the small model shipped with the package
+``ViT-B-32``                               architecture only: random weights (tests, speed)
+``ViT-B-32:laion2b_s34b_b79k``             an open_clip pretrained tag (downloaded once)
+``hf-hub:org/name``                        an open_clip model on the Hugging Face Hub
+``ViT-B-32:/path/weights.safetensors``     architecture + a local checkpoint file
+``/path/to/exported-dir`` or               a directory in open_clip's ``local-dir:``
+``local-dir:/path/to/exported-dir``        layout, as written by ``clip-model export``
+========================================  ==========================================
+
+Architectures are open_clip's plus the small configs in ``model_configs/``
+(``clip-ingest-tiny``, ...). Downloads fail fast with an actionable message when
+there is no network, instead of waiting through retries.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+from urllib.parse import urlparse
+
+import open_clip
+import torch
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+MODEL_CONFIG_DIR = PACKAGE_DIR / "model_configs"
+STARTER_DIR = PACKAGE_DIR / "starter"
+DEFAULT_MODEL_SPEC = "starter"
+METADATA_FILE = "clip_ingest.json"
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+
+open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+SpecKind = Literal["random", "pretrained", "hf-hub", "checkpoint", "local-dir"]
+
+
+class ModelLoadError(Exception):
+    """A model spec could not be resolved or its weights could not be loaded."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model spec: what to build and where its weights come from."""
+
+    kind: SpecKind
+    arch: str | None
+    source: str | None = None
+    raw: str = ""
+
+
+@dataclass
+class LoadedModel:
+    """An open_clip model ready for inference, with what is needed to use it."""
+
+    model: torch.nn.Module
+    preprocess: Callable[[Any], torch.Tensor]
+    tokenizer: Callable[..., torch.Tensor]
+    name: str
+    preprocess_cfg: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _looks_like_path(text: str) -> bool:
+    return os.sep in text or "/" in text or text.endswith(CHECKPOINT_SUFFIXES) or text.startswith(".")
+
+
+def _check_arch(arch: str) -> None:
+    models = open_clip.list_models()
+    if arch not in models:
+        close = difflib.get_close_matches(arch, models, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ModelLoadError(
+            f"unknown model architecture {arch!r}.{hint} "
+            "See open_clip.list_models() for all architectures."
+        )
+
+
+def parse_model_spec(spec: str) -> ModelSpec:
+    """Parse a spec string (see the module doc); raises :class:`ModelLoadError` if invalid."""
+    spec = spec.strip()
+    if not spec:
+        raise ModelLoadError("empty model spec")
+    if spec == DEFAULT_MODEL_SPEC:
+        return ModelSpec("local-dir", None, str(STARTER_DIR), spec)
+    if spec.startswith("hf-hub:"):
+        hub_id = spec[len("hf-hub:") :]
+        if hub_id.count("/") != 1:
+            raise ModelLoadError(f"hf-hub spec must look like hf-hub:org/name, got {spec!r}")
+        return ModelSpec("hf-hub", None, hub_id, spec)
+    if spec.startswith("local-dir:") or (_looks_like_path(spec) and ":" not in spec):
+        path = spec[len("local-dir:") :] if spec.startswith("local-dir:") else spec
+        directory = Path(path).expanduser()
+        if not directory.is_dir():
+            if directory.is_file():
+                raise ModelLoadError(
+                    f"{path} is a checkpoint file: name its architecture too, e.g. 'ViT-B-32:{path}'"
+                )
+            raise ModelLoadError(f"model directory not found: {path}")
+        if not (directory / "open_clip_config.json").is_file():
+            raise ModelLoadError(
+                f"{path} has no open_clip_config.json: not an exported model directory "
+                "(write one with `clip-model export`)"
+            )
+        return ModelSpec("local-dir", None, str(directory), spec)
+    arch, sep, rest = spec.partition(":")
+    _check_arch(arch)
+    if not sep:
+        return ModelSpec("random", arch, None, spec)
+    if _looks_like_path(rest):
+        if not Path(rest).expanduser().is_file():
+            raise ModelLoadError(f"checkpoint file not found: {rest}")
+        return ModelSpec("checkpoint", arch, str(Path(rest).expanduser()), spec)
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if rest not in tags:
+        listed = ", ".join(tags) if tags else "none"
+        raise ModelLoadError(
+            f"unknown pretrained tag {rest!r} for {arch}; known tags: {listed}. "
+            "For a local file write ARCH:/path/to/weights.safetensors."
+        )
+    return ModelSpec("pretrained", arch, rest, spec)
+
+
+def _offline_message(spec: str, why: str) -> str:
+    return (
+        f"cannot download the weights for {spec!r}: {why}. "
+        "Either run once where the network is reachable (the weights are cached), or use local "
+        "weights: '--model ARCH:/path/to/weights.safetensors', an exported directory "
+        "('--model /path/to/dir'), or the bundled '--model starter'."
+    )
+
+
+def _host_reachable(host: str, timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _hf_cached(repo_id: str, filenames: list[str]) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(isinstance(try_to_load_from_cache(repo_id, f), str) for f in filenames)
+
+
+def _ensure_downloadable(spec: ModelSpec) -> None:
+    """Fail within seconds, with advice, when weights are neither cached nor reachable."""
+    if spec.kind == "hf-hub":
+        repo, files, host = spec.source, ["open_clip_config.json"], "huggingface.co"
+    else:
+        cfg = open_clip.get_pretrained_cfg(spec.arch, spec.source)
+        hub = cfg.get("hf_hub", "")
+        if hub:
+            repo, name = os.path.split(hub)
+            files, host = [name or "open_clip_pytorch_model.bin", "open_clip_model.safetensors"], "huggingface.co"
+        else:
+            url = cfg.get("url", "")
+            cached = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+            if cached.is_file():
+                return
+            repo, files, host = None, [], urlparse(url).hostname or ""
+    if repo and _hf_cached(repo, files):
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") and host == "huggingface.co":
+        raise ModelLoadError(_offline_message(spec.raw, "HF_HUB_OFFLINE is set and they are not cached"))
+    if not _host_reachable(host):
+        raise ModelLoadError(_offline_message(spec.raw, f"{host} is not reachable (no network?)"))
+
+
+def _read_metadata(directory: Path) -> dict[str, Any]:
+    meta_path = directory / METADATA_FILE
+    if meta_path.is_file():
+        return json.loads(meta_path.read_text(encoding="utf-8"))
+    return {}
+
+
+def load_model(spec: str | ModelSpec, *, device: str | torch.device = "cpu") -> LoadedModel:
+    """Build the model named by ``spec`` in eval mode on ``device`` (fp32 weights)."""
+    parsed = parse_model_spec(spec) if isinstance(spec, str) else spec
+    metadata: dict[str, Any] = {}
+    if parsed.kind in ("pretrained", "hf-hub"):
+        _ensure_downloadable(parsed)
+    try:
+        if parsed.kind == "local-dir":
+            name = f"local-dir:{parsed.source}"
+            metadata = _read_metadata(Path(parsed.source))
+            model, _, preprocess = open_clip.create_model_and_transforms(name, device=device)
+            tokenizer = open_clip.get_tokenizer(name)
+            display = metadata.get("name") or Path(parsed.source).name
+        elif parsed.kind == "hf-hub":
+            name = f"hf-hub:{parsed.source}"
+            model, _, preprocess = open_clip.create_model_and_transforms(name, device=device)
+            tokenizer = open_clip.get_tokenizer(name)
+            display = parsed.source
+        else:
+            # random weights are seeded so that a spec like "ViT-B-32" always means the same model
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    parsed.arch, pretrained=parsed.source, device=device, weights_only=True
+                )
+            tokenizer = open_clip.get_tokenizer(parsed.arch)
+            display = parsed.arch
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # open_clip raises RuntimeError/ValueError/OSError/KeyError
+        raise ModelLoadError(f"could not load model {parsed.raw!r}: {exc}") from exc
+    model.eval()
+    pp_cfg = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
+    return LoadedModel(model, preprocess, tokenizer, display, pp_cfg, metadata)

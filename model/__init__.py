@@ -1,0 +1,1 @@
+"""Training, realignment, evaluation and export of retrieval-optimised CLIP encoders."""

@@ -1,0 +1,31 @@
+"""Shared fixtures: a tiny real open_clip model and generated images (no downloads, no shared data)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+
+from imagegen import make_shape_image, write_shape_folder  # noqa: E402
+
+TINY_SPEC = "clip-ingest-tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder():
+    """A real open_clip embedder on a tiny random-weight config (seeded: same weights every run)."""
+    from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
+
+    return OpenClipEmbedder(TINY_SPEC, device="cpu", batch_size=8)
+
+
+@pytest.fixture
+def shape_folder(tmp_path: Path) -> Path:
+    """A folder of 12 small generated images: colour x shape, with labels in sidecar JSON."""
+    return write_shape_folder(tmp_path / "photos", n=12)
+
+
+__all__ = ["make_shape_image", "write_shape_folder", "TINY_SPEC"]
