@@ -20,12 +20,37 @@ from .base import (
     VectorStore,
 )
 
-#: target name -> "module:class"
+#: target name -> "module:attribute", a VectorStore class or a factory taking (collection, **options)
 BACKENDS: dict[str, str] = {
-    "qdrant": "clip_ingest.connectors.backends.qdrant_client_store:QdrantClientStore",
+    "qdrant": "clip_ingest.connectors.backends:open_qdrant",
     "qdrant-edge": "clip_ingest.connectors.backends.qdrant_edge_store:QdrantEdgeStore",
     "milvus": "clip_ingest.connectors.backends.milvus_store:MilvusStore",
 }
+
+
+#: options that only mean something to a Qdrant server (``url=``)
+_QDRANT_SERVER_OPTIONS = ("api_key", "timeout", "prefer_grpc", "https", "verify")
+
+
+def open_qdrant(collection: str, **options: Any) -> VectorStore:
+    """Target ``qdrant``: a server or in-memory local mode given ``url=`` / ``location=``, else Qdrant Edge at ``path=``.
+
+    Qdrant Edge is the embedded default because it is Qdrant's own engine (real payload
+    indexes, WAL persistence); qdrant-client's local mode stays reachable with
+    ``QdrantClientStore(path=...)``. Options set to None are ignored, so a CLI can pass
+    all of its flags; server-only options without ``url=`` are an error, not silently dropped.
+    """
+    given = {name: value for name, value in options.items() if value is not None}
+    if "url" in given or "location" in given:
+        from .qdrant_client_store import QdrantClientStore
+
+        return QdrantClientStore(collection, **given)
+    server_only = sorted(name for name in given if name in _QDRANT_SERVER_OPTIONS)
+    if server_only:
+        raise ValueError(f"{', '.join(server_only)} only apply to a Qdrant server; give url= as well")
+    from .qdrant_edge_store import QdrantEdgeStore
+
+    return QdrantEdgeStore(collection, **given)
 
 
 def open_store(target: str, collection: str, **options: Any) -> VectorStore:
@@ -48,5 +73,6 @@ __all__ = [
     "StoreError",
     "TransientStoreError",
     "VectorStore",
+    "open_qdrant",
     "open_store",
 ]

@@ -9,6 +9,7 @@ L2-normalised float32 rows and the score of a hit is the cosine similarity.
 
 from __future__ import annotations
 
+import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
@@ -67,6 +68,48 @@ class Hit:
     id: str
     score: float
     payload: dict[str, Any]
+
+
+#: ``model_id`` reported for a collection that exists but has no clip-ingest model record
+UNKNOWN_MODEL = "<unrecorded>"
+
+
+def check_collection_model(collection: str, spec: CollectionSpec, stored: tuple[str, int]) -> None:
+    """Raise :class:`ModelMismatchError` unless ``stored`` ``(model_id, dim)`` equals the spec's.
+
+    Shared by every backend so the message (both models, both dimensions, the way out) is the same.
+    """
+    model_id, dim = stored
+    if (model_id, dim) == (spec.model_id, spec.dim):
+        return
+    raise ModelMismatchError(
+        f"collection {collection!r} was built with model {model_id!r} (dim {dim}), but the embedder is "
+        f"{spec.model_id!r} (dim {spec.dim}); vectors of different models cannot be searched together. "
+        "Use --recreate to drop the collection and re-ingest, or choose another --collection."
+    )
+
+
+def check_vector(vector: Any, dim: int) -> np.ndarray:
+    """``vector`` as a 1-D float32 array of length ``dim``; :class:`DimensionMismatchError` otherwise.
+
+    Checked before a vector reaches any database so the error names the problem, not a wire format.
+    """
+    array = np.asarray(vector, dtype=np.float32)
+    if array.ndim != 1 or array.shape[0] != dim:
+        raise DimensionMismatchError(
+            f"vector of shape {tuple(array.shape)} does not fit the collection's dimension {dim}"
+        )
+    if not np.all(np.isfinite(array)):
+        raise StoreError("vector contains NaN or infinite values")
+    return array
+
+
+def check_point_id(point_id: str) -> str:
+    """``point_id`` in canonical UUID form (lowercase, hyphenated); :class:`StoreError` if it is no UUID."""
+    try:
+        return str(uuid.UUID(str(point_id)))
+    except ValueError:
+        raise StoreError(f"point id {point_id!r} is not a UUID string") from None
 
 
 class VectorStore(ABC):

@@ -1,0 +1,353 @@
+"""Qdrant through ``qdrant-client``: a Qdrant server (``url=``) or qdrant-client's local mode.
+
+Local mode keeps a collection in a folder (``path=``) or in memory (``location=":memory:"``);
+it is pure Python, single-process, and ignores payload indexes (so none are created there).
+
+Where the model is remembered: in the collection's own ``metadata`` (Qdrant >= 1.16; local
+mode persists it in ``meta.json``), under the key ``"clip_ingest"`` as
+``{"model_id": ..., "dim": ..., "format": 1}``. It lives and dies with the collection, so it
+cannot drift from the vectors the way a companion collection or a side file could. A collection
+without that record (made by another tool) reports :data:`~.base.UNKNOWN_MODEL` and fails
+verification unless recreated; a server too old to keep metadata is refused when the collection
+is created, with a message saying so.
+
+Errors: connection refused, timeouts, 408/429/502/503/504 and gRPC UNAVAILABLE /
+DEADLINE_EXCEEDED / RESOURCE_EXHAUSTED become :class:`~.base.TransientStoreError`; everything
+else becomes :class:`~.base.StoreError`. Every request carries the client ``timeout``. The API
+key is scrubbed from every message and never shown by ``repr``.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import numpy as np
+from qdrant_client import QdrantClient, models
+from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from .base import (
+    UNKNOWN_MODEL,
+    CollectionSpec,
+    Hit,
+    Point,
+    StoreError,
+    TransientStoreError,
+    VectorStore,
+    check_collection_model,
+    check_point_id,
+    check_vector,
+)
+
+#: key of our record inside the collection metadata
+METADATA_KEY = "clip_ingest"
+METADATA_FORMAT = 1
+
+#: CollectionSpec.indexed_fields type name -> Qdrant payload schema
+PAYLOAD_SCHEMAS: dict[str, models.PayloadSchemaType] = {
+    "keyword": models.PayloadSchemaType.KEYWORD,
+    "integer": models.PayloadSchemaType.INTEGER,
+    "float": models.PayloadSchemaType.FLOAT,
+    "bool": models.PayloadSchemaType.BOOL,
+    "datetime": models.PayloadSchemaType.DATETIME,
+}
+
+_TRANSIENT_HTTP = {408, 429, 502, 503, 504}
+_TRANSIENT_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"}
+
+
+def metadata_record(spec: CollectionSpec) -> dict[str, Any]:
+    """The model record stored with a collection (also used by the Qdrant Edge store)."""
+    return {"model_id": spec.model_id, "dim": spec.dim, "format": METADATA_FORMAT}
+
+
+def check_index_types(spec: CollectionSpec) -> None:
+    """Raise ``ValueError`` for an ``indexed_fields`` type no Qdrant index exists for (before any change)."""
+    unknown = {name: kind for name, kind in spec.indexed_fields.items() if kind not in PAYLOAD_SCHEMAS}
+    if unknown:
+        raise ValueError(f"unknown payload index types {unknown}; choose from {', '.join(PAYLOAD_SCHEMAS)}")
+
+
+def payload_selector(fields: Sequence[str] | None) -> bool | list[str]:
+    """``with_payload`` for a field projection: all (None), none (empty) or just these fields."""
+    if fields is None:
+        return True
+    return list(fields) or False
+
+
+def _redact_url(url: str) -> str:
+    """``url`` without user:password, for repr and messages."""
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    return urlunsplit(parts._replace(netloc=f"***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")))
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Whether retrying ``exc`` may help (network trouble or an overloaded server)."""
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code in _TRANSIENT_HTTP
+    if isinstance(exc, ResponseHandlingException):
+        return _is_transient(exc.source)
+    if isinstance(exc, (httpx.TransportError, ResourceExhaustedResponse, TimeoutError, ConnectionError)):
+        return True
+    code = getattr(exc, "code", None)  # grpc.RpcError, without importing grpc for REST users
+    if callable(code):
+        return getattr(code(), "name", "") in _TRANSIENT_GRPC
+    return False
+
+
+def _describe(exc: BaseException) -> str:
+    """A short human description of a client exception."""
+    if isinstance(exc, UnexpectedResponse):
+        try:
+            detail = exc.structured()["status"]["error"]
+        except Exception:
+            detail = exc.content[:200].decode("utf-8", "replace")
+        return f"HTTP {exc.status_code}: {detail}"
+    if isinstance(exc, ResponseHandlingException):
+        return _describe(exc.source)
+    details = getattr(exc, "details", None)  # grpc.RpcError
+    if callable(details):
+        return f"gRPC {exc.code().name}: {details()}"  # type: ignore[attr-defined]
+    return f"{type(exc).__name__}: {exc}"
+
+
+class QdrantClientStore(VectorStore):
+    """A clip-ingest collection in Qdrant, reached through ``qdrant_client.QdrantClient``.
+
+    Give exactly one of ``url`` (a server, e.g. ``http://localhost:6333``), ``path`` (local mode
+    persisted in that folder) or ``location=":memory:"``. ``api_key`` is sent to servers only;
+    callers read it from ``CLIP_INGEST_QDRANT_API_KEY`` or their config. ``https`` forces TLS,
+    ``verify`` is ``False`` or a CA bundle path for REST TLS verification.
+    """
+
+    backend = "qdrant"
+
+    def __init__(
+        self,
+        collection: str,
+        *,
+        url: str | None = None,
+        api_key: str | None = None,
+        path: str | None = None,
+        location: str | None = None,
+        timeout: float = 10.0,
+        prefer_grpc: bool = False,
+        https: bool | None = None,
+        verify: bool | str = True,
+    ) -> None:
+        if sum(option is not None for option in (url, path, location)) != 1:
+            raise ValueError("give exactly one of url= (server), path= (local folder) or location=':memory:'")
+        if location is not None and location != ":memory:":
+            raise ValueError("location= only accepts ':memory:'; use url= for a server")
+        if api_key is not None and url is None:
+            raise ValueError("api_key= only applies to a Qdrant server (url=)")
+        self.collection = collection
+        self._secret = api_key or None
+        self._local = url is None
+        self._where = _redact_url(url) if url is not None else (path or str(location))
+        self._dim: int | None = None
+        with self._translated("connect"):
+            if self._local:
+                self._client = QdrantClient(path=path, location=location)
+            else:
+                self._client = QdrantClient(
+                    url=url,
+                    api_key=api_key,
+                    timeout=max(1, int(np.ceil(timeout))),
+                    prefer_grpc=prefer_grpc,
+                    https=https,
+                    verify=verify,
+                    check_compatibility=False,  # would cost a request (and a warning) per open
+                )
+
+    def __repr__(self) -> str:
+        key = "***" if self._secret else None
+        return f"QdrantClientStore(collection={self.collection!r}, at={self._where!r}, api_key={key})"
+
+    # -- error handling -------------------------------------------------------------------
+
+    @contextmanager
+    def _translated(self, action: str) -> Iterator[None]:
+        """Turn client exceptions into StoreError / TransientStoreError with the key scrubbed."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except Exception as exc:
+            message = f"qdrant {action} on {self.collection!r} at {self._where}: {_describe(exc)}"
+            if self._secret:
+                message = message.replace(self._secret, "***")
+            error = TransientStoreError if _is_transient(exc) else StoreError
+            raise error(message) from None
+
+    # -- collection -----------------------------------------------------------------------
+
+    def collection_model(self) -> tuple[str, int] | None:
+        with self._translated("read collection"):
+            if not self._client.collection_exists(self.collection):
+                return None
+            config = self._client.get_collection(self.collection).config
+        record = (config.metadata or {}).get(METADATA_KEY)
+        if isinstance(record, dict) and "model_id" in record and "dim" in record:
+            return str(record["model_id"]), int(record["dim"])
+        vectors = config.params.vectors
+        return UNKNOWN_MODEL, int(vectors.size) if isinstance(vectors, models.VectorParams) else 0
+
+    def ensure_collection(self, spec: CollectionSpec, *, recreate: bool = False) -> None:
+        check_index_types(spec)
+        stored = self.collection_model()
+        if stored is not None and not recreate:
+            check_collection_model(self.collection, spec, stored)
+        else:
+            self._create(spec, drop=stored is not None)
+        self._dim = spec.dim
+        self._ensure_indexes(spec)
+
+    def _create(self, spec: CollectionSpec, *, drop: bool) -> None:
+        """Create the collection (after dropping the old one) with cosine float32 vectors and our record."""
+        with self._translated("create collection"):
+            if drop:
+                self._client.delete_collection(self.collection)
+            self._client.create_collection(
+                self.collection,
+                vectors_config=models.VectorParams(
+                    size=spec.dim, distance=models.Distance.COSINE, datatype=models.Datatype.FLOAT32
+                ),
+                metadata={METADATA_KEY: metadata_record(spec)},
+            )
+        if self.collection_model() != (spec.model_id, spec.dim):
+            raise StoreError(
+                f"Qdrant at {self._where} did not keep the collection metadata of {self.collection!r}; "
+                "clip-ingest needs Qdrant >= 1.16"
+            )
+
+    def _ensure_indexes(self, spec: CollectionSpec) -> None:
+        """Create the payload indexes the spec asks for that the collection lacks (servers only)."""
+        if self._local or not spec.indexed_fields:
+            return
+        with self._translated("create payload index"):
+            existing = self._client.get_collection(self.collection).payload_schema
+            for name, kind in spec.indexed_fields.items():
+                if name not in existing:
+                    self._client.create_payload_index(
+                        self.collection, name, field_schema=PAYLOAD_SCHEMAS[kind], wait=True
+                    )
+
+    def _collection_dim(self) -> int:
+        """The collection's dimension (cached), or StoreError if the collection does not exist."""
+        if self._dim is None:
+            stored = self.collection_model()
+            if stored is None:
+                raise StoreError(f"collection {self.collection!r} does not exist at {self._where}; ingest first")
+            self._dim = stored[1]
+        return self._dim
+
+    # -- points ---------------------------------------------------------------------------
+
+    def upsert(self, points: Sequence[Point]) -> None:
+        if not points:
+            return
+        dim = self._collection_dim()
+        structs = []
+        for point in points:
+            if point.vector is None:
+                raise StoreError(f"point {point.id!r} has no vector; upsert needs one")
+            structs.append(
+                models.PointStruct(
+                    id=check_point_id(point.id),
+                    vector=check_vector(point.vector, dim).tolist(),
+                    payload=dict(point.payload),
+                )
+            )
+        with self._translated("upsert"):
+            self._client.upsert(self.collection, points=structs, wait=True)
+
+    def set_payload(self, point_id: str, payload: Mapping[str, Any]) -> None:
+        point_id = check_point_id(point_id)
+        if not self.retrieve([point_id]):
+            raise StoreError(f"no point with id {point_id} in {self.collection!r}")
+        with self._translated("set payload"):
+            self._client.overwrite_payload(self.collection, payload=dict(payload), points=[point_id], wait=True)
+
+    def retrieve(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Point]:
+        if not ids:
+            return []
+        wanted = [check_point_id(i) for i in ids]
+        with self._translated("retrieve"):
+            records = self._client.retrieve(
+                self.collection, ids=wanted, with_payload=True, with_vectors=with_vectors
+            )
+        return [_to_point(record) for record in records]
+
+    def scroll(self, fields: Sequence[str] | None = None, batch_size: int = 1000) -> Iterator[Point]:
+        offset = None
+        while True:
+            with self._translated("scroll"):
+                records, offset = self._client.scroll(
+                    self.collection,
+                    limit=batch_size,
+                    offset=offset,
+                    with_payload=payload_selector(fields),
+                    with_vectors=False,
+                )
+            yield from (_to_point(record) for record in records)
+            if offset is None:
+                return
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        selector = models.PointIdsList(points=[check_point_id(i) for i in ids])
+        with self._translated("delete"):
+            self._client.delete(self.collection, points_selector=selector, wait=True)
+
+    def search(
+        self,
+        vector: np.ndarray,
+        *,
+        k: int = 10,
+        filter: Any | None = None,
+        offset: int = 0,
+        score_threshold: float | None = None,
+    ) -> list[Hit]:
+        query = check_vector(vector, self._collection_dim()).tolist()
+        with self._translated("search"):
+            response = self._client.query_points(
+                self.collection,
+                query=query,
+                limit=k,
+                offset=offset,
+                query_filter=_compile(filter),
+                score_threshold=score_threshold,
+                with_payload=True,
+            )
+        return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in response.points]
+
+    def count(self, filter: Any | None = None) -> int:
+        with self._translated("count"):
+            return int(self._client.count(self.collection, count_filter=_compile(filter), exact=True).count)
+
+    def close(self) -> None:
+        with self._translated("close"):
+            self._client.close()
+
+
+def _compile(filter: Any | None) -> models.Filter | None:
+    """The parsed filter AST as a qdrant-client Filter (compiler imported lazily: another module)."""
+    if filter is None:
+        return None
+    from clip_ingest.connectors.search.compile_qdrant import to_qdrant_filter
+
+    return to_qdrant_filter(filter)
+
+
+def _to_point(record: models.Record) -> Point:
+    """A qdrant-client record as our Point (vector as float32 when fetched)."""
+    vector = record.vector
+    array = np.asarray(vector, dtype=np.float32) if isinstance(vector, list) else None
+    return Point(id=str(record.id), vector=array, payload=dict(record.payload or {}))

@@ -1,0 +1,236 @@
+"""Find the images to ingest: recursive folder walks and CSV/JSONL manifests.
+
+A scan yields :class:`SourceFile` records (path, size, mtime, metadata known
+without reading the file) and reports files it cannot use as
+:class:`ScanProblem` through a callback, so one bad entry never stops a run.
+Directories are walked in sorted order, symlinked folders are followed once
+(a folder reached twice, e.g. through a link loop, is skipped) and hidden
+files/folders (name starting with ``.``) are skipped unless asked for.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from ..decode import OPTIONAL_FORMATS
+
+DEFAULT_EXTENSIONS: tuple[str, ...] = (
+    "jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff",
+) + (("heic", "heif") if "heif" in OPTIONAL_FORMATS else ()) + (("avif",) if "avif" in OPTIONAL_FORMATS else ())
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """An image file found by a scan.
+
+    ``path`` is absolute (symlinks in it are kept, not resolved) and is what the
+    payload records; ``rel`` is relative to ``root`` (the scanned folder, or the
+    manifest's folder) and decides the shard.
+    """
+
+    path: str
+    rel: str
+    root: str
+    size: int
+    mtime_ns: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScanProblem:
+    """A source entry that cannot be ingested (same fields as a dead-letter record)."""
+
+    path: str
+    reason: str
+    detail: str
+
+
+class ManifestError(ValueError):
+    """A manifest file is unreadable or malformed as a whole (bad header, not CSV/JSONL)."""
+
+
+ProblemSink = Callable[[ScanProblem], None]
+
+
+def normalise_extensions(exts: Iterable[str]) -> frozenset[str]:
+    """``[".JPG", "png"]`` -> ``{"jpg", "png"}``."""
+    return frozenset(e.lower().lstrip(".") for e in exts if e.strip(". "))
+
+
+def _is_hidden(rel: str) -> bool:
+    return any(part.startswith(".") for part in Path(rel).parts)
+
+
+def _folder_label(rel: str) -> dict[str, Any]:
+    parent = Path(rel).parent.name
+    return {"label": parent} if parent else {}
+
+
+def _stat_file(path: str, report: ProblemSink) -> os.stat_result | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        report(ScanProblem(path, "missing", "file does not exist (or is a broken symlink)"))
+        return None
+    except OSError as exc:
+        report(ScanProblem(path, "unreadable", str(exc)))
+        return None
+    return st
+
+
+class Scan:
+    """One pass over the sources.
+
+    Args:
+        directories: folders walked recursively.
+        manifests: CSV (``path`` column + metadata columns) or JSONL (``{"path": ..., ...}``)
+            files; relative paths resolve against the manifest's folder and paths that
+            leave that folder are refused.
+        extensions: file extensions taken from folders (manifests list files explicitly).
+        include_hidden: also take files and folders whose name starts with ``.``.
+        label_from_folder: add ``label`` = name of the file's parent folder (below the root).
+        on_problem: called for every entry that cannot be used.
+
+    After iterating, :attr:`roots` are the folders the scan covered and :attr:`blind_spots`
+    the folders it could not read (pruning must not touch paths in them).
+    """
+
+    def __init__(
+        self,
+        directories: Iterable[str | os.PathLike] = (),
+        manifests: Iterable[str | os.PathLike] = (),
+        *,
+        extensions: Iterable[str] = DEFAULT_EXTENSIONS,
+        include_hidden: bool = False,
+        label_from_folder: bool = False,
+        on_problem: ProblemSink = lambda problem: None,
+    ) -> None:
+        self.directories = [os.path.abspath(os.fspath(d)) for d in directories]
+        self.manifests = [os.path.abspath(os.fspath(m)) for m in manifests]
+        for folder in self.directories:
+            if not os.path.isdir(folder):
+                raise FileNotFoundError(f"source folder not found (or not a folder): {folder}")
+        for manifest in self.manifests:
+            if not os.path.isfile(manifest):
+                raise FileNotFoundError(f"manifest not found: {manifest}")
+        self.extensions = normalise_extensions(extensions)
+        self.include_hidden = include_hidden
+        self.label_from_folder = label_from_folder
+        self.report = on_problem
+        self.roots = self.directories + [os.path.dirname(m) for m in self.manifests]
+        self.blind_spots: list[str] = []
+
+    def __iter__(self) -> Iterator[SourceFile]:
+        for folder in self.directories:
+            yield from self._walk(folder)
+        for manifest in self.manifests:
+            yield from self._manifest(manifest)
+
+    def _walk(self, root: str) -> Iterator[SourceFile]:
+        seen_dirs: set[tuple[int, int]] = set()
+
+        def on_error(exc: OSError) -> None:
+            path = exc.filename or root
+            self.blind_spots.append(os.fspath(path))
+            self.report(ScanProblem(os.fspath(path), "unreadable", f"cannot list folder: {exc.strerror or exc}"))
+
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=on_error):
+            try:
+                st = os.stat(dirpath)
+            except OSError:
+                dirnames[:] = []
+                continue
+            if (st.st_dev, st.st_ino) in seen_dirs:  # reached again through a symlink: skip (no loops)
+                dirnames[:] = []
+                continue
+            seen_dirs.add((st.st_dev, st.st_ino))
+            rel_dir = os.path.relpath(dirpath, root)
+            rel_dir = "" if rel_dir == "." else rel_dir
+            if not self.include_hidden:
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            dirnames.sort()
+            for name in sorted(filenames):
+                if not self.include_hidden and name.startswith("."):
+                    continue
+                if name.rsplit(".", 1)[-1].lower() not in self.extensions or "." not in name:
+                    continue
+                path = os.path.join(dirpath, name)
+                st_file = _stat_file(path, self.report)
+                if st_file is None:
+                    continue
+                rel = os.path.join(rel_dir, name)
+                metadata = _folder_label(rel) if self.label_from_folder else {}
+                yield SourceFile(path, rel, root, st_file.st_size, st_file.st_mtime_ns, metadata)
+
+    def _manifest(self, manifest: str) -> Iterator[SourceFile]:
+        root = os.path.dirname(manifest)
+        real_root = os.path.realpath(root)
+        for entry, where in _read_manifest(manifest):
+            raw = entry.pop("path", None)
+            if not isinstance(raw, str) or not raw.strip():
+                self.report(ScanProblem(where, "bad_manifest_entry", "entry has no 'path'"))
+                continue
+            path = os.path.normpath(os.path.join(root, raw))
+            real = os.path.realpath(path)
+            if os.path.commonpath([real, real_root]) != real_root:
+                self.report(ScanProblem(path, "outside_root", f"manifest paths must stay inside {root}"))
+                continue
+            rel = os.path.relpath(path, root)
+            if not self.include_hidden and _is_hidden(rel):
+                continue
+            st = _stat_file(path, self.report)
+            if st is None:
+                continue
+            metadata = _folder_label(rel) if self.label_from_folder else {}
+            metadata.update({k: v for k, v in entry.items() if v not in ("", None)})
+            yield SourceFile(path, rel, root, st.st_size, st.st_mtime_ns, metadata)
+
+
+def _read_manifest(manifest: str) -> Iterator[tuple[dict[str, Any], str]]:
+    """``(entry, "manifest:line")`` pairs from a CSV or JSONL manifest."""
+    suffix = Path(manifest).suffix.lower()
+    with open(manifest, encoding="utf-8", newline="") as fh:
+        if suffix == ".csv":
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or "path" not in reader.fieldnames:
+                raise ManifestError(f"{manifest}: CSV manifest needs a header row with a 'path' column")
+            for row in reader:
+                yield {k: v for k, v in row.items() if k is not None}, f"{manifest}:{reader.line_num}"
+        elif suffix in (".jsonl", ".ndjson"):
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ManifestError(f"{manifest}:{number}: invalid JSON ({exc.msg})") from None
+                if not isinstance(entry, dict):
+                    raise ManifestError(f"{manifest}:{number}: each line must be a JSON object")
+                yield entry, f"{manifest}:{number}"
+        else:
+            raise ManifestError(f"{manifest}: manifest must be .csv or .jsonl")
+
+
+def read_sidecar(path: str) -> dict[str, Any]:
+    """Metadata from ``IMAGE.jpg.json``, else ``IMAGE.json``; ``{}`` when neither exists.
+
+    Raises:
+        ValueError: the sidecar exists but is not a JSON object.
+    """
+    for candidate in (f"{path}.json", f"{os.path.splitext(path)[0]}.json"):
+        try:
+            with open(candidate, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"sidecar {candidate}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"sidecar {candidate}: must be a JSON object")
+        return data
+    return {}

@@ -1,0 +1,52 @@
+"""What the database already holds, read by scrolling the collection.
+
+The database is the source of truth for incremental runs: nothing is kept in a
+local state file, so a lost or stale local state can never cause duplicates or
+skipped files. Only the fields needed to decide "unchanged" are fetched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..backends.base import VectorStore
+from .payload import path_entries
+from .scan import SourceFile
+
+STATE_FIELDS = ("path", "paths", "mtimes_ns", "size")
+
+
+@dataclass
+class StoredState:
+    """Paths, their recorded mtimes and the content sizes of every point in a collection."""
+
+    by_path: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    """path -> ``[(point_id, mtime_ns), ...]`` (more than one only after an interrupted run)."""
+    sizes: dict[str, int] = field(default_factory=dict)
+    """point_id -> content size in bytes."""
+
+    @classmethod
+    def from_store(cls, store: VectorStore, batch_size: int = 1000) -> "StoredState":
+        """Scroll the whole collection (payload fields :data:`STATE_FIELDS` only)."""
+        state = cls()
+        for point in store.scroll(fields=list(STATE_FIELDS), batch_size=batch_size):
+            state.sizes[point.id] = int(point.payload.get("size", -1))
+            for path, mtime_ns in path_entries(point.payload):
+                state.by_path.setdefault(path, []).append((point.id, mtime_ns))
+        return state
+
+    def ids_listing(self, path: str) -> list[str]:
+        """IDs of the points whose ``paths`` include ``path``."""
+        return [pid for pid, _ in self.by_path.get(path, ())]
+
+    def is_unchanged(self, file: SourceFile) -> bool:
+        """Exactly one point lists this path, with the same size and mtime_ns: skip without reading."""
+        entries = self.by_path.get(file.path, ())
+        if len(entries) != 1:
+            return False
+        pid, mtime_ns = entries[0]
+        return mtime_ns == file.mtime_ns and self.sizes.get(pid) == file.size
+
+    def known(self, point_id: str) -> bool:
+        """Whether a point with this id existed when the run started."""
+        return point_id in self.sizes

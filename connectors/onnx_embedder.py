@@ -1,0 +1,120 @@
+"""An :class:`~clip_ingest.connectors.embedder.Embedder` that runs an exported model with onnxruntime.
+
+It reads an export directory written by ``clip-model export --onnx`` (see
+``clip_ingest.model.export``): the ONNX towers for the forward passes, the same
+open_clip preprocessing (from ``open_clip_config.json``) and tokenizer, and the
+``model_id`` recorded with the weights the graphs were exported from. Its vectors
+match :class:`~clip_ingest.connectors.openclip_embedder.OpenClipEmbedder` on the same
+directory (cosine distance below 1e-4), so both may write to the same collection.
+Useful where torch is too heavy to deploy; onnxruntime is the ``onnx`` extra.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import open_clip
+from open_clip.transform import PreprocessCfg, image_transform_v2
+from PIL import Image
+
+from .decode import DEFAULT_MAX_MEGAPIXELS, DecodedImage, ImageInput, decode_image
+from .embedder import batched, l2_normalise
+from .factory import METADATA_FILE, ModelLoadError
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing: not an export directory written by `clip-model export`")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+class OnnxEmbedder:
+    """Embed images and texts with the ONNX towers of an export directory.
+
+    Args:
+        export_dir: a directory written by ``clip-model export --onnx``.
+        batch_size: images/texts per run; results do not depend on it.
+        providers: onnxruntime execution providers (default: CPU).
+        max_megapixels: images above this size are refused (:class:`ImageDecodeError`).
+    """
+
+    def __init__(
+        self,
+        export_dir: str | os.PathLike,
+        *,
+        batch_size: int = 32,
+        providers: Sequence[str] | None = None,
+        max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+    ) -> None:
+        import onnxruntime as ort  # optional dependency: import only when used
+
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        directory = Path(export_dir).expanduser()
+        metadata = _read_json(directory / METADATA_FILE)
+        config = _read_json(directory / "open_clip_config.json")
+        onnx_files = metadata.get("onnx")
+        if not onnx_files:
+            raise ModelLoadError(f"{directory} has no ONNX towers: export it with `clip-model export --onnx`")
+        self.export_dir = directory
+        self.batch_size = batch_size
+        self.max_megapixels = max_megapixels
+        self._model_id = str(metadata["model_id"])
+        self._name = str(metadata.get("name") or directory.name)
+        pp = PreprocessCfg(**config["preprocess_cfg"])
+        self._transform = image_transform_v2(pp, is_train=False)
+        self.image_size = int(pp.size[0] if isinstance(pp.size, (tuple, list)) else pp.size)
+        self._tokenizer = open_clip.get_tokenizer(f"local-dir:{directory}")
+        providers = list(providers or ["CPUExecutionProvider"])
+        self._image = ort.InferenceSession(str(directory / onnx_files["image"]), providers=providers)
+        self._text = ort.InferenceSession(str(directory / onnx_files["text"]), providers=providers)
+        self._dim = int(self._run(self._text, self._tokens(["a"])).shape[1])
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def decode(self, item: ImageInput) -> DecodedImage:
+        """Decode one item the way this embedder wants it (JPEG draft at its input size)."""
+        return decode_image(item, max_megapixels=self.max_megapixels, draft_size=self.image_size)
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """An RGB image -> the model's input ``(3, S, S)`` float32 array (open_clip's transform)."""
+        return self._transform(image).numpy()
+
+    def _tokens(self, texts: Sequence[str]) -> np.ndarray:
+        return self._tokenizer(list(texts)).numpy().astype(np.int64)
+
+    @staticmethod
+    def _run(session, batch: np.ndarray) -> np.ndarray:
+        (out,) = session.run(None, {session.get_inputs()[0].name: batch})
+        return l2_normalise(out)
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Embed preprocessed images ``(n, 3, S, S)`` in one run."""
+        return self._run(self._image, np.asarray(pixels, dtype=np.float32))
+
+    def embed_images(self, items: Iterable[ImageInput]) -> np.ndarray:
+        out = [
+            self.embed_pixels(np.stack([self.preprocess(self.decode(item).image) for item in chunk]))
+            for chunk in batched(items, self.batch_size)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            raise TypeError("embed_texts takes a sequence of strings; wrap a single text in a list")
+        out = [self._run(self._text, self._tokens(chunk)) for chunk in batched(texts, self.batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)

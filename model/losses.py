@@ -1,0 +1,158 @@
+"""Training losses of the 2SFT and MCIP methods (Schall et al., SISAP 2024) and plain CLIP.
+
+Every loss is an ``nn.Module`` that documents what it expects and returns, in the
+style of sentence-transformers:
+
+=============================  ==================================================  =================
+loss                           inputs                                              used by
+=============================  ==================================================  =================
+:class:`ArcMarginLoss`         image embeddings ``(B, D)``, class ids ``(B,)``     finetune, MCIP
+:class:`MultiCaptionArcMargin  image embeddings ``(B, D)``, caption embeddings     MCIP
+Loss`                          ``(C, D)``, boolean ``positive``/``negative``
+                               masks ``(B, C)``
+:class:`InfoNCELoss`           image ``(B, D)`` and text ``(B, D)`` embeddings of  pretrain, realign
+                               matching pairs, a log logit scale
+=============================  ==================================================  =================
+
+Embeddings need not be normalised: every loss L2-normalises its inputs, because the
+retrieval vectors are compared by cosine similarity.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MAX_LOGIT_SCALE = 100.0
+"""CLIP's cap on the InfoNCE temperature scale (``exp(logit_scale) <= 100``)."""
+
+
+def margin_cosine(cos: torch.Tensor, margin: float) -> torch.Tensor:
+    """``cos(theta + margin)`` for ``cos = cos(theta)``, ArcFace style.
+
+    Where ``theta + margin`` would pass ``pi`` (the function stops decreasing there)
+    the usual linear fallback ``cos(theta) - sin(pi - m) * m`` keeps the logit monotone.
+    """
+    cos = cos.clamp(-1.0, 1.0)
+    sine = torch.sqrt((1.0 - cos * cos).clamp_min(0.0))
+    phi = cos * math.cos(margin) - sine * math.sin(margin)
+    threshold = math.cos(math.pi - margin)
+    fallback = cos - math.sin(math.pi - margin) * margin
+    return torch.where(cos > threshold, phi, fallback)
+
+
+class ArcMarginLoss(nn.Module):
+    """ArcFace: classification against learnable class proxies with an additive angular margin.
+
+    Expects image embeddings ``(B, D)`` and integer class ids ``(B,)`` in ``[0, K)``;
+    returns the mean cross-entropy of the logits ``s * cos(theta)``, where the angle to
+    the true class proxy is enlarged by ``m``. The proxies ``W`` (``K x D``, Xavier
+    initialised) exist only to shape the embedding space and are discarded after
+    training. Following the paper's code they learn ``proxy_lr_multiplier`` (100x)
+    faster than the backbone: build the optimizer with :meth:`param_groups`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        embed_dim: int,
+        *,
+        scale: float = 30.0,
+        margin: float = 0.1,
+        proxy_lr_multiplier: float = 100.0,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError("ArcMarginLoss needs at least one class")
+        self.scale = scale
+        self.margin = margin
+        self.proxy_lr_multiplier = proxy_lr_multiplier
+        self.weight = nn.Parameter(torch.empty(num_classes, embed_dim))
+        nn.init.xavier_uniform_(self.weight)
+
+    def logits(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The scaled, margin-adjusted logits ``(B, K)`` (exposed for evaluation and tests)."""
+        cos = F.normalize(embeddings.float(), dim=-1) @ F.normalize(self.weight.float(), dim=-1).T
+        true = F.one_hot(labels, cos.shape[1]).bool()
+        return self.scale * torch.where(true, margin_cosine(cos, self.margin), cos)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.logits(embeddings, labels), labels)
+
+    def param_groups(self, base_lr: float) -> list[dict]:
+        """Optimizer groups for the proxies: ``base_lr * proxy_lr_multiplier``, no weight decay."""
+        return [{"params": [self.weight], "lr": base_lr * self.proxy_lr_multiplier, "weight_decay": 0.0}]
+
+
+class MultiCaptionArcMarginLoss(nn.Module):
+    """MC-ArcMargin: captions of the batch act as the class proxies of ArcMargin.
+
+    Expects image embeddings ``(B, D)``, embeddings of every caption in the batch
+    ``(C, D)`` (from the frozen text tower) and two boolean masks ``(B, C)``:
+    ``positive[i, j]`` says caption ``j`` describes image ``i``; ``negative[i, j]``
+    (default: every non-positive) says it counts against image ``i``. Captions that are
+    neither are left out of image ``i``'s softmax. The margin is added to the angles of
+    positives only; the target distribution is uniform over an image's positives.
+    Returns the mean loss over images with at least one positive caption: an image
+    with no captions contributes nothing (a batch without any gives a zero loss that
+    still belongs to the graph).
+    """
+
+    def __init__(self, *, scale: float = 30.0, margin: float = 0.1) -> None:
+        super().__init__()
+        self.scale = scale
+        self.margin = margin
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        caption_embeddings: torch.Tensor,
+        positive: torch.Tensor,
+        negative: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if positive.dtype != torch.bool or (negative is not None and negative.dtype != torch.bool):
+            raise TypeError("positive/negative masks must be boolean tensors")
+        expected = (image_embeddings.shape[0], caption_embeddings.shape[0])
+        if tuple(positive.shape) != expected:
+            raise ValueError(f"positive mask has shape {tuple(positive.shape)}, expected {expected}")
+        negative = ~positive if negative is None else negative & ~positive
+        has_caption = positive.any(dim=1)
+        if not bool(has_caption.any()):
+            return image_embeddings.sum() * 0.0
+        img = F.normalize(image_embeddings[has_caption].float(), dim=-1)
+        pos, neg = positive[has_caption], negative[has_caption]
+        cos = img @ F.normalize(caption_embeddings.float(), dim=-1).T
+        logits = self.scale * torch.where(pos, margin_cosine(cos, self.margin), cos)
+        logits = logits.masked_fill(~(pos | neg), float("-inf"))
+        log_prob = F.log_softmax(logits, dim=1)
+        target = pos.float() / pos.sum(dim=1, keepdim=True)
+        per_image = -(target * log_prob.masked_fill(~pos, 0.0)).sum(dim=1)
+        return per_image.mean()
+
+
+class InfoNCELoss(nn.Module):
+    """Symmetric CLIP InfoNCE over matching image/text pairs.
+
+    Expects image embeddings ``(B, D)``, text embeddings ``(B, D)`` where row ``i`` of
+    each belongs together, and the *log* of the logit scale (CLIP's learnable
+    ``logit_scale`` parameter; it is clamped so that the scale never exceeds 100).
+    Returns the mean of the image->text and text->image cross-entropies.
+    """
+
+    def forward(
+        self, image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, logit_scale: torch.Tensor
+    ) -> torch.Tensor:
+        if image_embeddings.shape != text_embeddings.shape:
+            raise ValueError(
+                f"image and text embeddings must pair up, got {tuple(image_embeddings.shape)} "
+                f"and {tuple(text_embeddings.shape)}"
+            )
+        scale = logit_scale.float().clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
+        img = F.normalize(image_embeddings.float(), dim=-1)
+        txt = F.normalize(text_embeddings.float(), dim=-1)
+        logits = scale * img @ txt.T
+        target = torch.arange(len(logits), device=logits.device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2

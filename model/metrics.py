@@ -1,0 +1,242 @@
+"""Retrieval and classification metrics on embedding matrices (pure numpy).
+
+Every function takes L2-normalised float rows (as produced by any
+:class:`~clip_ingest.connectors.embedder.Embedder`), so a dot product is a cosine
+similarity. Rankings sort by similarity, highest first; ties are broken by the
+lower index (a stable sort), which makes every metric deterministic.
+
+Numbers are fractions in ``[0, 1]`` (not percentages).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from clip_ingest.connectors.embedder import l2_normalise
+
+DEFAULT_KNN_K = 21
+DEFAULT_KNN_TEMPERATURE = 0.1
+DEFAULT_RECALL_KS = (1, 5, 10)
+QUERY_CHUNK = 1024
+"""Queries ranked per block: bounds memory to ``QUERY_CHUNK x n`` similarities."""
+
+
+def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-d (n, dim) array, got shape {x.shape}")
+    return x
+
+
+def _as_labels(labels: Sequence, n: int, name: str = "labels") -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise ValueError(f"{name} must have one entry per row ({n}), got shape {labels.shape}")
+    return labels
+
+
+def _ranking(similarities: np.ndarray) -> np.ndarray:
+    """Column indices of each row sorted by similarity, highest first, ties by lower index."""
+    return np.argsort(-similarities, axis=1, kind="stable")
+
+
+def _leave_one_out_relevance(embeddings: np.ndarray, labels: Sequence) -> Iterator[np.ndarray]:
+    """For blocks of queries: a boolean ``(q, n-1)`` matrix, True where the ranked item is relevant.
+
+    Every image is a query against all *other* images (it is removed from its own
+    ranking); an item is relevant when it has the query's label.
+    """
+    emb = _as_matrix(embeddings, "embeddings")
+    n = emb.shape[0]
+    labels = _as_labels(labels, n)
+    if n < 2:
+        raise ValueError("all-vs-all retrieval needs at least 2 items")
+    for start in range(0, n, QUERY_CHUNK):
+        queries = np.arange(start, min(start + QUERY_CHUNK, n))
+        order = _ranking(emb[queries] @ emb.T)
+        order = order[order != queries[:, None]].reshape(len(queries), n - 1)
+        yield labels[order] == labels[queries, None]
+
+
+def mean_average_precision(embeddings: np.ndarray, labels: Sequence) -> float:
+    """Image->image mAP over all-vs-all rankings, the query excluded from its own ranking.
+
+    Args:
+        embeddings: ``(n, dim)`` L2-normalised rows.
+        labels: ``n`` labels; items with equal labels are relevant to each other
+            (object ids for instance retrieval, class names for category level).
+
+    Returns:
+        The mean over queries of average precision (mean of the precision at the
+        rank of each relevant item). Queries with no other relevant item are
+        skipped; if no query has one, a :class:`ValueError` is raised.
+    """
+    ap_values = []
+    for relevant in _leave_one_out_relevance(embeddings, labels):
+        hits = relevant.sum(axis=1)
+        ranks = np.arange(1, relevant.shape[1] + 1)
+        precision = np.cumsum(relevant, axis=1) / ranks
+        ap = (precision * relevant).sum(axis=1)
+        ap_values.append(ap[hits > 0] / hits[hits > 0])
+    values = np.concatenate(ap_values)
+    if values.size == 0:
+        raise ValueError("no query has a relevant item: every label is unique")
+    return float(values.mean())
+
+
+def recall_at_1(embeddings: np.ndarray, labels: Sequence) -> float:
+    """Image->image R@1: the fraction of queries whose nearest *other* item shares their label.
+
+    Args and ranking as :func:`mean_average_precision`; queries with no other
+    relevant item are skipped the same way.
+    """
+    top_hits = []
+    for relevant in _leave_one_out_relevance(embeddings, labels):
+        has_relevant = relevant.any(axis=1)
+        top_hits.append(relevant[has_relevant, 0])
+    values = np.concatenate(top_hits)
+    if values.size == 0:
+        raise ValueError("no query has a relevant item: every label is unique")
+    return float(values.mean())
+
+
+def knn_accuracy(
+    train_embeddings: np.ndarray,
+    train_labels: Sequence,
+    test_embeddings: np.ndarray,
+    test_labels: Sequence,
+    *,
+    k: int = DEFAULT_KNN_K,
+    temperature: float = DEFAULT_KNN_TEMPERATURE,
+) -> float:
+    """Weighted k-NN classification accuracy (DINO / Schall et al. protocol).
+
+    Each test row votes with its ``k`` most similar training rows, each vote
+    weighted ``exp(similarity / temperature)``; the class with the largest summed
+    weight wins (ties: the class seen first in ``train_labels`` order).
+
+    Returns:
+        The fraction of test rows whose predicted class equals their label.
+    """
+    if k < 1 or temperature <= 0:
+        raise ValueError("k must be >= 1 and temperature > 0")
+    train = _as_matrix(train_embeddings, "train_embeddings")
+    test = _as_matrix(test_embeddings, "test_embeddings")
+    train_labels = _as_labels(train_labels, train.shape[0], "train_labels")
+    test_labels = _as_labels(test_labels, test.shape[0], "test_labels")
+    classes, first_seen = np.unique(train_labels, return_index=True)
+    classes = classes[np.argsort(first_seen)]
+    class_of = {c: i for i, c in enumerate(classes.tolist())}
+    train_class = np.array([class_of[c] for c in train_labels.tolist()])
+    k = min(k, train.shape[0])
+    correct = 0
+    for start in range(0, test.shape[0], QUERY_CHUNK):
+        sims = test[start : start + QUERY_CHUNK] @ train.T
+        top = _ranking(sims)[:, :k]
+        top_sims = np.take_along_axis(sims, top, axis=1).astype(np.float64)
+        # shifting by the row maximum scales a row's weights alike: same vote, no overflow
+        weights = np.exp((top_sims - top_sims[:, :1]) / temperature)
+        votes = np.zeros((sims.shape[0], len(classes)))
+        np.add.at(votes, (np.arange(sims.shape[0])[:, None], train_class[top]), weights)
+        predicted = classes[votes.argmax(axis=1)]
+        correct += int((predicted == test_labels[start : start + QUERY_CHUNK]).sum())
+    return correct / test.shape[0]
+
+
+def class_text_embeddings(
+    embed_texts: Callable[[Sequence[str]], np.ndarray],
+    classnames: Sequence[str],
+    templates: Sequence[str],
+) -> np.ndarray:
+    """Zero-shot classifier weights: per class, the re-normalised mean of its prompt embeddings.
+
+    Args:
+        embed_texts: e.g. ``embedder.embed_texts``.
+        classnames: human-readable class names.
+        templates: prompts with a ``{}``, ``{classname}`` or ``{class}`` slot, e.g.
+            ``"a photo of a {class}"``.
+
+    Returns:
+        ``(len(classnames), dim)`` L2-normalised rows.
+    """
+    if not templates:
+        raise ValueError("at least one prompt template is needed")
+    prompts = [t.format(name, **{"classname": name, "class": name}) for name in classnames for t in templates]
+    emb = _as_matrix(embed_texts(prompts), "text embeddings")
+    return l2_normalise(emb.reshape(len(classnames), len(templates), -1).mean(axis=1))
+
+
+def zero_shot_accuracy(
+    image_embeddings: np.ndarray, labels: Sequence[int], class_embeddings: np.ndarray
+) -> float:
+    """Zero-shot classification accuracy.
+
+    Args:
+        image_embeddings: ``(n, dim)`` rows.
+        labels: ``n`` class indices into ``class_embeddings``.
+        class_embeddings: ``(c, dim)`` rows, e.g. from :func:`class_text_embeddings`.
+
+    Returns:
+        The fraction of images whose most similar class row is their label.
+    """
+    images = _as_matrix(image_embeddings, "image_embeddings")
+    labels = _as_labels(labels, images.shape[0])
+    predicted = _ranking(images @ _as_matrix(class_embeddings, "class_embeddings").T)[:, 0]
+    return float((predicted == labels).mean())
+
+
+def _recall_dict(first_hit_rank: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
+    return {f"R@{k}": float((first_hit_rank < k).mean()) for k in ks}
+
+
+def text_to_image_recall(
+    text_embeddings: np.ndarray,
+    image_embeddings: np.ndarray,
+    caption_image: Sequence[int],
+    ks: Sequence[int] = DEFAULT_RECALL_KS,
+) -> dict[str, float]:
+    """Text->image Recall@k: a caption scores when its own image is among its ``k`` best images.
+
+    Args:
+        text_embeddings: ``(t, dim)`` caption rows.
+        image_embeddings: ``(n, dim)`` image rows.
+        caption_image: for each caption, the row index of its image.
+        ks: cut-offs.
+
+    Returns:
+        ``{"R@1": ..., "R@5": ..., ...}`` averaged over captions.
+    """
+    texts = _as_matrix(text_embeddings, "text_embeddings")
+    images = _as_matrix(image_embeddings, "image_embeddings")
+    target = _as_labels(caption_image, texts.shape[0], "caption_image").astype(int)
+    ranks = []
+    for start in range(0, texts.shape[0], QUERY_CHUNK):
+        order = _ranking(texts[start : start + QUERY_CHUNK] @ images.T)
+        ranks.append((order == target[start : start + QUERY_CHUNK, None]).argmax(axis=1))
+    return _recall_dict(np.concatenate(ranks), ks)
+
+
+def image_to_text_recall(
+    image_embeddings: np.ndarray,
+    text_embeddings: np.ndarray,
+    caption_image: Sequence[int],
+    ks: Sequence[int] = DEFAULT_RECALL_KS,
+) -> dict[str, float]:
+    """Image->text Recall@k: an image scores when any of its captions is among its ``k`` best texts.
+
+    Arguments as :func:`text_to_image_recall`; averaged over images (every image
+    must have at least one caption).
+    """
+    images = _as_matrix(image_embeddings, "image_embeddings")
+    texts = _as_matrix(text_embeddings, "text_embeddings")
+    owner = _as_labels(caption_image, texts.shape[0], "caption_image").astype(int)
+    if set(owner.tolist()) != set(range(images.shape[0])):
+        raise ValueError("every image needs at least one caption (and captions must name valid images)")
+    ranks = []
+    for start in range(0, images.shape[0], QUERY_CHUNK):
+        queries = np.arange(start, min(start + QUERY_CHUNK, images.shape[0]))
+        order = _ranking(images[queries] @ texts.T)
+        ranks.append((owner[order] == queries[:, None]).argmax(axis=1))
+    return _recall_dict(np.concatenate(ranks), ks)

@@ -1,0 +1,85 @@
+"""Export the image and text towers of an open_clip model to ONNX.
+
+Each tower becomes its own graph with a dynamic batch axis and the
+L2-normalisation *inside*, so an ONNX runtime alone (no torch) produces exactly
+the vectors :class:`~clip_ingest.connectors.openclip_embedder.OpenClipEmbedder`
+produces: ``image.onnx`` maps ``pixels (n, 3, S, S) float32 -> embedding (n, dim)``
+and ``text.onnx`` maps ``tokens (n, context_length) int64 -> embedding (n, dim)``.
+Preprocessing and tokenisation stay outside the graphs and are rebuilt from the
+export directory's ``open_clip_config.json`` by
+:class:`~clip_ingest.connectors.onnx_embedder.OnnxEmbedder`.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ONNX_SUBDIR = "onnx"
+IMAGE_FILE = "image.onnx"
+TEXT_FILE = "text.onnx"
+DEFAULT_OPSET = 17
+
+
+class _NormalisedTower(nn.Module):
+    """``model.encode_image`` or ``model.encode_text`` followed by L2-normalisation, for tracing.
+
+    The model is a submodule, so its weights become graph initialisers.
+    """
+
+    def __init__(self, model: nn.Module, tower: str) -> None:
+        super().__init__()
+        self.model = model
+        self.tower = tower
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        encode = self.model.encode_image if self.tower == "image" else self.model.encode_text
+        return F.normalize(encode(x).float(), dim=-1)
+
+
+def _export(tower: nn.Module, example: torch.Tensor, path: Path, input_name: str, opset: int) -> None:
+    torch.onnx.export(
+        tower,
+        (example,),
+        str(path),
+        input_names=[input_name],
+        output_names=["embedding"],
+        dynamic_axes={input_name: {0: "batch"}, "embedding": {0: "batch"}},
+        opset_version=opset,
+        dynamo=False,  # the TorchScript exporter needs no onnxscript and handles open_clip's towers
+    )
+
+
+def export_onnx(
+    model: nn.Module, out_dir: str | Path, *, image_size: int, context_length: int, opset: int = DEFAULT_OPSET
+) -> dict[str, Any]:
+    """Write ``out_dir/onnx/image.onnx`` and ``text.onnx`` for ``model`` (an open_clip CLIP, fp32 on CPU).
+
+    Returns the ``"onnx"`` entry for ``clip_ingest.json``: relative file paths and
+    the opset. The model itself is left untouched (a float32 CPU copy is exported).
+    """
+    model = copy.deepcopy(model).to("cpu", torch.float32).eval()
+    folder = Path(out_dir) / ONNX_SUBDIR
+    folder.mkdir(parents=True, exist_ok=True)
+    model.requires_grad_(False)
+    with torch.no_grad():
+        _export(
+            _NormalisedTower(model, "image"),
+            torch.zeros(2, 3, image_size, image_size),
+            folder / IMAGE_FILE,
+            "pixels",
+            opset,
+        )
+        _export(
+            _NormalisedTower(model, "text"),
+            torch.zeros(2, context_length, dtype=torch.long),
+            folder / TEXT_FILE,
+            "tokens",
+            opset,
+        )
+    return {"image": f"{ONNX_SUBDIR}/{IMAGE_FILE}", "text": f"{ONNX_SUBDIR}/{TEXT_FILE}", "opset": opset}

@@ -1,0 +1,245 @@
+"""The training loop every stage shares.
+
+A stage builds an ``nn.Module`` whose ``forward(batch)`` returns the loss (the model plus
+its loss heads), a dataset and a collate function, and calls :func:`fit`, which does the
+rest the same way for every method:
+
+* AdamW (no weight decay on biases/norms/scalars), linear warmup then cosine decay,
+  gradient clipping (default 1.0) *after* unscaling, AMP only on CUDA (bf16 where
+  supported, else fp16 with a gradient scaler);
+* seeding, a deterministic shuffled sampler (``DistributedSampler`` with one replica when
+  not distributed), ``num_workers`` decoding processes and ``torch_threads``;
+* a resumable snapshot after every epoch (safetensors + JSON, no pickle);
+* progress logs with loss, learning rate, samples/s and undecodable images skipped;
+* DDP when started by ``torchrun`` (see :mod:`clip_ingest.model.distributed`).
+
+Batches must have ``len()``, ``.skipped`` (images dropped while collating) and
+``.to(device)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from .checkpoint import load_training_state, save_training_state
+from .distributed import DistInfo, all_reduce_sum, barrier
+
+log = logging.getLogger(__name__)
+
+
+class TrainBatch(Protocol):
+    """What :func:`fit` needs from a collated batch."""
+
+    skipped: int
+
+    def __len__(self) -> int: ...
+
+    def to(self, device: torch.device) -> "TrainBatch": ...
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by every stage.
+
+    ``lr`` is the backbone learning rate (the paper uses 1e-6 for large pretrained
+    models; tiny random models need ~1e-3). ``warmup_steps`` below 1 is a fraction of
+    all steps. ``precision``: ``auto`` uses AMP on CUDA and fp32 elsewhere.
+    """
+
+    epochs: int = 3
+    batch_size: int = 64
+    lr: float = 1e-6
+    weight_decay: float = 0.01
+    warmup_steps: float = 0.05
+    grad_clip: float = 1.0
+    seed: int = 0
+    num_workers: int = 0
+    torch_threads: int | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    log_every: int = 20
+    resume: bool = True
+
+
+@dataclass
+class FitResult:
+    """What a finished :func:`fit` did: optimiser steps, samples, skipped images, time, last loss."""
+
+    steps: int
+    epochs: int
+    samples: int
+    skipped: int
+    seconds: float
+    samples_per_s: float
+    final_loss: float
+    resumed_from_epoch: int
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warmup over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def decay_param_groups(named: Iterable[tuple[str, nn.Parameter]], lr: float, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay on matrices, none on biases, norms and scalars."""
+    decay, no_decay = [], []
+    for _, param in named:
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    groups = [{"params": decay, "lr": lr, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0})
+    return groups
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "fp16" or (precision == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+def fit(
+    module: nn.Module,
+    param_groups: list[dict],
+    dataset: Dataset,
+    collate: Callable[[list], TrainBatch],
+    cfg: TrainConfig,
+    checkpoint_dir: str | Path,
+    dist_info: DistInfo,
+    device: torch.device,
+    on_epoch_end: Callable[[int, float], None] | None = None,
+) -> FitResult:
+    """Train ``module`` (``forward(batch) -> loss``) on ``dataset`` and return what happened.
+
+    ``param_groups`` are AdamW groups (see :func:`decay_param_groups`; loss heads add
+    their own, e.g. ArcMargin proxies at 100x lr). With ``cfg.resume`` a snapshot in
+    ``checkpoint_dir`` continues after its last finished epoch with the same weights,
+    optimizer moments, schedule and RNG state. ``on_epoch_end(epoch, mean_loss)`` runs on
+    every rank after the snapshot of each epoch.
+    """
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    if len(dataset) == 0:
+        raise ValueError("no training samples")
+    module.to(device)
+    for group in param_groups:
+        group["base_lr"] = group["lr"]
+    trainable = [p for g in param_groups for p in g["params"]]
+    optimizer = torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sampler = DistributedSampler(
+        dataset, num_replicas=dist_info.world_size, rank=dist_info.rank, shuffle=True, seed=cfg.seed
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        collate_fn=collate,
+        persistent_workers=cfg.num_workers > 0,
+        pin_memory=device.type == "cuda",
+    )
+    steps_per_epoch = len(loader)
+    total = steps_per_epoch * cfg.epochs
+    warmup = int(cfg.warmup_steps * total) if cfg.warmup_steps < 1 else int(cfg.warmup_steps)
+
+    seed_everything(cfg.seed + dist_info.rank)
+    counters = {"epoch": 0, "step": 0, "samples": 0, "skipped": 0, "loss": float("nan")}
+    checkpoint_dir = Path(checkpoint_dir)
+    if cfg.resume:
+        loaded = load_training_state(checkpoint_dir, module, optimizer)
+        if loaded is not None:
+            counters = loaded
+            log.info("resuming from %s after epoch %d", checkpoint_dir, counters["epoch"])
+    start_epoch = counters["epoch"]
+
+    dtype = _autocast_dtype(cfg.precision, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    runner: nn.Module = module
+    if dist_info.enabled:
+        runner = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+    started = time.perf_counter()
+    run_samples = 0
+    for epoch in range(start_epoch, cfg.epochs):
+        sampler.set_epoch(epoch)
+        module.train()
+        window_start, window_samples, epoch_loss, epoch_steps = time.perf_counter(), 0, 0.0, 0
+        for batch in loader:
+            counters["skipped"] += batch.skipped
+            empty = float(len(batch) == 0)
+            if all_reduce_sum(empty, dist_info, device) > 0:  # every rank must skip together
+                continue
+            factor = lr_factor(counters["step"], total, warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * factor
+            batch = batch.to(device)
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                loss = runner(batch)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            counters["step"] += 1
+            counters["samples"] += len(batch)
+            run_samples += len(batch)
+            window_samples += len(batch)
+            epoch_loss += float(loss.detach())
+            epoch_steps += 1
+            if dist_info.is_main and cfg.log_every and counters["step"] % cfg.log_every == 0:
+                rate = window_samples * dist_info.world_size / max(1e-9, time.perf_counter() - window_start)
+                log.info(
+                    "epoch %d step %d/%d loss %.4f lr %.3g %.1f samples/s skipped %d",
+                    epoch + 1, counters["step"], total, float(loss.detach()),
+                    optimizer.param_groups[0]["lr"], rate, counters["skipped"],
+                )
+                window_start, window_samples = time.perf_counter(), 0
+        counters["epoch"] = epoch + 1
+        counters["loss"] = epoch_loss / max(1, epoch_steps)
+        if dist_info.is_main:
+            save_training_state(checkpoint_dir, module, optimizer, counters)
+            log.info("epoch %d done: mean loss %.4f", epoch + 1, counters["loss"])
+        barrier(dist_info)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, counters["loss"])
+
+    seconds = time.perf_counter() - started
+    world_samples = int(all_reduce_sum(run_samples, dist_info, device))
+    return FitResult(
+        steps=counters["step"],
+        epochs=counters["epoch"],
+        samples=int(all_reduce_sum(counters["samples"], dist_info, device)),
+        skipped=int(all_reduce_sum(counters["skipped"], dist_info, device)),
+        seconds=seconds,
+        samples_per_s=world_samples / seconds if seconds > 0 else 0.0,
+        final_loss=float(counters["loss"]),
+        resumed_from_epoch=start_epoch,
+    )
