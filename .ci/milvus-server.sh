@@ -12,7 +12,7 @@
 # real gRPC port is read back from the config it writes (DATA_DIR/configs/milvus.yaml) and the
 # health port from the METRICS_PORT the launcher gives the binary.
 #
-# Environment: MILVUS_SERVER_BIN (default: milvus-server beside this venv's python, else on PATH),
+# Environment: MILVUS_SERVER_BIN (default: $VIRTUAL_ENV/bin, then PATH, then the repo's .venv/bin),
 # MILVUS_PROXY_PORT (first gRPC port to try, default 19530), MILVUS_START_TIMEOUT (seconds, default 120).
 # Files kept in DATA_DIR: milvus-server.pid (process group id), milvus-server.log (launcher output).
 set -euo pipefail
@@ -28,12 +28,13 @@ start_timeout=${MILVUS_START_TIMEOUT:-120}
 
 find_server_bin() {
     if [[ -n "${MILVUS_SERVER_BIN:-}" ]]; then echo "$MILVUS_SERVER_BIN"; return; fi
-    local here
-    here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-    for candidate in "${VIRTUAL_ENV:-}/bin/milvus-server" "$here/.venv/bin/milvus-server" /work/venv/bin/milvus-server; do
-        if [[ -x "$candidate" ]]; then echo "$candidate"; return; fi
-    done
-    command -v milvus-server || { echo "milvus-server not found: pip install milvus==2.3.5" >&2; exit 1; }
+    local repo candidate
+    repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    if [[ -n "${VIRTUAL_ENV:-}" && -x "$VIRTUAL_ENV/bin/milvus-server" ]]; then echo "$VIRTUAL_ENV/bin/milvus-server"; return; fi
+    if candidate=$(command -v milvus-server); then echo "$candidate"; return; fi
+    if [[ -x "$repo/.venv/bin/milvus-server" ]]; then echo "$repo/.venv/bin/milvus-server"; return; fi
+    echo "milvus-server not found (set MILVUS_SERVER_BIN or: pip install milvus==2.3.5)" >&2
+    exit 1
 }
 
 # The process group id from the pid file, only if that group still has a live process.

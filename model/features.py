@@ -1,4 +1,5 @@
-"""Image embeddings computed once and cached on disk (realignment, caption mining).
+"""Embeddings computed once, outside training: image embeddings cached on disk for
+realignment and mining, and text embeddings of a frozen text tower (MCIP, mining).
 
 Realignment trains only the text tower, so the image tower's outputs never change:
 they are computed once with the model's own eval preprocessing and stored as
@@ -36,7 +37,7 @@ def image_cache_key(model: nn.Module, samples: Sequence[Sample]) -> str:
     return digest.hexdigest()
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def embed_samples(
     model: nn.Module,
     samples: Sequence[Sample],
@@ -95,3 +96,25 @@ def cached_image_embeddings(
     meta = {"key": key, "skipped": json.dumps(skipped)}
     save_file({"embeddings": embeddings.contiguous(), "indices": indices.contiguous()}, str(path), metadata=meta)
     return embeddings, indices
+
+
+@torch.no_grad()
+def embed_texts(
+    model: nn.Module,
+    tokenizer: Callable[..., torch.Tensor],
+    texts: Sequence[str],
+    *,
+    device: torch.device,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """L2-normalised text embeddings ``(len(texts), D)`` float32 on ``device`` (no autograd)."""
+    was_training = model.training
+    model.eval()
+    rows = [
+        model.encode_text(tokenizer(list(texts[i : i + batch_size])).to(device), normalize=True).float()
+        for i in range(0, len(texts), batch_size)
+    ]
+    model.train(was_training)
+    if not rows:
+        raise ValueError("no texts to embed")
+    return torch.cat(rows)

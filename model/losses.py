@@ -156,3 +156,30 @@ class InfoNCELoss(nn.Module):
         logits = scale * img @ txt.T
         target = torch.arange(len(logits), device=logits.device)
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def caption_masks(
+    caption_ids: list[list[int]], labels: torch.Tensor | None = None, *, same_class_negatives: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inputs of :class:`MultiCaptionArcMarginLoss` for a batch.
+
+    ``caption_ids[i]`` are the ids (into a caption bank) of image ``i``'s captions,
+    possibly none. Returns ``(unique ids (C,), positive (B, C), negative (B, C))``: a
+    caption shared by several images is one column, positive for each of them. With
+    ``same_class_negatives=False`` (needs ``labels``) captions of *other* images of the
+    same class are neither positive nor negative for image ``i``.
+    """
+    unique = sorted({c for ids in caption_ids for c in ids})
+    column = {c: j for j, c in enumerate(unique)}
+    positive = torch.zeros(len(caption_ids), len(unique), dtype=torch.bool)
+    for i, ids in enumerate(caption_ids):
+        positive[i, [column[c] for c in ids]] = True
+    negative = ~positive
+    if not same_class_negatives:
+        if labels is None:
+            raise ValueError("same_class_negatives=False needs the class labels")
+        labels = labels.cpu()
+        same_class = labels[:, None] == labels[None, :]
+        owned_by_same_class = (same_class.float() @ positive.float()) > 0
+        negative &= ~owned_by_same_class
+    return torch.tensor(unique, dtype=torch.long), positive, negative

@@ -67,6 +67,17 @@ def export_onnx(
     folder = Path(out_dir) / ONNX_SUBDIR
     folder.mkdir(parents=True, exist_ok=True)
     model.requires_grad_(False)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    # the fused attention kernel has no ONNX mapping; the composite path computes the same
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        _export_towers(model, folder, image_size, context_length, opset)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    return {"image": f"{ONNX_SUBDIR}/{IMAGE_FILE}", "text": f"{ONNX_SUBDIR}/{TEXT_FILE}", "opset": opset}
+
+
+def _export_towers(model: nn.Module, folder: Path, image_size: int, context_length: int, opset: int) -> None:
     with torch.no_grad():
         _export(
             _NormalisedTower(model, "image"),
@@ -82,4 +93,3 @@ def export_onnx(
             "tokens",
             opset,
         )
-    return {"image": f"{ONNX_SUBDIR}/{IMAGE_FILE}", "text": f"{ONNX_SUBDIR}/{TEXT_FILE}", "opset": opset}

@@ -1,0 +1,587 @@
+"""Milvus through pymilvus' ``MilvusClient``: a Milvus server (``uri="http://host:19530"``) or
+Milvus Lite, the embedded default (``uri`` ending in ``.db``).
+
+Schema: ``id`` VARCHAR(64) primary key (canonical UUID strings), ``vector`` FLOAT_VECTOR(dim)
+with a COSINE index (``AUTOINDEX`` by default, which Milvus Lite and every server >= 2.2.9
+accept; ``index_type="HNSW"`` or ``"FLAT"`` for deployments that want a fixed one), and dynamic
+fields: every payload key is its own top-level dynamic field, so a filter on payload field
+``colour`` compiles to an expression on ``colour`` (:mod:`..search.compile_milvus`).
+
+Where the model is remembered: in the collection's properties, ``clip_ingest.model_id`` and
+``clip_ingest.dim``. Both Milvus Lite and Milvus 2.3.5 keep collection properties (Lite drops
+the description, so that is not used). A collection without them (made by another tool) reports
+:data:`~.base.UNKNOWN_MODEL` and fails verification unless recreated.
+
+Deployment differences handled here (found by version, once per connection):
+
+* Scalar indexes for ``CollectionSpec.indexed_fields``: payload keys are dynamic fields, which
+  only Milvus >= 2.5.11 can index (JSON-path indexes on ``$meta``). Milvus 2.3.5 and Milvus
+  Lite cannot, so there filters on those fields scan (correct, just not indexed) and an INFO
+  line says so.
+* Expression templates (``filter_params``) exist from Milvus 2.5; older servers and Milvus Lite
+  get fully escaped inline literals from the filter compiler (``inline=True``).
+* Milvus Lite merges the fields of an upsert into the stored row, while a server replaces the
+  row. Upsert here always means *replace*, so on Lite the rows whose payload would keep stale
+  keys are deleted right before they are written again.
+
+Writes go in requests of at most ``max_request_bytes`` (16 MiB; Milvus refuses over 64 MiB).
+Reads used for correctness (retrieve, scroll, count, and by default search) use Strong
+consistency, so an acknowledged write is visible to the next read.
+
+Errors: connection refused, unavailable, timeouts and rate limits become
+:class:`~.base.TransientStoreError`; everything else :class:`~.base.StoreError` (or
+:class:`~.base.DimensionMismatchError` / :class:`~.base.ModelMismatchError`). Every request
+carries ``timeout``. The token (and any credentials inside ``uri``) never appears in ``repr``,
+logs or exception messages. A store is not thread-safe; use one per thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+import grpc
+import numpy as np
+from pymilvus import DataType, MilvusClient
+from pymilvus.exceptions import ConnectError, ErrorCode, MilvusException, MilvusUnavailableException
+
+from .base import (
+    UNKNOWN_MODEL,
+    CollectionSpec,
+    Hit,
+    Point,
+    StoreError,
+    TransientStoreError,
+    VectorStore,
+    check_collection_model,
+    check_point_id,
+    check_vector,
+)
+
+log = logging.getLogger(__name__)
+
+ID_FIELD = "id"
+VECTOR_FIELD = "vector"
+#: collection properties holding the model record
+MODEL_PROPERTY = "clip_ingest.model_id"
+DIM_PROPERTY = "clip_ingest.dim"
+#: payload keys that would collide with the schema or Milvus' own names
+RESERVED_KEYS = frozenset({ID_FIELD, VECTOR_FIELD})
+#: default and hard limits for one write request (Milvus refuses requests over 64 MiB)
+DEFAULT_MAX_REQUEST_BYTES = 16 * 2**20
+#: ids per get/delete request (each becomes an ``id in [...]`` expression)
+IDS_PER_REQUEST = 1000
+#: vector index types offered, with their build parameters
+INDEX_PARAMS: dict[str, dict[str, Any]] = {
+    "AUTOINDEX": {},
+    "HNSW": {"M": 16, "efConstruction": 200},
+    "FLAT": {},
+}
+#: CollectionSpec.indexed_fields type -> JSON cast type of a Milvus JSON-path index
+JSON_CAST_TYPES = {"keyword": "VARCHAR", "integer": "DOUBLE", "float": "DOUBLE", "bool": "BOOL", "datetime": "VARCHAR"}
+CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")
+
+_TRANSIENT_GRPC = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+}
+#: pymilvus' own code for "could not connect" (``pymilvus.client.types.Status.CONNECT_FAILED``)
+_CONNECT_FAILED = 2
+_VERSION_RE = re.compile(r"(\d+)\.(\d+)\.(\d+)")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the connected deployment supports, from its version string."""
+
+    version: str
+    lite: bool
+    filter_params: bool
+    json_path_index: bool
+
+    @classmethod
+    def from_version(cls, version: str) -> "Capabilities":
+        """Parse ``v2.3.5``-style server versions; Milvus Lite reports ``milvus_lite-X.Y.Z``."""
+        lite = version.startswith("milvus_lite")
+        match = _VERSION_RE.search(version)
+        numbers = tuple(int(part) for part in match.groups()) if match else (0, 0, 0)
+        server = not lite and match is not None
+        return cls(
+            version=version,
+            lite=lite,
+            filter_params=server and numbers >= (2, 5, 0),
+            json_path_index=server and numbers >= (2, 5, 11),
+        )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying the failed call may help (connection, availability, timeout, rate limit)."""
+    if isinstance(exc, (ConnectError, MilvusUnavailableException, TimeoutError, ConnectionError)):
+        return True
+    if isinstance(exc, grpc.FutureTimeoutError):
+        return True
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+        return exc.code() in _TRANSIENT_GRPC
+    if isinstance(exc, MilvusException):
+        code = exc.code
+        if isinstance(code, grpc.StatusCode):
+            return code in _TRANSIENT_GRPC
+        return code in (_CONNECT_FAILED, ErrorCode.RATE_LIMIT) or exc.retriable
+    return False
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with any ``user:password@`` replaced by ``***@`` (for repr and messages)."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def row_bytes(row: Mapping[str, Any]) -> int:
+    """Estimated wire size of one row: 4 bytes per vector value plus the JSON of everything else."""
+    rest = {key: value for key, value in row.items() if key != VECTOR_FIELD}
+    return 4 * len(row.get(VECTOR_FIELD, ())) + len(json.dumps(rest, ensure_ascii=False).encode()) + 16
+
+
+def split_by_bytes(rows: Sequence[Mapping[str, Any]], max_bytes: int) -> Iterator[list[Mapping[str, Any]]]:
+    """Consecutive groups of ``rows`` whose estimated size stays within ``max_bytes`` each.
+
+    Raises :class:`StoreError` (before yielding anything) if a single row is larger than that.
+    """
+    sizes = [row_bytes(row) for row in rows]
+    for row, size in zip(rows, sizes):
+        if size > max_bytes:
+            raise StoreError(
+                f"point {row[ID_FIELD]} is about {size} bytes, over the {max_bytes}-byte request limit; "
+                "shrink its payload"
+            )
+    group: list[Mapping[str, Any]] = []
+    total = 0
+    for row, size in zip(rows, sizes):
+        if group and total + size > max_bytes:
+            yield group
+            group, total = [], 0
+        group.append(row)
+        total += size
+    if group:
+        yield group
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+class MilvusStore(VectorStore):
+    """A clip-ingest collection in Milvus or Milvus Lite (see the module docstring)."""
+
+    backend = "milvus"
+
+    def __init__(
+        self,
+        collection: str,
+        *,
+        uri: str | Path | None = "./milvus.db",
+        token: str | None = None,
+        db_name: str | None = None,
+        timeout: float = 10.0,
+        secure: bool | None = None,
+        server_pem_path: str | None = None,
+        server_name: str | None = None,
+        ca_pem_path: str | None = None,
+        client_pem_path: str | None = None,
+        client_key_path: str | None = None,
+        index_type: str = "AUTOINDEX",
+        search_consistency: str = "Strong",
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    ) -> None:
+        """Describe the connection; nothing is contacted until the first operation.
+
+        ``uri``: a ``.db`` file for Milvus Lite (its folder is created) or ``http(s)://host:port``.
+        ``token``: ``"user:password"`` or an API key (callers read ``CLIP_INGEST_MILVUS_TOKEN``).
+        TLS: ``secure=True`` (implied by ``https://``), ``server_pem_path``/``server_name`` for
+        one-way TLS, plus ``ca_pem_path``/``client_pem_path``/``client_key_path`` for mutual TLS.
+        ``search_consistency="Bounded"`` trades read-your-writes for lower search latency.
+        """
+        if index_type not in INDEX_PARAMS:
+            raise ValueError(f"index_type {index_type!r} is not one of {', '.join(INDEX_PARAMS)}")
+        if search_consistency not in CONSISTENCY_LEVELS:
+            raise ValueError(f"search_consistency {search_consistency!r} is not one of {', '.join(CONSISTENCY_LEVELS)}")
+        if not 1024 <= max_request_bytes <= 64 * 2**20:
+            raise ValueError("max_request_bytes must be between 1 KiB and 64 MiB")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self.collection = collection
+        self.uri = str(uri if uri is not None else "./milvus.db")
+        self.db_name = db_name
+        self.timeout = float(timeout)
+        self.index_type = index_type
+        self.search_consistency = search_consistency
+        self.max_request_bytes = max_request_bytes
+        self._token = token or ""
+        tls = {
+            "secure": secure,
+            "server_pem_path": server_pem_path,
+            "server_name": server_name,
+            "ca_pem_path": ca_pem_path,
+            "client_pem_path": client_pem_path,
+            "client_key_path": client_key_path,
+        }
+        self._tls = {name: value for name, value in tls.items() if value is not None}
+        self._client: MilvusClient | None = None
+        self._caps: Capabilities | None = None
+        self._dim: int | None = None  # known once the collection is verified / loaded
+
+    def __repr__(self) -> str:
+        token = ", token=***" if self._token else ""
+        return f"MilvusStore(collection={self.collection!r}, uri={redact_uri(self.uri)!r}{token})"
+
+    # -- connection and errors -------------------------------------------------------------
+
+    @property
+    def is_lite(self) -> bool:
+        """Whether ``uri`` names a Milvus Lite database file."""
+        return self.uri.endswith(".db")
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without the token or the credentials of ``uri``."""
+        text = text.replace(self.uri, redact_uri(self.uri))
+        for secret in (self._token, urlsplit(self.uri).password):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Translate pymilvus / gRPC failures of ``action`` into our error types, secrets scrubbed."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except Exception as exc:
+            detail = exc.message if isinstance(exc, MilvusException) else str(exc)
+            message = self._scrub(
+                f"Milvus {action} on collection {self.collection!r} at {self.uri} failed: {detail or type(exc).__name__}"
+            )
+            error_type = TransientStoreError if is_transient(exc) else StoreError
+            clean = self._scrub(str(exc)) == str(exc)
+            raise error_type(message) from (exc if clean else None)
+
+    def _conn(self) -> MilvusClient:
+        """The client, connected on first use; also learns what the deployment supports."""
+        if self._client is None:
+            with self._errors("connect"):
+                if self.is_lite:
+                    Path(self.uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+                client = MilvusClient(
+                    uri=self.uri, token=self._token, db_name=self.db_name or "", timeout=self.timeout, **self._tls
+                )
+                try:
+                    self._caps = Capabilities.from_version(client.get_server_version(timeout=self.timeout))
+                except BaseException:
+                    client.close()
+                    raise
+            self._client = client
+        return self._client
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the connected deployment supports (connects if needed)."""
+        self._conn()
+        assert self._caps is not None
+        return self._caps
+
+    def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            with self._errors("close"):
+                client.close()
+
+    # -- collection ------------------------------------------------------------------------
+
+    def collection_model(self) -> tuple[str, int] | None:
+        client = self._conn()
+        with self._errors("describe"):
+            if not client.has_collection(self.collection, timeout=self.timeout):
+                return None
+            properties = client.describe_collection(self.collection, timeout=self.timeout).get("properties") or {}
+        if MODEL_PROPERTY not in properties or DIM_PROPERTY not in properties:
+            return (UNKNOWN_MODEL, self._schema_dim())
+        return (properties[MODEL_PROPERTY], int(properties[DIM_PROPERTY]))
+
+    def _schema_dim(self) -> int:
+        with self._errors("describe"):
+            description = self._conn().describe_collection(self.collection, timeout=self.timeout)
+        for field in description.get("fields", []):
+            if field.get("name") == VECTOR_FIELD:
+                return int(field.get("params", {}).get("dim", 0))
+        return 0
+
+    def ensure_collection(self, spec: CollectionSpec, *, recreate: bool = False) -> None:
+        unknown = {name: kind for name, kind in spec.indexed_fields.items() if kind not in JSON_CAST_TYPES}
+        if unknown:
+            raise ValueError(f"unknown indexed_fields types {unknown}; use {', '.join(JSON_CAST_TYPES)}")
+        bad_names = sorted(name for name in spec.indexed_fields if not _is_payload_key(name))
+        if bad_names:
+            raise ValueError(f"indexed_fields {bad_names} cannot be payload fields in Milvus")
+        client = self._conn()
+        stored = self.collection_model()
+        if stored is not None and recreate:
+            with self._errors("drop collection"):
+                client.drop_collection(self.collection, timeout=self.timeout)
+            stored = None
+        if stored is None:
+            self._create(spec)
+        else:
+            check_collection_model(self.collection, spec, stored)
+        self._dim = spec.dim
+        self._load()
+        self._ensure_scalar_indexes(spec)
+
+    def _create(self, spec: CollectionSpec) -> None:
+        client = self._conn()
+        schema = MilvusClient.create_schema(
+            auto_id=False, enable_dynamic_field=True, description=f"clip-ingest images embedded by {spec.model_id}"
+        )
+        schema.add_field(ID_FIELD, DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=spec.dim)
+        index_params = client.prepare_index_params()
+        index_params.add_index(
+            VECTOR_FIELD, index_type=self.index_type, metric_type="COSINE", params=INDEX_PARAMS[self.index_type]
+        )
+        with self._errors("create collection"):
+            client.create_collection(
+                self.collection,
+                schema=schema,
+                index_params=index_params,
+                consistency_level="Bounded",
+                properties={MODEL_PROPERTY: spec.model_id, DIM_PROPERTY: str(spec.dim)},
+                timeout=self.timeout,
+            )
+
+    def _load(self) -> None:
+        """Load the collection for reads (Milvus Lite reopens collections released)."""
+        client = self._conn()
+        with self._errors("load"):
+            state = client.get_load_state(self.collection, timeout=self.timeout).get("state")
+            if getattr(state, "name", str(state)) != "Loaded":
+                client.load_collection(self.collection, timeout=self.timeout)
+
+    def _ensure_scalar_indexes(self, spec: CollectionSpec) -> None:
+        if not spec.indexed_fields:
+            return
+        if not self.capabilities.json_path_index:
+            log.info(
+                "%s cannot index dynamic fields; filters on %s scan without an index",
+                self.capabilities.version,
+                ", ".join(sorted(spec.indexed_fields)),
+            )
+            return
+        client = self._conn()
+        with self._errors("create scalar index"):
+            existing = set(client.list_indexes(self.collection, timeout=self.timeout))
+            for name, kind in spec.indexed_fields.items():
+                index_name = f"payload_{name}"
+                if index_name in existing:
+                    continue
+                params = client.prepare_index_params()
+                params.add_index(
+                    name,
+                    index_type="INVERTED",
+                    index_name=index_name,
+                    params={"json_path": name, "json_cast_type": JSON_CAST_TYPES[kind]},
+                )
+                client.create_index(self.collection, params, timeout=self.timeout)
+
+    def _ready(self) -> int:
+        """The collection's dimension, verifying once per store that it exists and is loaded."""
+        if self._dim is None:
+            stored = self.collection_model()
+            if stored is None:
+                raise StoreError(
+                    f"Milvus collection {self.collection!r} does not exist; create it with ensure_collection first"
+                )
+            self._load()
+            self._dim = stored[1]
+        return self._dim
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def _row(self, point: Point, dim: int) -> dict[str, Any]:
+        """``point`` as a Milvus row, validated (id, vector, payload keys, JSON values)."""
+        point_id = check_point_id(point.id)
+        if point.vector is None:
+            raise StoreError(f"point {point_id} has no vector")
+        vector = check_vector(point.vector, dim)
+        bad_keys = sorted(str(key) for key in point.payload if not _is_payload_key(key))
+        if bad_keys:
+            raise StoreError(
+                f"point {point_id}: payload keys {bad_keys} are reserved or not strings (reserved: id, vector, $...)"
+            )
+        try:
+            json.dumps(point.payload, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"point {point_id}: payload is not plain JSON ({exc})") from None
+        return {ID_FIELD: point_id, VECTOR_FIELD: vector.tolist(), **point.payload}
+
+    def upsert(self, points: Sequence[Point]) -> None:
+        dim = self._ready()
+        by_id = {row[ID_FIELD]: row for row in (self._row(point, dim) for point in points)}  # all checked first
+        rows = list(by_id.values())  # a repeated id: the last one wins, as in sequential upserts
+        client = self._conn()
+        for group in split_by_bytes(rows, self.max_request_bytes):
+            if self.capabilities.lite:
+                self._drop_rows_that_would_merge(group)
+            with self._errors("upsert"):
+                client.upsert(self.collection, group, timeout=self.timeout)
+
+    def _drop_rows_that_would_merge(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Milvus Lite only: delete stored rows whose keys the new rows lack, so upsert replaces them."""
+        new_keys = {row[ID_FIELD]: set(row) for row in rows}
+        with self._errors("upsert"):
+            stored = self._conn().get(
+                self.collection, ids=list(new_keys), output_fields=["$meta"], timeout=self.timeout,
+                consistency_level="Strong",
+            )
+            stale = [row[ID_FIELD] for row in stored if set(row) - new_keys[row[ID_FIELD]]]
+            if stale:
+                self._conn().delete(self.collection, ids=stale, timeout=self.timeout)
+
+    def set_payload(self, point_id: str, payload: Mapping[str, Any]) -> None:
+        found = self.retrieve([point_id], with_vectors=True)
+        if not found:
+            raise StoreError(f"point {point_id!r} is not in Milvus collection {self.collection!r}")
+        self.upsert([Point(id=found[0].id, vector=found[0].vector, payload=dict(payload))])
+
+    def delete(self, ids: Sequence[str]) -> None:
+        canonical = [check_point_id(point_id) for point_id in ids]
+        self._ready()
+        for chunk in _chunks(canonical, IDS_PER_REQUEST):
+            with self._errors("delete"):
+                self._conn().delete(self.collection, ids=chunk, timeout=self.timeout)
+
+    def flush(self) -> None:
+        self._ready()
+        with self._errors("flush"):
+            self._conn().flush(self.collection, timeout=self.timeout)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def retrieve(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Point]:
+        canonical = [check_point_id(point_id) for point_id in ids]
+        if not canonical:
+            return []
+        self._ready()
+        fields = [VECTOR_FIELD, "$meta"] if with_vectors else ["$meta"]
+        points: list[Point] = []
+        for chunk in _chunks(canonical, IDS_PER_REQUEST):
+            with self._errors("retrieve"):
+                rows = self._conn().get(
+                    self.collection, ids=chunk, output_fields=fields, timeout=self.timeout, consistency_level="Strong"
+                )
+            points.extend(_to_point(row, with_vectors) for row in rows)
+        return points
+
+    def scroll(self, fields: Sequence[str] | None = None, batch_size: int = 1000) -> Iterator[Point]:
+        self._ready()
+        output_fields = ["$meta"] if fields is None else [ID_FIELD, *fields]
+        with self._errors("scroll"):
+            iterator = self._conn().query_iterator(
+                self.collection,
+                batch_size=batch_size,
+                output_fields=output_fields,
+                timeout=self.timeout,
+                consistency_level="Strong",
+            )
+        try:
+            while True:
+                with self._errors("scroll"):
+                    batch = iterator.next()
+                if not batch:
+                    return
+                for row in batch:
+                    yield _to_point(row, with_vectors=False)
+        finally:
+            iterator.close()
+
+    def _expression(self, filter: Any | None) -> tuple[str, dict[str, Any]]:
+        """The compiled filter: ``(expr, params)``, or ``("", {})`` for no filter."""
+        if filter is None:
+            return "", {}
+        from clip_ingest.connectors.search.compile_milvus import to_milvus_expr
+
+        return to_milvus_expr(filter, inline=not self.capabilities.filter_params)
+
+    def search(
+        self,
+        vector: np.ndarray,
+        *,
+        k: int = 10,
+        filter: Any | None = None,
+        offset: int = 0,
+        score_threshold: float | None = None,
+    ) -> list[Hit]:
+        query = check_vector(vector, self._ready())
+        if k < 1 or offset < 0:
+            raise ValueError("k must be >= 1 and offset >= 0")
+        expr, params = self._expression(filter)
+        extra = {"filter_params": params} if params else {}
+        with self._errors("search"):
+            results = self._conn().search(
+                self.collection,
+                data=[query.tolist()],
+                filter=expr,
+                limit=k,
+                offset=offset,
+                output_fields=["$meta"],
+                anns_field=VECTOR_FIELD,
+                search_params={"metric_type": "COSINE"},
+                timeout=self.timeout,
+                consistency_level=self.search_consistency,
+                **extra,
+            )
+        hits = [Hit(id=hit["id"], score=float(hit["distance"]), payload=_payload(hit.get("entity", {}))) for hit in results[0]]
+        # a threshold applied to the returned top k: exact, and the same on every deployment
+        return [hit for hit in hits if score_threshold is None or hit.score >= score_threshold]
+
+    def count(self, filter: Any | None = None) -> int:
+        self._ready()
+        expr, params = self._expression(filter)
+        extra = {"filter_params": params} if params else {}
+        with self._errors("count"):
+            rows = self._conn().query(
+                self.collection,
+                filter=expr,
+                output_fields=["count(*)"],
+                timeout=self.timeout,
+                consistency_level="Strong",
+                **extra,
+            )
+        return int(rows[0]["count(*)"])
+
+
+def _is_payload_key(key: Any) -> bool:
+    return isinstance(key, str) and bool(key) and key not in RESERVED_KEYS and not key.startswith("$")
+
+
+def _payload(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in row.items() if key not in RESERVED_KEYS}
+
+
+def _to_point(row: Mapping[str, Any], with_vectors: bool) -> Point:
+    vector = np.asarray(row[VECTOR_FIELD], dtype=np.float32) if with_vectors else None
+    return Point(id=row[ID_FIELD], vector=vector, payload=_payload(row))
+
+
+__all__ = ["Capabilities", "MilvusStore", "is_transient", "redact_uri", "row_bytes", "split_by_bytes"]

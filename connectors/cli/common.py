@@ -1,0 +1,88 @@
+"""Click options, settings and exit codes shared by ``clip-ingest`` and ``clip-search``.
+
+Every option here defaults to None so that :func:`clip_ingest.connectors.config.resolve_settings`
+can tell "not given" from a value and apply ``flags > config file > env > defaults``.
+API keys are deliberately not options (they would end up in shell history and
+process lists): set ``CLIP_INGEST_QDRANT_API_KEY`` / ``CLIP_INGEST_MILVUS_TOKEN``
+or put them in the config file.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Mapping, Sequence, TypeVar
+
+import click
+
+from ..backends.base import VectorStore
+from ..config import COMMON_SETTINGS, TARGETS, ConfigError, Setting, Settings, StoreTarget, resolve_settings, store_target
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK = 0
+"""Everything was done."""
+EXIT_FATAL = 1
+"""The run could not be done (store unreachable, model mismatch, model not loadable...)."""
+EXIT_USAGE = 2
+"""Bad command line or configuration (click's own usage-error code)."""
+EXIT_FAILED_FILES = 3
+"""The run finished but some files failed (see the dead-letter file)."""
+EXIT_LOCKED = 4
+"""Another run holds the lock on this collection."""
+
+_COMMON_OPTIONS = (
+    click.option("--target", type=click.Choice(TARGETS), default=None, help="Vector database [default: qdrant]."),
+    click.option("--collection", default=None, help="Collection name [default: images]."),
+    click.option("--qdrant-url", default=None, help="Qdrant server URL (default: embedded local folder)."),
+    click.option("--qdrant-path", default=None, help="Embedded Qdrant folder [default: DATA_DIR/qdrant]."),
+    click.option("--milvus-uri", default=None, help="Milvus server URI or Milvus Lite file [default: DATA_DIR/milvus.db]."),
+    click.option("--data-dir", default=None, help="Folder for embedded databases and run files [default: clip-ingest-data]."),
+    click.option("--model", default=None, help="Model spec, e.g. starter, ViT-B-32:laion2b_s34b_b79k, /path/to/export [default: starter]."),
+    click.option("--device", default=None, help="auto, cpu, cuda, cuda:1, mps [default: auto]."),
+    click.option(
+        "--config", "config_file", type=click.Path(dir_okay=False), default=None,
+        help="TOML config file [default: ./clip-ingest.toml if present].",
+    ),
+)
+
+
+def common_options(fn: F) -> F:
+    """Add the shared store/model/config options to a click command."""
+    for option in reversed(_COMMON_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def load_settings(params: Mapping[str, Any], extra: Sequence[Setting], section: str) -> Settings:
+    """Resolve the command's parameters; config errors become click usage errors (exit 2)."""
+    try:
+        return resolve_settings(params, COMMON_SETTINGS + tuple(extra), section=section, config_file=params.get("config_file"))
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def open_target_store(target: StoreTarget, collection: str) -> VectorStore:
+    """Connect to ``collection`` on the configured store (unset options keep the backend's defaults)."""
+    from ..backends import open_store
+
+    return open_store(target.target, collection, **{k: v for k, v in target.options.items() if v is not None})
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    """Log to stderr: warnings when quiet, info by default, debug with -v."""
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", force=True)
+    for noisy in ("httpx", "urllib3", "PIL"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def fatal(message: str, code: int = EXIT_FATAL) -> None:
+    """Print ``Error: message`` to stderr and exit with ``code``."""
+    click.echo(f"Error: {message}", err=True)
+    raise SystemExit(code)
+
+
+__all__ = [
+    "EXIT_FAILED_FILES", "EXIT_FATAL", "EXIT_LOCKED", "EXIT_OK", "EXIT_USAGE",
+    "common_options", "fatal", "load_settings", "open_target_store", "setup_logging", "store_target",
+]

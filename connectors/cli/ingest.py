@@ -1,0 +1,184 @@
+"""``clip-ingest``: put every image of folders or manifests into a Qdrant or Milvus collection.
+
+Exit codes: 0 all done; 1 fatal (store, model mismatch, model load); 2 usage or
+configuration error; 3 finished but some files failed (see the dead-letter
+file); 4 another run holds the lock on this collection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from ..config import Setting, Settings
+from ..ingest.lock import LockedError, RunLock, default_lock_path
+from ..ingest.plan import Shard
+from ..ingest.scan import DEFAULT_EXTENSIONS, ManifestError, normalise_extensions
+from ..ingest.summary import write_summary
+from .common import (
+    EXIT_FAILED_FILES,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_USAGE,
+    common_options,
+    fatal,
+    load_settings,
+    open_target_store,
+    setup_logging,
+    store_target,
+)
+
+log = logging.getLogger("clip_ingest.ingest")
+
+INDEX_TYPES = ("keyword", "integer", "float", "bool", "datetime")
+
+INGEST_SETTINGS: tuple[Setting, ...] = (
+    Setting("sources", list, []),
+    Setting("manifest", list, []),
+    Setting("ext", list, list(DEFAULT_EXTENSIONS)),
+    Setting("include_hidden", bool, False),
+    Setting("label_from_folder", bool, False),
+    Setting("index_field", list, []),
+    Setting("prune", bool, False),
+    Setting("recreate", bool, False),
+    Setting("dry_run", bool, False),
+    Setting("shard", str, "0/1"),
+    Setting("dead_letter", str, None),
+    Setting("lock_file", str, None),
+    Setting("lock_timeout", float, 0.0),
+    Setting("summary", str, None),
+    Setting("workers", int, 4),
+    Setting("batch_size", int, 32),
+)
+
+#: write batch size by target: Qdrant's default request limit is 32 MB, Milvus' gRPC limit 64 MB
+WRITE_BATCH_BYTES = {"qdrant": 4 << 20, "qdrant-edge": 4 << 20, "milvus": 16 << 20}
+
+
+def parse_index_fields(specs: list[str]) -> dict[str, str]:
+    """``["colour:keyword", "index:integer"]`` -> ``{"colour": "keyword", "index": "integer"}``."""
+    fields: dict[str, str] = {}
+    for spec in specs:
+        name, sep, kind = spec.partition(":")
+        if not sep or not name or kind not in INDEX_TYPES:
+            raise click.UsageError(f"--index-field {spec!r}: expected NAME:TYPE with TYPE one of {', '.join(INDEX_TYPES)}")
+        fields[name] = kind
+    return fields
+
+
+def _split_commas(values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(v for value in values for v in value.split(",") if v.strip())
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("sources", nargs=-1, type=click.Path(file_okay=False))
+@common_options
+@click.option("--manifest", multiple=True, type=click.Path(dir_okay=False), help="CSV/JSONL manifest: path + metadata columns (repeatable).")
+@click.option("--ext", multiple=True, help="File extensions to take from folders, e.g. --ext jpg,png [default: common image types].")
+@click.option("--include-hidden/--no-include-hidden", default=None, help="Also ingest hidden files and folders.")
+@click.option("--label-from-folder/--no-label-from-folder", default=None, help="Add label = parent folder name.")
+@click.option("--index-field", multiple=True, metavar="NAME:TYPE", help=f"Payload field to index for filtering ({', '.join(INDEX_TYPES)}).")
+@click.option("--prune/--no-prune", default=None, help="Remove paths (and points left without one) whose files are gone.")
+@click.option("--recreate", is_flag=True, default=None, help="Drop the collection and re-embed everything.")
+@click.option("--dry-run", is_flag=True, default=None, help="Print what would change; write nothing.")
+@click.option("--shard", default=None, metavar="I/N", help="Only this worker's share of the files (hash of the relative path).")
+@click.option("--dead-letter", default=None, type=click.Path(dir_okay=False), help="JSONL of failed files [default: DATA_DIR/dead-letter/TARGET-COLLECTION.jsonl].")
+@click.option("--lock-file", default=None, type=click.Path(dir_okay=False), help="Run lock file [default: derived from target + collection].")
+@click.option("--lock-timeout", default=None, type=float, help="Seconds to wait for a running ingestion [default: 0, exit 4 at once].")
+@click.option("--summary", default=None, type=click.Path(dir_okay=False), help="Write a JSON run summary here.")
+@click.option("--workers", default=None, type=click.IntRange(1), help="Decode threads [default: 4].")
+@click.option("--batch-size", default=None, type=click.IntRange(1), help="Images per model forward pass [default: 32].")
+@click.option("-v", "--verbose", count=True, help="Debug logging.")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
+def main(verbose: int, quiet: bool, **params: Any) -> None:
+    """Embed every image under SOURCES (folders) or in --manifest files into a vector database.
+
+    Re-running is incremental: unchanged files are skipped, changed ones updated,
+    moved ones recognised by content. Exit codes: 0 done, 1 fatal, 2 usage,
+    3 some files failed (see the dead-letter file), 4 locked by another run.
+    """
+    setup_logging(verbose, quiet)
+    params["ext"] = _split_commas(params["ext"])
+    settings = load_settings(params, INGEST_SETTINGS, section="ingest")
+    if not settings.sources and not settings.manifest:
+        raise click.UsageError("give at least one folder to ingest or --manifest FILE")
+    try:
+        shard = Shard.parse(settings.shard)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    index_fields = parse_index_fields(settings.index_field)
+    if not normalise_extensions(settings.ext):
+        raise click.UsageError("--ext: no extension given")
+    sys.exit(_run(settings, shard, index_fields))
+
+
+def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
+    from ..backends.base import ModelMismatchError, StoreError
+    from ..factory import ModelLoadError
+    from ..ingest.pipeline import IngestOptions, run_ingest
+
+    target = store_target(settings)
+    run_dir = os.path.join(settings.data_dir, "dead-letter")
+    dead_letter = settings.dead_letter or os.path.join(run_dir, f"{target.target}-{settings.collection}.jsonl")
+    lock_path = settings.lock_file or default_lock_path(target.target, target.location, settings.collection)
+    options = IngestOptions(
+        collection=settings.collection,
+        directories=settings.sources,
+        manifests=settings.manifest,
+        extensions=settings.ext,
+        include_hidden=settings.include_hidden,
+        label_from_folder=settings.label_from_folder,
+        index_fields=index_fields,
+        prune=settings.prune,
+        recreate=settings.recreate,
+        dry_run=settings.dry_run,
+        shard=shard,
+        dead_letter=dead_letter,
+        workers=settings.workers,
+        batch_size=settings.batch_size,
+        max_batch_bytes=WRITE_BATCH_BYTES[target.target],
+    )
+    on_change = (lambda kind, path: click.echo(f"would mark {kind}: {path}")) if settings.dry_run else None
+    try:
+        with RunLock(lock_path, timeout=settings.lock_timeout):
+            embedder = _load_embedder(settings)
+            with open_target_store(target, settings.collection) as store:
+                stats = run_ingest(store, embedder, options, on_change=on_change)
+    except LockedError as exc:
+        fatal(str(exc), EXIT_LOCKED)
+    except (FileNotFoundError, ManifestError) as exc:
+        fatal(str(exc), EXIT_USAGE)
+    except ModelMismatchError as exc:
+        fatal(f"{exc}\nUse --recreate to re-embed everything with the new model, or another --collection.")
+    except (StoreError, ModelLoadError) as exc:
+        fatal(str(exc))
+    summary = stats.to_dict(
+        model_id=embedder.model_id,
+        target=target.target,
+        location=target.location,
+        collection=settings.collection,
+        dry_run=settings.dry_run,
+        dead_letter=None if settings.dry_run else dead_letter,
+    )
+    if settings.summary:
+        write_summary(settings.summary, summary)
+    if settings.dry_run:
+        click.echo("dry run, nothing written: " + json.dumps(summary, sort_keys=True))
+    if stats.failed:
+        log.warning("%d file(s) failed; see %s (they are retried on the next run)", stats.failed, dead_letter)
+        return EXIT_FAILED_FILES
+    return EXIT_OK
+
+
+def _load_embedder(settings: Settings):
+    from ..openclip_embedder import OpenClipEmbedder
+
+    return OpenClipEmbedder(settings.model, device=settings.device, batch_size=settings.batch_size)
+
+
+__all__ = ["INGEST_SETTINGS", "main", "parse_index_fields"]

@@ -1,0 +1,196 @@
+"""The ingestion run: scan -> plan -> decode workers -> embed -> writer.
+
+Stages are connected by bounded buffers (a window of in-flight decode futures,
+a bounded queue to the writer thread), so memory stays flat however many files
+are scanned. Decoding runs in a thread pool: Pillow and the hashing release
+the GIL, and on this project's machines threads beat processes (no pickling of
+decoded tensors, no per-process model copy).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+
+from ..backends.base import CollectionSpec, ModelMismatchError, VectorStore
+from ..embedder import Embedder
+from .deadletter import DeadLetter
+from .plan import Planner, Shard
+from .scan import DEFAULT_EXTENSIONS, Scan
+from .stages import DecodeStage, EmbedStage, Failed, ImageEncoder, WriteOp
+from .state import StoredState
+from .summary import Progress, RunStats
+from .writer import ChangeSink, Writer, make_retrying
+
+log = logging.getLogger("clip_ingest.ingest")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """Everything one run needs besides the store and the embedder (see ``clip-ingest --help``)."""
+
+    collection: str
+    directories: Sequence[str] = ()
+    manifests: Sequence[str] = ()
+    extensions: Sequence[str] = DEFAULT_EXTENSIONS
+    include_hidden: bool = False
+    label_from_folder: bool = False
+    index_fields: Mapping[str, str] = field(default_factory=dict)
+    prune: bool = False
+    recreate: bool = False
+    dry_run: bool = False
+    shard: Shard = Shard()
+    dead_letter: str | None = None
+    workers: int = 4
+    batch_size: int = 32
+    max_batch_bytes: int = 4 << 20
+    queue_size: int = 8
+    progress: bool | None = None
+
+
+def ordered_map(pool: Executor, fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:
+    """``map`` over a pool with at most ``window`` items in flight, results in input order."""
+    in_flight: deque = deque()
+    for item in items:
+        in_flight.append(pool.submit(fn, item))
+        if len(in_flight) >= window:
+            yield in_flight.popleft().result()
+    while in_flight:
+        yield in_flight.popleft().result()
+
+
+class WriterThread:
+    """Runs a :class:`Writer` on its own thread behind a bounded queue; re-raises its error."""
+
+    _STOP = object()
+
+    def __init__(self, writer: Writer, maxsize: int) -> None:
+        self.writer = writer
+        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="clip-ingest-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            op = self._queue.get()
+            if op is self._STOP:
+                return
+            if self._error is None:
+                try:
+                    self.writer.handle(op)
+                except BaseException as exc:  # handed to the main thread by put()/close()
+                    self._error = exc
+
+    def put(self, op: WriteOp) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(op)
+
+    def close(self) -> None:
+        """Wait for every queued op to be handled; raise the writer's error if any."""
+        self._queue.put(self._STOP)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def load_state(store: VectorStore, spec: CollectionSpec, *, recreate: bool, dry_run: bool) -> StoredState:
+    """Prepare the collection (never in a dry run) and read what it holds.
+
+    Raises:
+        ModelMismatchError: the collection was built with another model or dimension.
+    """
+    if not dry_run:
+        store.ensure_collection(spec, recreate=recreate)
+        return StoredState() if recreate else StoredState.from_store(store)
+    existing = store.collection_model()
+    if existing is None or recreate:
+        return StoredState()
+    if existing != (spec.model_id, spec.dim):
+        raise ModelMismatchError(
+            f"collection {spec.name!r} was built with model {existing[0]} (dim {existing[1]}), "
+            f"not {spec.model_id} (dim {spec.dim}); use --recreate or another --collection"
+        )
+    return StoredState.from_store(store)
+
+
+def run_ingest(
+    store: VectorStore,
+    embedder: Embedder,
+    options: IngestOptions,
+    *,
+    on_change: ChangeSink | None = None,
+) -> RunStats:
+    """Ingest the sources of ``options`` into ``store``; returns the run's statistics.
+
+    Files that cannot be ingested are counted in ``stats.failed`` and written to
+    the dead-letter file; store errors other than transient ones propagate.
+    """
+    stats = RunStats()
+    spec = CollectionSpec(options.collection, embedder.dim, embedder.model_id, dict(options.index_fields))
+    state = load_state(store, spec, recreate=options.recreate, dry_run=options.dry_run)
+    dead = DeadLetter(None if options.dry_run else options.dead_letter)
+
+    def fail(path: str, reason: str, detail: str) -> None:
+        stats.failed += 1
+        dead.record(path, reason, detail)
+        log.warning("skipped %s: %s: %s", path, reason, detail)
+
+    scan = Scan(
+        options.directories,
+        options.manifests,
+        extensions=options.extensions,
+        include_hidden=options.include_hidden,
+        label_from_folder=options.label_from_folder,
+        on_problem=lambda p: fail(p.path, p.reason, p.detail),
+    )
+    planner = Planner(scan, state, options.shard)
+    encoder = ImageEncoder(embedder)
+    decode = DecodeStage(encoder, options.collection, state, decode=not options.dry_run)
+    embed = EmbedStage(encoder, embedder.model_id, options.batch_size, embed=not options.dry_run)
+    writer = Writer(
+        store, stats, dead, dry_run=options.dry_run, max_batch_bytes=options.max_batch_bytes,
+        on_change=on_change, retrying=make_retrying(),
+    )
+    progress = Progress(stats, enabled=options.progress)
+    try:
+        with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="clip-ingest-decode") as pool:
+            writer_thread = WriterThread(writer, options.queue_size)
+            try:
+                for result in ordered_map(pool, decode, planner, window=4 * options.workers):
+                    if isinstance(result, Failed):
+                        fail(result.path, result.reason, result.detail)
+                    else:
+                        for op in embed.feed(result):
+                            writer_thread.put(op)
+                    progress.advance()
+                for op in embed.flush():
+                    writer_thread.put(op)
+            finally:
+                writer_thread.close()
+        stats.scanned, stats.unchanged = planner.scanned, planner.unchanged
+        if options.prune:
+            writer.prune(planner.gone_paths())
+        writer.finish()
+    finally:
+        progress.close()
+        dead.close()
+        stats.finish()
+    log.info(
+        "done: %d new, %d updated, %d moved, %d unchanged, %d failed, %d pruned (%d embedded) in %.1fs",
+        stats.new, stats.updated, stats.moved, stats.unchanged, stats.failed, stats.pruned,
+        stats.embedded, stats.duration_s,
+    )
+    return stats
+
+
+__all__ = ["IngestOptions", "WriterThread", "load_state", "ordered_map", "run_ingest"]

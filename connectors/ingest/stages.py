@@ -1,0 +1,186 @@
+"""The read/decode and embed stages of the ingestion pipeline.
+
+``DecodeStage`` runs in a pool of worker threads: it reads a file once, hashes
+the bytes, and decodes + preprocesses only content the collection does not hold
+yet. ``EmbedStage`` (one thread) groups decoded images into batches for the
+model and turns results into write operations for the :class:`~.writer.Writer`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ..decode import DecodedImage, ImageDecodeError, decode_image
+from ..embedder import Embedder
+from .ids import point_id, sha256_bytes
+from .payload import clean_metadata, new_payload
+from .plan import Candidate
+from .scan import read_sidecar
+from .state import StoredState
+
+
+class ImageEncoder:
+    """Adapts any :class:`Embedder` to the split decode (in workers) / embed (batched) pipeline.
+
+    Embedders with ``decode``/``preprocess``/``embed_pixels`` (e.g. ``OpenClipEmbedder``)
+    get their input tensors built in the worker threads; any other embedder gets
+    decoded PIL images passed to ``embed_images``.
+    """
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+        self.split = all(hasattr(embedder, a) for a in ("decode", "preprocess", "embed_pixels"))
+
+    def prepare(self, data: bytes) -> tuple[DecodedImage, Any]:
+        """Decode raw file bytes -> (facts about the image, model input)."""
+        if self.split:
+            decoded = self.embedder.decode(data)  # type: ignore[attr-defined]
+            return decoded, self.embedder.preprocess(decoded.image)  # type: ignore[attr-defined]
+        decoded = decode_image(data)
+        return decoded, decoded.image
+
+    def embed(self, inputs: Sequence[Any]) -> np.ndarray:
+        """Model inputs from :meth:`prepare` -> ``(n, dim)`` float32 rows."""
+        if self.split:
+            import torch
+
+            return self.embedder.embed_pixels(torch.stack(list(inputs)))  # type: ignore[attr-defined]
+        return self.embedder.embed_images(list(inputs))
+
+
+@dataclass
+class Loaded:
+    """A candidate file read and hashed; ``pixels`` is set when its content must be embedded."""
+
+    candidate: Candidate
+    sha256: str
+    point_id: str
+    known: bool
+    decoded: DecodedImage | None = None
+    pixels: Any = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A candidate that could not be ingested (goes to the dead-letter file)."""
+
+    path: str
+    reason: str
+    detail: str
+
+
+@dataclass
+class NewPoint:
+    """Write op: content not in the collection; ``vector`` is None in a dry run."""
+
+    candidate: Candidate
+    point_id: str
+    vector: np.ndarray | None
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class KnownContent:
+    """Write op: content already stored (or embedded earlier in this run) found at this path."""
+
+    candidate: Candidate
+    point_id: str
+
+
+WriteOp = NewPoint | KnownContent
+
+
+class DecodeStage:
+    """Read one candidate: hash it, and decode + preprocess it only when its content is new.
+
+    With ``decode=False`` (dry run) new content is hashed but not decoded.
+    """
+
+    def __init__(self, encoder: ImageEncoder, collection: str, state: StoredState, *, decode: bool = True) -> None:
+        self.encoder = encoder
+        self.collection = collection
+        self.state = state
+        self.decode = decode
+
+    def __call__(self, candidate: Candidate) -> Loaded | Failed:
+        path = candidate.file.path
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            return Failed(path, "missing", "file disappeared during the run")
+        except OSError as exc:
+            return Failed(path, "unreadable", exc.strerror or str(exc))
+        sha = sha256_bytes(data)
+        pid = point_id(self.collection, sha)
+        loaded = Loaded(candidate, sha, pid, known=self.state.known(pid))
+        if loaded.known or not self.decode:
+            return loaded
+        if not data:
+            return Failed(path, "empty", "file is empty (0 bytes)")
+        try:
+            metadata = {**read_sidecar(path), **candidate.file.metadata}
+            loaded.decoded, loaded.pixels = self.encoder.prepare(data)
+        except ImageDecodeError as exc:
+            return Failed(path, exc.reason, exc.detail)
+        except ValueError as exc:
+            return Failed(path, "bad_metadata", str(exc))
+        loaded.metadata = clean_metadata(metadata, path)
+        return loaded
+
+
+class EmbedStage:
+    """Batches new content for the model; content seen twice in one run is embedded once."""
+
+    def __init__(self, encoder: ImageEncoder, model_id: str, batch_size: int, *, embed: bool = True) -> None:
+        self.encoder = encoder
+        self.model_id = model_id
+        self.batch_size = batch_size
+        self.embed = embed
+        self.embedded = 0
+        self._batch: list[Loaded | KnownContent] = []
+        self._to_embed = 0
+        self._new_ids: set[str] = set()
+
+    def feed(self, item: Loaded) -> Iterator[WriteOp]:
+        """Take one loaded file; yields the write ops of a full batch (in input order)."""
+        if item.known or item.point_id in self._new_ids:
+            self._batch.append(KnownContent(item.candidate, item.point_id))
+        else:
+            self._new_ids.add(item.point_id)
+            self._batch.append(item)
+            self._to_embed += 1
+        if self._to_embed >= self.batch_size:
+            yield from self.flush()
+
+    def flush(self) -> Iterator[WriteOp]:
+        """Embed what is batched and yield every pending op."""
+        batch, self._batch, self._to_embed = self._batch, [], 0
+        new = [b for b in batch if isinstance(b, Loaded)]
+        vectors: Iterable[np.ndarray | None] = [None] * len(new)
+        if new and self.embed:
+            vectors = self.encoder.embed([b.pixels for b in new])
+            self.embedded += len(new)
+        by_item = dict(zip(map(id, new), vectors))
+        for b in batch:
+            yield b if isinstance(b, KnownContent) else self._new_point(b, by_item[id(b)])
+
+    def _new_point(self, item: Loaded, vector: np.ndarray | None) -> NewPoint:
+        file = item.candidate.file
+        decoded = item.decoded
+        payload = new_payload(
+            path=file.path,
+            mtime_ns=file.mtime_ns,
+            size=file.size,
+            sha256=item.sha256,
+            width=decoded.width if decoded else 0,
+            height=decoded.height if decoded else 0,
+            format=decoded.format if decoded else None,
+            model_id=self.model_id,
+            metadata=item.metadata,
+        )
+        return NewPoint(item.candidate, item.point_id, vector, payload)

@@ -1,0 +1,289 @@
+"""The evaluation suite: several models, the standard benchmarks, one table (Markdown + JSON).
+
+``clip-model eval --model A --model B`` embeds every benchmark with
+:class:`~clip_ingest.connectors.openclip_embedder.OpenClipEmbedder`, the embedder
+ingestion uses, so the numbers describe exactly the vectors a collection will hold.
+
+Benchmarks (datasets under one root: ``--data-root``, else ``$CLIP_INGEST_DATA``;
+layouts as described in that folder's ``README.md``):
+
+==============  ==========================================================================
+``eth80``       ETH-80 objects 7-10 of each category (never used for training):
+                instance retrieval (relevant = same object) and category-level retrieval
+                (relevant = same category), all-vs-all mAP and R@1.
+``caltech101``  Caltech-101 test split: weighted k-NN (k=21, T=0.1, train split as memory)
+                and zero-shot accuracy with ``"a photo of a {class}"``.
+``flickr8k``    text->image and image->text Recall@1/5/10 (five captions per image).
+==============  ==========================================================================
+
+A missing dataset folder is reported (in the table and on stderr) and the other
+benchmarks still run.
+
+These are *test* benchmarks: report them, never tune on them. Model selection and
+early stopping must use a validation split of the training data (``val_fraction`` of
+the training stages; for ETH-80 only objects 1-6, e.g. held-out views), never the
+objects, split or captions evaluated here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from clip_ingest.connectors.embedder import Embedder
+
+from . import metrics
+
+DATA_ENV = "CLIP_INGEST_DATA"
+ETH80_EVAL_OBJECTS = (7, 8, 9, 10)
+ZERO_SHOT_TEMPLATES = ("a photo of a {class}",)
+DEFAULT_BENCHMARKS = ("eth80", "caltech101", "flickr8k")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+class DatasetMissingError(FileNotFoundError):
+    """A benchmark's dataset folder or index file does not exist."""
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How to run the suite.
+
+    ``max_per_class`` keeps at most that many images per ETH-80 object / Caltech
+    class and split (and that many Flickr8k images), evenly spaced, for quick runs;
+    ``None`` evaluates everything (the numbers to report).
+    """
+
+    data_root: Path
+    benchmarks: tuple[str, ...] = DEFAULT_BENCHMARKS
+    max_per_class: int | None = None
+    device: str = "auto"
+    batch_size: int = 64
+
+
+@dataclass
+class ModelResult:
+    """One model's column of the table."""
+
+    spec: str
+    name: str
+    model_id: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class EvalReport:
+    """The whole comparison: one :class:`ModelResult` per model and the datasets that were missing."""
+
+    models: list[ModelResult]
+    missing: dict[str, str]
+    options: dict[str, object]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "models": [vars(m) for m in self.models],
+            "missing": self.missing,
+            "options": self.options,
+        }
+
+
+def resolve_data_root(explicit: str | os.PathLike | None) -> Path:
+    """``explicit``, else ``$CLIP_INGEST_DATA``; raises :class:`DatasetMissingError` if neither names a folder."""
+    root = explicit or os.environ.get(DATA_ENV)
+    if not root:
+        raise DatasetMissingError(f"no data root: pass --data-root or set {DATA_ENV} (e.g. /work/shared/data)")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise DatasetMissingError(f"data root {path} is not a folder")
+    return path
+
+
+def _require(path: Path, dataset: str) -> Path:
+    if not path.exists():
+        raise DatasetMissingError(f"{dataset}: {path} not found (see the data root's README.md for the layout)")
+    return path
+
+
+def _evenly(items: Sequence, limit: int | None) -> list:
+    """At most ``limit`` items, evenly spaced (all of them when ``limit`` is None)."""
+    if limit is None or len(items) <= limit:
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, limit).round().astype(int)]
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class Eth80Split:
+    """ETH-80 images with their object id (``cup7``) and category (``cup``)."""
+
+    paths: list[Path]
+    objects: list[str]
+    categories: list[str]
+
+
+def load_eth80(root: Path, objects: Sequence[int] = ETH80_EVAL_OBJECTS, max_per_class: int | None = None) -> Eth80Split:
+    """``eth80/<category>/<category><n>/*.jpg`` for object numbers ``objects``."""
+    base = _require(root / "eth80", "eth80")
+    paths, object_ids, categories = [], [], []
+    for category in sorted(p.name for p in base.iterdir() if p.is_dir()):
+        for n in objects:
+            folder = base / category / f"{category}{n}"
+            if not folder.is_dir():
+                continue
+            for path in _evenly(_images(folder), max_per_class):
+                paths.append(path)
+                object_ids.append(folder.name)
+                categories.append(category)
+    if not paths:
+        raise DatasetMissingError(f"eth80: no images of objects {list(objects)} under {base}")
+    return Eth80Split(paths, object_ids, categories)
+
+
+def load_caltech101(root: Path, split: str, max_per_class: int | None = None) -> tuple[list[Path], list[str]]:
+    """Paths and class names of Caltech-101's ``train`` or ``test`` split (``<split>.txt``)."""
+    base = _require(root / "caltech101", "caltech101")
+    listing = _require(base / f"{split}.txt", "caltech101")
+    by_class: dict[str, list[Path]] = {}
+    for line in listing.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            by_class.setdefault(line.split("/", 1)[0], []).append(base / line.strip())
+    paths, labels = [], []
+    for name in sorted(by_class):
+        chosen = _evenly(by_class[name], max_per_class)
+        paths += chosen
+        labels += [name] * len(chosen)
+    return paths, labels
+
+
+def load_flickr8k(root: Path, max_images: int | None = None) -> tuple[list[Path], list[str], list[int]]:
+    """Image paths, captions and each caption's image index from ``flickr8k/captions.csv``."""
+    base = _require(root / "flickr8k", "flickr8k")
+    with _require(base / "captions.csv", "flickr8k").open(newline="", encoding="utf-8") as f:
+        rows = [(r["image"], r["caption"]) for r in csv.DictReader(f)]
+    names = _evenly(sorted({image for image, _ in rows}), max_images)
+    index = {name: i for i, name in enumerate(names)}
+    captions = [(caption, index[image]) for image, caption in rows if image in index]
+    return [base / "images" / n for n in names], [c for c, _ in captions], [i for _, i in captions]
+
+
+def eval_eth80(embedder: Embedder, options: EvalOptions) -> dict[str, float]:
+    """Instance- and category-level all-vs-all retrieval on the unseen ETH-80 objects."""
+    data = load_eth80(options.data_root, max_per_class=options.max_per_class)
+    emb = embedder.embed_images(data.paths)
+    return {
+        "eth80 instance mAP": metrics.mean_average_precision(emb, data.objects),
+        "eth80 instance R@1": metrics.recall_at_1(emb, data.objects),
+        "eth80 category mAP": metrics.mean_average_precision(emb, data.categories),
+        "eth80 category R@1": metrics.recall_at_1(emb, data.categories),
+    }
+
+
+def eval_caltech101(embedder: Embedder, options: EvalOptions) -> dict[str, float]:
+    """k-NN (train split as memory) and zero-shot accuracy on the Caltech-101 test split."""
+    train_paths, train_labels = load_caltech101(options.data_root, "train", options.max_per_class)
+    test_paths, test_labels = load_caltech101(options.data_root, "test", options.max_per_class)
+    test_emb = embedder.embed_images(test_paths)
+    classes = sorted(set(train_labels) | set(test_labels))
+    class_emb = metrics.class_text_embeddings(
+        embedder.embed_texts, [c.replace("_", " ") for c in classes], ZERO_SHOT_TEMPLATES
+    )
+    class_of = {c: i for i, c in enumerate(classes)}
+    return {
+        "caltech101 kNN acc": metrics.knn_accuracy(
+            embedder.embed_images(train_paths), train_labels, test_emb, test_labels
+        ),
+        "caltech101 zero-shot acc": metrics.zero_shot_accuracy(
+            test_emb, [class_of[c] for c in test_labels], class_emb
+        ),
+    }
+
+
+def eval_flickr8k(embedder: Embedder, options: EvalOptions) -> dict[str, float]:
+    """Text->image and image->text Recall@1/5/10."""
+    paths, captions, owner = load_flickr8k(options.data_root, options.max_per_class)
+    images = embedder.embed_images(paths)
+    texts = embedder.embed_texts(captions)
+    t2i = metrics.text_to_image_recall(texts, images, owner)
+    i2t = metrics.image_to_text_recall(images, texts, owner)
+    return {**{f"flickr8k t2i {k}": v for k, v in t2i.items()}, **{f"flickr8k i2t {k}": v for k, v in i2t.items()}}
+
+
+BENCHMARKS: dict[str, Callable[[Embedder, EvalOptions], dict[str, float]]] = {
+    "eth80": eval_eth80,
+    "caltech101": eval_caltech101,
+    "flickr8k": eval_flickr8k,
+}
+
+
+def evaluate_embedder(embedder: Embedder, options: EvalOptions, missing: dict[str, str]) -> dict[str, float]:
+    """All selected benchmarks for one embedder; a missing dataset is recorded in ``missing`` and skipped."""
+    results: dict[str, float] = {}
+    for name in options.benchmarks:
+        if name in missing:
+            continue
+        try:
+            results.update(BENCHMARKS[name](embedder, options))
+        except DatasetMissingError as exc:
+            missing[name] = str(exc)
+            print(f"clip-model eval: skipping {name}: {exc}", file=sys.stderr)
+    return results
+
+
+def evaluate_models(specs: Sequence[str], options: EvalOptions) -> EvalReport:
+    """Evaluate each model spec in turn (one model in memory at a time)."""
+    from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
+
+    unknown = sorted(set(options.benchmarks) - set(BENCHMARKS))
+    if unknown:
+        raise ValueError(f"unknown benchmark(s) {unknown}; choose from {sorted(BENCHMARKS)}")
+    missing: dict[str, str] = {}
+    models = []
+    for spec in specs:
+        embedder = OpenClipEmbedder(spec, device=options.device, batch_size=options.batch_size)
+        scores = evaluate_embedder(embedder, options, missing)
+        models.append(ModelResult(spec, embedder.name, embedder.model_id, scores))
+        del embedder
+    settings = {
+        "data_root": str(options.data_root),
+        "benchmarks": list(options.benchmarks),
+        "max_per_class": options.max_per_class,
+    }
+    return EvalReport(models, missing, settings)
+
+
+def render_markdown(report: EvalReport) -> str:
+    """One row per metric, one column per model (values in %), missing datasets listed below."""
+    rows: list[str] = []
+    for model in report.models:
+        rows += [k for k in model.metrics if k not in rows]
+    header = "| metric | " + " | ".join(m.name for m in report.models) + " |"
+    lines = [header, "|---|" + "---:|" * len(report.models)]
+    for row in rows:
+        cells = [f"{100 * m.metrics[row]:.1f}" if row in m.metrics else "-" for m in report.models]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [f"- `{m.name}`: `{m.spec}` (model_id `{m.model_id}`)" for m in report.models]
+    lines += [f"- **{name} missing**: {why}" for name, why in report.missing.items()]
+    if report.options.get("max_per_class"):
+        lines.append(f"- subsampled: at most {report.options['max_per_class']} images per class (not comparable to full runs)")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: EvalReport, out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``eval.json`` and ``eval.md`` into ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / "eval.json", out / "eval.md"
+    json_path.write_text(json.dumps(report.to_json(), indent=2), encoding="utf-8")
+    md_path.write_text(render_markdown(report), encoding="utf-8")
+    return json_path, md_path

@@ -1,0 +1,387 @@
+"""Training stages of clip-model: one entry function per stage, each taking one config.
+
+==========================================  ============================  ==============================
+entry function                              ``clip-model`` subcommand     trains
+==========================================  ============================  ==============================
+``run_pretrain(PretrainConfig)``            ``pretrain``                  everything, symmetric InfoNCE on
+                                                                          image-caption pairs
+``run_finetune(FinetuneConfig)``            ``finetune --method           image tower + projection with
+(``method="retrieval"``)                    retrieval``                   ArcMargin on class labels (2SFT 1)
+``run_finetune(FinetuneConfig)``            ``finetune --method mcip``    image tower + projection with
+(``method="mcip"``)                                                       0.75 ArcMargin + 0.25 MC-ArcMargin
+``run_realign(RealignConfig)``              ``realign``                   last text blocks + ln_final + text
+                                                                          projection + temperature, InfoNCE
+                                                                          against cached image embeddings
+``mining.run_mine_captions(MineConfig)``    ``mine-captions``             nothing: writes a JSONL manifest
+==========================================  ============================  ==============================
+
+Every training config has ``model`` (a model spec to start from: an architecture for
+random weights, or an exported/previous stage directory), ``data`` (a class-per-folder
+directory or a CSV/JSONL manifest, see :mod:`clip_ingest.model.data`), ``out_dir``,
+``train`` (:class:`~clip_ingest.model.train.TrainConfig`: epochs, batch size, lr, seed,
+workers, device...) and ``augment``. Each returns a :class:`StageResult`.
+
+The output directory is a model in open_clip's ``local-dir:`` layout that
+``clip_ingest.connectors.factory.load_model(out_dir)`` loads and the next stage takes as
+its ``model``; ``out_dir/checkpoint/`` holds the resumable training snapshot (rerunning the
+same config continues after the last finished epoch) and realignment caches image
+embeddings in ``out_dir/image_embeddings.safetensors``. The usual chain is
+``finetune (retrieval or mcip) -> realign``. Under ``torchrun`` the stages run DDP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from clip_ingest.connectors.factory import LoadedModel, load_model
+
+from .augment import AugmentConfig, train_transform
+from .checkpoint import model_config_for_spec, save_local_dir
+from .data import Batch, DataError, ImageDataset, Sample, class_index, collate_images, load_samples, split_samples
+from .distributed import DistInfo, barrier, setup_distributed
+from .features import cached_image_embeddings, embed_texts
+from .losses import ArcMarginLoss, InfoNCELoss, MultiCaptionArcMarginLoss, caption_masks
+from .mining import with_template_captions
+from .towers import image_parameter_names, realign_parameter_names, set_trainable
+from .train import FitResult, TrainConfig, decay_param_groups, fit, seed_everything
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_SUBDIR = "checkpoint"
+IMAGE_CACHE_FILE = "image_embeddings.safetensors"
+
+
+@dataclass
+class StageConfig:
+    """What every training stage needs (see the module doc)."""
+
+    model: str
+    data: str
+    out_dir: str
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    val_fraction: float = 0.0
+    split_seed: int = 0
+    templates: tuple[str, ...] = ()
+    """Caption templates over class names added to each sample's captions (e.g. "a photo of a {label}.")."""
+    name: str | None = None
+
+
+@dataclass
+class PretrainConfig(StageConfig):
+    """Contrastive (pre)training of both towers on image-caption pairs (random weights or a checkpoint)."""
+
+
+@dataclass
+class FinetuneConfig(StageConfig):
+    """Image-tower fine-tuning: ``retrieval`` (ArcMargin) or ``mcip`` (+ MC-ArcMargin on captions).
+
+    ``caption_weight`` is only used by ``mcip``; ``same_class_negatives=False`` stops
+    captions of other images of the same class from counting as negatives.
+    """
+
+    method: Literal["retrieval", "mcip"] = "retrieval"
+    arc_scale: float = 30.0
+    arc_margin: float = 0.1
+    proxy_lr_multiplier: float = 100.0
+    arc_weight: float = 0.75
+    caption_weight: float = 0.25
+    caption_scale: float = 30.0
+    caption_margin: float = 0.1
+    same_class_negatives: bool = True
+    patch_dropout: float = 0.0
+
+
+@dataclass
+class RealignConfig(StageConfig):
+    """Text-tower realignment to a frozen (fine-tuned) image tower: the last ``last_blocks``
+    text transformer blocks, optionally ``final_norm``, ``projection`` and the temperature."""
+
+    last_blocks: int = 2
+    final_norm: bool = True
+    projection: bool = True
+    train_temperature: bool = True
+
+
+@dataclass
+class StageResult:
+    """A finished stage: the model directory it wrote, what training did, and the trained
+    model still in memory (e.g. to evaluate it without loading it again)."""
+
+    model_dir: Path
+    fit: FitResult
+    metadata: dict[str, Any]
+    model: nn.Module = field(repr=False)
+
+
+@dataclass
+class IndexBatch:
+    """A batch of dataset positions only (realignment needs no pixels)."""
+
+    indices: torch.Tensor
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def to(self, device: torch.device) -> "IndexBatch":
+        return IndexBatch(self.indices.to(device), self.skipped)
+
+
+class _Positions(Dataset):
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+def _collate_positions(items: list[int]) -> IndexBatch:
+    return IndexBatch(torch.tensor(items, dtype=torch.long))
+
+
+class ClassTrainer(nn.Module):
+    """Image tower with ArcMargin on class labels, plus MC-ArcMargin on captions for MCIP.
+
+    The text tower is frozen, so the captions are embedded once up front (``caption_bank``)
+    instead of in every step: the same numbers, without re-running a tower that does not
+    change.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        labels: torch.Tensor,
+        arc: ArcMarginLoss,
+        arc_weight: float,
+        captions: tuple[MultiCaptionArcMarginLoss, torch.Tensor, list[list[int]], float, bool] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.arc = arc
+        self.arc_weight = arc_weight
+        self.register_buffer("labels", labels, persistent=False)
+        self.mc = None
+        if captions is not None:
+            self.mc, bank, self.caption_ids, self.caption_weight, self.same_class_negatives = captions
+            self.register_buffer("caption_bank", bank, persistent=False)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        emb = self.model.encode_image(batch.pixels)
+        labels = self.labels[batch.indices]
+        loss = self.arc_weight * self.arc(emb, labels)
+        if self.mc is not None:
+            ids, pos, neg = caption_masks(
+                [self.caption_ids[i] for i in batch.indices.tolist()],
+                labels,
+                same_class_negatives=self.same_class_negatives,
+            )
+            device = emb.device
+            loss = loss + self.caption_weight * self.mc(
+                emb, self.caption_bank[ids.to(device)], pos.to(device), neg.to(device)
+            )
+        return loss
+
+
+class ContrastiveTrainer(nn.Module):
+    """Symmetric InfoNCE between images and one random caption of each (per step).
+
+    With ``image_bank`` the image embeddings come from that cache (realignment: the image
+    tower is never run); otherwise from ``model.encode_image`` on the batch pixels.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        captions: Sequence[tuple[str, ...]],
+        image_bank: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.captions = list(captions)
+        self.loss = InfoNCELoss()
+        self.register_buffer("image_bank", image_bank, persistent=False)
+
+    def forward(self, batch: Batch | IndexBatch) -> torch.Tensor:
+        indices = batch.indices.tolist()
+        picks = torch.randint(0, 2**31 - 1, (len(indices),)).tolist()
+        texts = [self.captions[i][p % len(self.captions[i])] for i, p in zip(indices, picks)]
+        device = batch.indices.device
+        txt = self.model.encode_text(self.tokenizer(texts).to(device))
+        if self.image_bank is not None:
+            img = self.image_bank[batch.indices]
+        else:
+            img = self.model.encode_image(batch.pixels)
+        return self.loss(img, txt, self.model.logit_scale)
+
+
+@dataclass
+class _Prepared:
+    dist: DistInfo
+    device: torch.device
+    loaded: LoadedModel
+    model_cfg: dict[str, Any]
+    samples: list[Sample]
+    val: list[Sample]
+
+
+def _prepare(cfg: StageConfig) -> _Prepared:
+    dist_info, device = setup_distributed(cfg.train.device)
+    seed_everything(cfg.train.seed)  # same initial loss heads on every rank
+    samples = load_samples(cfg.data)
+    if cfg.templates:
+        samples = with_template_captions(samples, cfg.templates)
+    train, val = split_samples(samples, cfg.val_fraction, cfg.split_seed)
+    if not train:
+        raise DataError(f"{cfg.data}: no training images")
+    loaded = load_model(cfg.model, device=device)
+    loaded.model.train()
+    return _Prepared(dist_info, device, loaded, model_config_for_spec(cfg.model), train, val)
+
+
+def _image_dataset(cfg: StageConfig, prep: _Prepared, samples: Sequence[Sample]) -> ImageDataset:
+    transform = train_transform(prep.loaded.preprocess_cfg, cfg.augment)
+    size = prep.loaded.preprocess_cfg.get("size")
+    draft = int(size[0] if isinstance(size, (list, tuple)) else size) if size else None
+    return ImageDataset(samples, transform, draft_size=draft)
+
+
+def _captioned(samples: Sequence[Sample], stage: str) -> list[Sample]:
+    kept = [s for s in samples if s.captions]
+    if len(kept) < len(samples):
+        log.warning("%s: %d of %d images have no captions and are left out", stage, len(samples) - len(kept), len(samples))
+    if not kept:
+        raise DataError(f"{stage} needs captions: give them in a manifest, mine them, or set templates")
+    return kept
+
+
+def _finish(cfg: StageConfig, prep: _Prepared, result: FitResult, stage: str, extra: dict[str, Any]) -> StageResult:
+    metadata = {
+        "name": cfg.name or Path(cfg.out_dir).name,
+        "stage": stage,
+        "base_model": cfg.model,
+        "data": cfg.data,
+        "train_images": len(prep.samples),
+        "val_images": len(prep.val),
+        "config": dataclasses.asdict(cfg),
+        "fit": dataclasses.asdict(result),
+        **extra,
+    }
+    if prep.dist.is_main:
+        save_local_dir(prep.loaded.model, prep.model_cfg, prep.loaded.preprocess_cfg, cfg.out_dir, metadata)
+        log.info("%s: wrote %s (%.1f samples/s)", stage, cfg.out_dir, result.samples_per_s)
+    barrier(prep.dist)
+    return StageResult(Path(cfg.out_dir), result, metadata, prep.loaded.model)
+
+
+def _fit(cfg: StageConfig, prep: _Prepared, module: nn.Module, groups: list[dict], dataset: Dataset, collate) -> FitResult:
+    return fit(
+        module, groups, dataset, collate, cfg.train, Path(cfg.out_dir) / CHECKPOINT_SUBDIR, prep.dist, prep.device
+    )
+
+
+def run_pretrain(cfg: PretrainConfig) -> StageResult:
+    """Train both towers (and the temperature) with symmetric InfoNCE on image-caption pairs."""
+    prep = _prepare(cfg)
+    samples = _captioned(prep.samples, "pretrain")
+    model = prep.loaded.model
+    for param in model.parameters():
+        param.requires_grad_(True)
+    module = ContrastiveTrainer(model, prep.loaded.tokenizer, [s.captions for s in samples])
+    groups = decay_param_groups(model.named_parameters(), cfg.train.lr, cfg.train.weight_decay)
+    result = _fit(cfg, prep, module, groups, _image_dataset(cfg, prep, samples), collate_images)
+    return _finish(cfg, prep, result, "pretrain", {})
+
+
+def run_finetune(cfg: FinetuneConfig) -> StageResult:
+    """2SFT stage 1 (``retrieval``) or MCIP (``mcip``): train the image tower + projection only."""
+    if cfg.method not in ("retrieval", "mcip"):
+        raise ValueError(f"method must be 'retrieval' or 'mcip', not {cfg.method!r}")
+    prep = _prepare(cfg)
+    model = prep.loaded.model
+    classes = class_index(prep.samples)
+    labels = torch.tensor([classes[s.label] for s in prep.samples], dtype=torch.long)
+    names = image_parameter_names(model)
+    set_trainable(model, names)
+    arc = ArcMarginLoss(
+        len(classes), int(prep.model_cfg["embed_dim"]), scale=cfg.arc_scale, margin=cfg.arc_margin,
+        proxy_lr_multiplier=cfg.proxy_lr_multiplier,
+    )
+    captions = None
+    arc_weight = 1.0
+    if cfg.method == "mcip":
+        pool = sorted({c for s in prep.samples for c in s.captions})
+        if not pool:
+            raise DataError("mcip needs captions: give them in a manifest, mine them, or set templates")
+        column = {c: j for j, c in enumerate(pool)}
+        bank = embed_texts(model, prep.loaded.tokenizer, pool, device=prep.device)
+        ids = [[column[c] for c in s.captions] for s in prep.samples]
+        mc = MultiCaptionArcMarginLoss(scale=cfg.caption_scale, margin=cfg.caption_margin)
+        captions = (mc, bank, ids, cfg.caption_weight, cfg.same_class_negatives)
+        arc_weight = cfg.arc_weight
+    module = ClassTrainer(model, labels, arc, arc_weight, captions)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = decay_param_groups(named, cfg.train.lr, cfg.train.weight_decay) + arc.param_groups(cfg.train.lr)
+    patch_dropout = _enable_patch_dropout(model, cfg.patch_dropout)
+    try:
+        result = _fit(cfg, prep, module, groups, _image_dataset(cfg, prep, prep.samples), collate_images)
+    finally:
+        model.visual.patch_dropout = patch_dropout
+    return _finish(cfg, prep, result, f"finetune-{cfg.method}", {"method": cfg.method, "classes": list(classes)})
+
+
+def _enable_patch_dropout(model: nn.Module, rate: float) -> nn.Module:
+    """Turn on patch dropout for training; returns the module to put back afterwards."""
+    previous = getattr(model.visual, "patch_dropout", None)
+    if rate > 0:
+        if previous is None:
+            raise ValueError("patch_dropout needs an open_clip VisionTransformer image tower")
+        from open_clip.transformer import PatchDropout
+
+        model.visual.patch_dropout = PatchDropout(rate)
+    return previous
+
+
+def run_realign(cfg: RealignConfig) -> StageResult:
+    """2SFT stage 2: realign the text tower to the frozen image tower, which never runs in training.
+
+    Image embeddings are computed once (eval preprocessing) and cached in
+    ``out_dir/image_embeddings.safetensors``; the output keeps the input model's image
+    tower and the realigned text tower.
+    """
+    prep = _prepare(cfg)
+    samples = _captioned(prep.samples, "realign")
+    model = prep.loaded.model
+    cache = Path(cfg.out_dir) / IMAGE_CACHE_FILE
+    if prep.dist.is_main:
+        cached_image_embeddings(
+            cache, model, samples, prep.loaded.preprocess, device=prep.device,
+            batch_size=cfg.train.batch_size, num_workers=cfg.train.num_workers,
+        )
+    barrier(prep.dist)
+    bank, indices = cached_image_embeddings(cache, model, samples, prep.loaded.preprocess, device=prep.device)
+    names = realign_parameter_names(
+        model, last_blocks=cfg.last_blocks, final_norm=cfg.final_norm,
+        projection=cfg.projection, logit_scale=cfg.train_temperature,
+    )
+    set_trainable(model, names)
+    module = ContrastiveTrainer(
+        model, prep.loaded.tokenizer, [samples[i].captions for i in indices.tolist()], bank.to(prep.device)
+    )
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = decay_param_groups(named, cfg.train.lr, cfg.train.weight_decay)
+    result = _fit(cfg, prep, module, groups, _Positions(len(indices)), _collate_positions)
+    return _finish(cfg, prep, result, "realign", {"trained_parameters": names})

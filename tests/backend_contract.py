@@ -1,0 +1,247 @@
+"""A reusable contract every :class:`VectorStore` must satisfy, backend-neutral.
+
+Use it by subclassing in a test module and opening the backend in ``make_store``::
+
+    from backend_contract import VectorStoreContract
+
+    class TestMyBackend(VectorStoreContract):
+        def make_store(self, tmp_path, collection):
+            return MyStore(collection, path=tmp_path / "db")
+
+``make_store`` must return a *new* store over the *same* storage each time it is called with the
+same ``tmp_path`` and ``collection`` (the persistence test closes one store and opens another).
+A server backend can derive a unique collection name from ``tmp_path`` and drop it afterwards.
+Vectors are hand-made unit vectors at known angles, so every score is a known cosine.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+
+from clip_ingest.connectors.backends import (
+    CollectionSpec,
+    DimensionMismatchError,
+    ModelMismatchError,
+    Point,
+    StoreError,
+    VectorStore,
+)
+
+DIM = 8
+COLLECTION = "contract"
+SPEC = CollectionSpec(
+    name=COLLECTION,
+    dim=DIM,
+    model_id="contract-model-a",
+    indexed_fields={"colour": "keyword", "index": "integer", "weight": "float", "ok": "bool", "taken": "datetime"},
+)
+OTHER_MODEL = CollectionSpec(name=COLLECTION, dim=DIM, model_id="contract-model-b")
+OTHER_DIM = CollectionSpec(name=COLLECTION, dim=DIM * 2, model_id="contract-model-a")
+
+
+def pid(n: int) -> str:
+    """A deterministic UUID string for test point ``n``."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"contract/{n}"))
+
+
+def at_angle(degrees: float) -> np.ndarray:
+    """The unit vector at ``degrees`` from the first axis in the plane of the first two axes."""
+    vector = np.zeros(DIM, dtype=np.float32)
+    vector[0], vector[1] = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    return vector
+
+
+def unit(n: int) -> np.ndarray:
+    """Basis vector ``n`` (mod DIM)."""
+    vector = np.zeros(DIM, dtype=np.float32)
+    vector[n % DIM] = 1.0
+    return vector
+
+
+def point(n: int, vector: np.ndarray | None = None, **payload: object) -> Point:
+    """Point ``n`` with a default payload (colour, index) merged with ``payload``."""
+    body = {"colour": ["red", "green", "blue"][n % 3], "index": n, **payload}
+    return Point(id=pid(n), vector=unit(n) if vector is None else vector, payload=body)
+
+
+#: angles from the query (axis 0) and the cosine each one scores
+ANGLES = (0.0, 30.0, 60.0, 90.0, 120.0, 180.0)
+
+
+class VectorStoreContract:
+    """The contract tests; subclass with a ``Test`` name and implement :meth:`make_store`."""
+
+    def make_store(self, tmp_path: Path, collection: str) -> VectorStore:
+        """Open the backend under test on ``collection`` (same storage for the same ``tmp_path``)."""
+        raise NotImplementedError
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[VectorStore]:
+        """A store on an existing, empty collection built for SPEC."""
+        store = self.make_store(tmp_path, COLLECTION)
+        store.ensure_collection(SPEC)
+        yield store
+        store.close()
+
+    @pytest.fixture
+    def angled(self, store: VectorStore) -> VectorStore:
+        """``store`` holding one point per angle in ANGLES (point n at ANGLES[n])."""
+        store.upsert([point(n, at_angle(a)) for n, a in enumerate(ANGLES)])
+        return store
+
+    # -- collection -----------------------------------------------------------------------
+
+    def test_ensure_collection_creates_and_records_the_model(self, tmp_path: Path) -> None:
+        store = self.make_store(tmp_path, COLLECTION)
+        try:
+            assert store.collection_model() is None
+            store.ensure_collection(SPEC)
+            assert store.collection_model() == (SPEC.model_id, SPEC.dim)
+            store.ensure_collection(SPEC)  # verifying an existing collection changes nothing
+            assert store.count() == 0
+        finally:
+            store.close()
+
+    @pytest.mark.parametrize("other", [OTHER_MODEL, OTHER_DIM], ids=["model", "dim"])
+    def test_ensure_collection_refuses_another_model(self, store: VectorStore, other: CollectionSpec) -> None:
+        store.upsert([point(1)])
+        with pytest.raises(ModelMismatchError) as caught:
+            store.ensure_collection(other)
+        message = str(caught.value)
+        assert SPEC.model_id in message and other.model_id in message and "--recreate" in message
+        assert store.collection_model() == (SPEC.model_id, SPEC.dim)
+        assert store.count() == 1  # refusing loses nothing
+
+    def test_recreate_drops_and_rebuilds(self, store: VectorStore) -> None:
+        store.upsert([point(1), point(2)])
+        store.ensure_collection(OTHER_DIM, recreate=True)
+        assert store.collection_model() == (OTHER_DIM.model_id, OTHER_DIM.dim)
+        assert store.count() == 0
+        store.upsert([Point(id=pid(3), vector=np.ones(OTHER_DIM.dim, np.float32), payload={})])
+        assert store.count() == 1
+
+    def test_operations_on_a_missing_collection_raise_store_error(self, tmp_path: Path) -> None:
+        store = self.make_store(tmp_path, COLLECTION)
+        try:
+            with pytest.raises(StoreError):
+                store.count()
+            with pytest.raises(StoreError):
+                store.upsert([point(1)])
+        finally:
+            store.close()
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def test_upsert_is_idempotent_by_id(self, store: VectorStore) -> None:
+        store.upsert([point(1, colour="red")])
+        store.upsert([point(1, colour="blue")])
+        assert store.count() == 1
+        (only,) = store.retrieve([pid(1)])
+        assert only.payload["colour"] == "blue"
+
+    def test_payload_values_round_trip(self, store: VectorStore) -> None:
+        payload = {"path": "ünï/cødé 写真.png", "index": 7, "weight": 0.25, "ok": True, "tags": ["a", "b"]}
+        store.upsert([Point(id=pid(1), vector=unit(1), payload=payload)])
+        (got,) = store.retrieve([pid(1)])
+        assert got.payload == payload
+
+    def test_set_payload_replaces_payload_and_keeps_vector(self, store: VectorStore) -> None:
+        store.upsert([point(1, at_angle(30), extra="old")])
+        store.set_payload(pid(1), {"colour": "yellow"})
+        (got,) = store.retrieve([pid(1)], with_vectors=True)
+        assert got.payload == {"colour": "yellow"}
+        np.testing.assert_allclose(got.vector, at_angle(30), atol=1e-6)
+
+    def test_set_payload_of_a_missing_point_raises(self, store: VectorStore) -> None:
+        with pytest.raises(StoreError):
+            store.set_payload(pid(99), {"colour": "red"})
+        assert store.count() == 0
+
+    def test_delete_removes_points_and_ignores_unknown_ids(self, store: VectorStore) -> None:
+        store.upsert([point(n) for n in range(5)])
+        store.delete([pid(1), pid(3), pid(99)])
+        assert store.count() == 3
+        assert store.retrieve([pid(1), pid(3)]) == []
+        assert {p.id for p in store.scroll()} == {pid(0), pid(2), pid(4)}
+
+    def test_wrong_dimension_is_rejected_and_nothing_written(self, store: VectorStore) -> None:
+        good, bad = point(1), Point(id=pid(2), vector=np.ones(DIM + 1, np.float32), payload={})
+        with pytest.raises(DimensionMismatchError):
+            store.upsert([good, bad])
+        assert store.count() == 0
+        with pytest.raises(DimensionMismatchError):
+            store.search(np.ones(DIM - 1, np.float32))
+
+    def test_non_uuid_id_is_rejected(self, store: VectorStore) -> None:
+        with pytest.raises(StoreError):
+            store.upsert([Point(id="not-a-uuid", vector=unit(1), payload={})])
+        assert store.count() == 0
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def test_retrieve_returns_existing_points_only(self, store: VectorStore) -> None:
+        store.upsert([point(n) for n in range(4)])
+        got = {p.id: p for p in store.retrieve([pid(0), pid(2), pid(99)])}
+        assert set(got) == {pid(0), pid(2)}
+        assert got[pid(2)].payload == {"colour": "blue", "index": 2}
+        assert got[pid(2)].vector is None
+        (with_vector,) = store.retrieve([pid(3)], with_vectors=True)
+        np.testing.assert_allclose(with_vector.vector, unit(3), atol=1e-6)
+        assert store.retrieve([]) == []
+
+    def test_scroll_returns_everything_with_field_projection(self, store: VectorStore) -> None:
+        store.upsert([point(n, weight=n / 2) for n in range(23)])
+        everything = list(store.scroll(batch_size=5))
+        assert sorted(p.id for p in everything) == sorted(pid(n) for n in range(23))
+        assert all(set(p.payload) == {"colour", "index", "weight"} for p in everything)
+        projected = list(store.scroll(fields=["index"], batch_size=7))
+        assert {p.id: p.payload for p in projected} == {pid(n): {"index": n} for n in range(23)}
+
+    def test_search_orders_by_cosine(self, angled: VectorStore) -> None:
+        hits = angled.search(unit(0), k=len(ANGLES))
+        assert [h.id for h in hits] == [pid(n) for n in range(len(ANGLES))]
+        expected = [math.cos(math.radians(a)) for a in ANGLES]
+        np.testing.assert_allclose([h.score for h in hits], expected, atol=1e-5)
+        assert hits[1].payload == {"colour": "green", "index": 1}
+
+    def test_search_k_and_offset_page_through_results(self, angled: VectorStore) -> None:
+        full = angled.search(unit(0), k=len(ANGLES))
+        assert [h.id for h in angled.search(unit(0), k=2)] == [h.id for h in full[:2]]
+        assert [h.id for h in angled.search(unit(0), k=2, offset=2)] == [h.id for h in full[2:4]]
+
+    def test_search_score_threshold(self, angled: VectorStore) -> None:
+        hits = angled.search(unit(0), k=10, score_threshold=0.4)
+        assert [h.id for h in hits] == [pid(0), pid(1), pid(2)]  # cos 60 deg = 0.5 passes, 90 deg does not
+        assert all(h.score >= 0.4 for h in hits)
+
+    def test_count_counts_exactly(self, store: VectorStore) -> None:
+        assert store.count() == 0
+        store.upsert([point(n) for n in range(11)])
+        assert store.count() == 11
+
+    # -- durability -----------------------------------------------------------------------
+
+    def test_data_persists_after_close_and_reopen(self, tmp_path: Path) -> None:
+        store = self.make_store(tmp_path, COLLECTION)
+        store.ensure_collection(SPEC)
+        store.upsert([point(n, at_angle(a)) for n, a in enumerate(ANGLES)])
+        store.set_payload(pid(0), {"colour": "yellow"})
+        store.delete([pid(5)])
+        store.flush()
+        store.close()
+
+        reopened = self.make_store(tmp_path, COLLECTION)
+        try:
+            assert reopened.collection_model() == (SPEC.model_id, SPEC.dim)
+            reopened.ensure_collection(SPEC)
+            assert reopened.count() == len(ANGLES) - 1
+            assert reopened.retrieve([pid(0)])[0].payload == {"colour": "yellow"}
+            assert [h.id for h in reopened.search(unit(0), k=2)] == [pid(0), pid(1)]
+        finally:
+            reopened.close()

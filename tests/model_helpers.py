@@ -1,0 +1,69 @@
+"""Shared helpers of the clip_ingest.model tests: tiny configs of both open_clip model classes,
+small labelled/captioned image sets, weight snapshots and the DDP worker."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import open_clip
+import torch
+
+from imagegen import write_shape_folder
+
+TINY = "clip-ingest-tiny"
+TINY_CUSTOM = "clip-ingest-tiny-custom-text"
+FAST = dict(epochs=1, batch_size=6, lr=1e-3, log_every=1, warmup_steps=0)
+
+
+def register_custom_text_config(directory: Path) -> str:
+    """Register a tiny ``CustomTextCLIP`` config (text tower under ``.text``) with open_clip."""
+    if TINY_CUSTOM not in open_clip.list_models():
+        base = open_clip.get_model_config(TINY)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"{TINY_CUSTOM}.json").write_text(json.dumps({**base, "custom_text": True}))
+        open_clip.add_model_config(directory / f"{TINY_CUSTOM}.json")
+    return TINY_CUSTOM
+
+
+def labelled_images(root: Path, n: int = 12) -> Path:
+    """``n`` shape images under ``root/<shape>/`` (3 classes)."""
+    return write_shape_folder(root, n=n, sidecars=False)
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> set[str]:
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        digest.update(k.encode() + v.detach().cpu().float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def ddp_finetune_worker(rank: int, world_size: int, port: int, data: str, out: str) -> None:
+    """One DDP rank (gloo, CPU) of a tiny MCIP run; writes its final weights digest."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+        WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
+    )
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    from clip_ingest.model.stages import FinetuneConfig, run_finetune
+    from clip_ingest.model.train import TrainConfig
+
+    cfg = FinetuneConfig(
+        TINY, data, out, train=TrainConfig(**{**FAST, "epochs": 2, "device": "cpu"}),
+        method="mcip", templates=("a photo of a {label}.",),
+    )
+    result = run_finetune(cfg)
+    Path(out, f"rank{rank}.digest").write_text(weights_digest(result.model))
+    dist.destroy_process_group()
