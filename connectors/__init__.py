@@ -2,7 +2,6 @@
 
 from .decode import DecodedImage, ImageDecodeError, ImageInput, decode_image
 from .embedder import Embedder
-from .factory import DEFAULT_MODEL_SPEC, ModelLoadError, parse_model_spec
 
 __all__ = [
     "DEFAULT_MODEL_SPEC",
@@ -17,10 +16,18 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    # imported lazily: torch-free users (filters, decoding) should not pay for loading torch
-    if name == "OpenClipEmbedder":
-        from .openclip_embedder import OpenClipEmbedder
+_LAZY = {
+    "OpenClipEmbedder": "openclip_embedder",
+    "DEFAULT_MODEL_SPEC": "factory",
+    "ModelLoadError": "factory",
+    "parse_model_spec": "factory",
+}
 
-        return OpenClipEmbedder
+
+def __getattr__(name: str):
+    # imported lazily: users of decoding, filters or stores should not pay for loading torch/open_clip
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(name)

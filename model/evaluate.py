@@ -33,7 +33,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -43,6 +43,7 @@ from . import metrics
 
 DATA_ENV = "CLIP_INGEST_DATA"
 ETH80_EVAL_OBJECTS = (7, 8, 9, 10)
+ETH80_TRAIN_OBJECTS = (1, 2, 3, 4, 5, 6)
 ZERO_SHOT_TEMPLATES = ("a photo of a {class}",)
 DEFAULT_BENCHMARKS = ("eth80", "caltech101", "flickr8k")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -147,6 +148,17 @@ def load_eth80(root: Path, objects: Sequence[int] = ETH80_EVAL_OBJECTS, max_per_
     if not paths:
         raise DatasetMissingError(f"eth80: no images of objects {list(objects)} under {base}")
     return Eth80Split(paths, object_ids, categories)
+
+
+def eth80_rows(root: Path, objects: Sequence[int] = ETH80_TRAIN_OBJECTS) -> Iterator[dict]:
+    """Training manifest rows for ETH-80 ``objects`` (default 1-6, never the evaluated 7-10).
+
+    The label is the object (``cup3``: instance-level retrieval fine-tuning); the only
+    caption is category level (``a photo of a cup``), as ETH-80 has nothing finer.
+    """
+    data = load_eth80(root, objects)
+    for path, obj, category in zip(data.paths, data.objects, data.categories):
+        yield {"path": str(path), "label": obj, "captions": [f"a photo of a {category}"]}
 
 
 def load_caltech101(root: Path, split: str, max_per_class: int | None = None) -> tuple[list[Path], list[str]]:

@@ -13,6 +13,7 @@ export directory's ``open_clip_config.json`` by
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,17 @@ class _NormalisedTower(nn.Module):
 
 
 def _export(tower: nn.Module, example: torch.Tensor, path: Path, input_name: str, opset: int) -> None:
+    with warnings.catch_warnings():
+        # tracing notes on shape checks that are constant for a fixed model, and on advanced
+        # indexing with negative indices: open_clip only indexes with argmax (never negative)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator")
+        # the TorchScript exporter is deprecated, but the dynamo one needs onnxscript (not a dependency)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _trace(tower, example, path, input_name, opset)
+
+
+def _trace(tower: nn.Module, example: torch.Tensor, path: Path, input_name: str, opset: int) -> None:
     torch.onnx.export(
         tower,
         (example,),

@@ -32,6 +32,7 @@ from clip_ingest.connectors.backends import (
     StoreError,
     VectorStore,
 )
+from clip_ingest.connectors.search.filters import parse_filter
 
 DIM = 8
 COLLECTION = "contract"
@@ -224,6 +225,15 @@ class VectorStoreContract:
         assert store.count() == 0
         store.upsert([point(n) for n in range(11)])
         assert store.count() == 11
+
+    def test_filter_restricts_search_and_count(self, store: VectorStore) -> None:
+        store.upsert([point(n, at_angle(10 * n)) for n in range(9)])  # colours cycle red, green, blue
+        red_from_3 = parse_filter('colour = "red" and index >= 3')
+        assert store.count(filter=red_from_3) == 2
+        hits = store.search(unit(0), k=10, filter=red_from_3)
+        assert [h.id for h in hits] == [pid(3), pid(6)]  # closest first: 30 deg before 60 deg
+        assert all(h.payload["colour"] == "red" for h in hits)
+        assert store.count(filter=parse_filter('not colour = "red"')) == 6
 
     # -- durability -----------------------------------------------------------------------
 

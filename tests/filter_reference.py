@@ -76,7 +76,10 @@ NUMBERS = [-3, 0, 1, 2, 2.0, 2.5, 7, 1e6, -0.5, 9007199254740992]
 
 
 def planted_payloads() -> list[dict[str, Any]]:
-    """36 payloads covering missing/null fields, int vs float, lists (incl. empty), booleans."""
+    """36 payloads covering missing/null fields, int vs float, lists, booleans.
+
+    No empty lists: ``exists`` on ``[]`` is the one documented difference between backends.
+    """
     payloads: list[dict[str, Any]] = []
     for i in range(36):
         payload: dict[str, Any] = {"index": i}
@@ -85,7 +88,7 @@ def planted_payloads() -> list[dict[str, Any]]:
         if i % 4 != 3:
             payload["n"] = NUMBERS[i % len(NUMBERS)]
         if i % 3 == 0:
-            payload["tags"] = [NASTY[(i + k) % len(NASTY)] for k in range(i % 4)]  # sometimes []
+            payload["tags"] = [NASTY[(i + k) % len(NASTY)] for k in range(1 + i % 3)]
         elif i % 3 == 1:
             payload["tags"] = NASTY[(i * 5) % len(NASTY)]
         if i % 5 != 4:
@@ -140,3 +143,15 @@ def filters(max_leaves: int = 8) -> st.SearchStrategy[Filter]:
         ),
         max_leaves=max_leaves,
     )
+
+
+# ---------------------------------------------------------------- real stores for the cross-backend tests
+
+TARGETS = ("qdrant", "qdrant-edge", "milvus")
+
+
+def store_options(target: str, root) -> dict[str, Any]:
+    """``open_store`` options for an embedded store of ``target`` under the folder ``root``."""
+    if target == "milvus":
+        return {"uri": str(root / "milvus.db")}
+    return {"path": str(root / target)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +27,9 @@ from clip_ingest.connectors.backends.qdrant_client_store import QdrantClientStor
 from clip_ingest.connectors.backends.qdrant_edge_store import QdrantEdgeStore
 
 SECRET = "sekrit-api-key-0123456789"
+
+# qdrant-client warns (rightly) when a key goes over plain http; the local test servers are http
+pytestmark = pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
 
 
 class TestQdrantEdgeContract(VectorStoreContract):
@@ -99,6 +103,25 @@ def test_client_collection_created_by_another_tool_is_not_adopted(tmp_path: Path
         assert store.collection_model() == (SPEC.model_id, SPEC.dim)
 
 
+def test_edge_creates_a_payload_index_per_indexed_field(tmp_path: Path) -> None:
+    import qdrant_edge as edge
+
+    with QdrantEdgeStore(COLLECTION, path=tmp_path) as store:
+        store.ensure_collection(SPEC)
+    shard = edge.EdgeShard.load(str(tmp_path / COLLECTION / "shard"))
+    try:
+        schema = {name: info.data_type for name, info in shard.info().payload_schema.items()}
+    finally:
+        shard.close()
+    assert schema == {
+        "colour": edge.PayloadSchemaType.Keyword,
+        "index": edge.PayloadSchemaType.Integer,
+        "weight": edge.PayloadSchemaType.Float,
+        "ok": edge.PayloadSchemaType.Bool,
+        "taken": edge.PayloadSchemaType.Datetime,
+    }
+
+
 @pytest.mark.parametrize("name", ["../escape", "a/b", "", "."])
 def test_edge_collection_name_must_be_a_plain_folder_name(tmp_path: Path, name: str) -> None:
     with pytest.raises(ValueError, match="collection name"):
@@ -116,9 +139,10 @@ def test_edge_shard_open_elsewhere_gives_a_clear_error(tmp_path: Path) -> None:
                 second.count()
 
 
-def test_edge_data_survives_a_process_restart(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_edge_data_survives_a_killed_process(tmp_path: Path) -> None:
     writer = f"""
-import sys
+import os, signal, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from backend_contract import SPEC, point
 from clip_ingest.connectors.backends import open_store
@@ -126,8 +150,10 @@ store = open_store("qdrant", {COLLECTION!r}, path={str(tmp_path)!r})
 store.ensure_collection(SPEC)
 store.upsert([point(n) for n in range(5)])
 store.delete([point(4).id])
-"""  # no flush/close: the write-ahead log must be enough
-    subprocess.run([sys.executable, "-c", writer], check=True, timeout=120)
+os.kill(os.getpid(), signal.SIGKILL)
+"""  # killed without flush or close: the write-ahead log must be enough
+    done = subprocess.run([sys.executable, "-c", writer], timeout=300)
+    assert done.returncode == -signal.SIGKILL
     with open_store("qdrant", COLLECTION, path=str(tmp_path)) as store:
         store.ensure_collection(SPEC)
         assert store.count() == 4
@@ -175,9 +201,12 @@ def answering_server() -> Iterator[callable]:
         server.server_close()
 
 
-def test_refused_connection_is_transient_and_never_shows_the_key(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("grpc", [False, True], ids=["rest", "grpc"])
+def test_refused_connection_is_transient_and_never_shows_the_key(caplog: pytest.LogCaptureFixture, grpc: bool) -> None:
     caplog.set_level("DEBUG")
-    store = QdrantClientStore(COLLECTION, url=f"http://127.0.0.1:{_closed_port()}", api_key=SECRET, timeout=2)
+    port = _closed_port()
+    url = f"http://127.0.0.1:{port}"
+    store = QdrantClientStore(COLLECTION, url=url, api_key=SECRET, timeout=2, prefer_grpc=grpc, grpc_port=port)
     try:
         assert SECRET not in repr(store) and "***" in repr(store)
         with pytest.raises(TransientStoreError) as caught:

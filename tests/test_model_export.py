@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 
+from pathlib import Path
+
 import numpy as np
+import open_clip
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from clip_ingest.connectors.factory import load_model
 from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
 from clip_ingest.model.export import ExportError, export_model
+from clip_ingest.model.published import PUBLISHED, PublishedCheckpoint, PublishedCheckpointError, fetch_published
 from conftest import TINY_SPEC
 from imagegen import make_shape_image
 
@@ -69,3 +74,68 @@ def test_export_refuses_a_non_empty_destination_and_leaves_it_alone(tmp_path):
     export_model(TINY_SPEC, out, overwrite=True)
     assert not (out / "notes.txt").exists() and (out / "open_clip_model.safetensors").is_file()
     assert not list(tmp_path.glob(".*partial"))
+
+
+# --- published checkpoints: conversion of a local .pth (no network) ---------------------------
+
+TINY_RELEASE = PublishedCheckpoint(arch=TINY_SPEC, base_tag=None, url="unused", description="tiny test release")
+
+
+def _tiny_state_dict() -> dict[str, torch.Tensor]:
+    return load_model(TINY_SPEC).model.state_dict()
+
+
+def test_published_pth_is_converted_once_and_loads_strictly(tmp_path, tiny_embedder):
+    pth = tmp_path / "release.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in _tiny_state_dict().items()}}, pth)
+    cache = tmp_path / "cache"
+    out = fetch_published("tiny-release", cache_dir=cache, url=str(pth), entry=TINY_RELEASE)
+    assert (out / "open_clip_model.safetensors").is_file() and not list(cache.glob("*.pth"))
+    embedder = OpenClipEmbedder(str(out), device="cpu")
+    np.testing.assert_array_equal(embedder.embed_images(IMAGES), tiny_embedder.embed_images(IMAGES))
+    meta = json.loads((out / "clip_ingest.json").read_text())
+    assert meta["model_id"] == embedder.model_id and meta["source"] == str(pth)
+    pth.unlink()  # cached: no second download
+    assert fetch_published("tiny-release", cache_dir=cache, url=str(pth), entry=TINY_RELEASE) == out
+
+
+@pytest.mark.parametrize("damage", ["missing", "unexpected"])
+def test_published_conversion_rejects_a_state_dict_that_does_not_fit(tmp_path, damage):
+    state = _tiny_state_dict()
+    if damage == "missing":
+        state.pop("text_projection")
+    else:
+        state["visual.extra_head.weight"] = torch.zeros(2)
+    pth = tmp_path / "bad.pth"
+    torch.save(state, pth)
+    with pytest.raises(PublishedCheckpointError, match="does not fit") as err:
+        fetch_published("bad", cache_dir=tmp_path / "cache", url=str(pth), entry=TINY_RELEASE)
+    assert ("text_projection" if damage == "missing" else "extra_head") in str(err.value)
+    assert not (tmp_path / "cache" / "bad").exists() and not list((tmp_path / "cache").iterdir())
+
+
+class _Payload:
+    """Unpickling this would run code (write a marker file) if pickle were trusted."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path(self.marker).write_text, ("pwned",))
+
+
+def test_published_pickle_with_an_arbitrary_object_is_refused(tmp_path):
+    marker = tmp_path / "marker.txt"
+    pth = tmp_path / "evil.pth"
+    torch.save({"visual.proj": torch.zeros(1), "payload": _Payload(str(marker))}, pth)
+    with pytest.raises(PublishedCheckpointError, match="weights_only"):
+        fetch_published("evil", cache_dir=tmp_path / "cache", url=str(pth), entry=TINY_RELEASE)
+    assert not marker.exists()
+
+
+def test_published_table_names_real_architectures_and_unknown_aliases_fail():
+    for entry in PUBLISHED.values():
+        assert entry.arch in open_clip.list_models()
+        assert entry.base_tag in open_clip.list_pretrained_tags_by_model(entry.arch)
+    with pytest.raises(PublishedCheckpointError, match="known: mcip-vit-l-14-336"):
+        fetch_published("nope")

@@ -108,7 +108,7 @@ def test_realign_trains_chosen_text_parts_and_never_runs_the_image_tower(specs, 
         last_blocks=1, final_norm=False,
     )
     run_realign(cfg)
-    assert calls["n"] == 1  # one batch of 12 images for the cache, none in 3 training epochs
+    assert calls["n"] == 2  # 12 images in cache batches of 6; none in 3 training epochs
     assert (tmp_path / "re" / "image_embeddings.safetensors").is_file()
     calls["n"] = 0
     result = run_realign(RealignConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "re"), "train": _train(epochs=3, resume=False)}))

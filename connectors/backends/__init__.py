@@ -29,7 +29,7 @@ BACKENDS: dict[str, str] = {
 
 
 #: options that only mean something to a Qdrant server (``url=``)
-_QDRANT_SERVER_OPTIONS = ("api_key", "timeout", "prefer_grpc", "https", "verify")
+_QDRANT_SERVER_OPTIONS = ("api_key", "timeout", "prefer_grpc", "grpc_port", "https", "verify")
 
 
 def open_qdrant(collection: str, **options: Any) -> VectorStore:

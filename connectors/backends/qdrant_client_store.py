@@ -121,7 +121,8 @@ class QdrantClientStore(VectorStore):
 
     Give exactly one of ``url`` (a server, e.g. ``http://localhost:6333``), ``path`` (local mode
     persisted in that folder) or ``location=":memory:"``. ``api_key`` is sent to servers only;
-    callers read it from ``CLIP_INGEST_QDRANT_API_KEY`` or their config. ``https`` forces TLS,
+    callers read it from ``CLIP_INGEST_QDRANT_API_KEY`` or their config. ``prefer_grpc`` talks
+    gRPC on ``grpc_port`` where the client can. ``https`` forces TLS,
     ``verify`` is ``False`` or a CA bundle path for REST TLS verification.
     """
 
@@ -137,6 +138,7 @@ class QdrantClientStore(VectorStore):
         location: str | None = None,
         timeout: float = 10.0,
         prefer_grpc: bool = False,
+        grpc_port: int = 6334,
         https: bool | None = None,
         verify: bool | str = True,
     ) -> None:
@@ -160,6 +162,7 @@ class QdrantClientStore(VectorStore):
                     api_key=api_key,
                     timeout=max(1, int(np.ceil(timeout))),
                     prefer_grpc=prefer_grpc,
+                    grpc_port=grpc_port,
                     https=https,
                     verify=verify,
                     check_compatibility=False,  # would cost a request (and a warning) per open

@@ -69,11 +69,10 @@ def open_target_store(target: StoreTarget, collection: str) -> VectorStore:
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
-    """Log to stderr: warnings when quiet, info by default, debug with -v."""
+    """Log clip-ingest to stderr (info by default, warnings when quiet, debug with -v); libraries: warnings."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", force=True)
-    for noisy in ("httpx", "urllib3", "PIL"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", force=True)
+    logging.getLogger("clip_ingest").setLevel(level)
 
 
 def fatal(message: str, code: int = EXIT_FATAL) -> None:

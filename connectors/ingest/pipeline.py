@@ -2,9 +2,10 @@
 
 Stages are connected by bounded buffers (a window of in-flight decode futures,
 a bounded queue to the writer thread), so memory stays flat however many files
-are scanned. Decoding runs in a thread pool: Pillow and the hashing release
-the GIL, and on this project's machines threads beat processes (no pickling of
-decoded tensors, no per-process model copy).
+are scanned. Decoding runs in a thread pool: Pillow's decoders, resizing and
+hashlib release the GIL, and threads avoid pickling every preprocessed tensor
+back from worker processes (threads vs processes is not benchmarked yet on
+large photos).
 """
 
 from __future__ import annotations

@@ -113,13 +113,9 @@ def _guard(field: str, condition: str) -> str:
 
 
 def _exists(field: str) -> str:
-    # Milvus' ``exists`` is also true for an empty list; the language's is not: require a
-    # non-empty array or a scalar (string, number or boolean) value.
-    scalar_or_items = (
-        f"array_length({field}) > 0 or {field} like \"%\" or {field} >= 0 or {field} < 0 "
-        f"or {field} == true or {field} == false"
-    )
-    return _guard(field, scalar_or_items)
+    # Milvus' ``exists`` is two-valued and false for a missing or null field; unlike Qdrant's it
+    # is true for an empty list (no two-valued test for that exists; see docs/filters.md)
+    return f"(exists {field})"
 
 
 def to_milvus_expr(node: Filter, *, inline: bool = False) -> tuple[str, dict[str, Any]]:

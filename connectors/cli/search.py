@@ -1,0 +1,139 @@
+"""``clip-search``: query a collection by text, by image or by a stored item, with payload filters.
+
+Output: an aligned table (default), ``--json`` (one document), ``--jsonl`` (one hit per line)
+and/or ``--html FILE`` (a self-contained page with inlined thumbnails). Exit codes: 0 done
+(also with no hits), 1 fatal (database unreachable, model mismatch, unknown point), 2 usage
+error (bad filter, bad options). Store, model and config options are shared with
+``clip-ingest`` (:mod:`.common`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Sequence
+
+import click
+
+from ..config import Setting, Settings
+from .common import EXIT_OK, common_options, fatal, load_settings, open_target_store, setup_logging, store_target
+
+SEARCH_SETTINGS: tuple[Setting, ...] = (
+    Setting("k", int, 10, help="hits per query"),
+    Setting("batch_size", int, 32),
+)
+
+#: payload fields shown in the table (everything is in --json / --html)
+TABLE_FIELDS = ("path",)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--text", "text", default=None, help="Find images matching this text.")
+@click.option("--image", "image", type=click.Path(exists=True, dir_okay=False), default=None, help="Find images similar to this image file.")
+@click.option("--like", "like", default=None, help="Find images similar to a stored point (ID) or an image file (PATH), excluding it.")
+@click.option("--filter", "filter_text", default=None, help='Payload filter, e.g. \'colour = "red" and year >= 2020\' (see docs/filters.md).')
+@click.option("-k", "k", type=click.IntRange(1, 10_000), default=None, help="Number of hits [default: 10].")
+@click.option("--offset", type=click.IntRange(0), default=0, show_default=True, help="Skip this many hits (paging).")
+@click.option("--min-score", type=float, default=None, help="Only hits with cosine similarity >= this.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--jsonl", "as_jsonl", is_flag=True, help="Print one JSON object per hit.")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, writable=True), default=None, help="Also write a self-contained HTML page of the results.")
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Model batch size [default: 32].")
+@common_options
+@click.option("-v", "--verbose", count=True, help="Debug logging.")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
+def main(
+    text: str | None, image: str | None, like: str | None, filter_text: str | None, offset: int,
+    min_score: float | None, as_json: bool, as_jsonl: bool, html_file: str | None, verbose: int, quiet: bool,
+    **params: Any,
+) -> None:
+    """Search a clip-ingest collection by --text, --image or --like, optionally with --filter."""
+    from ..search.filters import FilterSyntaxError, parse_filter
+
+    setup_logging(verbose, quiet)
+    queries = [name for name, value in (("--text", text), ("--image", image), ("--like", like)) if value is not None]
+    if len(queries) != 1:
+        raise click.UsageError("give exactly one of --text, --image or --like")
+    if as_json and as_jsonl:
+        raise click.UsageError("--json and --jsonl are exclusive")
+    try:
+        parsed = parse_filter(filter_text) if filter_text is not None else None
+    except FilterSyntaxError as exc:
+        raise click.UsageError(f"--filter: {exc}") from None
+    settings = load_settings(params, SEARCH_SETTINGS, section="search")
+    query = {"text": text, "image": image, "like": like}
+    hits = _run(settings, query, parsed, offset, min_score)
+    title = f"{queries[0]} {text or image or like}" + (f"  filter: {filter_text}" if filter_text else "")
+    if html_file:
+        from ..search.html import render_html
+
+        with open(html_file, "w", encoding="utf-8") as out:
+            out.write(render_html(title, hits))
+    if as_json:
+        click.echo(json.dumps({"query": {k: v for k, v in query.items() if v is not None}, "filter": filter_text,
+                               "hits": [_hit_dict(rank, hit) for rank, hit in enumerate(hits, offset + 1)]}, ensure_ascii=False, default=str))
+    elif as_jsonl:
+        for rank, hit in enumerate(hits, offset + 1):
+            click.echo(json.dumps(_hit_dict(rank, hit), ensure_ascii=False, default=str))
+    else:
+        click.echo(format_table(hits, offset))
+    sys.exit(EXIT_OK)
+
+
+def _run(settings: Settings, query: dict[str, str | None], filter: Any, offset: int, min_score: float | None) -> list:
+    from ..backends.base import StoreError
+    from ..decode import ImageDecodeError
+    from ..factory import ModelLoadError
+    from ..search.filters import UnsupportedFilterError
+    from ..search.searcher import PointNotFoundError, Searcher
+
+    k = settings.k
+    try:
+        embedder = _load_embedder(settings)
+        with open_target_store(store_target(settings), settings.collection) as store:
+            searcher = Searcher(store, embedder)
+            searcher.verify_model()
+            if query["text"] is not None:
+                return searcher.search_text(query["text"], k=k, filter=filter, offset=offset, score_threshold=min_score)
+            if query["image"] is not None:
+                return searcher.search_image(query["image"], k=k, filter=filter, offset=offset, score_threshold=min_score)
+            return searcher.search_similar(query["like"], k=k, filter=filter, offset=offset, score_threshold=min_score)
+    except UnsupportedFilterError as exc:
+        raise click.UsageError(f"--filter: {exc}") from None
+    except ImageDecodeError as exc:
+        raise click.UsageError(str(exc)) from None
+    except (StoreError, ModelLoadError, PointNotFoundError) as exc:
+        fatal(str(exc))
+    raise AssertionError("unreachable")  # fatal() exits
+
+
+def _load_embedder(settings: Settings):
+    from ..openclip_embedder import OpenClipEmbedder
+
+    return OpenClipEmbedder(settings.model, device=settings.device, batch_size=settings.batch_size)
+
+
+def _hit_dict(rank: int, hit: Any) -> dict[str, Any]:
+    return {"rank": rank, "id": hit.id, "score": hit.score, "payload": hit.payload}
+
+
+def format_table(hits: Sequence[Any], offset: int = 0) -> str:
+    """Hits as an aligned text table: rank, score, id and the ``path`` payload field."""
+    if not hits:
+        return "no results"
+    header = ("rank", "score", "id") + TABLE_FIELDS
+    rows = [
+        (str(rank), f"{hit.score:.4f}", hit.id) + tuple(_cell(hit.payload.get(f)) for f in TABLE_FIELDS)
+        for rank, hit in enumerate(hits, offset + 1)
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows])
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    # one line per hit, whatever the payload holds
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+__all__ = ["SEARCH_SETTINGS", "format_table", "main"]

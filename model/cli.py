@@ -1,0 +1,451 @@
+"""``clip-model``: train, evaluate and export retrieval-optimised CLIP encoders.
+
+Every command reads its settings from a *recipe* (a TOML file, or the name of one
+shipped in ``clip_ingest/model/recipes/``) and lets flags override them. A recipe
+has one table per command (``[pretrain]``, ``[finetune]``, ``[realign]``,
+``[mine-captions]``, ``[eval]``, ``[export]``), ``[stages]`` with defaults shared by the
+three training stages, and ``[recipe]`` with its ``name`` and ``out_root``; ``{out_root}`` in any string is replaced by it, and ``$VARS`` / ``~``
+are expanded, so one ``--out-root`` moves a whole chain of stages.
+
+Exit codes: 0 success, 1 failure (bad data, model, missing files...), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
+STAGES = ("pretrain", "finetune", "realign")
+
+
+# --- recipes ---------------------------------------------------------------------------------
+
+
+def load_recipe(recipe: str | None) -> dict[str, Any]:
+    """A recipe file (path) or shipped recipe (name) as a dict; ``{}`` when ``recipe`` is None."""
+    if not recipe:
+        return {}
+    path = Path(recipe).expanduser()
+    if not path.is_file():
+        path = RECIPE_DIR / f"{recipe}.toml"
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.stem for p in RECIPE_DIR.glob("*.toml")))
+        raise click.BadParameter(f"no recipe file {recipe!r} and no shipped recipe of that name ({shipped})")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise click.BadParameter(f"{path} is not valid TOML: {exc}") from exc
+
+
+def parse_set(items: tuple[str, ...]) -> dict[str, Any]:
+    """``("train.epochs=2", "templates=['a {label}']")`` -> a nested dict (values read as TOML, else text)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        *parents, leaf = key.strip().split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``overrides`` (nested tables merged, ``None`` values ignored)."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        out[key] = merge(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def _expand(value: Any, out_root: str) -> Any:
+    if isinstance(value, str):
+        return os.path.expanduser(os.path.expandvars(value.replace("{out_root}", out_root)))
+    if isinstance(value, list):
+        return [_expand(v, out_root) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v, out_root) for k, v in value.items()}
+    return value
+
+
+def out_root_of(recipe: dict[str, Any], flag: str | None) -> str:
+    """``--out-root``, else the recipe's ``[recipe] out_root``, else ``runs/<recipe name>``."""
+    meta = recipe.get("recipe", {})
+    return str(flag or meta.get("out_root") or f"runs/{meta.get('name', 'clip-model')}")
+
+
+def section(recipe: dict[str, Any], name: str, overrides: dict[str, Any], out_root: str | None) -> dict[str, Any]:
+    """The ``[name]`` table of ``recipe`` with ``overrides`` applied and placeholders expanded.
+
+    For the training stages, the recipe's ``[stages]`` table gives shared defaults and
+    ``out_dir`` defaults to ``{out_root}/<stage>``.
+    """
+    base = recipe.get(name, {})
+    if name in STAGES:
+        base = merge(merge({"out_dir": f"{{out_root}}/{name}"}, recipe.get("stages", {})), base)
+    return _expand(merge(base, overrides), out_root_of(recipe, out_root))
+
+
+def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
+    """``cls(**values)`` with nested dataclass fields built from tables and lists made tuples.
+
+    An unknown key or a missing required one is a usage error naming the valid keys.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise click.UsageError(f"[{where}]: unknown setting(s) {unknown}; valid: {', '.join(fields)}")
+    kwargs = {}
+    for key, value in values.items():
+        default = fields[key].default_factory if fields[key].default_factory is not dataclasses.MISSING else None
+        nested = default() if default else None
+        if dataclasses.is_dataclass(nested) and isinstance(value, dict):
+            value = build_dataclass(type(nested), value, f"{where}.{key}")
+        kwargs[key] = tuple(value) if isinstance(value, list) else value
+    missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise click.UsageError(f"[{where}]: missing required setting(s) {missing} (in the recipe or as flags)")
+    return cls(**kwargs)
+
+
+# --- error handling --------------------------------------------------------------------------
+
+
+def _failure_types() -> tuple[type[BaseException], ...]:
+    from clip_ingest.connectors.decode import ImageDecodeError
+    from clip_ingest.connectors.factory import ModelLoadError
+
+    from .export import ExportError
+    from .published import PublishedCheckpointError
+
+    return (ModelLoadError, ImageDecodeError, ExportError, PublishedCheckpointError, ValueError, OSError)
+
+
+def run_or_fail(action: Callable[[], Any]) -> Any:
+    """Run ``action``; expected failures (bad data, model, files) become exit code 1 with one clear line."""
+    try:
+        return action()
+    except click.ClickException:
+        raise
+    except _failure_types() as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", is_flag=True, help="Log progress (loss, learning rate, images/s).")
+def cli(verbose: bool) -> None:
+    """Train, evaluate and export retrieval-optimised CLIP encoders.
+
+    \b
+    Typical chain (each stage's output directory is a model spec for the next):
+      clip-model finetune --recipe eth80-mcip            # image tower: ArcMargin (+ captions)
+      clip-model realign  --recipe eth80-mcip            # text tower back to the new image space
+      clip-model eval     --recipe eth80-mcip            # one comparison table (Markdown + JSON)
+      clip-model export   --recipe eth80-mcip --onnx     # what `clip-ingest --model DIR` loads
+
+    Settings come from a recipe (a TOML file or a shipped name: tiny-smoke, starter,
+    eth80-mcip) and flags override them. Training is seeded and resumable: rerunning a
+    stage continues after its last finished epoch. `clip-model COMMAND --help` documents
+    each command.
+
+    \b
+    Exit codes: 0 ok, 1 failure (bad data, model or files), 2 usage error.
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+recipe_option = click.option(
+    "--recipe", "-r", metavar="FILE|NAME", help="Recipe TOML file, or the name of a shipped recipe."
+)
+out_root_option = click.option(
+    "--out-root", metavar="DIR", help="Replaces {out_root} in the recipe (default: [recipe] out_root)."
+)
+set_option = click.option(
+    "--set", "set_items", multiple=True, metavar="KEY=VALUE",
+    help="Override any recipe setting, e.g. --set train.warmup_steps=0 --set templates=['a {label}'].",
+)
+
+
+def stage_options(fn: Callable) -> Callable:
+    """The options every training stage shares (all override the recipe)."""
+    options = [
+        recipe_option,
+        click.option("--model", "-m", metavar="SPEC", help="Model to start from: architecture, ARCH:weights, or a directory."),
+        click.option("--data", "-d", metavar="PATH", help="Class-per-folder image tree or a CSV/JSONL manifest."),
+        click.option("--out", "-o", "out_dir", metavar="DIR", help="Output model directory (and its resumable checkpoint)."),
+        out_root_option,
+        click.option("--epochs", type=click.IntRange(min=1), help="Passes over the data."),
+        click.option("--batch-size", type=click.IntRange(min=1), help="Images per optimiser step."),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Backbone learning rate."),
+        click.option("--seed", type=int, help="Seed for weights of loss heads, shuffling and augmentation."),
+        click.option("--device", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1 ..."),
+        click.option("--resume/--no-resume", default=None, help="Continue from the stage's checkpoint (default: yes)."),
+        set_option,
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _stage_overrides(flags: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    train = {k: flags.get(k) for k in ("epochs", "batch_size", "lr", "seed", "device", "resume")}
+    plain = {"model": flags.get("model"), "data": flags.get("data"), "out_dir": flags.get("out_dir"), **(extra or {})}
+    return merge(merge(plain, {"train": train}), parse_set(flags.get("set_items", ())))
+
+
+def _run_stage(stage: str, flags: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    from . import stages
+
+    recipe = load_recipe(flags.get("recipe"))
+    cls, entry = {
+        "pretrain": (stages.PretrainConfig, stages.run_pretrain),
+        "finetune": (stages.FinetuneConfig, stages.run_finetune),
+        "realign": (stages.RealignConfig, stages.run_realign),
+    }[stage]
+    values = section(recipe, stage, _stage_overrides(flags, extra), flags.get("out_root"))
+    cfg = build_dataclass(cls, values, stage)
+    result = run_or_fail(lambda: entry(cfg))
+    fit = result.fit
+    resumed = f", resumed after epoch {fit.resumed_from_epoch}" if fit.resumed_from_epoch else ""
+    click.echo(
+        f"{stage}: wrote {result.model_dir} ({fit.epochs} epochs, {fit.steps} steps, "
+        f"final loss {fit.final_loss:.4f}, {fit.skipped} images skipped{resumed})"
+    )
+
+
+@cli.command()
+@stage_options
+def pretrain(**flags: Any) -> None:
+    """Contrastive training of both towers on image-caption pairs.
+
+    Captions come from a manifest, from `mine-captions`, or from `templates` over
+    class names. Starts from random weights (an architecture) or any checkpoint.
+    """
+    _run_stage("pretrain", flags)
+
+
+@cli.command()
+@click.option("--method", type=click.Choice(["retrieval", "mcip"]), help="retrieval: ArcMargin on labels; "
+              "mcip: 0.75 ArcMargin + 0.25 multi-caption ArcMargin (needs captions).")
+@stage_options
+def finetune(method: str | None, **flags: Any) -> None:
+    """Fine-tune the image tower (and its projection) for image retrieval.
+
+    Labels are the class folders (or the manifest's `label`). Follow with `realign` so
+    that text queries find the new image vectors.
+    """
+    _run_stage("finetune", flags, {"method": method})
+
+
+@cli.command()
+@stage_options
+def realign(**flags: Any) -> None:
+    """Realign the text tower to a fine-tuned, frozen image tower.
+
+    Trains the last text blocks, final norm, projection and temperature against cached
+    image embeddings: text->image search works again, image vectors are unchanged.
+    """
+    _run_stage("realign", flags)
+
+
+@cli.command("mine-captions")
+@recipe_option
+@click.option("--model", "-m", metavar="SPEC", help="Model that embeds images and pool captions.")
+@click.option("--data", "-d", metavar="PATH", help="Images to caption: folder tree or manifest.")
+@click.option("--pool", metavar="PATH", help="Caption pool: a .txt (one per line) or a manifest with captions.")
+@click.option("--output", metavar="FILE.jsonl", help="Manifest to write (images + mined captions).")
+@click.option("--k", type=click.IntRange(min=1), help="Captions kept per image (paper: 20).")
+@click.option("--threshold", type=float, help="Minimum cosine similarity (paper: 0.27).")
+@out_root_option
+@set_option
+def mine_captions(**flags: Any) -> None:
+    """Give every image the pool captions most similar to it (pseudo-captions for mcip/realign)."""
+    from .mining import MineConfig, run_mine_captions
+
+    recipe = load_recipe(flags.pop("recipe"))
+    out_root, set_items = flags.pop("out_root"), flags.pop("set_items")
+    values = section(recipe, "mine-captions", merge(flags, parse_set(set_items)), out_root)
+    cfg = build_dataclass(MineConfig, values, "mine-captions")
+    result = run_or_fail(lambda: run_mine_captions(cfg))
+    click.echo(
+        f"mine-captions: wrote {result.output} ({result.with_captions}/{result.images} images captioned "
+        f"from a pool of {result.pool_size}, {result.skipped} skipped)"
+    )
+
+
+@cli.command("eval", short_help="Compare models side by side on the standard benchmarks.")
+@recipe_option
+@click.option("--model", "-m", "models", multiple=True, metavar="SPEC",
+              help="Model to evaluate; repeat to compare several side by side.")
+@click.option("--data-root", metavar="DIR", help="Folder holding eth80/, caltech101/, flickr8k/ "
+              "(default: $CLIP_INGEST_DATA).")
+@click.option("--benchmark", "-b", "benchmarks", multiple=True, type=click.Choice(["eth80", "caltech101", "flickr8k"]),
+              help="Run only these benchmarks (repeatable; default all).")
+@click.option("--max-per-class", type=click.IntRange(min=1), help="Subsample for a quick look (not comparable).")
+@click.option("--out", "-o", "out_dir", metavar="DIR", help="Write eval.json and eval.md here.")
+@click.option("--device", help="auto, cpu, cuda ...")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Images per forward pass.")
+@out_root_option
+def eval_command(**flags: Any) -> None:
+    """Compare models on ETH-80 (instance + category mAP/R@1, unseen objects 7-10),
+    Caltech-101 (k-NN and zero-shot accuracy) and Flickr8k (text<->image R@1/5/10).
+
+    Prints one Markdown table (metrics in %, one column per model). These are test
+    benchmarks: select models on a validation split, never on these numbers.
+    A missing dataset folder is reported and the other benchmarks still run.
+    """
+    from .evaluate import DEFAULT_BENCHMARKS, EvalOptions, evaluate_models, render_markdown, resolve_data_root, write_report
+
+    recipe = load_recipe(flags["recipe"])
+    given = {k: flags[k] or None for k in ("data_root", "out_dir")}
+    given.update({k: list(flags[k]) or None for k in ("models", "benchmarks")})
+    cfg = section(recipe, "eval", given, flags["out_root"])
+    models = list(cfg.get("models") or [])
+    if not models:
+        raise click.UsageError("name at least one --model (or `models` in the recipe's [eval])")
+    options = run_or_fail(lambda: EvalOptions(
+        data_root=resolve_data_root(cfg.get("data_root")),
+        benchmarks=tuple(cfg.get("benchmarks") or DEFAULT_BENCHMARKS),
+        max_per_class=flags["max_per_class"] or cfg.get("max_per_class"),
+        device=flags["device"] or cfg.get("device", "auto"),
+        batch_size=flags["batch_size"] or cfg.get("batch_size", 64),
+    ))
+    report = run_or_fail(lambda: evaluate_models(models, options))
+    click.echo(render_markdown(report), nl=False)
+    if cfg.get("out_dir"):
+        json_path, md_path = write_report(report, cfg["out_dir"])
+        click.echo(f"wrote {json_path} and {md_path}")
+    if len(report.missing) == len(options.benchmarks):
+        raise click.ClickException("no benchmark could run: every dataset folder is missing")
+
+
+def _object_range(text: str) -> tuple[int, ...]:
+    """``"1-6"`` or ``"1,2,5"`` -> object numbers."""
+    try:
+        if "-" in text:
+            first, last = (int(x) for x in text.split("-", 1))
+            return tuple(range(first, last + 1))
+        return tuple(int(x) for x in text.split(","))
+    except ValueError as exc:
+        raise click.BadParameter(f"expected a range like 1-6 or a list like 1,2,5, got {text!r}") from exc
+
+
+@cli.command()
+@click.argument("source", type=click.Choice(["eth80", "caltech101", "openclipart"]))
+@click.option("--output", "-o", required=True, metavar="FILE.jsonl", help="Manifest to write.")
+@click.option("--data-root", metavar="DIR", help="Folder holding eth80/ and caltech101/ (default: $CLIP_INGEST_DATA).")
+@click.option("--objects", default="1-6", show_default=True, help="ETH-80 objects to include (7-10 are evaluated).")
+@click.option("--split", default="train", show_default=True, type=click.Choice(["train", "test"]), help="Caltech-101 split.")
+def manifest(source: str, output: str, data_root: str | None, objects: str, split: str) -> None:
+    """Write a training manifest (JSONL: path, label, captions) for a known data set.
+
+    \b
+    eth80        objects 1-6, label = object, caption = "a photo of a <category>"
+    caltech101   the train split, label = class, caption = "a photo of a <class>"
+    openclipart  Debian's openclipart-png/-svg, captions from the SVG title and keywords
+    """
+    from . import sources
+    from .evaluate import eth80_rows, resolve_data_root
+
+    def rows() -> Any:
+        if source == "openclipart":
+            return sources.openclipart_rows()
+        root = resolve_data_root(data_root)
+        if source == "eth80":
+            return eth80_rows(root, _object_range(objects))
+        return sources.caltech101_rows(root / "caltech101", split)
+
+    count = run_or_fail(lambda: sources.write_jsonl(rows(), Path(output)))
+    if not count:
+        raise click.ClickException(f"{source}: no images found, nothing written")
+    click.echo(f"manifest: wrote {count} rows to {output}")
+
+
+def _metrics_for(eval_json: str | None, spec: str) -> dict[str, float] | None:
+    """The metrics recorded for ``spec`` (else the first model) in an ``eval.json``."""
+    if not eval_json:
+        return None
+    models = json.loads(Path(eval_json).read_text(encoding="utf-8"))["models"]
+    chosen = next((m for m in models if m["spec"] == spec), models[0] if models else None)
+    return chosen["metrics"] if chosen else None
+
+
+@cli.command(short_help="Write a stage directory or model spec as a self-contained model directory.")
+@click.argument("source", required=False, metavar="[SPEC]")
+@click.argument("out_dir", required=False, metavar="[OUT_DIR]")
+@recipe_option
+@click.option("--name", help="Model name recorded in clip_ingest.json and hashed into model_id.")
+@click.option("--fp16/--fp32", default=None, help="Store half-precision weights (smaller; a different model_id).")
+@click.option("--onnx/--no-onnx", default=None, help="Also write ONNX towers for OnnxEmbedder.")
+@click.option("--metrics", "metrics_file", metavar="EVAL.json", help="Record the metrics of this eval.json.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing, non-empty OUT_DIR.")
+@out_root_option
+def export(**flags: Any) -> None:
+    """Write SPEC (a stage directory or any model spec) as a self-contained model directory.
+
+    The directory is open_clip's local-dir layout (config + safetensors, never a pickle)
+    plus clip_ingest.json (base model, recipe, data, metrics, model_id); use it as
+    `--model OUT_DIR` everywhere.
+    """
+    from .export import export_model
+
+    recipe = load_recipe(flags["recipe"])
+    cfg = section(recipe, "export", {k: flags[k] for k in ("source", "out_dir", "name", "fp16", "onnx")}, flags["out_root"])
+    if not cfg.get("source") or not cfg.get("out_dir"):
+        raise click.UsageError("give SPEC and OUT_DIR (or `source` and `out_dir` in the recipe's [export])")
+    result = run_or_fail(lambda: export_model(
+        cfg["source"], cfg["out_dir"], name=cfg.get("name"),
+        recipe={"file": flags["recipe"], **recipe} if recipe else None,
+        metrics=_metrics_for(flags["metrics_file"] or cfg.get("metrics"), cfg["source"]),
+        fp16=bool(cfg.get("fp16")), onnx=bool(cfg.get("onnx")), overwrite=flags["overwrite"],
+    ))
+    click.echo(f"exported {result.path} (model_id {result.model_id})")
+
+
+@cli.command()
+@click.argument("alias", required=False)
+@click.option("--cache-dir", metavar="DIR", help="Where converted checkpoints live (default: $CLIP_INGEST_CACHE).")
+@click.option("--url", help="Download from here instead of the table (URL or local .pth).")
+def published(alias: str | None, cache_dir: str | None, url: str | None) -> None:
+    """Download and convert a published MCIP checkpoint once; print its model directory.
+
+    Without ALIAS, list the known checkpoints. The printed directory is a model spec.
+    """
+    from .published import PUBLISHED, fetch_published
+
+    if not alias:
+        for name, entry in PUBLISHED.items():
+            flag = "" if entry.verified else "  [URL to be verified]"
+            click.echo(f"{name}: {entry.arch} from {entry.base_tag} - {entry.description}{flag}")
+        return
+    click.echo(run_or_fail(lambda: fetch_published(alias, cache_dir=cache_dir, url=url)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``clip-model`` script."""
+    cli.main(args=argv, prog_name="clip-model")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,317 @@
+"""Milvus connector: the shared contract on Milvus Lite and on a real Milvus 2.3.5 server, plus
+Milvus specifics (byte-split writes, filters, secrets, outages, deployment capabilities)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+from pathlib import Path
+from typing import Any, Iterator
+
+import grpc
+import numpy as np
+import pytest
+from backend_contract import COLLECTION, DIM, SPEC, VectorStoreContract, pid, point, unit
+from milvus_server import MilvusServer, milvus_lite_uri, milvus_server  # noqa: F401  (fixtures)
+from pymilvus import MilvusClient
+from pymilvus.exceptions import MilvusException
+
+from clip_ingest.connectors.backends import (
+    CollectionSpec,
+    Point,
+    StoreError,
+    TransientStoreError,
+    VectorStore,
+    open_store,
+)
+from clip_ingest.connectors.backends.milvus_store import (
+    Capabilities,
+    MilvusStore,
+    is_transient,
+    row_bytes,
+    split_by_bytes,
+)
+from clip_ingest.connectors.search.filters import parse_filter
+
+SECRET = "root:sekrit-milvus-token-0123456789"
+
+
+def server_collection(tmp_path: Path, collection: str) -> str:
+    """A collection name unique to one test (the server is shared by the whole session)."""
+    return f"{collection}_{hashlib.sha1(str(tmp_path).encode()).hexdigest()[:12]}"
+
+
+def drop(uri: str, name: str) -> None:
+    client = MilvusClient(uri=uri, timeout=10)
+    try:
+        if client.has_collection(name, timeout=10):
+            client.drop_collection(name, timeout=10)
+    finally:
+        client.close()
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# -- the contract --------------------------------------------------------------------------
+
+
+class TestMilvusLiteContract(VectorStoreContract):
+    def make_store(self, tmp_path: Path, collection: str) -> VectorStore:
+        return open_store("milvus", collection, uri=str(tmp_path / "milvus.db"))
+
+
+@pytest.mark.milvus_server
+class TestMilvusServerContract(VectorStoreContract):
+    @pytest.fixture(autouse=True)
+    def _server(self, milvus_server: MilvusServer, tmp_path: Path) -> Iterator[None]:  # noqa: F811
+        self.uri = milvus_server.uri
+        yield
+        drop(self.uri, server_collection(tmp_path, COLLECTION))
+
+    def make_store(self, tmp_path: Path, collection: str) -> VectorStore:
+        return MilvusStore(server_collection(tmp_path, collection), uri=self.uri, timeout=20)
+
+
+# -- deployments: one store per deployment for the Milvus-specific tests --------------------
+
+
+@pytest.fixture(params=["lite", pytest.param("server", marks=pytest.mark.milvus_server)])
+def deployment_uri(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URI of Milvus Lite (a fresh file) or of the session's real server."""
+    if request.param == "lite":
+        yield str(tmp_path / "milvus.db")
+        return
+    server: MilvusServer = request.getfixturevalue("milvus_server")
+    yield server.uri
+    drop(server.uri, server_collection(tmp_path, "specific"))
+
+
+@pytest.fixture
+def milvus(deployment_uri: str, tmp_path: Path) -> Iterator[MilvusStore]:
+    """An empty collection built for SPEC on each deployment."""
+    store = MilvusStore(server_collection(tmp_path, "specific"), uri=deployment_uri, timeout=20)
+    store.ensure_collection(SPEC)
+    yield store
+    store.close()
+
+
+class CountingClient:
+    """Delegates to a real MilvusClient and records the rows of every upsert request."""
+
+    def __init__(self, client: MilvusClient) -> None:
+        self._client = client
+        self.upserts: list[list[dict[str, Any]]] = []
+
+    def upsert(self, collection_name: str, data: list[dict[str, Any]], **kwargs: Any) -> Any:
+        self.upserts.append(list(data))
+        return self._client.upsert(collection_name, data, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+# -- writes --------------------------------------------------------------------------------
+
+
+def test_split_by_bytes_keeps_order_and_limit() -> None:
+    rows = [{"id": pid(n), "vector": [0.0] * DIM, "blob": "x" * (n * 10)} for n in range(40)]
+    limit = 2048
+    groups = list(split_by_bytes(rows, limit))
+    assert [row for group in groups for row in group] == rows
+    assert len(groups) > 1
+    assert all(sum(row_bytes(row) for row in group) <= limit for group in groups)
+
+
+def test_a_row_over_the_request_limit_is_refused() -> None:
+    rows = [{"id": pid(1), "vector": [0.0] * DIM, "blob": "x" * 5000}]
+    with pytest.raises(StoreError, match="request limit"):
+        list(split_by_bytes(rows, 4096))
+
+
+def test_large_upsert_is_split_into_requests_by_bytes(milvus: MilvusStore) -> None:
+    small = MilvusStore(milvus.collection, uri=milvus.uri, timeout=20, max_request_bytes=4096)
+    try:
+        small.ensure_collection(SPEC)
+        counting = CountingClient(small._conn())
+        small._client = counting  # type: ignore[assignment]  (a recording wrapper around the real client)
+        points = [point(n, note="n" * 150) for n in range(60)]
+        small.upsert(points)
+        assert len(counting.upserts) >= 3
+        assert all(sum(row_bytes(row) for row in request) <= 4096 for request in counting.upserts)
+        assert small.count() == 60
+        assert {p.id for p in small.scroll(fields=[])} == {p.id for p in points}
+    finally:
+        small.close()
+
+
+def test_reserved_or_unserialisable_payload_is_refused_and_nothing_written(milvus: MilvusStore) -> None:
+    for payload in ({"id": "x"}, {"vector": 1}, {"$meta": 1}, {"when": object()}, {"w": float("nan")}):
+        with pytest.raises(StoreError):
+            milvus.upsert([point(1), Point(id=pid(2), vector=unit(2), payload=payload)])
+    assert milvus.count() == 0
+
+
+def test_upsert_replaces_the_whole_payload(milvus: MilvusStore) -> None:
+    milvus.upsert([point(1, extra="old", tags=["a"])])
+    milvus.upsert([Point(id=pid(1), vector=unit(1), payload={"colour": "blue"})])
+    assert milvus.retrieve([pid(1)])[0].payload == {"colour": "blue"}
+
+
+def test_uppercase_uuid_ids_are_stored_canonically(milvus: MilvusStore) -> None:
+    milvus.upsert([Point(id=pid(1).upper(), vector=unit(1), payload={})])
+    assert [p.id for p in milvus.retrieve([pid(1).upper()])] == [pid(1)]
+    milvus.delete([pid(1).upper()])
+    assert milvus.count() == 0
+
+
+# -- filters -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('colour = "red"', {0, 3, 6}),
+        ("index >= 5 and index < 7", {5, 6}),
+        ('colour in ["green", "blue"] and not index = 1', {2, 4, 5, 7}),
+        ('not camera = "x"', set(range(8)) - {2}),
+        ("exists camera", {2}),
+        ('tags = "b"', {1}),
+        ('colour startswith "gr"', {1, 4, 7}),
+        ('colour = "it\'s \\"quoted\\""', set()),
+    ],
+)
+def test_filters_in_search_and_count(milvus: MilvusStore, text: str, expected: set[int]) -> None:
+    milvus.upsert(
+        [point(n) for n in range(8) if n not in (1, 2)]
+        + [point(1, tags=["a", "b"]), point(2, camera="x")]
+    )
+    parsed = parse_filter(text)
+    assert milvus.count(filter=parsed) == len(expected)
+    hits = milvus.search(unit(0), k=8, filter=parsed)
+    assert {h.id for h in hits} == {pid(n) for n in expected}
+
+
+# -- collection metadata and options --------------------------------------------------------
+
+
+def test_unknown_index_type_is_refused_before_creating_anything(milvus_lite_uri: str) -> None:  # noqa: F811
+    bad = CollectionSpec(name="c", dim=4, model_id="m", indexed_fields={"colour": "colourful"})
+    with MilvusStore("c", uri=milvus_lite_uri) as store:
+        with pytest.raises(ValueError, match="colourful"):
+            store.ensure_collection(bad)
+        assert store.collection_model() is None
+
+
+def test_foreign_collection_is_refused(deployment_uri: str, tmp_path: Path) -> None:
+    name = server_collection(tmp_path, "specific")
+    client = MilvusClient(uri=deployment_uri, timeout=20)
+    try:
+        client.create_collection(name, dimension=DIM, id_type="string", max_length=64, timeout=20)
+    finally:
+        client.close()
+    with MilvusStore(name, uri=deployment_uri, timeout=20) as store:
+        assert store.collection_model() == ("<unrecorded>", DIM)
+        with pytest.raises(StoreError, match="--recreate"):
+            store.ensure_collection(CollectionSpec(name=name, dim=DIM, model_id="m"))
+
+
+@pytest.mark.parametrize(
+    "options", [{"index_type": "IVF_PQ"}, {"search_consistency": "Sometimes"}, {"max_request_bytes": 100 * 2**20}]
+)
+def test_bad_options_are_refused(options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        MilvusStore("c", **options)
+
+
+def test_capabilities_by_version() -> None:
+    assert Capabilities.from_version("v2.3.5") == Capabilities("v2.3.5", False, False, False)
+    assert Capabilities.from_version("v2.5.3") == Capabilities("v2.5.3", False, True, False)
+    assert Capabilities.from_version("2.6.1") == Capabilities("2.6.1", False, True, True)
+    assert Capabilities.from_version("milvus_lite-3.2.2") == Capabilities("milvus_lite-3.2.2", True, False, False)
+
+
+def test_deployment_capabilities_are_detected(milvus: MilvusStore) -> None:
+    caps = milvus.capabilities
+    assert caps.lite == milvus.is_lite
+    assert not caps.filter_params  # neither Milvus Lite nor 2.3.5 has expression templates
+
+
+# -- errors and secrets ---------------------------------------------------------------------
+
+
+def test_transient_classification() -> None:
+    assert is_transient(MilvusException(grpc.StatusCode.UNAVAILABLE, "down"))
+    assert is_transient(MilvusException(grpc.StatusCode.DEADLINE_EXCEEDED, "slow"))
+    assert is_transient(MilvusException(2, "Fail connecting to server"))
+    assert not is_transient(MilvusException(1100, "invalid parameter"))
+    assert not is_transient(ValueError("bad"))
+
+
+def test_unreachable_server_is_transient_and_secret_free(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    store = MilvusStore("c", uri=f"http://127.0.0.1:{closed_port()}", token=SECRET, timeout=1)
+    assert SECRET not in repr(store) and "***" in repr(store)
+    with pytest.raises(TransientStoreError) as caught:
+        store.count()
+    chain: list[BaseException] = []
+    error: BaseException | None = caught.value
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    assert all(SECRET not in str(e) and SECRET not in repr(e) for e in chain)
+    assert SECRET not in caplog.text
+    store.close()
+
+
+def test_credentials_in_the_uri_are_redacted() -> None:
+    store = MilvusStore("c", uri="https://root:pa55word@milvus.example:19530")
+    assert "pa55word" not in repr(store) and "milvus.example" in repr(store)
+
+
+@pytest.mark.milvus_server
+def test_token_is_used_but_never_shown(milvus_server: MilvusServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    caplog.set_level(logging.DEBUG)
+    name = server_collection(tmp_path, "specific")
+    try:
+        with MilvusStore(name, uri=milvus_server.uri, token=SECRET, timeout=20) as store:
+            store.ensure_collection(SPEC)  # the test server has authorization off: the token is accepted
+            store.upsert([point(1)])
+            with pytest.raises(StoreError) as caught:
+                store.search(unit(0), filter=parse_filter("index >= 1"), offset=20000)  # beyond Milvus' window
+            assert SECRET not in str(caught.value) and SECRET not in repr(store)
+        assert SECRET not in caplog.text
+    finally:
+        drop(milvus_server.uri, name)
+
+
+@pytest.mark.milvus_server
+@pytest.mark.slow
+def test_server_outage_is_transient_and_loses_nothing(milvus_server: MilvusServer, tmp_path: Path) -> None:  # noqa: F811
+    if not milvus_server.controllable:
+        pytest.skip("the Milvus server was started elsewhere without CLIP_INGEST_MILVUS_SERVER_DIR")
+    name = server_collection(tmp_path, "outage")
+    store = MilvusStore(name, uri=milvus_server.uri, timeout=2)
+    store.ensure_collection(SPEC)
+    store.upsert([point(n) for n in range(5)])
+    store.flush()
+    milvus_server.stop()
+    try:
+        with pytest.raises(TransientStoreError):
+            store.count()
+        with pytest.raises(TransientStoreError):
+            store.upsert([point(9)])
+    finally:
+        store.close()
+        milvus_server.start()
+    with MilvusStore(name, uri=milvus_server.uri, timeout=30) as back:
+        back.ensure_collection(SPEC)
+        assert back.count() == 5
+        assert {p.id for p in back.retrieve([pid(n) for n in range(5)])} == {pid(n) for n in range(5)}
+    drop(milvus_server.uri, name)
+

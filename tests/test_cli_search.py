@@ -1,0 +1,83 @@
+"""clip-search end to end (in-process click runner) on a real embedded Qdrant with the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from clip_ingest.connectors.backends import open_store
+from clip_ingest.connectors.cli.search import main
+from search_helpers import plant_shapes
+
+TINY = ["--model", "clip-ingest-tiny", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def store_args(tmp_path_factory, tiny_embedder):
+    """CLI options pointing at a planted embedded Qdrant collection, and its points."""
+    from imagegen import write_shape_folder
+
+    root = tmp_path_factory.mktemp("cli")
+    folder = write_shape_folder(root / "photos", n=12)
+    store = open_store("qdrant", "shapes", path=str(root / "qdrant"))
+    points = plant_shapes(store, tiny_embedder, folder)
+    store.close()
+    return ["--target", "qdrant", "--qdrant-path", str(root / "qdrant"), "--collection", "shapes", *TINY], points
+
+
+def run(args, **kwargs):
+    return CliRunner().invoke(main, args, catch_exceptions=False, **kwargs)
+
+
+def test_json_output_with_filter(store_args):
+    args, points = store_args
+    result = run([*args, "--text", "red circle", "--filter", 'colour = "red"', "-k", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    expected = {p.id for p in points if p.payload["colour"] == "red"}
+    assert {hit["id"] for hit in doc["hits"]} == expected
+    assert [hit["rank"] for hit in doc["hits"]] == list(range(1, len(expected) + 1))
+
+
+def test_like_jsonl_table_and_html(store_args, tmp_path):
+    args, points = store_args
+    target = points[0]
+    result = run([*args, "--like", target.id, "-k", "4", "--offset", "1", "--jsonl", "--html", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 4 and target.id not in {line["id"] for line in lines}
+    assert [line["rank"] for line in lines] == [2, 3, 4, 5]
+    page = (tmp_path / "r.html").read_text()
+    assert all(f'data-id="{line["id"]}"' in page for line in lines) and page.count("data:image/jpeg;base64,") == 4
+    table = run([*args, "--image", target.payload["path"], "-k", "2"])
+    assert table.exit_code == 0
+    header, first, _ = table.stdout.splitlines()
+    assert header.split() == ["rank", "score", "id", "path"] and target.id in first
+    assert header.index("score") == first.index(first.split()[1])  # columns aligned
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--text", "x", "--filter", 'colour = "red" and'], "expected a field name"),
+        (["--text", "x", "--image", __file__], "exactly one of"),
+        (["--filter", "a = 1"], "exactly one of"),
+        (["--text", "x", "--json", "--jsonl"], "exclusive"),
+        (["--text", "x", "-k", "0"], "-k"),
+    ],
+)
+def test_usage_errors_exit_2(store_args, extra, message):
+    args, _ = store_args
+    result = CliRunner().invoke(main, [*args, *extra])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_unreachable_database_and_unknown_point_exit_1(store_args):
+    args, _ = store_args
+    down = CliRunner().invoke(main, ["--target", "qdrant", "--qdrant-url", "http://127.0.0.1:9", *TINY, "--text", "x"])
+    assert down.exit_code == 1 and "Error:" in down.output
+    missing = CliRunner().invoke(main, [*args, "--like", "00000000-0000-0000-0000-000000000000"])
+    assert missing.exit_code == 1 and "no point with id" in missing.output

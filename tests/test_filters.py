@@ -1,0 +1,213 @@
+"""The filter language: parser (text and dict forms), errors, printing and the three compilers' output."""
+
+from __future__ import annotations
+
+import pytest
+from qdrant_client import models
+
+from clip_ingest.connectors.search.compile_edge import to_edge_filter
+from clip_ingest.connectors.search.compile_milvus import milvus_string, to_milvus_expr
+from clip_ingest.connectors.search.compile_qdrant import to_qdrant_filter
+from clip_ingest.connectors.search.filters import (
+    MAX_DEPTH,
+    MAX_LENGTH,
+    And,
+    Compare,
+    Exists,
+    FilterSyntaxError,
+    In,
+    Not,
+    Or,
+    StartsWith,
+    UnsupportedFilterError,
+    parse_filter,
+    to_dict,
+    to_text,
+)
+
+RED = Compare("label", "=", "cat")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('label = "cat"', RED),
+        ('label == "cat"', RED),
+        ('label != "cat"', Not(RED)),
+        ("year >= 2020", Compare("year", ">=", 2020)),
+        ("year < 2.5", Compare("year", "<", 2.5)),
+        ("year > -1e3", Compare("year", ">", -1000.0)),
+        ("flag = true", Compare("flag", "=", True)),
+        ("flag = FALSE", Compare("flag", "=", False)),
+        ('tags in ["a", 2, true]', In("tags", ("a", 2, True))),
+        ('tags not in ["a",]', Not(In("tags", ("a",)))),
+        ("exists width", Exists("width")),
+        ("width exists", Exists("width")),
+        ('name startswith "ab"', StartsWith("name", "ab")),
+        ('name = "a\\"b\\\\c\\n\\u00e9"', Compare("name", "=", 'a"b\\c\né')),
+        ('label = "cat" and year >= 2020 and not camera = "x"',
+         And((RED, Compare("year", ">=", 2020), Not(Compare("camera", "=", "x"))))),
+    ],
+)
+def test_parses_every_construct(text, expected):
+    assert parse_filter(text) == expected
+
+
+def test_precedence_not_binds_tighter_than_and_than_or():
+    a, b, c = (Compare(f, "=", 1) for f in "abc")
+    assert parse_filter("a = 1 or b = 1 and c = 1") == Or((a, And((b, c))))
+    assert parse_filter("(a = 1 or b = 1) and c = 1") == And((Or((a, b)), c))
+    assert parse_filter("not a = 1 and b = 1") == And((Not(a), b))
+    assert parse_filter("not (a = 1 and b = 1)") == Not(And((a, b)))
+    assert parse_filter("NOT not a = 1") == Not(Not(a))
+
+
+def test_ast_is_immutable():
+    with pytest.raises(AttributeError):
+        RED.value = "dog"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "text, position, fragment",
+    [
+        ('label = ', 8, "expected a value"),
+        ('label "cat"', 6, "expected an operator"),
+        ('label = "cat', 8, "unterminated string"),
+        ('label = "cat" and', 17, "expected a field name"),
+        ('(label = "cat"', 14, "expected ')'"),
+        ('label = "cat")', 13, "expected 'and', 'or'"),
+        ("year >= \"x\"", 8, "compares numbers"),
+        ("tags in []", 5, "at least one value"),
+        ("1abc = 2", 0, "unexpected character"),
+        ("id = 3", 0, "reserved"),
+        ("vector exists", 0, "reserved"),
+        ("a = 9007199254740993", 4, "2**53"),
+        ('a = "\\ud800"', 4, "surrogate"),
+        ("a = 1 ; drop", 6, "unexpected character"),
+        ("", 0, "empty filter"),
+        ("x" * 65 + " = 1", 0, "invalid field name"),
+    ],
+)
+def test_errors_carry_position_and_caret(text, position, fragment):
+    with pytest.raises(FilterSyntaxError) as info:
+        parse_filter(text)
+    assert info.value.position == position
+    message = str(info.value)
+    assert fragment in message
+    # the caret line points under the offending character of the quoted text
+    lines = message.splitlines()
+    assert lines[-1].index("^") - 2 == position - max(0, position - 40) + (3 if position > 40 else 0)
+
+
+def test_depth_and_length_limits_are_clear_errors():
+    with pytest.raises(FilterSyntaxError, match="nested deeper"):
+        parse_filter("(" * (MAX_DEPTH + 1) + "a = 1" + ")" * (MAX_DEPTH + 1))
+    with pytest.raises(FilterSyntaxError, match="nested deeper"):
+        parse_filter("not " * 1000 + "a = 1")
+    with pytest.raises(FilterSyntaxError, match="longer than"):
+        parse_filter("a = 1 or " * MAX_LENGTH)
+    nested: dict = {"field": "a", "op": "=", "value": 1}
+    for _ in range(5000):
+        nested = {"not": nested}
+    with pytest.raises(FilterSyntaxError, match="nested deeper"):
+        parse_filter(nested)
+    assert parse_filter("(" * MAX_DEPTH + "a = 1" + ")" * MAX_DEPTH) == Compare("a", "=", 1)
+
+
+def test_dict_form_parses_to_the_same_ast():
+    text = 'label = "cat" and (year >= 2020 or tags not in ["a", "b"]) and not exists camera and name startswith "x"'
+    as_dict = {
+        "and": [
+            {"field": "label", "op": "=", "value": "cat"},
+            {"or": [{"field": "year", "op": ">=", "value": 2020}, {"field": "tags", "op": "not in", "value": ["a", "b"]}]},
+            {"not": {"field": "camera", "op": "exists"}},
+            {"field": "name", "op": "startswith", "value": "x"},
+        ]
+    }
+    assert parse_filter(as_dict) == parse_filter(text)
+    assert parse_filter(to_dict(parse_filter(text))) == parse_filter(text)
+    assert parse_filter(to_text(parse_filter(text))) == parse_filter(text)
+
+
+@pytest.mark.parametrize(
+    "bad, path",
+    [
+        ({"and": []}, "$"),
+        ({"field": "a", "op": "~", "value": 1}, "$"),
+        ({"field": "a b", "op": "=", "value": 1}, "$.field"),
+        ({"field": "a", "op": "=", "value": [1]}, "$.value"),
+        ({"field": "a", "op": "=", "value": float("nan")}, "$.value"),
+        ({"field": "a", "op": "exists", "value": 1}, "$"),
+        ({"or": [{"field": "a", "op": "=", "value": 1}, {"field": "a", "op": "<", "value": True}]}, "$.or[1].value"),
+        ({"and": [{"field": "a", "op": "in", "value": "x"}]}, "$.and[0].value"),
+        (["a"], None),
+    ],
+)
+def test_dict_form_errors_name_the_path(bad, path):
+    with pytest.raises(FilterSyntaxError) as info:
+        parse_filter(bad)
+    assert info.value.path == path
+    if path:
+        assert path in str(info.value)
+
+
+# ---------------------------------------------------------------- compilers
+
+def test_qdrant_compiler_structure():
+    f = to_qdrant_filter(parse_filter('label = "cat" and year >= 2020 and not camera = "x" and tags in ["a", "b"]'))
+    assert isinstance(f, models.Filter)
+    label, year, camera, tags = f.must
+    assert label == models.FieldCondition(key="label", match=models.MatchValue(value="cat"))
+    assert year == models.FieldCondition(key="year", range=models.Range(gte=2020))
+    assert camera == models.Filter(must_not=[models.FieldCondition(key="camera", match=models.MatchValue(value="x"))])
+    assert tags == models.FieldCondition(key="tags", match=models.MatchAny(any=["a", "b"]))
+
+
+def test_qdrant_numbers_compare_by_value_and_exists_is_not_empty():
+    eq = to_qdrant_filter(parse_filter("n = 2"))
+    assert eq.must == [models.FieldCondition(key="n", range=models.Range(gte=2.0, lte=2.0))]
+    ex = to_qdrant_filter(parse_filter("exists n or name startswith \"a\""))
+    assert ex.should == [
+        models.Filter(must_not=[models.IsEmptyCondition(is_empty=models.PayloadField(key="n"))]),
+        models.FieldCondition(key="name", match=models.MatchPrefix(prefix="a")),
+    ]
+    mixed = to_qdrant_filter(parse_filter('n in ["a", 1, true]'))
+    assert mixed.must[0].should[0] == models.FieldCondition(key="n", match=models.MatchAny(any=["a"]))
+    assert len(mixed.must[0].should) == 3
+
+
+def test_edge_compiler_structure():
+    import qdrant_edge
+
+    f = to_edge_filter(parse_filter('label = "cat" or not (flag = true and n < 3)'))
+    assert isinstance(f, qdrant_edge.Filter)
+    label, negated = f.should
+    assert label.key == "label" and label.match.value == "cat"
+    inner = negated.must_not[0]
+    flag, n = inner.must
+    assert flag.match.value is True  # a real bool, not the integer 1 (see compile_edge)
+    assert n.key == "n" and n.range.lt == 3.0
+
+
+def test_milvus_compiler_uses_template_parameters():
+    expr, params = to_milvus_expr(parse_filter('label = "cat" and year >= 2020 and not camera = "x"'))
+    assert expr == (
+        "((exists label and (label == {p0} or json_contains_any(label, {p1}))) and (exists year and (year >= {p2}))"
+        " and (not (exists camera and (camera == {p3} or json_contains_any(camera, {p4})))))"
+    )
+    assert params == {"p0": "cat", "p1": ["cat"], "p2": 2020, "p3": "x", "p4": ["x"]}
+
+
+def test_milvus_inline_escapes_literals():
+    expr, params = to_milvus_expr(parse_filter('label = "x\\" or id != \\"" and name startswith "50%_"'), inline=True)
+    assert params == {}
+    assert '"x\\" or id != \\""' in expr
+    assert 'name like "50\\\\%\\\\_%"' in expr
+    assert milvus_string('a\\b"\n') == '"a\\\\b\\"\\n"'
+
+
+def test_milvus_groups_in_values_by_type_and_refuses_backslash_prefixes():
+    expr, _ = to_milvus_expr(parse_filter('tags in ["a", 1, true, "b"]'), inline=True)
+    assert 'json_contains_any(tags, ["a", "b"])' in expr and "json_contains_any(tags, [1])" in expr
+    with pytest.raises(UnsupportedFilterError, match="backslash"):
+        to_milvus_expr(parse_filter('name startswith "a\\\\"'), inline=True)

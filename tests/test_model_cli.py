@@ -1,0 +1,157 @@
+"""clip-model end to end on generated images: every stage in seconds, exit codes, recipes, evaluation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from clip_ingest.connectors.onnx_embedder import OnnxEmbedder
+from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
+from clip_ingest.model.cli import cli
+from clip_ingest.model.evaluate import EvalOptions, evaluate_models, render_markdown
+from imagegen import write_shape_folder
+from model_evalgen import write_eval_data
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def eval_data(tmp_path):
+    return write_eval_data(tmp_path / "data")
+
+
+def test_every_stage_runs_from_the_tiny_recipe(tmp_path, eval_data):
+    photos = write_shape_folder(tmp_path / "photos", n=12, sidecars=False)
+    pool = tmp_path / "pool.txt"
+    pool.write_text("a red circle\na blue square\na green triangle\na yellow thing\n")
+    root = tmp_path / "run"
+    common = ["--recipe", "tiny-smoke", "--out-root", str(root)]
+    for stage in ("pretrain", "finetune", "realign"):
+        result = invoke(stage, *common, "--data", str(photos))
+        assert result.exit_code == 0, result.output
+        assert (root / stage / "open_clip_model.safetensors").is_file()
+    assert json.loads((root / "finetune" / "clip_ingest.json").read_text())["method"] == "mcip"
+
+    result = invoke("mine-captions", *common, "--data", str(photos), "--pool", str(pool))
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (root / "mined.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and all(len(r["captions"]) >= 3 for r in rows)
+
+    result = invoke("eval", *common, "--data-root", str(eval_data))
+    assert result.exit_code == 0, result.output
+    assert "eth80 instance mAP" in result.output and "flickr8k t2i R@10" in result.output
+    report = json.loads((root / "eval" / "eval.json").read_text())
+    assert [m["spec"] for m in report["models"]] == [str(root / "realign"), "clip-ingest-tiny"]
+
+    result = invoke("export", *common, "--metrics", str(root / "eval" / "eval.json"))
+    assert result.exit_code == 0, result.output
+    meta = json.loads((root / "export" / "clip_ingest.json").read_text())
+    assert meta["stage"] == "realign" and meta["recipe"]["recipe"]["name"] == "tiny-smoke"
+    assert meta["metrics"] == report["models"][0]["metrics"]
+    torch_embedder = OpenClipEmbedder(str(root / "export"), device="cpu")
+    onnx_embedder = OnnxEmbedder(root / "export")
+    assert onnx_embedder.model_id == torch_embedder.model_id == meta["model_id"]
+    images = sorted(photos.rglob("*.png"))[:3]
+    cosine = (onnx_embedder.embed_images(images) * torch_embedder.embed_images(images)).sum(axis=1)
+    assert cosine.min() > 1 - 1e-4
+
+
+def test_rerun_resumes_and_seeded_runs_agree(tmp_path):
+    photos = write_shape_folder(tmp_path / "photos", n=12, sidecars=False)
+    args = ["finetune", "--recipe", "tiny-smoke", "--model", "clip-ingest-tiny", "--data", str(photos),
+            "--method", "retrieval", "--seed", "3"]
+    assert invoke(*args, "--out", str(tmp_path / "a")).exit_code == 0
+    assert invoke(*args, "--out", str(tmp_path / "b")).exit_code == 0
+    a = OpenClipEmbedder(str(tmp_path / "a"), device="cpu")
+    b = OpenClipEmbedder(str(tmp_path / "b"), device="cpu")
+    assert a.model_id.split("@")[1] == b.model_id.split("@")[1]
+    # same config again: the checkpoint says the epoch is done, nothing more is trained
+    result = invoke(*args, "--out", str(tmp_path / "a"))
+    assert result.exit_code == 0 and "resumed after epoch 1" in result.output
+    assert OpenClipEmbedder(str(tmp_path / "a"), device="cpu").model_id == a.model_id
+
+
+def test_exit_codes_usage_2_failure_1(tmp_path):
+    assert invoke("finetune", "--method", "nonsense").exit_code == 2
+    result = invoke("finetune", "--recipe", "tiny-smoke", "--set", "train.epoch=1", "--data", str(tmp_path))
+    assert result.exit_code == 2 and "valid:" in result.output and "epochs" in result.output
+    assert invoke("eval").exit_code == 2
+    assert invoke("pretrain", "--recipe", "no-such-recipe").exit_code == 2
+    result = invoke("pretrain", "--recipe", "tiny-smoke", "--data", str(tmp_path / "nowhere"), "--out-root", str(tmp_path))
+    assert result.exit_code == 1 and "nowhere" in result.output
+    result = invoke("export", "ViT-Nope-99", str(tmp_path / "x"))
+    assert result.exit_code == 1 and "unknown model architecture" in result.output
+
+
+def test_help_documents_every_command():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("pretrain", "finetune", "realign", "mine-captions", "eval", "export", "published"):
+        assert command in result.output
+    assert "Exit codes" in result.output
+    assert "retrieval" in invoke("finetune", "--help").output
+
+
+def test_eval_reports_missing_datasets_and_still_runs_the_rest(tmp_path, eval_data, tiny_embedder):
+    shutil.rmtree(eval_data / "flickr8k")
+    report = evaluate_models(["clip-ingest-tiny"], EvalOptions(data_root=eval_data, device="cpu"))
+    assert set(report.missing) == {"flickr8k"} and "flickr8k" in report.missing["flickr8k"]
+    scores = report.models[0].metrics
+    assert report.models[0].model_id == tiny_embedder.model_id
+    assert set(scores) == {"eth80 instance mAP", "eth80 instance R@1", "eth80 category mAP",
+                           "eth80 category R@1", "caltech101 kNN acc", "caltech101 zero-shot acc"}
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
+    table = render_markdown(report)
+    assert "**flickr8k missing**" in table and "| eth80 instance mAP |" in table
+
+
+def test_eval_fails_when_every_dataset_is_missing(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = invoke("eval", "--model", "clip-ingest-tiny", "--data-root", str(tmp_path / "empty"), "--device", "cpu")
+    assert result.exit_code == 1
+    assert "eth80" in result.output and "no benchmark could run" in result.output
+
+
+def test_shipped_recipes_build_valid_stage_configs(tmp_path):
+    from clip_ingest.model import stages
+    from clip_ingest.model.cli import RECIPE_DIR, build_dataclass, load_recipe, section
+    from clip_ingest.model.mining import MineConfig
+
+    classes = {"pretrain": stages.PretrainConfig, "finetune": stages.FinetuneConfig,
+               "realign": stages.RealignConfig, "mine-captions": MineConfig}
+    names = sorted(p.stem for p in RECIPE_DIR.glob("*.toml"))
+    assert names == ["eth80-mcip", "starter", "tiny-smoke"]
+    for name in names:
+        recipe = load_recipe(name)
+        for stage, cls in classes.items():
+            if stage in recipe:
+                extra = {"pool": "p"} if stage == "mine-captions" else {}
+                if name == "tiny-smoke":  # its data is always given with --data
+                    extra["data"] = "photos"
+                cfg = build_dataclass(cls, section(recipe, stage, extra, str(tmp_path)), stage)
+                assert (cfg.output if stage == "mine-captions" else cfg.out_dir).startswith(str(tmp_path))
+                if name != "tiny-smoke":
+                    assert cfg.data.startswith(str(tmp_path))
+        assert recipe["export"]["source"].startswith("{out_root}/")
+
+
+def test_manifest_of_eth80_labels_objects_and_captions_categories(tmp_path, eval_data):
+    out = tmp_path / "eth80.jsonl"
+    result = invoke("manifest", "eth80", "--data-root", str(eval_data), "--objects", "7-7", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["label"] for r in rows} == {"circle7", "square7"} and len(rows) == 6
+    assert {tuple(r["captions"]) for r in rows} == {("a photo of a circle",), ("a photo of a square",)}
+    assert invoke("manifest", "eth80", "--data-root", str(eval_data), "--objects", "x", "-o", str(out)).exit_code == 2
+
+
+def test_published_lists_aliases_and_flags_unverified_urls():
+    result = invoke("published")
+    assert result.exit_code == 0
+    assert "mcip-vit-l-14-336" in result.output and "to be verified" in result.output
