@@ -7,6 +7,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+pytest_plugins = ["milvus_server"]
+
 import pytest
 
 from imagegen import make_shape_image, write_shape_folder  # noqa: E402

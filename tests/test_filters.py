@@ -192,8 +192,8 @@ def test_edge_compiler_structure():
 def test_milvus_compiler_uses_template_parameters():
     expr, params = to_milvus_expr(parse_filter('label = "cat" and year >= 2020 and not camera = "x"'))
     assert expr == (
-        "((exists label and (label == {p0} or json_contains_any(label, {p1}))) and (exists year and (year >= {p2}))"
-        " and (not (exists camera and (camera == {p3} or json_contains_any(camera, {p4})))))"
+        "(((exists label) and (label == {p0} or json_contains_any(label, {p1}))) and ((exists year) and (year >= {p2}))"
+        " and (not ((exists camera) and (camera == {p3} or json_contains_any(camera, {p4})))))"
     )
     assert params == {"p0": "cat", "p1": ["cat"], "p2": 2020, "p3": "x", "p4": ["x"]}
 

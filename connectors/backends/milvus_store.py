@@ -31,8 +31,9 @@ consistency, so an acknowledged write is visible to the next read.
 Errors: connection refused, unavailable, timeouts and rate limits become
 :class:`~.base.TransientStoreError`; everything else :class:`~.base.StoreError` (or
 :class:`~.base.DimensionMismatchError` / :class:`~.base.ModelMismatchError`). Every request
-carries ``timeout``. The token (and any credentials inside ``uri``) never appears in ``repr``,
-logs or exception messages. A store is not thread-safe; use one per thread.
+carries ``timeout`` (``admin_timeout`` for create / load / index / drop / flush). The token
+(and any credentials inside ``uri``) never appears in ``repr``, logs or exception messages.
+A store is not thread-safe; use one per thread.
 """
 
 from __future__ import annotations
@@ -202,6 +203,7 @@ class MilvusStore(VectorStore):
         ca_pem_path: str | None = None,
         client_pem_path: str | None = None,
         client_key_path: str | None = None,
+        admin_timeout: float = 300.0,
         index_type: str = "AUTOINDEX",
         search_consistency: str = "Strong",
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
@@ -212,6 +214,8 @@ class MilvusStore(VectorStore):
         ``token``: ``"user:password"`` or an API key (callers read ``CLIP_INGEST_MILVUS_TOKEN``).
         TLS: ``secure=True`` (implied by ``https://``), ``server_pem_path``/``server_name`` for
         one-way TLS, plus ``ca_pem_path``/``client_pem_path``/``client_key_path`` for mutual TLS.
+        ``timeout`` bounds every request except those that wait for server-side work (create,
+        load, index, drop, flush: seconds even for an empty collection), bounded by ``admin_timeout``.
         ``search_consistency="Bounded"`` trades read-your-writes for lower search latency.
         """
         if index_type not in INDEX_PARAMS:
@@ -220,12 +224,13 @@ class MilvusStore(VectorStore):
             raise ValueError(f"search_consistency {search_consistency!r} is not one of {', '.join(CONSISTENCY_LEVELS)}")
         if not 1024 <= max_request_bytes <= 64 * 2**20:
             raise ValueError("max_request_bytes must be between 1 KiB and 64 MiB")
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
+        if timeout <= 0 or admin_timeout <= 0:
+            raise ValueError("timeout and admin_timeout must be positive")
         self.collection = collection
         self.uri = str(uri if uri is not None else "./milvus.db")
         self.db_name = db_name
         self.timeout = float(timeout)
+        self.admin_timeout = float(admin_timeout)
         self.index_type = index_type
         self.search_consistency = search_consistency
         self.max_request_bytes = max_request_bytes
@@ -271,9 +276,8 @@ class MilvusStore(VectorStore):
             raise
         except Exception as exc:
             detail = exc.message if isinstance(exc, MilvusException) else str(exc)
-            message = self._scrub(
-                f"Milvus {action} on collection {self.collection!r} at {self.uri} failed: {detail or type(exc).__name__}"
-            )
+            where = f"collection {self.collection!r} at {self.uri}"
+            message = self._scrub(f"Milvus {action} on {where} failed: {detail or type(exc).__name__}")
             error_type = TransientStoreError if is_transient(exc) else StoreError
             clean = self._scrub(str(exc)) == str(exc)
             raise error_type(message) from (exc if clean else None)
@@ -283,7 +287,7 @@ class MilvusStore(VectorStore):
         if self._client is None:
             with self._errors("connect"):
                 if self.is_lite:
-                    Path(self.uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+                    Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
                 client = MilvusClient(
                     uri=self.uri, token=self._token, db_name=self.db_name or "", timeout=self.timeout, **self._tls
                 )
@@ -339,7 +343,7 @@ class MilvusStore(VectorStore):
         stored = self.collection_model()
         if stored is not None and recreate:
             with self._errors("drop collection"):
-                client.drop_collection(self.collection, timeout=self.timeout)
+                client.drop_collection(self.collection, timeout=self.admin_timeout)
             stored = None
         if stored is None:
             self._create(spec)
@@ -365,9 +369,9 @@ class MilvusStore(VectorStore):
                 self.collection,
                 schema=schema,
                 index_params=index_params,
-                consistency_level="Bounded",
+                consistency_level="Strong",  # query_iterator follows the collection's level, not the call's
                 properties={MODEL_PROPERTY: spec.model_id, DIM_PROPERTY: str(spec.dim)},
-                timeout=self.timeout,
+                timeout=self.admin_timeout,
             )
 
     def _load(self) -> None:
@@ -376,7 +380,7 @@ class MilvusStore(VectorStore):
         with self._errors("load"):
             state = client.get_load_state(self.collection, timeout=self.timeout).get("state")
             if getattr(state, "name", str(state)) != "Loaded":
-                client.load_collection(self.collection, timeout=self.timeout)
+                client.load_collection(self.collection, timeout=self.admin_timeout)
 
     def _ensure_scalar_indexes(self, spec: CollectionSpec) -> None:
         if not spec.indexed_fields:
@@ -402,7 +406,7 @@ class MilvusStore(VectorStore):
                     index_name=index_name,
                     params={"json_path": name, "json_cast_type": JSON_CAST_TYPES[kind]},
                 )
-                client.create_index(self.collection, params, timeout=self.timeout)
+                client.create_index(self.collection, params, timeout=self.admin_timeout)
 
     def _ready(self) -> int:
         """The collection's dimension, verifying once per store that it exists and is loaded."""
@@ -449,14 +453,18 @@ class MilvusStore(VectorStore):
     def _drop_rows_that_would_merge(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Milvus Lite only: delete stored rows whose keys the new rows lack, so upsert replaces them."""
         new_keys = {row[ID_FIELD]: set(row) for row in rows}
-        with self._errors("upsert"):
-            stored = self._conn().get(
-                self.collection, ids=list(new_keys), output_fields=["$meta"], timeout=self.timeout,
-                consistency_level="Strong",
-            )
-            stale = [row[ID_FIELD] for row in stored if set(row) - new_keys[row[ID_FIELD]]]
-            if stale:
-                self._conn().delete(self.collection, ids=stale, timeout=self.timeout)
+        for chunk in _chunks(list(new_keys), IDS_PER_REQUEST):
+            with self._errors("upsert"):
+                stored = self._conn().get(
+                    self.collection,
+                    ids=chunk,
+                    output_fields=["$meta"],
+                    timeout=self.timeout,
+                    consistency_level="Strong",
+                )
+                stale = [row[ID_FIELD] for row in stored if set(row) - new_keys[row[ID_FIELD]]]
+                if stale:
+                    self._conn().delete(self.collection, ids=stale, timeout=self.timeout)
 
     def set_payload(self, point_id: str, payload: Mapping[str, Any]) -> None:
         found = self.retrieve([point_id], with_vectors=True)
@@ -474,7 +482,7 @@ class MilvusStore(VectorStore):
     def flush(self) -> None:
         self._ready()
         with self._errors("flush"):
-            self._conn().flush(self.collection, timeout=self.timeout)
+            self._conn().flush(self.collection, timeout=self.admin_timeout)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -551,7 +559,10 @@ class MilvusStore(VectorStore):
                 consistency_level=self.search_consistency,
                 **extra,
             )
-        hits = [Hit(id=hit["id"], score=float(hit["distance"]), payload=_payload(hit.get("entity", {}))) for hit in results[0]]
+        hits = [
+            Hit(id=hit["id"], score=float(hit["distance"]), payload=_payload(hit.get("entity", {})))
+            for hit in results[0]
+        ]
         # a threshold applied to the returned top k: exact, and the same on every deployment
         return [hit for hit in hits if score_threshold is None or hit.score >= score_threshold]
 

@@ -71,6 +71,11 @@ def _folder_label(rel: str) -> dict[str, Any]:
     return {"label": parent} if parent else {}
 
 
+def printable_path(path: str) -> str:
+    """``path`` with bytes that are not UTF-8 (kept as surrogate escapes by ``os``) shown as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _stat_file(path: str, report: ProblemSink) -> os.stat_result | None:
     try:
         st = os.stat(path)
@@ -160,6 +165,9 @@ class Scan:
                 if name.rsplit(".", 1)[-1].lower() not in self.extensions or "." not in name:
                     continue
                 path = os.path.join(dirpath, name)
+                if printable_path(path) != path:  # payloads are JSON/UTF-8: such a path cannot be stored
+                    self.report(ScanProblem(printable_path(path), "bad_name", "file name is not valid UTF-8; rename it"))
+                    continue
                 st_file = _stat_file(path, self.report)
                 if st_file is None:
                     continue

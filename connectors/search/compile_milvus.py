@@ -8,7 +8,7 @@ expression templates (Milvus < 2.5, Milvus Lite), literals escaped here.
 
 Milvus uses SQL-style NULL logic for a missing dynamic field (``not (f == 1)`` is *not* true
 when ``f`` is missing), while the language says a comparison on a missing field is false and
-its negation true. Every comparison is therefore guarded as ``(exists f and ...)``, which is
+its negation true. Every comparison is therefore guarded as ``((exists f) and ...)``, which is
 a real false for a missing field. List payloads are matched element-wise for ``=`` / ``in``
 with ``json_contains_any``; ranges and ``startswith`` see scalars only
 (documented in docs/filters.md).
@@ -109,7 +109,8 @@ def _type_groups(values: tuple[Scalar, ...]) -> list[list[Scalar]]:
 
 def _guard(field: str, condition: str) -> str:
     """``condition`` made two-valued: false (not NULL) when ``field`` is missing."""
-    return f"(exists {field} and ({condition}))"
+    # "(exists f) and" rather than "exists f and": Milvus 2.3 parses the latter as exists(f and ...)
+    return f"({_exists(field)} and ({condition}))"
 
 
 def _exists(field: str) -> str:

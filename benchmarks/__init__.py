@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of clip-ingest (see benchmarks/README.md); each module runs with ``python -m``."""

@@ -1,0 +1,530 @@
+"""Helpers for the reliability tests: a numbered image corpus, CLI runs that can be killed at a
+chosen moment, and the "exactly what is on disk, once" check of a collection.
+
+CLI runs go through :func:`run_cli`. It starts ``clip-ingest``'s real ``main`` in a fresh process
+forked from a multiprocessing *forkserver* that imported torch/open_clip once, so each run costs
+the model load and the work, not 10-20 s of imports (the crash tests start dozens of runs on a
+2-core machine). A run can be SIGKILLed by the test after a delay, or by itself at the N-th event
+of a phase (:class:`KillPoint`), or made to wait at one (:class:`PausePoint`) so that a test can
+stop a database server at a known moment. :func:`run_executable` runs the installed
+``clip-ingest`` script in a subprocess and reports its own peak RSS (``os.wait4``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+from clip_ingest.connectors.backends.base import TransientStoreError, VectorStore
+from clip_ingest.connectors.ingest.ids import point_id
+from ingest_helpers import FaultyStore
+
+TINY_MODEL = "clip-ingest-tiny"
+PHASES = ("scan", "decode", "embed", "write", "prune")
+"""Where a run can be stopped: file yielded by the scan, file read+decoded, model batch embedded,
+store write (upsert or payload update) done, path removal (content change or ``--prune``) done."""
+IMAGE_SIZE = 32
+FOLDERS = 20
+RUN_TIMEOUT_S = 300
+
+
+# -- the corpus ----------------------------------------------------------------------------------
+
+
+def numbered_image(index: int, version: int = 0, size: int = IMAGE_SIZE) -> Image.Image:
+    """A small RGB image whose bytes are unique to ``(index, version)`` (both encoded in pixels)."""
+    rng = np.random.default_rng(index * 7919 + version)
+    pixels = np.empty((size, size, 3), dtype=np.uint8)
+    pixels[:] = rng.integers(0, 256, 3, dtype=np.uint8)
+    pixels[0, :4] = np.frombuffer(struct.pack(">IIII", index, version, 0, 0)[:12], np.uint8).reshape(4, 3)
+    return Image.fromarray(pixels)
+
+
+def image_path(root: Path, index: int, folder: int | None = None) -> Path:
+    return root / f"d{(index if folder is None else folder) % FOLDERS:02d}" / f"img_{index:05d}.png"
+
+
+def write_numbered(root: Path, index: int, version: int = 0, folder: int | None = None) -> Path:
+    """Write image ``index`` (content ``version``) and its ``IMAGE.png.json`` sidecar."""
+    path = image_path(root, index, folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    numbered_image(index, version).save(path, "PNG")
+    Path(f"{path}.json").write_text(json.dumps({"index": index, "version": version}))
+    return path
+
+
+def write_corpus(root: Path, n: int) -> Path:
+    """``n`` distinct images in :data:`FOLDERS` sub-folders, with sidecars."""
+    for index in range(n):
+        write_numbered(root, index)
+    return root
+
+
+def move_image(path: Path, folder: int) -> Path:
+    """Move an image and its sidecar into sub-folder ``folder``."""
+    target = path.parent.parent / f"d{folder % FOLDERS:02d}" / path.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path.rename(target)
+    Path(f"{path}.json").rename(f"{target}.json")
+    return target
+
+
+def delete_image(path: Path) -> None:
+    path.unlink()
+    Path(f"{path}.json").unlink()
+
+
+def on_disk(root: Path) -> dict[str, dict[str, Any]]:
+    """What a complete ingestion of ``root`` must hold: path -> expected payload facts."""
+    expected = {}
+    for path in sorted(root.rglob("*.png")):
+        data = path.read_bytes()
+        st = path.stat()
+        expected[str(path)] = {
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            **json.loads(Path(f"{path}.json").read_text()),
+        }
+    return expected
+
+
+def assert_exactly_once(store: VectorStore, root: Path, collection: str, model_id: str | None = None) -> None:
+    """The collection holds every image under ``root`` exactly once and nothing else.
+
+    Checks: one point per distinct content, ids = ``point_id(collection, sha256)`` and unique,
+    every sha256 once, every path once (and only paths that exist), and each payload's facts
+    (size, mtime, sha256, size in pixels, format, sidecar metadata, model) match the file.
+    """
+    expected = on_disk(root)
+    points = list(store.scroll())
+    ids = [p.id for p in points]
+    assert len(ids) == len(set(ids)), "duplicate point ids"
+    shas = [p.payload["sha256"] for p in points]
+    assert len(shas) == len(set(shas)), "a content is stored twice"
+    listed = [path for p in points for path in p.payload["paths"]]
+    assert len(listed) == len(set(listed)), "a path is listed by two points"
+    assert sorted(listed) == sorted(expected), (
+        f"missing {sorted(set(expected) - set(listed))[:5]}, extra {sorted(set(listed) - set(expected))[:5]}"
+    )
+    assert len(points) == len({e["sha256"] for e in expected.values()}) == store.count()
+    for point in points:
+        payload = point.payload
+        assert point.id == point_id(collection, payload["sha256"])
+        assert payload["path"] == payload["paths"][0]
+        assert len(payload["mtimes_ns"]) == len(payload["paths"])
+        for path, mtime_ns in zip(payload["paths"], payload["mtimes_ns"]):
+            facts = expected[path]
+            assert (payload["sha256"], payload["size"], mtime_ns) == (facts["sha256"], facts["size"], facts["mtime_ns"]), path
+        facts = expected[payload["path"]]
+        assert (payload["index"], payload["version"]) == (facts["index"], facts["version"]), payload["path"]
+        assert (payload["width"], payload["height"], payload["format"]) == (IMAGE_SIZE, IMAGE_SIZE, "PNG")
+        if model_id is not None:
+            assert payload["model_id"] == model_id
+
+
+# -- killing and pausing a run -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KillPoint:
+    """SIGKILL the run right after its ``count``-th event of ``phase`` (one of :data:`PHASES`)."""
+
+    phase: str
+    count: int
+
+
+@dataclass(frozen=True)
+class PausePoint:
+    """At the ``count``-th event of ``phase``, create ``reached`` and wait until ``resume`` exists."""
+
+    phase: str
+    count: int
+    reached: str
+    resume: str
+
+
+@dataclass(frozen=True)
+class DeleteBeforeRead:
+    """Delete the ``count``-th file handed to the decode stage just before it opens it."""
+
+    count: int
+
+
+@dataclass(frozen=True)
+class StoreFaults:
+    """Wrap the run's real store in :class:`FlakyStore` (see there for the fields)."""
+
+    seed: int
+    rate: float = 0.0
+    outage: tuple[int, int] | None = None
+
+
+Hook = KillPoint | PausePoint | DeleteBeforeRead | StoreFaults
+Action = Callable[[], None]
+
+
+def _install_event_hooks(phase: str, count: int, action: Action) -> None:
+    """Call ``action`` once, right after the ``count``-th event of ``phase`` in this process."""
+    import threading
+
+    from clip_ingest.connectors.ingest import scan, stages, writer
+
+    seen = [0]
+    guard = threading.Lock()
+
+    def tick() -> None:
+        with guard:
+            seen[0] += 1
+            fire = seen[0] == count
+        if fire:
+            action()
+
+    def after(cls: type, name: str, counts: Callable[..., bool] = lambda *a: True) -> None:
+        original = getattr(cls, name)
+
+        def wrapped(self, *args, **kwargs):
+            result = original(self, *args, **kwargs)
+            if counts(*args):
+                tick()
+            return result
+
+        setattr(cls, name, wrapped)
+
+    if phase == "scan":
+        original_iter = scan.Scan.__iter__
+
+        def walking(self):
+            for file in original_iter(self):
+                tick()
+                yield file
+
+        scan.Scan.__iter__ = walking
+    elif phase == "decode":
+        after(stages.DecodeStage, "__call__")
+    elif phase == "embed":
+        after(stages.ImageEncoder, "embed")
+    elif phase == "write":
+        after(writer.Writer, "_call", lambda fn, *a: getattr(fn, "__name__", "") in ("upsert", "set_payload"))
+    elif phase == "prune":
+        after(writer.Writer, "_remove_paths")
+    else:
+        raise ValueError(f"unknown phase {phase!r}")
+
+
+def _install(hook: Hook | None) -> None:
+    """Apply a hook inside a forked run (before ``main`` runs)."""
+    if isinstance(hook, KillPoint):
+        _install_event_hooks(hook.phase, hook.count, _kill_self)
+    elif isinstance(hook, PausePoint):
+        _install_event_hooks(hook.phase, hook.count, _pause(hook))
+    elif isinstance(hook, DeleteBeforeRead):
+        from clip_ingest.connectors.ingest import stages
+
+        original, seen = stages.DecodeStage.__call__, [0]
+
+        def vanishing(self, candidate):
+            seen[0] += 1
+            if seen[0] == hook.count:
+                os.unlink(candidate.file.path)
+            return original(self, candidate)
+
+        stages.DecodeStage.__call__ = vanishing
+    elif isinstance(hook, StoreFaults):
+        from clip_ingest.connectors.cli import ingest
+
+        opener = ingest.open_target_store
+        ingest.open_target_store = lambda *a, **k: FlakyStore(opener(*a, **k), hook.seed, hook.rate, hook.outage)
+
+
+def _kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pause(point: PausePoint) -> Action:
+    def wait() -> None:
+        Path(point.reached).write_text(str(os.getpid()))
+        while not os.path.exists(point.resume):
+            time.sleep(0.05)
+
+    return wait
+
+
+# -- running the CLI ------------------------------------------------------------------------------
+
+
+def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a test run: ours without CLIP_INGEST_*, one thread, offline."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIP_INGEST_")}
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class CliResult:
+    """How a run ended: ``exit_code`` (negative: killed by that signal) and its output."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+    max_rss_kib: int = 0
+
+    @property
+    def killed(self) -> bool:
+        return self.exit_code == -signal.SIGKILL
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def _child(args: Sequence[str], cwd: str, env: Mapping[str, str], hook: Hook | None, out: str, err: str) -> None:
+    """Body of a forked run: redirect output, install the hook, run ``clip-ingest``'s main."""
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    for fd, name in ((1, out), (2, err)):
+        handle = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(handle, fd)
+        os.close(handle)
+    sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
+    _install(hook)
+    from clip_ingest.connectors.cli.ingest import main
+
+    try:
+        main.main(args=list(args), prog_name="clip-ingest")
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+_CONTEXT: multiprocessing.context.BaseContext | None = None
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """The forkserver context; its server imports the heavy modules once per test session."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([
+            "reliability_helpers", "torch", "open_clip", "clip_ingest.connectors.cli.ingest",
+            "clip_ingest.connectors.ingest.pipeline", "clip_ingest.connectors.openclip_embedder",
+        ])
+        _CONTEXT = ctx
+    return _CONTEXT
+
+
+class CliRun:
+    """A ``clip-ingest`` run in progress (see :func:`start_cli`)."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess, out: Path, err: Path) -> None:
+        self.process = process
+        self._out, self._err = out, err
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def kill(self) -> None:
+        os.kill(self.process.pid, signal.SIGKILL)
+
+    def wait(self, timeout: float = RUN_TIMEOUT_S) -> CliResult:
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            self.kill()
+            self.process.join()
+            raise AssertionError(f"clip-ingest did not finish in {timeout}s:\n{self._err.read_text()[-3000:]}")
+        return CliResult(self.process.exitcode, self._out.read_text(errors="replace"), self._err.read_text(errors="replace"))
+
+
+def start_cli(
+    args: Sequence[str],
+    cwd: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    hook: Hook | None = None,
+    model: str = TINY_MODEL,
+) -> CliRun:
+    """Start ``clip-ingest --model MODEL --workers 1 ARGS`` in ``cwd`` (a forked process)."""
+    n = len(list(cwd.glob("run-*.out")))
+    out, err = cwd / f"run-{n}.out", cwd / f"run-{n}.err"
+    full = ["--model", model, "--workers", "1", *args]
+    process = _context().Process(target=_child, args=(full, str(cwd), cli_env(env), hook, str(out), str(err)))
+    process.start()
+    return CliRun(process, out, err)
+
+
+def run_cli(args: Sequence[str], cwd: Path, **kwargs: Any) -> CliResult:
+    """:func:`start_cli` and wait for the end."""
+    return start_cli(args, cwd, **kwargs).wait()
+
+
+def _reaped(pid: int, *, block: bool) -> tuple[int, Any] | None:
+    """``(wait status, rusage)`` of an ended child, None while it runs (polls every 20 ms)."""
+    done, status, usage = os.wait4(pid, 0 if block else os.WNOHANG)
+    if not done:
+        time.sleep(0.02)
+        return None
+    return status, usage
+
+
+def run_executable(args: Sequence[str], cwd: Path, *, env: Mapping[str, str] | None = None,
+                   prefix: Sequence[str] = (), kill_after: tuple[Path, float] | None = None) -> CliResult:
+    """Run the installed ``clip-ingest`` script; ``prefix`` runs it through e.g. ``setpriv``.
+
+    ``kill_after=(file, seconds)``: SIGKILL it ``seconds`` after ``file`` appears (or at once
+    if it ends first). ``max_rss_kib`` is this process's own peak resident memory (``os.wait4``).
+    """
+    exe = Path(sys.executable).with_name("clip-ingest")
+    with open(cwd / "exe.out", "wb") as out, open(cwd / "exe.err", "wb") as err:
+        proc = subprocess.Popen([*prefix, str(exe), "--model", TINY_MODEL, "--workers", "1", *args],
+                                cwd=cwd, env=cli_env(env), stdout=out, stderr=err)
+        ended = None  # (wait status, rusage); Popen.poll() would reap the process and lose its rusage
+        if kill_after is not None:
+            marker, delay = kill_after
+            while ended is None and not marker.exists():
+                ended = _reaped(proc.pid, block=False)
+            deadline = time.monotonic() + delay
+            while ended is None and time.monotonic() < deadline:
+                ended = _reaped(proc.pid, block=False)
+            if ended is None:
+                proc.kill()
+        status, usage = ended or _reaped(proc.pid, block=True)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    read = lambda name: (cwd / name).read_bytes().decode("utf-8", "replace")  # noqa: E731
+    return CliResult(proc.returncode, read("exe.out"), read("exe.err"), usage.ru_maxrss)
+
+
+def _forked_call(fn: Callable[..., None], args: tuple, err: str) -> None:
+    try:
+        fn(*args)
+    except BaseException:
+        import traceback
+
+        Path(err).write_text(traceback.format_exc())
+        os._exit(1)
+
+
+def run_forked(fn: Callable[..., None], *args: Any, timeout: float = RUN_TIMEOUT_S) -> None:
+    """Call the module-level ``fn(*args)`` in a forked process; re-raise its failure here.
+
+    Used to read an embedded store: Milvus Lite keeps its data folder locked by the process that
+    opened it until that process exits, even after ``close()``, which would block the next run.
+    """
+    err = Path(os.environ.get("TMPDIR", "/tmp")) / f"forked-{os.getpid()}-{time.monotonic_ns()}.err"
+    process = _context().Process(target=_forked_call, args=(fn, args, str(err)))
+    process.start()
+    process.join(timeout)
+    try:
+        if process.exitcode != 0:
+            raise AssertionError(err.read_text() if err.exists() else f"forked check ended with {process.exitcode}")
+    finally:
+        err.unlink(missing_ok=True)
+
+
+def check_store(target: str, options: Mapping[str, Any], collection: str, root: Path, model_id: str | None) -> None:
+    """Open ``collection`` and :func:`assert_exactly_once` on it (meant for :func:`run_forked`)."""
+    from clip_ingest.connectors.backends import open_store
+
+    with open_store(target, collection, **options) as store:
+        assert_exactly_once(store, root, collection, model_id)
+
+
+def wait_for_file(path: Path, run: CliRun, timeout: float = RUN_TIMEOUT_S) -> None:
+    """Wait until ``path`` exists; fail early if the run ends first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if not run.process.is_alive():
+            raise AssertionError(f"the run ended (exit {run.process.exitcode}) before reaching {path.name}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path.name} not reached in {timeout}s")
+        time.sleep(0.05)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+# -- store faults -------------------------------------------------------------------------------
+
+
+class FlakyStore(FaultyStore):
+    """A real store whose writes (upsert, set_payload, delete) fail with :class:`TransientStoreError`.
+
+    Each write fails with probability ``rate`` (seeded), half of those *after* the real write was
+    applied (a lost reply: the retry repeats a write that already happened); write calls number
+    ``outage[0]`` to ``outage[0] + outage[1] - 1`` all fail (a dead server for that many attempts).
+    """
+
+    def __init__(self, inner: VectorStore, seed: int, rate: float, outage: tuple[int, int] | None) -> None:
+        super().__init__(inner, "none", TransientStoreError("injected"), times=0)
+        self.rng = np.random.default_rng(seed)
+        self.rate = rate
+        self.outage = outage
+        self.writes = 0
+
+    def _write(self, name: str, *args: Any) -> None:
+        self.writes += 1
+        if self.outage and self.outage[0] <= self.writes < self.outage[0] + self.outage[1]:
+            raise TransientStoreError(f"injected outage: {name} call {self.writes}")
+        failing = self.rng.random() < self.rate
+        after = self.rng.random() < 0.5
+        if failing and not after:
+            raise TransientStoreError(f"injected: {name} call {self.writes} refused")
+        getattr(self.inner, name)(*args)
+        if failing:
+            raise TransientStoreError(f"injected: {name} call {self.writes} applied, reply lost")
+
+    def upsert(self, points):
+        self._write("upsert", points)
+
+    def set_payload(self, point_id, payload):
+        self._write("set_payload", point_id, payload)
+
+    def delete(self, ids):
+        self._write("delete", ids)
+
+
+# -- awkward inputs not in badfiles.py ---------------------------------------------------------
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def write_png_bomb(path: Path, side: int = 30000) -> Path:
+    """A valid ``side`` x ``side`` 1-bit black PNG, written row by row (a few hundred KB on disk)."""
+    row = b"\x00" * (1 + (side + 7) // 8)  # filter byte + packed bits
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b""))
+    return path
+
+
+def dead_letter_reasons(records: Iterable[Mapping[str, Any]], root: Path) -> dict[str, str]:
+    """Dead-letter records -> ``{path relative to root: reason}``."""
+    return {os.path.relpath(r["path"], root): r["reason"] for r in records}
+
+
+__all__ = [
+    "CliResult", "CliRun", "DeleteBeforeRead", "FlakyStore", "KillPoint", "StoreFaults", "check_store", "run_forked", "PHASES", "PausePoint", "TINY_MODEL", "assert_exactly_once", "cli_env",
+    "dead_letter_reasons", "delete_image", "move_image", "numbered_image", "on_disk", "read_json", "run_cli",
+    "run_executable", "start_cli", "wait_for_file", "write_corpus", "write_numbered", "write_png_bomb",
+]

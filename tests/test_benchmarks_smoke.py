@@ -1,0 +1,97 @@
+"""Every benchmark runs in ``--smoke`` mode and reports the structure it promises (never timings)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # benchmarks/ is not an installed package
+    sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks import ingest, memory, query, rerun, training  # noqa: E402
+
+
+def run(module, tmp_path: Path, *args: str) -> dict:
+    """Run one benchmark's ``main`` in smoke mode; check the JSON equals the returned document."""
+    out = tmp_path / "result.json"
+    result = module.main(["--smoke", "--json", str(out), "--workdir", str(tmp_path / "work"), *args])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result, default=str))
+    assert result["environment"]["cpus"] >= 1
+    for ratio in result["ratios"]:
+        assert math.isfinite(ratio["value"]) and ratio["value"] > 0, ratio
+    return result
+
+
+def only_table(result: dict) -> list[dict]:
+    (rows,) = result["tables"].values()
+    return rows
+
+
+def test_ingest_measures_every_stage_and_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = run(ingest, tmp_path, "--n", "16", "--naive-n", "4")
+    rows = only_table(result)
+    targets = ["qdrant-edge", "qdrant-local", "milvus-lite"]
+    assert sorted((r["measure"], r["target"]) for r in rows) == sorted(
+        [("forward (a)", "-"), ("decode (b)", "-")]
+        + [(m, t) for t in targets for m in ("ingest (c)", "naive (d)")]
+    )
+    assert all(r["images_per_s"] > 0 for r in rows)
+    assert len(result["ratios"]) == 2 * len(targets)
+    assert all(r["target"] is None for r in result["ratios"] if "(c)/(a)" in r["name"])  # tiny model: no target
+    printed = capsys.readouterr().out
+    assert "## ratios" in printed and "(c)/(d)" in printed and "images_per_s" in printed
+
+
+def test_ingest_reports_a_missing_image_folder(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="folder not found"):
+        ingest.main(["--smoke", "--images", str(tmp_path / "nowhere")])
+
+
+def test_ingest_takes_a_real_folder(tmp_path: Path) -> None:
+    from imagegen import write_shape_folder
+
+    folder = write_shape_folder(tmp_path / "real", n=6)
+    result = run(ingest, tmp_path, "--images", str(folder), "--targets", "qdrant-edge", "--n", "5", "--naive-n", "2")
+    assert result["config"]["images"] == 5 and str(folder) in result["config"]["source"]
+
+
+def test_rerun_skips_unchanged_and_reembeds_changed(tmp_path: Path) -> None:
+    result = run(rerun, tmp_path, "--targets", "qdrant-edge", "milvus-lite")
+    rows = only_table(result)
+    assert [r["target"] for r in rows] == ["qdrant-edge", "milvus-lite"]
+    for row in rows:
+        assert row["unchanged_skipped"] == row["files"] == 30
+        assert row["changed_embedded"] == row["changed_files"] == 1
+    assert {r["target"] for r in result["ratios"]} == {0.02, 0.05}
+
+
+def test_query_reports_percentiles_split_and_recall(tmp_path: Path) -> None:
+    result = run(query, tmp_path, "--targets", "qdrant-edge", "qdrant-local", "--sizes", "120", "--queries", "3")
+    rows = only_table(result)
+    assert len(rows) == 2 * 2 * 2  # targets x (text, image) x (filter, no filter)
+    for row in rows:
+        assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+        assert 0.0 <= row["recall@10"] <= 1.0
+    # small collections are searched exactly by both backends
+    assert all(row["recall@10"] == 1.0 for row in rows if row["filter"] == "no")
+    assert len(result["ratios"]) == 4
+
+
+def test_training_reports_every_stage(tmp_path: Path) -> None:
+    result = run(training, tmp_path)
+    stages = [r["stage"] for r in only_table(result)]
+    assert stages == ["pretrain", "finetune retrieval", "finetune mcip", "realign (cached images)", "realign (image tower run)"]
+    assert all(r["samples"] == 24 for r in only_table(result))
+    assert [r["name"] for r in result["ratios"]] == ["realign samples/s: cached / image tower run"]
+
+
+def test_memory_measures_two_sizes_in_subprocesses(tmp_path: Path) -> None:
+    result = run(memory, tmp_path)
+    rows = only_table(result)
+    assert [r["images"] for r in rows] == [r["embedded"] for r in rows] == [20, 60]
+    assert all(r["peak_after_mb"] >= r["peak_before_mb"] > 0 for r in rows)

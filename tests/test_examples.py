@@ -1,0 +1,130 @@
+"""Every script in examples/ runs offline on the tiny model (subprocess, tmp dirs) and prints the expected hits."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+VENV_BIN = Path(sys.executable).parent
+TINY = "clip-ingest-tiny"
+HIT_LINE = re.compile(r"^\s+\d+\. (-?\d+\.\d+)\s+(.+)$", re.M)
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def example_env(**extra: str) -> dict[str, str]:
+    """Offline, single-threaded, no telemetry; the venv's commands first on PATH."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", HAYSTACK_TELEMETRY_ENABLED="False")
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def run_example(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``examples/script`` with the tiny model on the CPU; fail with its output if it fails."""
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), "--model", TINY, "--device", "cpu", *args],
+        cwd=cwd, env=example_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, f"{script} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def hit_paths(output: str) -> list[str]:
+    return [path for _, path in HIT_LINE.findall(output)]
+
+
+def planted_and_near_duplicate(folder: Path, target_dir: Path) -> tuple[str, str]:
+    """A planted image of ``folder`` and a JPEG re-encoding of it (same picture, other bytes) in ``target_dir``."""
+    planted = sorted(folder.rglob("*.png"))[5]
+    copy = target_dir / f"{planted.stem}-copy.jpg"
+    Image.open(planted).convert("RGB").save(copy, "JPEG", quality=90)
+    return str(planted), str(copy)
+
+
+def test_python_api_ingests_and_filters(shape_folder, tmp_path):
+    out = run_example("python_api.py", "--photos", str(shape_folder), "--data-dir", str(tmp_path / "data"),
+                      "--query", "a red circle", "--label", "circle", "-k", "3", cwd=tmp_path).stdout
+    assert "ingested: 12 new, 0 unchanged, 0 failed; 12 points" in out
+    paths = hit_paths(out)
+    assert len(paths) == 3 and all(Path(p).parent.name == "circle" for p in paths), out
+    again = run_example("python_api.py", "--photos", str(shape_folder), "--data-dir", str(tmp_path / "data"), cwd=tmp_path)
+    assert "ingested: 0 new, 12 unchanged" in again.stdout, "a second run is incremental"
+
+
+def test_more_like_this_finds_the_near_duplicate(shape_folder, tmp_path):
+    planted, copy = planted_and_near_duplicate(shape_folder, Path(sorted(shape_folder.rglob("*.png"))[5]).parent)
+    out = run_example("more_like_this.py", "--photos", str(shape_folder), "--data-dir", str(tmp_path / "data"),
+                      "--like", planted, cwd=tmp_path).stdout
+    paths = hit_paths(out)
+    assert paths[0] == copy and planted not in paths, out
+
+
+@pytest.mark.parametrize("script", ["langchain_retrieval.py", "llamaindex_retrieval.py"])
+def test_framework_examples_retrieve_the_planted_image(script, shape_folder, tmp_path):
+    pytest.importorskip({"langchain_retrieval.py": "langchain_core", "llamaindex_retrieval.py": "llama_index.core"}[script])
+    planted, copy = planted_and_near_duplicate(shape_folder, tmp_path)
+    out = run_example(script, "--photos", str(shape_folder), "--image", copy, cwd=tmp_path).stdout
+    assert "indexed 12 images" in out
+    assert hit_paths(out)[0] == planted, out
+    text = run_example(script, "--photos", str(shape_folder), "--query", "a red circle", "-k", "2", cwd=tmp_path).stdout
+    assert len(hit_paths(text)) == 2, text
+
+
+def test_train_and_swap_replaces_the_collection_model(shape_folder, tmp_path):
+    data = str(tmp_path / "data")
+    run_example("python_api.py", "--photos", str(shape_folder), "--data-dir", data, cwd=tmp_path)
+    out = run_example("train_and_swap.py", "--photos", str(shape_folder), "--data", str(shape_folder),
+                      "--data-dir", data, "--out", str(tmp_path / "train"), "--swap", "recreate", cwd=tmp_path).stdout
+    assert re.search(rf"collection examples: was {TINY}@\S+, now realign@\S+", out), out
+    assert "swapped: 12 images embedded, 12 points" in out
+    assert (tmp_path / "train" / "realign" / "open_clip_config.json").is_file()
+
+
+# -- cron wrapper
+CRON = EXAMPLES / "cron_alert.sh"
+
+
+def run_cron(*args: str, cwd: Path, path_prefix: Path | None = None) -> tuple[subprocess.CompletedProcess, Path]:
+    alerts = cwd / "alerts.log"
+    env = example_env(CLIP_INGEST_ALERT_CMD=f'echo "$CLIP_INGEST_EXIT_CODE $CLIP_INGEST_ALERT_MESSAGE" >> {alerts}')
+    if path_prefix is not None:
+        env["PATH"] = f"{path_prefix}{os.pathsep}{env['PATH']}"
+    proc = subprocess.run(["bash", str(CRON), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return proc, alerts
+
+
+def test_cron_wrapper_is_valid_bash():
+    subprocess.run(["bash", "-n", str(CRON)], check=True)
+
+
+def test_cron_wrapper_real_runs_clean_and_with_failed_files(shape_folder, tmp_path):
+    args = ("--model", TINY, "--device", "cpu", "--data-dir", str(tmp_path / "data"), "-q", str(shape_folder))
+    proc, alerts = run_cron(*args, cwd=tmp_path)
+    assert proc.returncode == 0 and not alerts.exists(), proc.stderr
+    (shape_folder / "circle" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    proc, alerts = run_cron(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert alerts.read_text().startswith("3 clip-ingest finished but some files failed")
+    assert "alert sent" in proc.stdout
+
+
+@pytest.mark.parametrize("code", [1, 2, 4])
+def test_cron_wrapper_fails_loudly(code, tmp_path):
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    fake = fake_bin / "clip-ingest"
+    fake.write_text(f"#!/bin/sh\nexit {code}\n")
+    fake.chmod(0o755)
+    proc, alerts = run_cron("/images", cwd=tmp_path, path_prefix=fake_bin)
+    assert proc.returncode == code
+    assert f"clip-ingest FAILED with exit {code}" in proc.stderr
+    assert alerts.read_text().startswith(f"{code} clip-ingest FAILED")

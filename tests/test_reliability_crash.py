@@ -1,0 +1,161 @@
+"""Crash consistency: SIGKILL ``clip-ingest`` at seeded moments, re-run, and find every image exactly once.
+
+Each backend gets a corpus of 2,000 generated 32 px images. Cycle 0 is the first ingestion of
+the whole corpus; every later cycle first changes the corpus (10 files deleted, 10 added, 10
+modified in place, 10 moved to another folder) so that every phase has work. In each cycle a
+``clip-ingest --prune`` run is SIGKILLed right after a seeded random event (the N-th scanned
+file, decoded file, embedded batch, store write or path removal; see
+:class:`reliability_helpers.KillPoint`), then a normal re-run must exit 0 and leave exactly the
+files on disk in the collection: one point per content, every path once, correct payloads.
+
+Kills per backend (``slow``): 10 on the embedded Qdrant (Qdrant Edge), 3 on Milvus Lite and 3 on
+the Milvus server; ``CLIP_INGEST_CRASH_KILLS=N`` sets all three (e.g. 10 for a long soak).
+The last test kills the installed ``clip-ingest`` script itself at a random moment.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clip_ingest.connectors.backends import open_store
+from reliability_helpers import (
+    PHASES,
+    KillPoint,
+    assert_exactly_once,
+    delete_image,
+    move_image,
+    read_json,
+    run_cli,
+    run_executable,
+    run_forked,
+    check_store,
+    write_corpus,
+    write_numbered,
+)
+
+CORPUS = 2000
+CHANGES = 10
+"""Files deleted, added, modified and moved before each cycle after the first."""
+BATCH = 8
+SEED = 20240501
+DEFAULT_KILLS = {"qdrant": 10, "milvus-lite": 3, "milvus-server": 3}
+
+
+def kills_for(backend: str) -> int:
+    return int(os.environ.get("CLIP_INGEST_CRASH_KILLS", DEFAULT_KILLS[backend]))
+
+
+def events_in(phase: str, first: bool) -> int:
+    """A number of events of ``phase`` that the killed run is sure to reach (so it is really killed)."""
+    if first:  # everything is new: 2,000 files, 250 batches, 2 upserts of 1,000 points
+        return {"scan": CORPUS, "decode": CORPUS, "embed": CORPUS // BATCH, "write": 2}[phase]
+    # 10 added + 10 modified + 10 moved files are read; 20 new contents; 10 moves are payload
+    # updates; 10 modified files' old points + 10 deleted + 10 moved-from paths are removals
+    return {"scan": CORPUS, "decode": 3 * CHANGES, "embed": 2 * CHANGES // BATCH, "write": CHANGES, "prune": 2 * CHANGES}[phase]
+
+
+def kill_plan(kills: int, rng: np.random.Generator) -> list[KillPoint]:
+    """Seeded kill points: the first run is killed before pruning exists; then every phase in turn."""
+    first = str(rng.choice([p for p in PHASES if p != "prune"]))
+    phases = [first] + [str(p) for _ in range(kills) for p in rng.permutation(PHASES)]
+    return [
+        KillPoint(phase, int(rng.integers(1, events_in(phase, first=i == 0) + 1)))
+        for i, phase in enumerate(phases[:kills])
+    ]
+
+
+def change_corpus(root: Path, cycle: int, rng: np.random.Generator, next_index: list[int]) -> None:
+    """Delete, add, modify and move :data:`CHANGES` images each (the corpus keeps its size)."""
+    files = sorted(root.rglob("*.png"))
+    picked = rng.choice(len(files), size=3 * CHANGES, replace=False)
+    deleted, modified, moved = (picked[i * CHANGES:(i + 1) * CHANGES] for i in range(3))
+    for i in deleted:
+        delete_image(files[i])
+    for i in modified:
+        index = int(files[i].stem.split("_")[1])
+        path = files[i]
+        folder = int(path.parent.name[1:])
+        write_numbered(root, index, version=cycle, folder=folder)
+    for i in moved:
+        move_image(files[i], int(files[i].parent.name[1:]) + 1 + int(rng.integers(0, 5)))
+    for _ in range(CHANGES):
+        write_numbered(root, next_index[0])
+        next_index[0] += 1
+
+
+class Target:
+    """CLI arguments and a way to check the collection for one backend under test."""
+
+    def __init__(self, name: str, args: list[str], open_args: tuple[str, dict], collection: str) -> None:
+        self.name, self.args, self.collection = name, args, collection
+        self._open = open_args
+
+    def check(self, root: Path, model_id: str) -> None:
+        """:func:`assert_exactly_once` in another process (Milvus Lite locks its folder until exit)."""
+        target, options = self._open
+        run_forked(check_store, target, options, self.collection, root, model_id)
+
+
+@pytest.fixture(params=["qdrant", "milvus-lite", "milvus-server"])
+def target(request, tmp_path) -> Target:
+    data = tmp_path / "data"
+    if request.param == "qdrant":
+        return Target("qdrant", ["--data-dir", str(data)], ("qdrant", {"path": str(data / "qdrant")}), "images")
+    if request.param == "milvus-lite":
+        uri = str(data / "milvus.db")
+        return Target("milvus-lite", ["--target", "milvus", "--milvus-uri", uri, "--data-dir", str(data)],
+                      ("milvus", {"uri": uri}), "images")
+    server = request.getfixturevalue("milvus_server")
+    collection = f"crash_{uuid.uuid4().hex[:12]}"
+    return Target("milvus-server", ["--target", "milvus", "--milvus-uri", server.uri, "--collection", collection,
+                                    "--data-dir", str(data)], ("milvus", {"uri": server.uri}), collection)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_rerun_leaves_every_image_exactly_once(target, tmp_path):
+    root = write_corpus(tmp_path / "photos", CORPUS)
+    rng = np.random.default_rng(SEED + len(target.name))
+    args = [str(root), *target.args, "--prune", "--batch-size", str(BATCH)]
+    next_index = [CORPUS]
+    reached = []
+    for cycle, point in enumerate(kill_plan(kills_for(target.name), rng)):
+        if cycle:
+            change_corpus(root, cycle, rng, next_index)
+        killed = run_cli(args, tmp_path, hook=point)
+        assert killed.killed, f"cycle {cycle}: {point} not reached (exit {killed.exit_code}): {killed.stderr[-2000:]}"
+        reached.append(point.phase)
+        rerun = run_cli([*args, "--summary", str(tmp_path / "s.json")], tmp_path)
+        assert rerun.exit_code == 0, f"cycle {cycle} after {point}: {rerun.output[-3000:]}"
+        summary = read_json(tmp_path / "s.json")
+        assert summary["failed"] == 0
+        target.check(root, summary["model_id"])
+    if kills_for(target.name) >= len(PHASES) + 1:
+        assert set(reached) == set(PHASES)
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_installed_script_at_a_random_moment(tmp_path):
+    """The real ``clip-ingest`` executable, killed 0-3 s (seeded) after its run started ingesting."""
+    root = write_corpus(tmp_path / "photos", CORPUS)
+    dead_letter = tmp_path / "dead.jsonl"  # created when the pipeline starts: the kill clock starts there
+    args = [str(root), "--data-dir", str(tmp_path / "data"), "--dead-letter", str(dead_letter), "--prune"]
+    delay = float(np.random.default_rng(SEED).uniform(0.0, 3.0))
+    killed = run_executable(args, tmp_path, kill_after=(dead_letter, delay))
+    assert killed.exit_code in (-9, 0), killed.stderr[-2000:]
+    rerun = run_executable([*args, "--summary", str(tmp_path / "s.json")], tmp_path)
+    assert rerun.exit_code == 0, rerun.stderr[-3000:]
+    with open_store("qdrant", "images", path=str(tmp_path / "data" / "qdrant")) as store:
+        assert_exactly_once(store, root, "images", read_json(tmp_path / "s.json")["model_id"])
+
+
+def test_kill_plan_is_seeded_and_covers_every_phase():
+    """The plan itself (not slow, no processes): reproducible, and 10 kills reach all five phases."""
+    plan = kill_plan(10, np.random.default_rng(SEED))
+    assert plan == kill_plan(10, np.random.default_rng(SEED))
+    assert {p.phase for p in plan} == set(PHASES) and plan[0].phase != "prune"
+    assert all(1 <= p.count <= events_in(p.phase, i == 0) for i, p in enumerate(plan))
