@@ -1,10 +1,11 @@
 """Memory: peak RSS of ingesting many small images stays flat (bounded queues), at two sizes.
 
 Run ``python -m benchmarks.memory`` (``--sizes 10000 100000`` for the full run). Each size is
-ingested by its own fresh subprocess (``--child``; they run concurrently, peaks are per process); it reports its peak RSS
+ingested by its own fresh subprocess (``--child``; they run concurrently, peaks are per
+process); each reports its peak RSS
 before the run (interpreter, torch, model, store) and after it. With bounded buffers the growth
 of the run must not scale with the number of images beyond the per-file bookkeeping (paths seen,
-stored state); the ratio reported is growth at the larger size / growth at the smaller one.
+stored state); the ratio reported is peak RSS at the larger size / at the smaller one (flat: ~1).
 """
 
 from __future__ import annotations

@@ -1,7 +1,13 @@
-"""Every script in examples/ runs offline on the tiny model (subprocess, tmp dirs) and prints the expected hits."""
+"""Every script in examples/ runs offline on the tiny model (in tmp dirs) and prints the expected hits.
+
+The Python examples run in-process through their ``main(argv)`` (a subprocess per script would pay
+the torch import each time); one of them, and the cron wrapper with the real ``clip-ingest``, also
+run as real subprocesses.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -28,14 +34,31 @@ def example_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_example(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run ``examples/script`` with the tiny model on the CPU; fail with its output if it fails."""
+def run_example(script: str, *args: str, cwd: Path) -> str:
+    """Run ``examples/script`` as a subprocess with the tiny model on the CPU; its stdout."""
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / script), "--model", TINY, "--device", "cpu", *args],
         cwd=cwd, env=example_env(), capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, f"{script} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    return proc
+    return proc.stdout
+
+
+@pytest.fixture
+def example(monkeypatch, capsys, tmp_path):
+    """``example(script, *args)``: run the script's ``main`` in-process in ``tmp_path``; its stdout."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+
+    def run(script: str, *args: str) -> str:
+        spec = importlib.util.spec_from_file_location(f"example_{Path(script).stem}", EXAMPLES / script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        capsys.readouterr()
+        module.main(["--model", TINY, "--device", "cpu", *args])
+        return capsys.readouterr().out
+
+    return run
 
 
 def hit_paths(output: str) -> list[str]:
@@ -50,40 +73,39 @@ def planted_and_near_duplicate(folder: Path, target_dir: Path) -> tuple[str, str
     return str(planted), str(copy)
 
 
-def test_python_api_ingests_and_filters(shape_folder, tmp_path):
-    out = run_example("python_api.py", "--photos", str(shape_folder), "--data-dir", str(tmp_path / "data"),
-                      "--query", "a red circle", "--label", "circle", "-k", "3", cwd=tmp_path).stdout
+def test_python_api_ingests_and_filters(shape_folder, tmp_path, example):
+    args = ("--photos", str(shape_folder), "--data-dir", str(tmp_path / "data"))
+    out = run_example("python_api.py", *args, "--query", "a red circle", "--label", "circle", "-k", "3", cwd=tmp_path)
     assert "ingested: 12 new, 0 unchanged, 0 failed; 12 points" in out
     paths = hit_paths(out)
     assert len(paths) == 3 and all(Path(p).parent.name == "circle" for p in paths), out
-    again = run_example("python_api.py", "--photos", str(shape_folder), "--data-dir", str(tmp_path / "data"), cwd=tmp_path)
-    assert "ingested: 0 new, 12 unchanged" in again.stdout, "a second run is incremental"
+    again = example("python_api.py", *args)
+    assert "ingested: 0 new, 12 unchanged" in again, "a second run is incremental"
 
 
-def test_more_like_this_finds_the_near_duplicate(shape_folder, tmp_path):
+def test_more_like_this_finds_the_near_duplicate(shape_folder, tmp_path, example):
     planted, copy = planted_and_near_duplicate(shape_folder, Path(sorted(shape_folder.rglob("*.png"))[5]).parent)
-    out = run_example("more_like_this.py", "--photos", str(shape_folder), "--data-dir", str(tmp_path / "data"),
-                      "--like", planted, cwd=tmp_path).stdout
+    out = example("more_like_this.py", "--photos", str(shape_folder), "--data-dir", str(tmp_path / "data"), "--like", planted)
     paths = hit_paths(out)
     assert paths[0] == copy and planted not in paths, out
 
 
 @pytest.mark.parametrize("script", ["langchain_retrieval.py", "llamaindex_retrieval.py"])
-def test_framework_examples_retrieve_the_planted_image(script, shape_folder, tmp_path):
+def test_framework_examples_retrieve_the_planted_image(script, shape_folder, tmp_path, example):
     pytest.importorskip({"langchain_retrieval.py": "langchain_core", "llamaindex_retrieval.py": "llama_index.core"}[script])
     planted, copy = planted_and_near_duplicate(shape_folder, tmp_path)
-    out = run_example(script, "--photos", str(shape_folder), "--image", copy, cwd=tmp_path).stdout
+    out = example(script, "--photos", str(shape_folder), "--image", copy)
     assert "indexed 12 images" in out
     assert hit_paths(out)[0] == planted, out
-    text = run_example(script, "--photos", str(shape_folder), "--query", "a red circle", "-k", "2", cwd=tmp_path).stdout
+    text = example(script, "--photos", str(shape_folder), "--query", "a red circle", "-k", "2")
     assert len(hit_paths(text)) == 2, text
 
 
-def test_train_and_swap_replaces_the_collection_model(shape_folder, tmp_path):
+def test_train_and_swap_replaces_the_collection_model(shape_folder, tmp_path, example):
     data = str(tmp_path / "data")
-    run_example("python_api.py", "--photos", str(shape_folder), "--data-dir", data, cwd=tmp_path)
-    out = run_example("train_and_swap.py", "--photos", str(shape_folder), "--data", str(shape_folder),
-                      "--data-dir", data, "--out", str(tmp_path / "train"), "--swap", "recreate", cwd=tmp_path).stdout
+    example("python_api.py", "--photos", str(shape_folder), "--data-dir", data)
+    out = example("train_and_swap.py", "--photos", str(shape_folder), "--data", str(shape_folder),
+                  "--data-dir", data, "--out", str(tmp_path / "train"), "--swap", "recreate")
     assert re.search(rf"collection examples: was {TINY}@\S+, now realign@\S+", out), out
     assert "swapped: 12 images embedded, 12 points" in out
     assert (tmp_path / "train" / "realign" / "open_clip_config.json").is_file()
@@ -106,25 +128,36 @@ def test_cron_wrapper_is_valid_bash():
     subprocess.run(["bash", "-n", str(CRON)], check=True)
 
 
-def test_cron_wrapper_real_runs_clean_and_with_failed_files(shape_folder, tmp_path):
-    args = ("--model", TINY, "--device", "cpu", "--data-dir", str(tmp_path / "data"), "-q", str(shape_folder))
-    proc, alerts = run_cron(*args, cwd=tmp_path)
-    assert proc.returncode == 0 and not alerts.exists(), proc.stderr
+def test_cron_wrapper_real_run_alerts_on_failed_files(shape_folder, tmp_path):
+    """The real clip-ingest: a broken file makes it exit 3, the wrapper alerts and exits 0."""
     (shape_folder / "circle" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    args = ("--model", TINY, "--device", "cpu", "--data-dir", str(tmp_path / "data"), "-q", str(shape_folder))
     proc, alerts = run_cron(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert alerts.read_text().startswith("3 clip-ingest finished but some files failed")
     assert "alert sent" in proc.stdout
+    dead_letter = (tmp_path / "data" / "dead-letter").glob("*.jsonl")
+    assert any("broken.png" in path.read_text() for path in dead_letter), "the run itself was real"
 
 
-@pytest.mark.parametrize("code", [1, 2, 4])
-def test_cron_wrapper_fails_loudly(code, tmp_path):
+def _fake_clip_ingest(tmp_path: Path, code: int) -> Path:
+    """A folder holding a ``clip-ingest`` that only exits with ``code`` (for the paths a real run cannot reach cheaply)."""
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     fake = fake_bin / "clip-ingest"
     fake.write_text(f"#!/bin/sh\nexit {code}\n")
     fake.chmod(0o755)
-    proc, alerts = run_cron("/images", cwd=tmp_path, path_prefix=fake_bin)
+    return fake_bin
+
+
+def test_cron_wrapper_is_quiet_on_success(tmp_path):
+    proc, alerts = run_cron("/images", cwd=tmp_path, path_prefix=_fake_clip_ingest(tmp_path, 0))
+    assert proc.returncode == 0 and not alerts.exists() and not proc.stderr
+
+
+@pytest.mark.parametrize("code", [1, 2, 4])
+def test_cron_wrapper_fails_loudly(code, tmp_path):
+    proc, alerts = run_cron("/images", cwd=tmp_path, path_prefix=_fake_clip_ingest(tmp_path, code))
     assert proc.returncode == code
     assert f"clip-ingest FAILED with exit {code}" in proc.stderr
     assert alerts.read_text().startswith(f"{code} clip-ingest FAILED")
