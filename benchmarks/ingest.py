@@ -49,10 +49,10 @@ def forward_throughput(embedder: OpenClipEmbedder, paths: Sequence[Path], n: int
     pool = [embedder.preprocess(embedder.decode(p).image) for p in paths[:FORWARD_POOL]]
     full = torch.stack([pool[i % len(pool)] for i in range(batch_size)])
     sizes = [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
-    batches = [full if size == batch_size else full[:size].clone() for size in sizes[-1:]]  # one partial at most
+    partial = full[: n % batch_size].clone()
     seconds = 0.0
     for size in sizes:
-        batch = full if size == batch_size else batches[-1]
+        batch = full if size == batch_size else partial
         elapsed, _ = common.timed(lambda: embedder.embed_pixels(batch))
         seconds += elapsed
     return n / seconds
