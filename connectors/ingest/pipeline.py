@@ -167,7 +167,9 @@ def run_ingest(
         with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="clip-ingest-decode") as pool:
             writer_thread = WriterThread(writer, options.queue_size)
             try:
-                for result in ordered_map(pool, decode, planner, window=4 * options.workers):
+                # enough decodes in flight to fill the next batch while the model runs on this one
+                window = max(4 * options.workers, 2 * options.batch_size)
+                for result in ordered_map(pool, decode, planner, window=window):
                     if isinstance(result, Failed):
                         fail(result.path, result.reason, result.detail)
                     else:
