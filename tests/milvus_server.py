@@ -61,6 +61,8 @@ class MilvusServer:
     def start(self) -> None:
         """Start the server (or find it healthy) and wait for health; updates ``uri``."""
         self.uri = self._script("start").splitlines()[-1]
+        if os.environ.get(URI_ENV):  # code that reads the environment (benchmarks) follows a moved port
+            os.environ[URI_ENV] = self.uri
 
     def stop(self) -> None:
         """Kill the server's whole process group and wait until it is gone."""
