@@ -9,11 +9,13 @@ remote service) can be dropped in.
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol, Sequence, runtime_checkable
+from typing import Callable, Iterable, Protocol, Sequence, TypeVar, runtime_checkable
 
 import numpy as np
 
 from .decode import ImageInput
+
+_T = TypeVar("_T")
 
 
 @runtime_checkable
@@ -62,3 +64,21 @@ def batched(items: Iterable, size: int) -> Iterable[list]:
             batch = []
     if batch:
         yield batch
+
+
+def embed_in_batches(
+    items: Iterable[_T], batch_size: int, embed_batch: Callable[[list[_T]], np.ndarray], dim: Callable[[], int]
+) -> np.ndarray:
+    """``embed_batch`` over consecutive lists of at most ``batch_size`` items, rows concatenated.
+
+    No items give a ``(0, dim())`` float32 array; ``dim`` is only called then, so an embedder
+    may embed while it is still finding out its dimension.
+    """
+    out = [embed_batch(chunk) for chunk in batched(items, batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, dim()), np.float32)
+
+
+def check_texts(texts: Sequence[str]) -> None:
+    """Raise ``TypeError`` for a lone string given where a sequence of texts belongs."""
+    if isinstance(texts, str):
+        raise TypeError("embed_texts takes a sequence of strings; wrap a single text in a list")

@@ -22,7 +22,7 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
 from .decode import DEFAULT_MAX_MEGAPIXELS, DecodedImage, ImageInput, decode_image
-from .embedder import batched, l2_normalise
+from .embedder import check_texts, embed_in_batches, l2_normalise
 from .factory import METADATA_FILE, ModelLoadError
 
 
@@ -107,14 +107,15 @@ class OnnxEmbedder:
         return self._run(self._image, np.asarray(pixels, dtype=np.float32))
 
     def embed_images(self, items: Iterable[ImageInput]) -> np.ndarray:
-        out = [
-            self.embed_pixels(np.stack([self.preprocess(self.decode(item).image) for item in chunk]))
-            for chunk in batched(items, self.batch_size)
-        ]
-        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+        return embed_in_batches(
+            items,
+            self.batch_size,
+            lambda chunk: self.embed_pixels(np.stack([self.preprocess(self.decode(item).image) for item in chunk])),
+            lambda: self.dim,
+        )
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        if isinstance(texts, str):
-            raise TypeError("embed_texts takes a sequence of strings; wrap a single text in a list")
-        out = [self._run(self._text, self._tokens(chunk)) for chunk in batched(texts, self.batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+        check_texts(texts)
+        return embed_in_batches(
+            texts, self.batch_size, lambda chunk: self._run(self._text, self._tokens(chunk)), lambda: self.dim
+        )

@@ -34,6 +34,20 @@ def common_parser(description: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+def query_parser(description: str | None) -> argparse.ArgumentParser:
+    """:func:`common_parser` plus either ``--query`` (a text, default "an apple") or ``--image`` (a picture file)."""
+    parser = common_parser(description)
+    query = parser.add_mutually_exclusive_group()
+    query.add_argument("--query", default="an apple", help="text query (default: an apple)")
+    query.add_argument("--image", default=None, help="image query: find the pictures most like this file")
+    return parser
+
+
+def query_title(args: argparse.Namespace) -> str:
+    """The heading printed above the hits of a :func:`query_parser` query (image or text)."""
+    return f"most like {args.image}:" if args.image else f"top {args.k} for {args.query!r}:"
+
+
 def open_embedded_qdrant(data_dir: str | os.PathLike, collection: str) -> VectorStore:
     """The embedded Qdrant (no server) that ``clip-ingest --target qdrant`` uses under ``DATA_DIR/qdrant``."""
     return open_store("qdrant", collection, path=str(Path(data_dir) / "qdrant"))

@@ -15,15 +15,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from example_common import common_parser, print_ranked
+from example_common import print_ranked, query_parser, query_title
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = common_parser(__doc__)
-    query = parser.add_mutually_exclusive_group()
-    query.add_argument("--query", default="an apple", help="text query (default: an apple)")
-    query.add_argument("--image", default=None, help="image query: find the pictures most like this file")
-    args = parser.parse_args(argv)
+    args = query_parser(__doc__).parse_args(argv)
 
     try:
         from langchain_core.vectorstores import InMemoryVectorStore
@@ -41,11 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.image:
         vector = embeddings.embed_image([args.image])[0]
         found = store.similarity_search_with_score_by_vector(vector, k=args.k)
-        title = f"most like {args.image}:"
     else:
         found = store.similarity_search_with_score(args.query, k=args.k)
-        title = f"top {args.k} for {args.query!r}:"
-    print_ranked(title, ((score, doc.page_content) for doc, score in found))
+    print_ranked(query_title(args), ((score, doc.page_content) for doc, score in found))
 
 
 if __name__ == "__main__":

@@ -14,15 +14,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from example_common import common_parser, print_ranked
+from example_common import print_ranked, query_parser, query_title
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = common_parser(__doc__)
-    query = parser.add_mutually_exclusive_group()
-    query.add_argument("--query", default="an apple", help="text query (default: an apple)")
-    query.add_argument("--image", default=None, help="image query: find the pictures most like this file")
-    args = parser.parse_args(argv)
+    args = query_parser(__doc__).parse_args(argv)
 
     try:
         from llama_index.core.indices import MultiModalVectorStoreIndex
@@ -41,10 +37,10 @@ def main(argv: list[str] | None = None) -> None:
 
     retriever = index.as_retriever(image_similarity_top_k=args.k)
     if args.image:
-        found, title = retriever.image_to_image_retrieve(args.image), f"most like {args.image}:"
+        found = retriever.image_to_image_retrieve(args.image)
     else:
-        found, title = retriever.text_to_image_retrieve(args.query), f"top {args.k} for {args.query!r}:"
-    print_ranked(title, ((hit.score, hit.node.image_path) for hit in found))
+        found = retriever.text_to_image_retrieve(args.query)
+    print_ranked(query_title(args), ((hit.score, hit.node.image_path) for hit in found))
 
 
 if __name__ == "__main__":

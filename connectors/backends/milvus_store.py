@@ -45,7 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import grpc
 import numpy as np
@@ -64,6 +64,7 @@ from .base import (
     check_point_id,
     check_vector,
 )
+from .common import redact_uri, scrub_secrets
 
 log = logging.getLogger(__name__)
 
@@ -137,16 +138,6 @@ def is_transient(exc: BaseException) -> bool:
             return code in _TRANSIENT_GRPC
         return code in (_CONNECT_FAILED, ErrorCode.RATE_LIMIT) or exc.retriable
     return False
-
-
-def redact_uri(uri: str) -> str:
-    """``uri`` with any ``user:password@`` replaced by ``***@`` (for repr and messages)."""
-    parts = urlsplit(uri)
-    if parts.username is None and parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def row_bytes(row: Mapping[str, Any]) -> int:
@@ -262,10 +253,7 @@ class MilvusStore(VectorStore):
     def _scrub(self, text: str) -> str:
         """``text`` without the token or the credentials of ``uri``."""
         text = text.replace(self.uri, redact_uri(self.uri))
-        for secret in (self._token, urlsplit(self.uri).password):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        return scrub_secrets(text, self._token, urlsplit(self.uri).password)
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:

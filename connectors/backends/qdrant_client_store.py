@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import numpy as np
@@ -41,6 +40,7 @@ from .base import (
     check_point_id,
     check_vector,
 )
+from .common import redact_uri, scrub_secrets
 
 #: key of our record inside the collection metadata
 METADATA_KEY = "clip_ingest"
@@ -78,14 +78,6 @@ def payload_selector(fields: Sequence[str] | None) -> bool | list[str]:
     return list(fields) or False
 
 
-def _redact_url(url: str) -> str:
-    """``url`` without user:password, for repr and messages."""
-    parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    return urlunsplit(parts._replace(netloc=f"***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")))
-
-
 def _is_transient(exc: BaseException) -> bool:
     """Whether retrying ``exc`` may help (network trouble or an overloaded server)."""
     if isinstance(exc, UnexpectedResponse):
@@ -114,6 +106,21 @@ def _describe(exc: BaseException) -> str:
     if callable(details):
         return f"gRPC {exc.code().name}: {details()}"  # type: ignore[attr-defined]
     return f"{type(exc).__name__}: {exc}"
+
+
+def record_to_point(record: Any) -> Point:
+    """A qdrant-client or Qdrant Edge record as our Point (id as a string, vector as float32 when fetched).
+
+    ``record`` has ``id``, ``vector`` (a list when fetched) and ``payload``; shared by the Qdrant Edge store.
+    """
+    vector = record.vector
+    array = np.asarray(vector, dtype=np.float32) if isinstance(vector, list) else None
+    return Point(id=str(record.id), vector=array, payload=dict(record.payload or {}))
+
+
+def scored_to_hit(scored: Any) -> Hit:
+    """A qdrant-client or Qdrant Edge scored point (``id``, ``score``, ``payload``) as our Hit."""
+    return Hit(id=str(scored.id), score=float(scored.score), payload=dict(scored.payload or {}))
 
 
 class QdrantClientStore(VectorStore):
@@ -151,7 +158,7 @@ class QdrantClientStore(VectorStore):
         self.collection = collection
         self._secret = api_key or None
         self._local = url is None
-        self._where = _redact_url(url) if url is not None else (path or str(location))
+        self._where = redact_uri(url) if url is not None else (path or str(location))
         self._dim: int | None = None
         with self._translated("connect"):
             if self._local:
@@ -182,9 +189,9 @@ class QdrantClientStore(VectorStore):
         except StoreError:
             raise
         except Exception as exc:
-            message = f"qdrant {action} on {self.collection!r} at {self._where}: {_describe(exc)}"
-            if self._secret:
-                message = message.replace(self._secret, "***")
+            message = scrub_secrets(
+                f"qdrant {action} on {self.collection!r} at {self._where}: {_describe(exc)}", self._secret
+            )
             error = TransientStoreError if _is_transient(exc) else StoreError
             raise error(message) from None
 
@@ -285,7 +292,7 @@ class QdrantClientStore(VectorStore):
             records = self._client.retrieve(
                 self.collection, ids=wanted, with_payload=True, with_vectors=with_vectors
             )
-        return [_to_point(record) for record in records]
+        return [record_to_point(record) for record in records]
 
     def scroll(self, fields: Sequence[str] | None = None, batch_size: int = 1000) -> Iterator[Point]:
         offset = None
@@ -298,7 +305,7 @@ class QdrantClientStore(VectorStore):
                     with_payload=payload_selector(fields),
                     with_vectors=False,
                 )
-            yield from (_to_point(record) for record in records)
+            yield from (record_to_point(record) for record in records)
             if offset is None:
                 return
 
@@ -329,7 +336,7 @@ class QdrantClientStore(VectorStore):
                 score_threshold=score_threshold,
                 with_payload=True,
             )
-        return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in response.points]
+        return [scored_to_hit(p) for p in response.points]
 
     def count(self, filter: Any | None = None) -> int:
         with self._translated("count"):
@@ -347,10 +354,3 @@ def _compile(filter: Any | None) -> models.Filter | None:
     from clip_ingest.connectors.search.compile_qdrant import to_qdrant_filter
 
     return to_qdrant_filter(filter)
-
-
-def _to_point(record: models.Record) -> Point:
-    """A qdrant-client record as our Point (vector as float32 when fetched)."""
-    vector = record.vector
-    array = np.asarray(vector, dtype=np.float32) if isinstance(vector, list) else None
-    return Point(id=str(record.id), vector=array, payload=dict(record.payload or {}))

@@ -38,7 +38,13 @@ from .base import (
     check_point_id,
     check_vector,
 )
-from .qdrant_client_store import check_index_types, metadata_record, payload_selector
+from .qdrant_client_store import (
+    check_index_types,
+    metadata_record,
+    payload_selector,
+    record_to_point,
+    scored_to_hit,
+)
 
 RECORD_FILE = "clip_ingest.json"
 SHARD_DIR = "shard"
@@ -188,7 +194,7 @@ class QdrantEdgeStore(VectorStore):
         shard = self._open()
         with self._translated("retrieve"):
             records = shard.retrieve(wanted, with_payload=True, with_vector=with_vectors)
-        return [_to_point(record) for record in records]
+        return [record_to_point(record) for record in records]
 
     def scroll(self, fields: Sequence[str] | None = None, batch_size: int = 1000) -> Iterator[Point]:
         selector = payload_selector(fields)
@@ -199,7 +205,7 @@ class QdrantEdgeStore(VectorStore):
             request = edge.ScrollRequest(offset=offset, limit=batch_size, with_payload=with_payload, with_vector=False)
             with self._translated("scroll"):
                 records, offset = shard.scroll(request)
-            yield from (_to_point(record) for record in records)
+            yield from (record_to_point(record) for record in records)
             if offset is None:
                 return
 
@@ -228,7 +234,7 @@ class QdrantEdgeStore(VectorStore):
         shard = self._open()
         with self._translated("search"):
             scored = shard.query(request)
-        return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in scored]
+        return [scored_to_hit(p) for p in scored]
 
     def count(self, filter: Any | None = None) -> int:
         shard = self._open()
@@ -255,10 +261,3 @@ def _compile(filter: Any | None) -> edge.Filter | None:
     from clip_ingest.connectors.search.compile_edge import to_edge_filter
 
     return to_edge_filter(filter)
-
-
-def _to_point(record: edge.Record) -> Point:
-    """An Edge record as our Point (UUID ids as strings, vector as float32 when fetched)."""
-    vector = record.vector
-    array = np.asarray(vector, dtype=np.float32) if isinstance(vector, list) else None
-    return Point(id=str(record.id), vector=array, payload=dict(record.payload or {}))
