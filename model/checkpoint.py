@@ -7,6 +7,8 @@
   ``save_local_dir`` needs because an ``nn.Module`` does not remember it.
 * :func:`save_training_state` / :func:`load_training_state` keep what a resumed run needs
   (trainable module, optimizer, counters, RNG states) as safetensors + JSON.
+* :func:`save_best_weights` / :func:`load_best_weights` keep the trainable weights of the
+  epoch with the best validation score, which a run ends with (model selection).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 import open_clip
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -29,6 +32,7 @@ CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
+BEST_TENSORS = "best.safetensors"
 
 
 def _tensors_for_safetensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -153,3 +157,28 @@ def load_training_state(
     optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
     _restore_rng(tensors, meta)
     return meta["counters"]
+
+
+def save_best_weights(directory: str | os.PathLike, module: nn.Module, epoch: int, score: float) -> None:
+    """Keep the trainable parameters of ``module`` as the best epoch's (frozen ones never change)."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = _tensors_for_safetensors({n: p for n, p in module.named_parameters() if p.requires_grad})
+    meta = {"epoch": str(epoch), "score": repr(float(score))}
+    _write_atomically(out / BEST_TENSORS, lambda p: save_file(tensors, str(p), metadata=meta))
+
+
+def load_best_weights(directory: str | os.PathLike, module: nn.Module) -> int:
+    """Put the weights kept by :func:`save_best_weights` back into ``module``; returns their epoch.
+
+    Raises:
+        FileNotFoundError: nothing was kept in ``directory``.
+        KeyError: the kept tensors do not belong to ``module``.
+    """
+    path = Path(directory) / BEST_TENSORS
+    with safe_open(str(path), framework="pt") as fh:
+        epoch = int((fh.metadata() or {})["epoch"])
+    unexpected = module.load_state_dict(load_file(str(path)), strict=False).unexpected_keys
+    if unexpected:
+        raise KeyError(f"{path}: tensors not in the model: {unexpected[:3]}")
+    return epoch

@@ -10,7 +10,7 @@ Numbers are fractions in ``[0, 1]`` (not percentages).
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Collection, Iterator, Sequence
 
 import numpy as np
 
@@ -185,6 +185,34 @@ def zero_shot_accuracy(
     labels = _as_labels(labels, images.shape[0])
     predicted = _ranking(images @ _as_matrix(class_embeddings, "class_embeddings").T)[:, 0]
     return float((predicted == labels).mean())
+
+
+def caption_match_accuracy(
+    image_embeddings: np.ndarray, caption_embeddings: np.ndarray, positives: Sequence[Collection[int]]
+) -> float:
+    """Image->caption R@1 over a pool of distinct captions.
+
+    With class-template captions ("a photo of a {label}") this is zero-shot accuracy; with a
+    unique caption per image it is image->text R@1. Model selection uses it on validation
+    splits whose captions are any mix of the two.
+
+    Args:
+        image_embeddings: ``(n, dim)`` rows.
+        caption_embeddings: ``(c, dim)`` rows of the distinct captions.
+        positives: for each image, the caption rows that belong to it (at least one).
+
+    Returns:
+        The fraction of images whose most similar caption is one of their own.
+    """
+    images = _as_matrix(image_embeddings, "image_embeddings")
+    captions = _as_matrix(caption_embeddings, "caption_embeddings")
+    if len(positives) != images.shape[0] or not all(positives):
+        raise ValueError("positives needs a non-empty set of caption rows for every image")
+    hits = 0
+    for start in range(0, images.shape[0], QUERY_CHUNK):
+        best = _ranking(images[start : start + QUERY_CHUNK] @ captions.T)[:, 0]
+        hits += sum(int(b) in positives[start + i] for i, b in enumerate(best))
+    return hits / images.shape[0]
 
 
 def _recall_dict(first_hit_rank: np.ndarray, ks: Sequence[int]) -> dict[str, float]:

@@ -52,6 +52,7 @@ from .losses import ArcMarginLoss, InfoNCELoss, MultiCaptionArcMarginLoss, capti
 from .mining import with_template_captions
 from .towers import image_parameter_names, realign_parameter_names, set_trainable
 from .train import FitResult, TrainConfig, decay_param_groups, fit, seed_everything
+from .validation import CaptionMatchScore, ImageRetrievalScore, ValidationScore
 
 log = logging.getLogger(__name__)
 
@@ -287,10 +288,17 @@ def _finish(cfg: StageConfig, prep: _Prepared, result: FitResult, stage: str, ex
     return StageResult(Path(cfg.out_dir), result, metadata, prep.loaded.model)
 
 
-def _fit(cfg: StageConfig, prep: _Prepared, module: nn.Module, groups: list[dict], dataset: Dataset, collate) -> FitResult:
+def _fit(
+    cfg: StageConfig, prep: _Prepared, module: nn.Module, groups: list[dict], dataset: Dataset, collate,
+    validate: ValidationScore | None = None,
+) -> FitResult:
+    if validate is not None:
+        log.info("model selection on %d validation images by %s", len(prep.val), validate.name)
     return fit(
-        module, groups, dataset, collate, cfg.train, Path(cfg.out_dir) / CHECKPOINT_SUBDIR, prep.dist, prep.device
+        module, groups, dataset, collate, cfg.train, Path(cfg.out_dir) / CHECKPOINT_SUBDIR, prep.dist, prep.device,
+        validate=validate,
     )
+
 
 
 def run_pretrain(cfg: PretrainConfig) -> StageResult:
@@ -302,7 +310,12 @@ def run_pretrain(cfg: PretrainConfig) -> StageResult:
         param.requires_grad_(True)
     module = ContrastiveTrainer(model, prep.loaded.tokenizer, [s.captions for s in samples])
     groups = decay_param_groups(model.named_parameters(), cfg.train.lr, cfg.train.weight_decay)
-    result = _fit(cfg, prep, module, groups, _image_dataset(cfg, prep, samples), collate_images)
+    val = [s for s in prep.val if s.captions]
+    validate = (
+        CaptionMatchScore(model, prep.loaded.tokenizer, val, prep.device, preprocess=prep.loaded.preprocess)
+        if val else None
+    )
+    result = _fit(cfg, prep, module, groups, _image_dataset(cfg, prep, samples), collate_images, validate)
     return _finish(cfg, prep, result, "pretrain", {})
 
 
@@ -335,9 +348,10 @@ def run_finetune(cfg: FinetuneConfig) -> StageResult:
     module = ClassTrainer(model, labels, arc, arc_weight, captions)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = decay_param_groups(named, cfg.train.lr, cfg.train.weight_decay) + arc.param_groups(cfg.train.lr)
+    validate = ImageRetrievalScore.build(model, prep.val, prep.loaded.preprocess, prep.device)
     patch_dropout = _enable_patch_dropout(model, cfg.patch_dropout)
     try:
-        result = _fit(cfg, prep, module, groups, _image_dataset(cfg, prep, prep.samples), collate_images)
+        result = _fit(cfg, prep, module, groups, _image_dataset(cfg, prep, prep.samples), collate_images, validate)
     finally:
         model.visual.patch_dropout = patch_dropout
     return _finish(cfg, prep, result, f"finetune-{cfg.method}", {"method": cfg.method, "classes": list(classes)})
@@ -358,21 +372,29 @@ def _enable_patch_dropout(model: nn.Module, rate: float) -> nn.Module:
 def run_realign(cfg: RealignConfig) -> StageResult:
     """2SFT stage 2: realign the text tower to the frozen image tower, which never runs in training.
 
-    Image embeddings are computed once (eval preprocessing) and cached in
-    ``out_dir/image_embeddings.safetensors``; the output keeps the input model's image
-    tower and the realigned text tower.
+    Image embeddings of the training and validation images are computed once (eval
+    preprocessing) and cached in ``out_dir/image_embeddings.safetensors``; the output keeps
+    the input model's image tower and the realigned text tower.
     """
     prep = _prepare(cfg)
     samples = _captioned(prep.samples, "realign")
+    embedded = samples + [s for s in prep.val if s.captions]
     model = prep.loaded.model
     cache = Path(cfg.out_dir) / IMAGE_CACHE_FILE
     if prep.dist.is_main:
         cached_image_embeddings(
-            cache, model, samples, prep.loaded.preprocess, device=prep.device,
+            cache, model, embedded, prep.loaded.preprocess, device=prep.device,
             batch_size=cfg.train.batch_size, num_workers=cfg.train.num_workers,
         )
     barrier(prep.dist)
-    bank, indices = cached_image_embeddings(cache, model, samples, prep.loaded.preprocess, device=prep.device)
+    all_rows, all_indices = cached_image_embeddings(cache, model, embedded, prep.loaded.preprocess, device=prep.device)
+    is_train = all_indices < len(samples)
+    bank, indices = all_rows[is_train], all_indices[is_train]
+    val_rows = all_rows[~is_train]
+    validate = None
+    if len(val_rows):
+        val = [embedded[i] for i in all_indices[~is_train].tolist()]
+        validate = CaptionMatchScore(model, prep.loaded.tokenizer, val, prep.device, image_embeddings=val_rows)
     names = realign_parameter_names(
         model, last_blocks=cfg.last_blocks, final_norm=cfg.final_norm,
         projection=cfg.projection, logit_scale=cfg.train_temperature,
@@ -383,5 +405,5 @@ def run_realign(cfg: RealignConfig) -> StageResult:
     )
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = decay_param_groups(named, cfg.train.lr, cfg.train.weight_decay)
-    result = _fit(cfg, prep, module, groups, _Positions(len(indices)), _collate_positions)
+    result = _fit(cfg, prep, module, groups, _Positions(len(indices)), _collate_positions, validate)
     return _finish(cfg, prep, result, "realign", {"trained_parameters": names})

@@ -10,6 +10,9 @@ rest the same way for every method:
 * seeding, a deterministic shuffled sampler (``DistributedSampler`` with one replica when
   not distributed), ``num_workers`` decoding processes and ``torch_threads``;
 * a resumable snapshot after every epoch (safetensors + JSON, no pickle);
+* with a validation score (:mod:`clip_ingest.model.validation`): the score after every
+  epoch, the weights of the best epoch kept and restored at the end (model selection), and
+  optional early stopping after ``patience`` epochs without improvement;
 * progress logs with loss, learning rate, samples/s and undecodable images skipped;
 * DDP when started by ``torchrun`` (see :mod:`clip_ingest.model.distributed`).
 
@@ -23,7 +26,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Protocol
 
@@ -33,7 +36,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .checkpoint import load_training_state, save_training_state
+from .checkpoint import load_best_weights, load_training_state, save_best_weights, save_training_state
 from .distributed import DistInfo, all_reduce_sum, barrier
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,8 @@ class TrainConfig:
     precision: str = "auto"
     log_every: int = 20
     resume: bool = True
+    patience: int = 0
+    """Stop after this many epochs without a better validation score (0: run every epoch)."""
 
 
 @dataclass
@@ -85,6 +90,10 @@ class FitResult:
     samples_per_s: float
     final_loss: float
     resumed_from_epoch: int
+    val_scores: list[float] = field(default_factory=list)
+    """Validation score after each epoch (empty without a validation split)."""
+    best_epoch: int | None = None
+    """The epoch (1-based) whose weights the run ended with, when chosen by validation."""
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -134,6 +143,7 @@ def fit(
     dist_info: DistInfo,
     device: torch.device,
     on_epoch_end: Callable[[int, float], None] | None = None,
+    validate: Callable[[], float] | None = None,
 ) -> FitResult:
     """Train ``module`` (``forward(batch) -> loss``) on ``dataset`` and return what happened.
 
@@ -142,6 +152,10 @@ def fit(
     ``checkpoint_dir`` continues after its last finished epoch with the same weights,
     optimizer moments, schedule and RNG state. ``on_epoch_end(epoch, mean_loss)`` runs on
     every rank after the snapshot of each epoch.
+
+    ``validate()`` (every rank, same weights) scores the model after each epoch; the run
+    ends with the weights of the best-scoring epoch and stops early after
+    ``cfg.patience`` epochs without improvement.
     """
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
@@ -169,12 +183,12 @@ def fit(
     warmup = int(cfg.warmup_steps * total) if cfg.warmup_steps < 1 else int(cfg.warmup_steps)
 
     seed_everything(cfg.seed + dist_info.rank)
-    counters = {"epoch": 0, "step": 0, "samples": 0, "skipped": 0, "loss": float("nan")}
+    counters = {"epoch": 0, "step": 0, "samples": 0, "skipped": 0, "loss": float("nan"), "val": []}
     checkpoint_dir = Path(checkpoint_dir)
     if cfg.resume:
         loaded = load_training_state(checkpoint_dir, module, optimizer)
         if loaded is not None:
-            counters = loaded
+            counters = {"val": [], **loaded}
             log.info("resuming from %s after epoch %d", checkpoint_dir, counters["epoch"])
     start_epoch = counters["epoch"]
 
@@ -187,6 +201,8 @@ def fit(
     started = time.perf_counter()
     run_samples = 0
     for epoch in range(start_epoch, cfg.epochs):
+        if _patience_exhausted(counters["val"], cfg.patience):
+            break
         sampler.set_epoch(epoch)
         module.train()
         window_start, window_samples, epoch_loss, epoch_steps = time.perf_counter(), 0, 0.0, 0
@@ -224,6 +240,8 @@ def fit(
                 window_start, window_samples = time.perf_counter(), 0
         counters["epoch"] = epoch + 1
         counters["loss"] = epoch_loss / max(1, epoch_steps)
+        if validate is not None:
+            _validate_epoch(validate, module, counters, checkpoint_dir, dist_info)
         if dist_info.is_main:
             save_training_state(checkpoint_dir, module, optimizer, counters)
             log.info("epoch %d done: mean loss %.4f", epoch + 1, counters["loss"])
@@ -232,6 +250,11 @@ def fit(
             on_epoch_end(epoch, counters["loss"])
 
     seconds = time.perf_counter() - started
+    best_epoch = None
+    if counters["val"]:
+        best_epoch = load_best_weights(checkpoint_dir, module)
+        log.info("model selection: epoch %d of %d (validation scores %s)", best_epoch, counters["epoch"],
+                 " ".join(f"{v:.4f}" for v in counters["val"]))
     world_samples = int(all_reduce_sum(run_samples, dist_info, device))
     return FitResult(
         steps=counters["step"],
@@ -242,4 +265,32 @@ def fit(
         samples_per_s=world_samples / seconds if seconds > 0 else 0.0,
         final_loss=float(counters["loss"]),
         resumed_from_epoch=start_epoch,
+        val_scores=list(counters["val"]),
+        best_epoch=best_epoch,
     )
+
+
+def _patience_exhausted(scores: list[float], patience: int) -> bool:
+    """Whether the last ``patience`` epochs all failed to beat the best score before them."""
+    if patience <= 0 or len(scores) <= patience:
+        return False
+    return max(scores[-patience:]) <= max(scores[:-patience])
+
+
+def _validate_epoch(
+    validate: Callable[[], float], module: nn.Module, counters: dict, checkpoint_dir: Path, dist_info: DistInfo
+) -> None:
+    """Score the epoch just trained; keep its weights when it is the best so far."""
+    was_training = module.training
+    module.eval()
+    with torch.no_grad():
+        score = float(validate())
+    module.train(was_training)
+    previous = counters["val"]
+    counters["val"] = [*previous, score]
+    best = not previous or score > max(previous)
+    if best and dist_info.is_main:
+        save_best_weights(checkpoint_dir, module, counters["epoch"], score)
+    barrier(dist_info)
+    if dist_info.is_main:
+        log.info("epoch %d validation: %.4f%s", counters["epoch"], score, " (best so far)" if best else "")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from clip_ingest.model.metrics import (
+    caption_match_accuracy,
     class_text_embeddings,
     image_to_text_recall,
     knn_accuracy,
@@ -127,3 +128,18 @@ def test_metrics_scale_beyond_one_query_block():
     assert mean_average_precision(emb, labels) == pytest.approx(1.0)
     assert recall_at_1(emb, labels) == 1.0
     assert math.isclose(knn_accuracy(emb[::2], labels[::2], emb[1::2], labels[1::2]), 1.0)
+
+
+def test_caption_match_accuracy_counts_images_whose_best_caption_is_their_own():
+    images = at(0, 90, 45)
+    captions = at(10, 85, 200)  # image 2 at 45deg: 35deg from caption 0, 40deg from caption 1 -> caption 0
+    assert caption_match_accuracy(images, captions, [{0}, {1}, {1}]) == pytest.approx(2 / 3)
+    assert caption_match_accuracy(images, captions, [{0}, {1}, {0, 1}]) == 1.0  # any own caption counts
+    assert caption_match_accuracy(images, captions, [{2}, {2}, {2}]) == 0.0
+
+
+def test_caption_match_accuracy_needs_a_caption_for_every_image():
+    with pytest.raises(ValueError, match="every image"):
+        caption_match_accuracy(at(0, 90), at(0), [{0}, set()])
+    with pytest.raises(ValueError, match="every image"):
+        caption_match_accuracy(at(0, 90), at(0), [{0}])

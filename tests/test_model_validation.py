@@ -1,0 +1,158 @@
+"""Model selection on a validation split: the best epoch is kept, early stopping, resume, stage wiring."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from open_clip.transformer import VisionTransformer
+from torch import nn
+
+from clip_ingest.connectors.factory import load_model
+from clip_ingest.model import train as train_module
+from clip_ingest.model.distributed import DistInfo
+from clip_ingest.model.stages import FinetuneConfig, PretrainConfig, RealignConfig, run_finetune, run_pretrain, run_realign
+from clip_ingest.model.train import TrainConfig, fit
+from model_helpers import FAST, TINY, labelled_images, snapshot
+
+TEMPLATES = ("a photo of a {label}.",)
+
+
+class IndexBatch(list):
+    skipped = 0
+
+    def to(self, device):
+        return self
+
+
+class Quadratic(nn.Module):
+    """One weight pulled towards 3 by every step: its value tells which epoch it comes from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def forward(self, batch):
+        return ((self.w - 3.0) ** 2).sum()
+
+
+class Scripted:
+    """A validation score that replays a fixed sequence and counts its calls."""
+
+    name = "scripted"
+
+    def __init__(self, scores):
+        self.scores, self.calls = list(scores), 0
+
+    def __call__(self) -> float:
+        self.calls += 1
+        return self.scores[self.calls - 1]
+
+
+def _fit(tmp_path: Path, scores, epochs: int, patience: int = 0, module: nn.Module | None = None, **kw):
+    module = module or Quadratic()
+    weights: list[float] = []
+    result = fit(
+        module,
+        [{"params": list(module.parameters()), "lr": 0.1, "weight_decay": 0.0}],
+        list(range(8)),
+        IndexBatch,
+        TrainConfig(epochs=epochs, batch_size=4, lr=0.1, warmup_steps=0, patience=patience, device="cpu", **kw),
+        tmp_path / "ckpt",
+        DistInfo(),
+        torch.device("cpu"),
+        on_epoch_end=lambda epoch, loss: weights.append(module.w.item()),
+        validate=Scripted(scores),
+    )
+    return result, module, weights
+
+
+def test_fit_ends_with_the_weights_of_the_best_validation_epoch(tmp_path):
+    result, module, weights = _fit(tmp_path, [0.1, 0.5, 0.3], epochs=3)
+    assert result.val_scores == [0.1, 0.5, 0.3] and result.best_epoch == 2 and result.epochs == 3
+    assert len(set(weights)) == 3  # every epoch moved the weight
+    assert module.w.item() == weights[1]
+
+
+def test_fit_keeps_the_last_epoch_when_it_is_the_best(tmp_path):
+    result, module, weights = _fit(tmp_path, [0.1, 0.2, 0.3], epochs=3)
+    assert result.best_epoch == 3 and module.w.item() == weights[2]
+
+
+def test_early_stopping_after_patience_epochs_without_improvement(tmp_path):
+    result, module, weights = _fit(tmp_path, [0.5, 0.4, 0.5, 0.9], epochs=4, patience=2)
+    assert result.epochs == 3 and len(weights) == 3  # epoch 4 never ran: 2 and 3 did not beat 0.5
+    assert result.best_epoch == 1 and module.w.item() == weights[0]
+
+
+def test_without_patience_every_epoch_runs(tmp_path):
+    result, _, _ = _fit(tmp_path, [0.5, 0.4, 0.3, 0.2], epochs=4)
+    assert result.epochs == 4 and result.best_epoch == 1
+
+
+def test_a_resumed_run_keeps_the_validation_history_and_the_best_weights(tmp_path, monkeypatch):
+    straight, straight_module, _ = _fit(tmp_path / "a", [0.1, 0.9, 0.2], epochs=3)
+    real_save = train_module.save_training_state
+    saves = {"n": 0}
+
+    def crash_after_second_snapshot(*args, **kwargs):
+        real_save(*args, **kwargs)
+        saves["n"] += 1
+        if saves["n"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_training_state", crash_after_second_snapshot)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tmp_path / "b", [0.1, 0.9, 0.2], epochs=3)
+    monkeypatch.setattr(train_module, "save_training_state", real_save)
+    scores = Scripted([0.2])  # only epoch 3 is left to train and score
+    module = Quadratic()
+    resumed = fit(
+        module, [{"params": list(module.parameters()), "lr": 0.1, "weight_decay": 0.0}], list(range(8)), IndexBatch,
+        TrainConfig(epochs=3, batch_size=4, lr=0.1, warmup_steps=0, device="cpu"), tmp_path / "b" / "ckpt",
+        DistInfo(), torch.device("cpu"), validate=scores,
+    )
+    assert resumed.resumed_from_epoch == 2 and scores.calls == 1
+    assert resumed.val_scores == straight.val_scores and resumed.best_epoch == 2
+    assert module.w.item() == straight_module.w.item()
+
+
+def test_finetune_selects_on_its_validation_split(tmp_path):
+    images = labelled_images(tmp_path / "imgs", n=36)
+    cfg = FinetuneConfig(
+        TINY, str(images), str(tmp_path / "ft"), train=TrainConfig(**{**FAST, "epochs": 3, "device": "cpu"}),
+        val_fraction=0.3,
+    )
+    result = run_finetune(cfg)
+    assert len(result.fit.val_scores) == 3 and all(0.0 < s <= 1.0 for s in result.fit.val_scores)
+    best = result.fit.val_scores.index(max(result.fit.val_scores)) + 1
+    assert result.fit.best_epoch == best
+    meta = json.loads((result.model_dir / "clip_ingest.json").read_text())
+    assert meta["fit"]["best_epoch"] == best and meta["val_images"] > 0
+    # the exported directory holds the selected weights, the same as the model in memory
+    exported = snapshot(load_model(str(result.model_dir)).model)
+    in_memory = snapshot(result.model)
+    assert all(torch.equal(exported[k], in_memory[k]) for k in exported)
+
+
+def test_pretrain_and_realign_score_captions_and_realign_still_never_runs_the_image_tower(tmp_path, monkeypatch):
+    images = labelled_images(tmp_path / "imgs", n=24)
+    train = TrainConfig(**{**FAST, "epochs": 2, "device": "cpu"})
+    pre = run_pretrain(PretrainConfig(TINY, str(images), str(tmp_path / "pre"), train=train, templates=TEMPLATES, val_fraction=0.3))
+    assert len(pre.fit.val_scores) == 2 and pre.fit.best_epoch in (1, 2)
+    calls = {"n": 0}
+    original = VisionTransformer.forward
+
+    def counting(self, x):
+        calls["n"] += 1
+        return original(self, x)
+
+    monkeypatch.setattr(VisionTransformer, "forward", counting)
+    re = run_realign(RealignConfig(
+        str(pre.model_dir), str(images), str(tmp_path / "re"), train=TrainConfig(**{**FAST, "epochs": 3, "device": "cpu"}),
+        templates=TEMPLATES, val_fraction=0.3,
+    ))
+    assert len(re.fit.val_scores) == 3
+    assert calls["n"] == 4  # 24 train + val images, once, in cache batches of 6; none while training or scoring
