@@ -383,12 +383,19 @@ def manifest(source: str, output: str, data_root: str | None, objects: str, spli
 
 
 def _metrics_for(eval_json: str | None, spec: str) -> dict[str, float] | None:
-    """The metrics recorded for ``spec`` (else the first model) in an ``eval.json``."""
+    """The metrics recorded for ``spec`` in an ``eval.json`` (or of its only model).
+
+    Raises ``click.UsageError`` when the file compares several models and none is ``spec``:
+    recording another model's numbers would be worse than recording none.
+    """
     if not eval_json:
         return None
     models = json.loads(Path(eval_json).read_text(encoding="utf-8"))["models"]
-    chosen = next((m for m in models if m["spec"] == spec), models[0] if models else None)
-    return chosen["metrics"] if chosen else None
+    chosen = next((m for m in models if m["spec"] == spec), models[0] if len(models) == 1 else None)
+    if chosen is None:
+        specs = ", ".join(m["spec"] for m in models) or "none"
+        raise click.UsageError(f"--metrics {eval_json}: no model {spec!r} in it (it has: {specs})")
+    return chosen["metrics"]
 
 
 @cli.command(short_help="Write a stage directory or model spec as a self-contained model directory.")

@@ -88,6 +88,18 @@ def test_exit_codes_usage_2_failure_1(tmp_path):
     assert result.exit_code == 1 and "unknown model architecture" in result.output
 
 
+def test_export_refuses_metrics_of_other_models(tmp_path):
+    report = {"models": [{"spec": "a", "metrics": {"x": 1}}, {"spec": "b", "metrics": {"x": 2}}]}
+    (tmp_path / "eval.json").write_text(json.dumps(report))
+    result = invoke("export", "clip-ingest-tiny", str(tmp_path / "out"), "--metrics", str(tmp_path / "eval.json"))
+    assert result.exit_code == 2 and "no model 'clip-ingest-tiny'" in result.output and "a, b" in result.output
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "one.json").write_text(json.dumps({"models": report["models"][1:]}))
+    result = invoke("export", "clip-ingest-tiny", str(tmp_path / "out"), "--metrics", str(tmp_path / "one.json"))
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "clip_ingest.json").read_text())["metrics"] == {"x": 2}
+
+
 def test_help_documents_every_command():
     result = invoke("--help")
     assert result.exit_code == 0
