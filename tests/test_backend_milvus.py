@@ -26,6 +26,7 @@ from clip_ingest.connectors.backends import (
 )
 from clip_ingest.connectors.backends.milvus_store import (
     Capabilities,
+    LiteTimestampNoise,
     MilvusStore,
     is_transient,
     row_bytes,
@@ -125,6 +126,40 @@ class CountingClient:
 
 
 # -- writes --------------------------------------------------------------------------------
+
+
+def test_scrolling_milvus_lite_logs_no_error(lite: MilvusStore, caplog: pytest.LogCaptureFixture) -> None:
+    """Milvus Lite's server lacks AllocTimestamp; the scroll works and must not log a traceback."""
+    lite.upsert([point(i) for i in range(3)])
+    lite.flush()
+    with caplog.at_level(logging.DEBUG):
+        assert len(list(lite.scroll())) == 3
+    noisy = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not noisy, [r.getMessage() for r in noisy]
+
+
+def test_lite_noise_filter_drops_only_the_alloc_timestamp_records() -> None:
+    def record_from(raiser) -> logging.LogRecord:
+        try:
+            raiser()
+        except NotImplementedError:
+            import sys
+
+            return logging.LogRecord("grpc._server", logging.ERROR, __file__, 1, "Exception calling application", None, sys.exc_info())
+        raise AssertionError("did not raise")
+
+    def AllocTimestamp() -> None:  # noqa: N802  (the name of the unimplemented gRPC method)
+        raise NotImplementedError("Method not implemented!")
+
+    def Search() -> None:  # noqa: N802
+        raise NotImplementedError("Method not implemented!")
+
+    noise = LiteTimestampNoise()
+    assert not noise.filter(record_from(AllocTimestamp))
+    assert noise.filter(record_from(Search))  # any other unimplemented method is still logged
+    warning = logging.LogRecord("x", logging.WARNING, __file__, 1, "failed to get mvccTs from milvus server, use client-side ts instead", None, None)
+    other = logging.LogRecord("x", logging.WARNING, __file__, 1, "something else", None, None)
+    assert not noise.filter(warning) and noise.filter(other)
 
 
 def test_split_by_bytes_keeps_order_and_limit() -> None:
