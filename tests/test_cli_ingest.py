@@ -99,6 +99,8 @@ def test_locked_collection_exits_4(workdir, shape_folder):
         (("{src}", "--shard", "3/2"), "shard"),
         (("{src}", "--qdrant-api-key", "s3cret"), "No such option"),
         (("{src}", "--target", "sqlite"), "sqlite"),
+        (("{src}", "--collection", "a/b"), "collection name"),
+        (("{src}", "--target", "milvus", "--index-field", "id:keyword"), "cannot be payload fields"),
     ],
 )
 def test_usage_errors_exit_2(workdir, args, message):

@@ -203,3 +203,31 @@ def test_shards_partition_the_files(tmp_path, shape_folder, counting):
     with open_test_store("qdrant", tmp_path / "db") as store:
         totals = [ingest(store, counting, shape_folder, shard=Shard(i, 3), prune=True).new for i in range(3)]
         assert sum(totals) == 12 and store.count() == 12 and max(totals) < 12
+
+
+def test_progress_counts_every_file_and_logs_live_scan_counts(tmp_path, shape_folder, counting, monkeypatch, caplog):
+    from types import SimpleNamespace
+
+    from clip_ingest.connectors.ingest import summary
+
+    advanced = {"n": 0}
+    real_advance = summary.Progress.advance
+
+    def counting_advance(self, n: int = 1) -> None:
+        advanced["n"] += n
+        real_advance(self, n)
+
+    monkeypatch.setattr(summary.Progress, "advance", counting_advance)
+    with open_test_store("qdrant-edge", tmp_path / "db") as store:
+        ingest(store, counting, shape_folder)
+        assert advanced["n"] == 12
+        advanced["n"] = 0
+        again = ingest(store, counting, shape_folder)
+        assert again.unchanged == 12 and advanced["n"] == 12  # an unchanged re-run reports progress too
+
+    stats = summary.RunStats()
+    stats.new = 2
+    progress = summary.Progress(stats, SimpleNamespace(scanned=7, unchanged=5), enabled=False, interval=0)
+    with caplog.at_level("INFO", logger="clip_ingest.ingest"):
+        real_advance(progress)
+    assert "progress: 7 scanned, 2 new, 0 updated, 0 moved, 5 unchanged, 0 failed" in caplog.text

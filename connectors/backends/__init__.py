@@ -13,6 +13,7 @@ from .base import (
     CollectionSpec,
     DimensionMismatchError,
     Hit,
+    InvalidSettingError,
     ModelMismatchError,
     Point,
     StoreError,
@@ -47,7 +48,7 @@ def open_qdrant(collection: str, **options: Any) -> VectorStore:
         return QdrantClientStore(collection, **given)
     server_only = sorted(name for name in given if name in _QDRANT_SERVER_OPTIONS)
     if server_only:
-        raise ValueError(f"{', '.join(server_only)} only apply to a Qdrant server; give url= as well")
+        raise InvalidSettingError(f"{', '.join(server_only)} only apply to a Qdrant server; give url= as well")
     from .qdrant_edge_store import QdrantEdgeStore
 
     return QdrantEdgeStore(collection, **given)
@@ -58,7 +59,7 @@ def open_store(target: str, collection: str, **options: Any) -> VectorStore:
     try:
         module_name, class_name = BACKENDS[target].split(":")
     except KeyError:
-        raise ValueError(f"unknown target {target!r}; choose one of {', '.join(sorted(BACKENDS))}") from None
+        raise InvalidSettingError(f"unknown target {target!r}; choose one of {', '.join(sorted(BACKENDS))}") from None
     store_cls = getattr(importlib.import_module(module_name), class_name)
     return store_cls(collection, **options)
 
@@ -68,6 +69,7 @@ __all__ = [
     "CollectionSpec",
     "DimensionMismatchError",
     "Hit",
+    "InvalidSettingError",
     "ModelMismatchError",
     "Point",
     "StoreError",

@@ -23,6 +23,11 @@ class StoreError(Exception):
     transient: bool = False
 
 
+class InvalidSettingError(ValueError):
+    """A store option or collection setting given by the user is invalid; raised before
+    anything is written (the CLIs exit with the usage code 2)."""
+
+
 class TransientStoreError(StoreError):
     """Connection refused, timeout, unavailable: worth retrying with backoff."""
 

@@ -53,12 +53,13 @@ from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import ConnectError, ErrorCode, MilvusException, MilvusUnavailableException
 
 from .base import (
-    UNKNOWN_MODEL,
     CollectionSpec,
     Hit,
+    InvalidSettingError,
     Point,
     StoreError,
     TransientStoreError,
+    UNKNOWN_MODEL,
     VectorStore,
     check_collection_model,
     check_point_id,
@@ -242,13 +243,13 @@ class MilvusStore(VectorStore):
         ``search_consistency="Bounded"`` trades read-your-writes for lower search latency.
         """
         if index_type not in INDEX_PARAMS:
-            raise ValueError(f"index_type {index_type!r} is not one of {', '.join(INDEX_PARAMS)}")
+            raise InvalidSettingError(f"index_type {index_type!r} is not one of {', '.join(INDEX_PARAMS)}")
         if search_consistency not in CONSISTENCY_LEVELS:
-            raise ValueError(f"search_consistency {search_consistency!r} is not one of {', '.join(CONSISTENCY_LEVELS)}")
+            raise InvalidSettingError(f"search_consistency {search_consistency!r} is not one of {', '.join(CONSISTENCY_LEVELS)}")
         if not 1024 <= max_request_bytes <= 64 * 2**20:
-            raise ValueError("max_request_bytes must be between 1 KiB and 64 MiB")
+            raise InvalidSettingError("max_request_bytes must be between 1 KiB and 64 MiB")
         if timeout <= 0 or admin_timeout <= 0:
-            raise ValueError("timeout and admin_timeout must be positive")
+            raise InvalidSettingError("timeout and admin_timeout must be positive")
         self.collection = collection
         self.uri = str(uri if uri is not None else "./milvus.db")
         self.db_name = db_name
@@ -356,10 +357,10 @@ class MilvusStore(VectorStore):
     def ensure_collection(self, spec: CollectionSpec, *, recreate: bool = False) -> None:
         unknown = {name: kind for name, kind in spec.indexed_fields.items() if kind not in JSON_CAST_TYPES}
         if unknown:
-            raise ValueError(f"unknown indexed_fields types {unknown}; use {', '.join(JSON_CAST_TYPES)}")
+            raise InvalidSettingError(f"unknown indexed_fields types {unknown}; use {', '.join(JSON_CAST_TYPES)}")
         bad_names = sorted(name for name in spec.indexed_fields if not _is_payload_key(name))
         if bad_names:
-            raise ValueError(f"indexed_fields {bad_names} cannot be payload fields in Milvus")
+            raise InvalidSettingError(f"indexed_fields {bad_names} cannot be payload fields in Milvus")
         client = self._conn()
         stored = self.collection_model()
         if stored is not None and recreate:

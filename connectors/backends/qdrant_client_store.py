@@ -29,12 +29,13 @@ from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from .base import (
-    UNKNOWN_MODEL,
     CollectionSpec,
     Hit,
+    InvalidSettingError,
     Point,
     StoreError,
     TransientStoreError,
+    UNKNOWN_MODEL,
     VectorStore,
     check_collection_model,
     check_point_id,
@@ -68,7 +69,7 @@ def check_index_types(spec: CollectionSpec) -> None:
     """Raise ``ValueError`` for an ``indexed_fields`` type no Qdrant index exists for (before any change)."""
     unknown = {name: kind for name, kind in spec.indexed_fields.items() if kind not in PAYLOAD_SCHEMAS}
     if unknown:
-        raise ValueError(f"unknown payload index types {unknown}; choose from {', '.join(PAYLOAD_SCHEMAS)}")
+        raise InvalidSettingError(f"unknown payload index types {unknown}; choose from {', '.join(PAYLOAD_SCHEMAS)}")
 
 
 def payload_selector(fields: Sequence[str] | None) -> bool | list[str]:
@@ -150,11 +151,11 @@ class QdrantClientStore(VectorStore):
         verify: bool | str = True,
     ) -> None:
         if sum(option is not None for option in (url, path, location)) != 1:
-            raise ValueError("give exactly one of url= (server), path= (local folder) or location=':memory:'")
+            raise InvalidSettingError("give exactly one of url= (server), path= (local folder) or location=':memory:'")
         if location is not None and location != ":memory:":
-            raise ValueError("location= only accepts ':memory:'; use url= for a server")
+            raise InvalidSettingError("location= only accepts ':memory:'; use url= for a server")
         if api_key is not None and url is None:
-            raise ValueError("api_key= only applies to a Qdrant server (url=)")
+            raise InvalidSettingError("api_key= only applies to a Qdrant server (url=)")
         self.collection = collection
         self._secret = api_key or None
         self._local = url is None

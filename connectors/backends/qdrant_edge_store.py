@@ -28,11 +28,12 @@ import numpy as np
 import qdrant_edge as edge
 
 from .base import (
-    UNKNOWN_MODEL,
     CollectionSpec,
     Hit,
+    InvalidSettingError,
     Point,
     StoreError,
+    UNKNOWN_MODEL,
     VectorStore,
     check_collection_model,
     check_point_id,
@@ -68,7 +69,7 @@ class QdrantEdgeStore(VectorStore):
 
     def __init__(self, collection: str, *, path: str | os.PathLike[str]) -> None:
         if not _SAFE_NAME.fullmatch(collection) or collection in {".", ".."}:
-            raise ValueError(
+            raise InvalidSettingError(
                 f"collection name {collection!r} must be letters, digits, '_', '.' or '-' "
                 "(it names a folder under the storage path)"
             )

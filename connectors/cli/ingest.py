@@ -118,7 +118,7 @@ def main(verbose: int, quiet: bool, **params: Any) -> None:
 
 
 def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
-    from ..backends.base import ModelMismatchError, StoreError
+    from ..backends.base import InvalidSettingError, ModelMismatchError, StoreError
     from ..factory import ModelLoadError
     from ..ingest.pipeline import IngestOptions, run_ingest
 
@@ -151,7 +151,7 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
                 stats = run_ingest(store, embedder, options, on_change=on_change)
     except LockedError as exc:
         fatal(str(exc), EXIT_LOCKED)
-    except (FileNotFoundError, ManifestError) as exc:
+    except (FileNotFoundError, ManifestError, InvalidSettingError) as exc:
         fatal(str(exc), EXIT_USAGE)
     except ModelMismatchError as exc:
         fatal(f"{exc}\nUse --recreate to re-embed everything with the new model, or another --collection.")

@@ -81,7 +81,7 @@ def main(
 
 
 def _run(settings: Settings, query: dict[str, str | None], filter: Any, offset: int, min_score: float | None) -> list:
-    from ..backends.base import StoreError
+    from ..backends.base import InvalidSettingError, StoreError
     from ..decode import ImageDecodeError
     from ..factory import ModelLoadError
     from ..search.filters import UnsupportedFilterError
@@ -100,6 +100,8 @@ def _run(settings: Settings, query: dict[str, str | None], filter: Any, offset: 
             return searcher.search_similar(query["like"], k=k, filter=filter, offset=offset, score_threshold=min_score)
     except UnsupportedFilterError as exc:
         raise click.UsageError(f"--filter: {exc}") from None
+    except InvalidSettingError as exc:
+        raise click.UsageError(str(exc)) from None
     except ImageDecodeError as exc:
         raise click.UsageError(str(exc)) from None
     except (StoreError, ModelLoadError, PointNotFoundError) as exc:

@@ -154,7 +154,7 @@ def run_ingest(
         label_from_folder=options.label_from_folder,
         on_problem=lambda p: fail(p.path, p.reason, p.detail),
     )
-    planner = Planner(scan, state, options.shard)
+    planner = Planner(scan, state, options.shard, on_unchanged=lambda: progress.advance())
     encoder = ImageEncoder(embedder)
     decode = DecodeStage(encoder, options.collection, state, decode=not options.dry_run)
     embed = EmbedStage(encoder, embedder.model_id, options.batch_size, embed=not options.dry_run)
@@ -162,7 +162,7 @@ def run_ingest(
         store, stats, dead, dry_run=options.dry_run, max_batch_bytes=options.max_batch_bytes,
         on_change=on_change, retrying=make_retrying(),
     )
-    progress = Progress(stats, enabled=options.progress)
+    progress = Progress(stats, planner, enabled=options.progress)
     try:
         with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="clip-ingest-decode") as pool:
             writer_thread = WriterThread(writer, options.queue_size)

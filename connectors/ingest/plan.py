@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .ids import shard_of
 from .scan import Scan, SourceFile
@@ -50,10 +50,14 @@ class Planner:
     files the scan no longer found (what ``--prune`` removes).
     """
 
-    def __init__(self, scan: Scan, state: StoredState, shard: Shard = Shard()) -> None:
+    def __init__(
+        self, scan: Scan, state: StoredState, shard: Shard = Shard(), on_unchanged: Callable[[], None] | None = None
+    ) -> None:
         self.scan = scan
         self.state = state
         self.shard = shard
+        self.on_unchanged = on_unchanged
+        """Called for every file skipped as unchanged (progress reporting)."""
         self.unchanged = 0
         self.scanned = 0
         self._seen: set[str] = set()
@@ -66,6 +70,8 @@ class Planner:
             self._seen.add(file.path)
             if self.state.is_unchanged(file):
                 self.unchanged += 1
+                if self.on_unchanged is not None:
+                    self.on_unchanged()
                 continue
             yield Candidate(file, tuple(self.state.ids_listing(file.path)))
 

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("clip_ingest.ingest")
 
@@ -63,11 +63,25 @@ def write_summary(path: str | os.PathLike, summary: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-class Progress:
-    """A tqdm bar on a terminal, a log line every ``interval`` seconds otherwise (cron, CI)."""
+class ScanCounts(Protocol):
+    """Live counts of the scan (the :class:`~clip_ingest.connectors.ingest.plan.Planner`)."""
 
-    def __init__(self, stats: RunStats, *, enabled: bool | None = None, interval: float = 10.0) -> None:
+    scanned: int
+    unchanged: int
+
+
+class Progress:
+    """A tqdm bar on a terminal, a log line every ``interval`` seconds otherwise (cron, CI).
+
+    Every file handled counts, the unchanged ones skipped by the planner included, so a
+    re-run over an unchanged collection shows progress too.
+    """
+
+    def __init__(
+        self, stats: RunStats, scan: ScanCounts, *, enabled: bool | None = None, interval: float = 10.0
+    ) -> None:
         self.stats = stats
+        self.scan = scan
         self.interval = interval
         self._last = time.monotonic()
         tty = sys.stderr.isatty() if enabled is None else enabled
@@ -88,7 +102,7 @@ class Progress:
             s = self.stats
             log.info(
                 "progress: %d scanned, %d new, %d updated, %d moved, %d unchanged, %d failed",
-                s.scanned, s.new, s.updated, s.moved, s.unchanged, s.failed,
+                self.scan.scanned, s.new, s.updated, s.moved, self.scan.unchanged, s.failed,
             )
 
     def close(self) -> None:
