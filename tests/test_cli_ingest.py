@@ -63,6 +63,22 @@ def test_failed_files_exit_3_with_default_dead_letter(workdir, shape_folder):
     assert read_summary(workdir / "s.json")["new"] == 12
 
 
+def test_shard_workers_keep_their_own_dead_letter_and_lock(workdir, shape_folder):
+    from clip_ingest.connectors.ingest.lock import default_lock_path
+
+    (shape_folder / "empty.jpg").write_bytes(b"")
+    (shape_folder / "text.jpg").write_text("hello")
+    codes = [run(str(shape_folder), "--shard", f"{i}/2").exit_code for i in range(2)]
+    assert codes.count(3) >= 1 and set(codes) <= {0, 3}
+    folder = workdir / "clip-ingest-data" / "dead-letter"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["qdrant-images-shard-0-of-2.jsonl", "qdrant-images-shard-1-of-2.jsonl"]
+    failed = sorted(Path(r["path"]).name for name in names for r in read_dead_letter(folder / name))
+    assert failed == ["empty.jpg", "text.jpg"]  # each worker's records survive the other's run
+    locks = {default_lock_path("qdrant", "x", "images", label) for label in ("", "shard-0-of-2", "shard-1-of-2")}
+    assert len(locks) == 3
+
+
 def test_dry_run_prints_changes_and_writes_nothing(workdir, shape_folder):
     result = run(str(shape_folder), "--dry-run", "--summary", "s.json")
     assert result.exit_code == 0, result.output

@@ -51,6 +51,7 @@ def test_like_jsonl_table_and_html(store_args, tmp_path):
     assert [line["rank"] for line in lines] == [2, 3, 4, 5]
     page = (tmp_path / "r.html").read_text()
     assert all(f'data-id="{line["id"]}"' in page for line in lines) and page.count("data:image/jpeg;base64,") == 4
+    assert [f'id="hit-{line["rank"]}" data-id="{line["id"]}"' in page for line in lines] == [True] * 4  # same ranks as the JSON
     table = run([*args, "--image", target.payload["path"], "-k", "2"])
     assert table.exit_code == 0
     header, first, _ = table.stdout.splitlines()

@@ -87,7 +87,7 @@ def _split_commas(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--recreate", is_flag=True, default=None, help="Drop the collection and re-embed everything.")
 @click.option("--dry-run", is_flag=True, default=None, help="Print what would change; write nothing.")
 @click.option("--shard", default=None, metavar="I/N", help="Only this worker's share of the files (hash of the relative path).")
-@click.option("--dead-letter", default=None, type=click.Path(dir_okay=False), help="JSONL of failed files [default: DATA_DIR/dead-letter/TARGET-COLLECTION.jsonl].")
+@click.option("--dead-letter", default=None, type=click.Path(dir_okay=False), help="JSONL of failed files [default: DATA_DIR/dead-letter/TARGET-COLLECTION[-shard-I-of-N].jsonl].")
 @click.option("--lock-file", default=None, type=click.Path(dir_okay=False), help="Run lock file [default: derived from target + collection].")
 @click.option("--lock-timeout", default=None, type=float, help="Seconds to wait for a running ingestion [default: 0, exit 4 at once].")
 @click.option("--summary", default=None, type=click.Path(dir_okay=False), help="Write a JSON run summary here.")
@@ -124,8 +124,9 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
 
     target = store_target(settings)
     run_dir = os.path.join(settings.data_dir, "dead-letter")
-    dead_letter = settings.dead_letter or os.path.join(run_dir, f"{target.target}-{settings.collection}.jsonl")
-    lock_path = settings.lock_file or default_lock_path(target.target, target.location, settings.collection)
+    name = "-".join(filter(None, (target.target, settings.collection, shard.label)))
+    dead_letter = settings.dead_letter or os.path.join(run_dir, f"{name}.jsonl")
+    lock_path = settings.lock_file or default_lock_path(target.target, target.location, settings.collection, shard.label)
     options = IngestOptions(
         collection=settings.collection,
         directories=settings.sources,

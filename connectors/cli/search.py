@@ -68,7 +68,7 @@ def main(
         from ..search.html import render_html
 
         with open(html_file, "w", encoding="utf-8") as out:
-            out.write(render_html(title, hits))
+            out.write(render_html(title, hits, first_rank=offset + 1))
     if as_json:
         click.echo(json.dumps({"query": {k: v for k, v in query.items() if v is not None}, "filter": filter_text,
                                "hits": [_hit_dict(rank, hit) for rank, hit in enumerate(hits, offset + 1)]}, ensure_ascii=False, default=str))

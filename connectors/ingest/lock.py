@@ -24,10 +24,14 @@ class LockedError(RuntimeError):
     """Another run holds the lock (exit code 4 on the command line)."""
 
 
-def default_lock_path(target: str, location: str, collection: str) -> str:
-    """A machine-wide lock file for ``collection`` at ``location`` (path or URL) on ``target``."""
-    digest = hashlib.sha256(f"{target}\0{location}\0{collection}".encode()).hexdigest()[:16]
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{target}-{collection}")[:60]
+def default_lock_path(target: str, location: str, collection: str, worker: str = "") -> str:
+    """A machine-wide lock file for ``collection`` at ``location`` (path or URL) on ``target``.
+
+    ``worker`` (a shard label) gives each parallel worker of one collection its own lock.
+    """
+    key = f"{target}\0{location}\0{collection}" + (f"\0{worker}" if worker else "")
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", "-".join(filter(None, (target, collection, worker))))[:60]
     return os.path.join(tempfile.gettempdir(), "clip-ingest-locks", f"{safe}-{digest}.lock")
 
 

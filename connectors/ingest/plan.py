@@ -32,6 +32,12 @@ class Shard:
     def owns(self, relative_path: str) -> bool:
         return self.count == 1 or shard_of(relative_path, self.count) == self.index
 
+    @property
+    def label(self) -> str:
+        """``""`` for an unsharded run, else ``"shard-I-of-N"``: keeps the default lock and
+        dead-letter files of parallel workers apart."""
+        return "" if self.count == 1 else f"shard-{self.index}-of-{self.count}"
+
 
 @dataclass(frozen=True)
 class Candidate:

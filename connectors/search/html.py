@@ -45,9 +45,9 @@ def thumbnail_data_uri(path: str, size: int = THUMBNAIL_SIZE) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def render_html(title: str, hits: Sequence[Hit]) -> str:
+def render_html(title: str, hits: Sequence[Hit], first_rank: int = 1) -> str:
     """The results page: one card per hit (rank, thumbnail, score, id, payload), best first."""
-    cards = "\n".join(_card(rank, hit) for rank, hit in enumerate(hits, start=1))
+    cards = "\n".join(_card(rank, hit) for rank, hit in enumerate(hits, start=first_rank))
     escaped_title = html.escape(title)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
