@@ -7,10 +7,14 @@ For each model it measures, side by side in every round:
     size -- the compute limit ingestion can at best reach;
 (b) ``decode``: read + hash + decode + preprocess with the pipeline's worker threads, no model;
 (c) ``ingest``: ``run_ingest`` end to end into each target (fresh collection);
-(d) ``naive``: one image at a time -- PIL open, preprocess, forward, one upsert per image.
+(d) ``naive``: one image at a time -- PIL open, preprocess, forward, one upsert per image;
+(e) ``batch-1 forward``: (a) at batch size 1, on the naive loop's images.
 
 and reports (c)/(a) (target >= 0.90 for models whose forward pass dominates, i.e. not the
-tiny config) and (c)/(d) (target >= 5).
+tiny config) and (c)/(d) (target >= 5), with the two bounds that explain them: (c)/(b), how
+close ingestion comes to its own decode stage (what limits a tiny model), and (a)/(e), the
+most that batching can gain over the naive loop for a compute-bound model (on a CPU little,
+so (c)/(d) of a large model can never reach 5 there; on a GPU batch 1 wastes most of it).
 """
 
 from __future__ import annotations
@@ -133,6 +137,7 @@ def measure_model(spec: str, args: Any, folder: Path, paths: Sequence[Path], wor
 
     for round_no in range(args.repeats):
         add("forward (a)", "-", forward_throughput(embedder, paths, len(paths), args.batch_size))
+        add("batch-1 forward (e)", "-", forward_throughput(embedder, naive_paths, len(naive_paths), 1))
         add("decode (b)", "-", decode_throughput(embedder, folder, args.workers))
         for target in args.targets:
             name = collection_name("bench", spec, round_no)
@@ -148,15 +153,18 @@ def measure_model(spec: str, args: Any, folder: Path, paths: Sequence[Path], wor
 
 
 def ratios(rows: Sequence[dict[str, Any]]) -> list[common.Ratio]:
-    """(c)/(a) and (c)/(d) per model and target."""
+    """Per model the batching bound (a)/(e); per model and target (c)/(a), (c)/(d) and (c)/(b)."""
     rate = {(r["model"], r["measure"].split()[0], r["target"]): r["images_per_s"] for r in rows}
     out = []
     for (model, measure, target), value in rate.items():
+        if measure == "forward":
+            out.append(common.Ratio(f"{model}: batched / batch-1 forward  (a)/(e)", value / rate[(model, "batch-1", "-")]))
         if measure != "ingest":
             continue
         forward_target = None if model == TINY else 0.90
         out.append(common.Ratio(f"{model} -> {target}: ingest / forward  (c)/(a)", value / rate[(model, "forward", "-")], forward_target))
         out.append(common.Ratio(f"{model} -> {target}: ingest / naive    (c)/(d)", value / rate[(model, "naive", target)], 5.0))
+        out.append(common.Ratio(f"{model} -> {target}: ingest / decode   (c)/(b)", value / rate[(model, "decode", "-")]))
     return out
 
 

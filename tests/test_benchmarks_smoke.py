@@ -35,11 +35,11 @@ def test_ingest_measures_every_stage_and_target(tmp_path: Path, capsys: pytest.C
     if os.environ.get("CLIP_INGEST_TEST_MILVUS_URI"):  # the benchmark adds the server CI runs
         targets.append("milvus-server")
     assert sorted((r["measure"], r["target"]) for r in rows) == sorted(
-        [("forward (a)", "-"), ("decode (b)", "-")]
+        [("forward (a)", "-"), ("decode (b)", "-"), ("batch-1 forward (e)", "-")]
         + [(m, t) for t in targets for m in ("ingest (c)", "naive (d)")]
     )
     assert all(r["images_per_s"] > 0 for r in rows)
-    assert len(result["ratios"]) == 2 * len(targets)
+    assert len(result["ratios"]) == 1 + 3 * len(targets)
     assert all(r["target"] is None for r in result["ratios"] if "(c)/(a)" in r["name"])  # tiny model: no target
     printed = capsys.readouterr().out
     assert "## ratios" in printed and "(c)/(d)" in printed and "images_per_s" in printed

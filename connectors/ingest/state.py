@@ -14,6 +14,9 @@ from .payload import path_entries
 from .scan import SourceFile
 
 STATE_FIELDS = ("path", "paths", "mtimes_ns", "size")
+#: points per scroll request: few round trips (they dominate an unchanged re-run on Milvus),
+#: well under Milvus' 16,384-row query window
+SCROLL_BATCH = 4096
 
 
 @dataclass
@@ -26,7 +29,7 @@ class StoredState:
     """point_id -> content size in bytes."""
 
     @classmethod
-    def from_store(cls, store: VectorStore, batch_size: int = 1000) -> "StoredState":
+    def from_store(cls, store: VectorStore, batch_size: int = SCROLL_BATCH) -> "StoredState":
         """Scroll the whole collection (payload fields :data:`STATE_FIELDS` only)."""
         state = cls()
         for point in store.scroll(fields=list(STATE_FIELDS), batch_size=batch_size):
