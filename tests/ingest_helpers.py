@@ -78,6 +78,7 @@ class FaultyStore(VectorStore):
                 raise self.error
 
     def ensure_collection(self, spec, *, recreate=False):
+        self._maybe_fail("ensure_collection")
         return self.inner.ensure_collection(spec, recreate=recreate)
 
     def collection_model(self):
@@ -95,6 +96,7 @@ class FaultyStore(VectorStore):
         return self.inner.retrieve(ids, with_vectors=with_vectors)
 
     def scroll(self, fields=None, batch_size=1000):
+        self._maybe_fail("scroll")
         return self.inner.scroll(fields, batch_size)
 
     def delete(self, ids):

@@ -178,6 +178,10 @@ def test_transient_errors_are_retried_other_errors_fail_at_once(tmp_path, shape_
         with pytest.raises(StoreError, match="schema violation"):
             ingest(broken, counting, shape_folder)
         assert broken.calls == 1 and real.count() == 12
+        for method in ("ensure_collection", "scroll"):  # preparing and reading the collection are retried too
+            blip = FaultyStore(real, method, TransientStoreError("connection refused"), times=1)
+            stats = ingest(blip, counting, shape_folder)
+            assert (stats.scanned, stats.failed, blip.calls, real.count()) == (13, 0, 2, 13)
 
 
 def test_interrupted_content_change_converges_on_the_next_run(tmp_path, shape_folder, counting):

@@ -138,7 +138,9 @@ def run_ingest(
     """
     stats = RunStats()
     spec = CollectionSpec(options.collection, embedder.dim, embedder.model_id, dict(options.index_fields))
-    state = load_state(store, spec, recreate=options.recreate, dry_run=options.dry_run)
+    retrying = make_retrying()
+    # idempotent, so a transient failure while preparing or reading the collection is retried whole
+    state = retrying(load_state, store, spec, recreate=options.recreate, dry_run=options.dry_run)
     dead = DeadLetter(None if options.dry_run else options.dead_letter)
 
     def fail(path: str, reason: str, detail: str) -> None:
@@ -160,7 +162,7 @@ def run_ingest(
     embed = EmbedStage(encoder, embedder.model_id, options.batch_size, embed=not options.dry_run)
     writer = Writer(
         store, stats, dead, dry_run=options.dry_run, max_batch_bytes=options.max_batch_bytes,
-        on_change=on_change, retrying=make_retrying(),
+        on_change=on_change, retrying=retrying,
     )
     progress = Progress(stats, planner, enabled=options.progress)
     try:
