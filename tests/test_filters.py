@@ -6,7 +6,7 @@ import pytest
 from qdrant_client import models
 
 from clip_ingest.connectors.search.compile_edge import to_edge_filter
-from clip_ingest.connectors.search.compile_milvus import milvus_string, to_milvus_expr
+from clip_ingest.connectors.search.compile_milvus import milvus_string, prefix_range, to_milvus_expr
 from clip_ingest.connectors.search.compile_qdrant import to_qdrant_filter
 from clip_ingest.connectors.search.filters import (
     MAX_DEPTH,
@@ -19,7 +19,6 @@ from clip_ingest.connectors.search.filters import (
     Not,
     Or,
     StartsWith,
-    UnsupportedFilterError,
     parse_filter,
     to_dict,
     to_text,
@@ -202,12 +201,21 @@ def test_milvus_inline_escapes_literals():
     expr, params = to_milvus_expr(parse_filter('label = "x\\" or id != \\"" and name startswith "50%_"'), inline=True)
     assert params == {}
     assert '"x\\" or id != \\""' in expr
-    assert 'name like "50\\\\%\\\\_%"' in expr
+    assert '(name >= "50%_" and name < "50%`")' in expr
     assert milvus_string('a\\b"\n') == '"a\\\\b\\"\\n"'
 
 
-def test_milvus_groups_in_values_by_type_and_refuses_backslash_prefixes():
+def test_milvus_groups_in_values_by_type():
     expr, _ = to_milvus_expr(parse_filter('tags in ["a", 1, true, "b"]'), inline=True)
     assert 'json_contains_any(tags, ["a", "b"])' in expr and "json_contains_any(tags, [1])" in expr
-    with pytest.raises(UnsupportedFilterError, match="backslash"):
-        to_milvus_expr(parse_filter('name startswith "a\\\\"'), inline=True)
+
+
+@pytest.mark.parametrize(
+    "prefix, high",
+    [("al_", "al`"), ("a\\", "a]"), ("", None), ("z\U0010ffff", "{"), ("\U0010ffff", None), ("a\ud7ff", "a\ue000"), ("ü", "ý")],
+)
+def test_milvus_prefix_range_holds_exactly_the_strings_with_the_prefix(prefix, high):
+    assert prefix_range(prefix) == (prefix, high)
+    for s in (prefix, prefix + "x", prefix + "\U0010ffff", prefix[:-1], prefix + "\x00"):
+        inside = s >= prefix and (high is None or s < high)
+        assert inside == s.startswith(prefix), s

@@ -48,13 +48,25 @@ def milvus_literal(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} as a Milvus literal")
 
 
-def like_prefix_pattern(prefix: str) -> str:
-    """The ``LIKE`` pattern matching strings that start with ``prefix`` (``%`` and ``_`` escaped)."""
-    if "\\" in prefix:
-        raise UnsupportedFilterError(
-            "Milvus cannot match a startswith prefix containing a backslash exactly; use '=' or 'in'"
-        )
-    return prefix.replace("%", "\\%").replace("_", "\\_") + "%"
+def prefix_range(prefix: str) -> tuple[str, str | None]:
+    """``(low, high)``: the strings starting with ``prefix`` are exactly those with
+    ``low <= s < high`` in code-point order (``high`` is ``None`` when there is no upper bound).
+
+    ``startswith`` compiles to this range instead of ``LIKE``: Milvus 2.3 ignores escaped
+    wildcards in ``LIKE`` (``"al\\_%"`` matches nothing) and Milvus Lite drops rows when a ``LIKE``
+    meets an ``or`` in the same conjunction, while string ranges compare bytes, which for UTF-8
+    is code-point order, on every version. Any prefix works, quotes, ``%``, ``_`` and
+    backslashes included.
+    """
+    head = prefix
+    while head:
+        last = ord(head[-1]) + 1
+        if last == 0xD800:  # skip the surrogates, which no UTF-8 string holds
+            last = 0xE000
+        if last <= 0x10FFFF:
+            return prefix, head[:-1] + chr(last)
+        head = head[:-1]
+    return prefix, None
 
 
 class _Compiler:
@@ -85,7 +97,11 @@ class _Compiler:
         if isinstance(node, In):
             return _guard(node.field, " or ".join(self.one_of(node.field, group) for group in _type_groups(node.values)))
         if isinstance(node, StartsWith):
-            return _guard(node.field, f"{node.field} like {self.value(like_prefix_pattern(node.prefix))}")
+            low, high = prefix_range(node.prefix)
+            bound = f"{node.field} >= {self.value(low)}"
+            if high is not None:
+                bound += f" and {node.field} < {self.value(high)}"
+            return _guard(node.field, bound)
         raise TypeError(f"not a filter node: {node!r}")
 
     def one_of(self, field: str, values: list[Scalar]) -> str:
@@ -129,4 +145,4 @@ def to_milvus_expr(node: Filter, *, inline: bool = False) -> tuple[str, dict[str
     return compiler.expr(node), compiler.params
 
 
-__all__ = ["like_prefix_pattern", "milvus_literal", "milvus_string", "to_milvus_expr"]
+__all__ = ["milvus_literal", "milvus_string", "prefix_range", "to_milvus_expr"]
