@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from clip_ingest.connectors.backends.base import ModelMismatchError, StoreError, TransientStoreError
+from clip_ingest.connectors.backends.milvus_store import MilvusStore
 from clip_ingest.connectors.ingest.deadletter import read_dead_letter
 from clip_ingest.connectors.ingest.ids import point_id
 from clip_ingest.connectors.ingest.pipeline import IngestOptions, run_ingest
@@ -32,49 +33,69 @@ def counting(tiny_embedder) -> CountingEmbedder:
     return CountingEmbedder(tiny_embedder)
 
 
-@pytest.mark.parametrize("backend", ALL_BACKENDS)
-def test_first_run_then_incremental_changes(backend, tmp_path, shape_folder, counting):
-    with open_test_store(backend, tmp_path / "db") as store:
-        stats = ingest(store, counting, shape_folder, index_fields={"colour": "keyword"})
-        assert (stats.new, stats.failed, stats.embedded, counting.images) == (12, 0, 12, 12)
-        assert store.count() == 12
-        first = shape_folder / "circle" / "red_0000.png"
-        payload = points_by_path(store)[str(first)]
-        sha = hashlib.sha256(first.read_bytes()).hexdigest()
-        assert payload["_id"] == point_id(COLLECTION, sha)
-        assert payload["paths"] == [str(first)]
-        assert payload["mtimes_ns"] == [first.stat().st_mtime_ns]
-        assert (payload["size"], payload["sha256"], payload["format"]) == (first.stat().st_size, sha, "PNG")
-        assert (payload["width"], payload["height"]) == (64, 64)
-        assert (payload["colour"], payload["shape"], payload["index"]) == ("red", "circle", 0)
-        assert payload["model_id"] == counting.model_id and payload["ingested_at"].endswith("+00:00")
+#: every embedded backend, plus the real Milvus server that .ci/run starts
+STORE_BACKENDS = [*ALL_BACKENDS, pytest.param("milvus-server", marks=pytest.mark.milvus_server)]
 
-        counting.images = 0
-        again = ingest(store, counting, shape_folder)
-        assert (again.unchanged, again.new, again.updated, counting.images) == (12, 0, 0, 0)
 
-        # modify one, move one, copy one, delete one
-        changed = shape_folder / "square" / "green_0001.png"
-        make_shape_image("green", "circle", variant=99).save(changed)
-        moved_from = shape_folder / "triangle" / "blue_0002.png"
-        moved_to = shape_folder / "renamed.png"
-        moved_from.rename(moved_to)
-        shutil.copy(shape_folder / "circle" / "yellow_0003.png", shape_folder / "copy.png")
-        deleted = shape_folder / "circle" / "red_0000.png"
-        deleted.unlink()
-        counting.images = 0
-        third = ingest(store, counting, shape_folder, prune=True)
-        # points deleted: the deleted file's and the modified file's old content
-        assert (third.updated, third.moved, third.new, third.pruned, third.points_deleted) == (1, 1, 1, 1, 2)
-        assert counting.images == 1  # only the modified image is embedded again
-        by_path = points_by_path(store)
-        assert store.count() == 11
-        assert by_path[str(changed)]["sha256"] == hashlib.sha256(changed.read_bytes()).hexdigest()
-        assert str(moved_to) in by_path and str(moved_from) not in all_paths(store)
-        yellow = by_path[str(shape_folder / "circle" / "yellow_0003.png")]
-        assert yellow["paths"] == [str(shape_folder / "circle" / "yellow_0003.png"), str(shape_folder / "copy.png")]
-        assert str(deleted) not in all_paths(store)
-        assert len(all_paths(store)) == len(set(all_paths(store))) == 12
+@pytest.fixture
+def backend_store(request, tmp_path):
+    """``(store, collection)``: an embedded store, or a fresh collection on the Milvus server."""
+    if request.param != "milvus-server":
+        with open_test_store(request.param, tmp_path / "db") as store:
+            yield store, COLLECTION
+        return
+    server = request.getfixturevalue("milvus_server")
+    collection = "ingest_" + hashlib.sha1(str(tmp_path).encode()).hexdigest()[:12]
+    store = MilvusStore(collection, uri=server.uri, timeout=30)
+    try:
+        yield store, collection
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("backend_store", STORE_BACKENDS, indirect=True)
+def test_first_run_then_incremental_changes(backend_store, shape_folder, counting):
+    store, collection = backend_store
+    stats = ingest(store, counting, shape_folder, collection=collection, index_fields={"colour": "keyword"})
+    assert (stats.new, stats.failed, stats.embedded, counting.images) == (12, 0, 12, 12)
+    assert store.count() == 12
+    first = shape_folder / "circle" / "red_0000.png"
+    payload = points_by_path(store)[str(first)]
+    sha = hashlib.sha256(first.read_bytes()).hexdigest()
+    assert payload["_id"] == point_id(collection, sha)
+    assert payload["paths"] == [str(first)]
+    assert payload["mtimes_ns"] == [first.stat().st_mtime_ns]
+    assert (payload["size"], payload["sha256"], payload["format"]) == (first.stat().st_size, sha, "PNG")
+    assert (payload["width"], payload["height"]) == (64, 64)
+    assert (payload["colour"], payload["shape"], payload["index"]) == ("red", "circle", 0)
+    assert payload["model_id"] == counting.model_id and payload["ingested_at"].endswith("+00:00")
+
+    counting.images = 0
+    again = ingest(store, counting, shape_folder, collection=collection)
+    assert (again.unchanged, again.new, again.updated, counting.images) == (12, 0, 0, 0)
+
+    # modify one, move one, copy one, delete one
+    changed = shape_folder / "square" / "green_0001.png"
+    make_shape_image("green", "circle", variant=99).save(changed)
+    moved_from = shape_folder / "triangle" / "blue_0002.png"
+    moved_to = shape_folder / "renamed.png"
+    moved_from.rename(moved_to)
+    shutil.copy(shape_folder / "circle" / "yellow_0003.png", shape_folder / "copy.png")
+    deleted = shape_folder / "circle" / "red_0000.png"
+    deleted.unlink()
+    counting.images = 0
+    third = ingest(store, counting, shape_folder, collection=collection, prune=True)
+    # points deleted: the deleted file's and the modified file's old content
+    assert (third.updated, third.moved, third.new, third.pruned, third.points_deleted) == (1, 1, 1, 1, 2)
+    assert counting.images == 1  # only the modified image is embedded again
+    by_path = points_by_path(store)
+    assert store.count() == 11
+    assert by_path[str(changed)]["sha256"] == hashlib.sha256(changed.read_bytes()).hexdigest()
+    assert str(moved_to) in by_path and str(moved_from) not in all_paths(store)
+    yellow = by_path[str(shape_folder / "circle" / "yellow_0003.png")]
+    assert yellow["paths"] == [str(shape_folder / "circle" / "yellow_0003.png"), str(shape_folder / "copy.png")]
+    assert str(deleted) not in all_paths(store)
+    assert len(all_paths(store)) == len(set(all_paths(store))) == 12
 
 
 def test_touched_file_is_rehashed_but_not_reembedded(tmp_path, shape_folder, counting):
