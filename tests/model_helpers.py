@@ -33,6 +33,21 @@ def labelled_images(root: Path, n: int = 12) -> Path:
     return write_shape_folder(root, n=n, sidecars=False)
 
 
+def count_image_tower_calls(monkeypatch) -> dict[str, int]:
+    """Count every forward pass of open_clip's ViT image tower from now on (``counts["n"]``)."""
+    from open_clip.transformer import VisionTransformer
+
+    counts = {"n": 0}
+    original = VisionTransformer.forward
+
+    def counting(self, x):
+        counts["n"] += 1
+        return original(self, x)
+
+    monkeypatch.setattr(VisionTransformer, "forward", counting)
+    return counts
+
+
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from open_clip.transformer import VisionTransformer
 
 from clip_ingest.connectors.factory import load_model
 from clip_ingest.model import train as train_module
@@ -27,7 +26,15 @@ from clip_ingest.model.towers import (
     text_parameter_names,
 )
 from clip_ingest.model.train import TrainConfig
-from model_helpers import FAST, TINY, changed, labelled_images, register_custom_text_config, snapshot
+from model_helpers import (
+    FAST,
+    TINY,
+    changed,
+    count_image_tower_calls,
+    labelled_images,
+    register_custom_text_config,
+    snapshot,
+)
 
 TEMPLATES = ("a photo of a {label}.", "a {label} shape")
 
@@ -95,14 +102,7 @@ def test_finetune_trains_only_the_image_tower(specs, images, tmp_path, which, me
 @pytest.mark.parametrize("which", [0, 1], ids=["CLIP", "CustomTextCLIP"])
 def test_realign_trains_chosen_text_parts_and_never_runs_the_image_tower(specs, images, tmp_path, monkeypatch, which):
     spec = specs[which]
-    calls = {"n": 0}
-    original = VisionTransformer.forward
-
-    def counting(self, x):
-        calls["n"] += 1
-        return original(self, x)
-
-    monkeypatch.setattr(VisionTransformer, "forward", counting)
+    calls = count_image_tower_calls(monkeypatch)
     cfg = RealignConfig(
         spec, str(images), str(tmp_path / "re"), train=_train(epochs=3), templates=TEMPLATES,
         last_blocks=1, final_norm=False,

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from open_clip.transformer import VisionTransformer
 from torch import nn
 
 from clip_ingest.connectors.factory import load_model
@@ -15,7 +14,7 @@ from clip_ingest.model import train as train_module
 from clip_ingest.model.distributed import DistInfo
 from clip_ingest.model.stages import FinetuneConfig, PretrainConfig, RealignConfig, run_finetune, run_pretrain, run_realign
 from clip_ingest.model.train import TrainConfig, fit
-from model_helpers import FAST, TINY, labelled_images, snapshot
+from model_helpers import FAST, TINY, count_image_tower_calls, labelled_images, snapshot
 
 TEMPLATES = ("a photo of a {label}.",)
 
@@ -142,14 +141,7 @@ def test_pretrain_and_realign_score_captions_and_realign_still_never_runs_the_im
     train = TrainConfig(**{**FAST, "epochs": 2, "device": "cpu"})
     pre = run_pretrain(PretrainConfig(TINY, str(images), str(tmp_path / "pre"), train=train, templates=TEMPLATES, val_fraction=0.3))
     assert len(pre.fit.val_scores) == 2 and pre.fit.best_epoch in (1, 2)
-    calls = {"n": 0}
-    original = VisionTransformer.forward
-
-    def counting(self, x):
-        calls["n"] += 1
-        return original(self, x)
-
-    monkeypatch.setattr(VisionTransformer, "forward", counting)
+    calls = count_image_tower_calls(monkeypatch)
     re = run_realign(RealignConfig(
         str(pre.model_dir), str(images), str(tmp_path / "re"), train=TrainConfig(**{**FAST, "epochs": 3, "device": "cpu"}),
         templates=TEMPLATES, val_fraction=0.3,
