@@ -128,6 +128,13 @@ class CountingClient:
 # -- writes --------------------------------------------------------------------------------
 
 
+def test_wait_until_indexed_after_a_flush(milvus: MilvusStore) -> None:
+    milvus.upsert([point(i) for i in range(20)])
+    milvus.flush()
+    assert milvus.wait_until_indexed(timeout=120)
+    assert milvus.count() == 20
+
+
 def test_scrolling_milvus_lite_logs_no_error(lite: MilvusStore, caplog: pytest.LogCaptureFixture) -> None:
     """Milvus Lite's server lacks AllocTimestamp; the scroll works and must not log a traceback."""
     lite.upsert([point(i) for i in range(3)])

@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -505,6 +506,24 @@ class MilvusStore(VectorStore):
         self._ready()
         with self._errors("flush"):
             self._conn().flush(self.collection, timeout=self.admin_timeout)
+
+    def wait_until_indexed(self, timeout: float = 600.0, poll: float = 0.5) -> bool:
+        """Wait until the vector index covers every flushed row; ``False`` if ``timeout`` ran out.
+
+        A Milvus server builds indexes in the background after a flush; until then searches
+        run on temporary per-segment indexes with much lower recall. Call this after a bulk
+        load, before searching (Milvus Lite indexes synchronously and returns at once).
+        """
+        self._ready()
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._errors("describe index"):
+                info = self._conn().describe_index(self.collection, VECTOR_FIELD, timeout=self.timeout)
+            if int(info.get("pending_index_rows", 0)) == 0 and int(info.get("indexed_rows", 0)) >= int(info.get("total_rows", 0)):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll)
 
     # -- reads -----------------------------------------------------------------------------
 
