@@ -56,7 +56,7 @@ def targets(milvus_uri: str | None) -> list[str]:
     return list(EMBEDDED_TARGETS) + (["milvus-server"] if milvus_uri else [])
 
 
-def open_target(target: str, root: Path, collection: str, milvus_uri: str | None = None):
+def open_target(target: str, root: Path, collection: str, milvus_uri: str | None = None, milvus_consistency: str = "Strong"):
     """A real, empty-or-existing store for ``target`` with its files under ``root``."""
     from clip_ingest.connectors.backends.milvus_store import MilvusStore
     from clip_ingest.connectors.backends.qdrant_client_store import QdrantClientStore
@@ -68,11 +68,11 @@ def open_target(target: str, root: Path, collection: str, milvus_uri: str | None
     if target == "qdrant-local":
         return QdrantClientStore(collection, path=str(root / "qdrant-local"))
     if target == "milvus-lite":
-        return MilvusStore(collection, uri=str(root / "milvus.db"))
+        return MilvusStore(collection, uri=str(root / "milvus.db"), search_consistency=milvus_consistency)
     if target == "milvus-server":
         if not milvus_uri:
             raise BenchmarkInputError(f"target milvus-server needs --milvus-uri or ${MILVUS_URI_ENV}")
-        return MilvusStore(collection, uri=milvus_uri)
+        return MilvusStore(collection, uri=milvus_uri, search_consistency=milvus_consistency)
     raise ValueError(f"unknown target {target!r}")
 
 

@@ -135,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--model", help=f"model spec [default: ViT-B-32; smoke: {TINY}]")
     parser.add_argument("--targets", nargs="+", help="targets [default: all embedded ones + milvus-server with a URI]")
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--milvus-consistency", default="Strong", help="consistency of Milvus searches [default: Strong]")
     args = parser.parse_args(argv)
     args.sizes = args.sizes or ([300] if args.smoke else [10_000])
     args.queries = args.queries or (5 if args.smoke else 50)
@@ -148,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             vectors, payloads, ids = synthetic_points(size, embedder.dim)
             for target in args.targets:
                 name = collection_name("query", size)
-                store = common.open_target(target, work.path / "db" / target, name, args.milvus_uri)
+                store = common.open_target(target, work.path / "db" / target, name, args.milvus_uri, args.milvus_consistency)
                 try:
                     fill(store, CollectionSpec(name, embedder.dim, embedder.model_id, INDEXED), vectors, payloads, ids)
                     samples, recall = measure(store, embedder, vectors, payloads, ids, args.queries, args.k)
@@ -165,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for r in rows if r["query"] == "text"
     ]
     config = {"sizes": args.sizes, "queries": args.queries, "model": args.model, "dim": embedder.dim,
-              "k": args.k, "filter": FILTER_TEXT, "targets": args.targets}
+              "k": args.k, "filter": FILTER_TEXT, "targets": args.targets, "milvus_consistency": args.milvus_consistency}
     return common.report("query latency", config, {"latency (ms) and recall@10": rows}, ratios, args.json)
 
 

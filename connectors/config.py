@@ -52,6 +52,7 @@ COMMON_SETTINGS: tuple[Setting, ...] = (
     Setting("qdrant_url", str, None, help="Qdrant server URL (default: embedded local folder)"),
     Setting("qdrant_path", str, None, help="local Qdrant folder (default DATA_DIR/qdrant)"),
     Setting("milvus_uri", str, None, help="Milvus server URI or Milvus Lite file (default DATA_DIR/milvus.db)"),
+    Setting("milvus_consistency", str, "Strong", help="consistency level of Milvus searches"),
     Setting("model", str, "starter", help="model spec (see clip_ingest.connectors.factory)"),
     Setting("device", str, "auto"),
     Setting("data_dir", str, DEFAULT_DATA_DIR, help="where embedded stores and run files live"),
@@ -200,7 +201,10 @@ def store_target(settings: Settings) -> StoreTarget:
     uri = settings.milvus_uri or str(data_dir / "milvus.db")
     server = "://" in uri
     location = _strip_credentials(uri) if server else os.path.abspath(uri)
-    options = {"uri": uri if server else location, "token": settings.milvus_token}
+    options = {
+        "uri": uri if server else location, "token": settings.milvus_token,
+        "search_consistency": settings.milvus_consistency,
+    }
     return StoreTarget(target, options, location, embedded=not server)
 
 

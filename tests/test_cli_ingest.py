@@ -152,6 +152,10 @@ def test_store_target_defaults_and_credentials_kept_out_of_location(tmp_path):
     s = resolve_settings({"target": "milvus", "data_dir": str(tmp_path)}, SETTINGS, section="ingest", env={})
     t = store_target(s)
     assert t.options["uri"] == str(tmp_path / "milvus.db") and t.embedded
+    assert t.options["search_consistency"] == "Strong"
+    s = resolve_settings({"target": "milvus", "data_dir": str(tmp_path)}, SETTINGS, section="ingest",
+                         env={"CLIP_INGEST_MILVUS_CONSISTENCY": "Bounded"})
+    assert store_target(s).options["search_consistency"] == "Bounded"
     s = resolve_settings({"qdrant_url": "https://user:pw@qdrant.example:6333/"}, SETTINGS, section="ingest",
                          env={"CLIP_INGEST_QDRANT_API_KEY": "k"})
     t = store_target(s)

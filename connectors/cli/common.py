@@ -36,6 +36,12 @@ _COMMON_OPTIONS = (
     click.option("--qdrant-url", default=None, help="Qdrant server URL (default: embedded local folder)."),
     click.option("--qdrant-path", default=None, help="Embedded Qdrant folder [default: DATA_DIR/qdrant]."),
     click.option("--milvus-uri", default=None, help="Milvus server URI or Milvus Lite file [default: DATA_DIR/milvus.db]."),
+    click.option(
+        "--milvus-consistency", type=click.Choice(["Strong", "Bounded", "Session", "Eventually"]), default=None,
+        help="Consistency of Milvus searches: Strong sees every acknowledged write but waits for the "
+        "server's time tick (about 200 ms on a server); Bounded answers at once from data a few "
+        "seconds old [default: Strong].",
+    ),
     click.option("--data-dir", default=None, help="Folder for embedded databases and run files [default: clip-ingest-data]."),
     click.option("--model", default=None, help="Model spec, e.g. starter, ViT-B-32:laion2b_s34b_b79k, /path/to/export [default: starter]."),
     click.option("--device", default=None, help="auto, cpu, cuda, cuda:1, mps [default: auto]."),
