@@ -1,7 +1,7 @@
 """Secrets stay secret, and manifests cannot reach outside their folder, through the real CLI.
 
 Already covered elsewhere (not repeated): filters only ever select what the parsed filter means
-(tests/test_filter_fuzz.py, example count from CLIP_INGEST_FUZZ_EXAMPLES), ``torch.load`` /
+(tests/test_filter_fuzz.py, 10,000 parser/compiler examples), ``torch.load`` /
 pickle use (tests/test_packaging.py), secrets never taken from flags (tests/test_cli_ingest.py).
 """
 
