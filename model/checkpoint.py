@@ -32,7 +32,7 @@ CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
-BEST_TENSORS = "best.safetensors"
+BEST_TENSORS = "best-{epoch}.safetensors"
 
 
 def _tensors_for_safetensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -159,26 +159,42 @@ def load_training_state(
     return meta["counters"]
 
 
+def _best_path(directory: str | os.PathLike, epoch: int) -> Path:
+    return Path(directory) / BEST_TENSORS.format(epoch=epoch)
+
+
 def save_best_weights(directory: str | os.PathLike, module: nn.Module, epoch: int, score: float) -> None:
-    """Keep the trainable parameters of ``module`` as the best epoch's (frozen ones never change)."""
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
+    """Keep the trainable parameters of ``module`` as epoch ``epoch``'s (frozen ones never change).
+
+    One file per epoch, so a run killed before the epoch's snapshot cannot leave weights behind
+    that the resumed run mistakes for another epoch's; :func:`prune_best_weights` removes the
+    files of epochs that are no longer the best.
+    """
+    Path(directory).mkdir(parents=True, exist_ok=True)
     tensors = _tensors_for_safetensors({n: p for n, p in module.named_parameters() if p.requires_grad})
     meta = {"epoch": str(epoch), "score": repr(float(score))}
-    _write_atomically(out / BEST_TENSORS, lambda p: save_file(tensors, str(p), metadata=meta))
+    _write_atomically(_best_path(directory, epoch), lambda p: save_file(tensors, str(p), metadata=meta))
 
 
-def load_best_weights(directory: str | os.PathLike, module: nn.Module) -> int:
-    """Put the weights kept by :func:`save_best_weights` back into ``module``; returns their epoch.
+def prune_best_weights(directory: str | os.PathLike, keep_epoch: int) -> None:
+    """Delete the kept weights of every epoch but ``keep_epoch``."""
+    keep = _best_path(directory, keep_epoch)
+    for path in Path(directory).glob(BEST_TENSORS.format(epoch="*")):
+        if path != keep:
+            path.unlink(missing_ok=True)
+
+
+def load_best_weights(directory: str | os.PathLike, module: nn.Module, epoch: int) -> None:
+    """Put the weights kept for ``epoch`` by :func:`save_best_weights` back into ``module``.
 
     Raises:
-        FileNotFoundError: nothing was kept in ``directory``.
+        FileNotFoundError: nothing was kept for that epoch.
         KeyError: the kept tensors do not belong to ``module``.
     """
-    path = Path(directory) / BEST_TENSORS
+    path = _best_path(directory, epoch)
     with safe_open(str(path), framework="pt") as fh:
-        epoch = int((fh.metadata() or {})["epoch"])
+        if (fh.metadata() or {}).get("epoch") != str(epoch):
+            raise KeyError(f"{path}: holds another epoch's weights")
     unexpected = module.load_state_dict(load_file(str(path)), strict=False).unexpected_keys
     if unexpected:
         raise KeyError(f"{path}: tensors not in the model: {unexpected[:3]}")
-    return epoch

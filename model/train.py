@@ -36,7 +36,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .checkpoint import load_best_weights, load_training_state, save_best_weights, save_training_state
+from .checkpoint import (
+    load_best_weights,
+    load_training_state,
+    prune_best_weights,
+    save_best_weights,
+    save_training_state,
+)
 from .distributed import DistInfo, all_reduce_sum, barrier
 
 log = logging.getLogger(__name__)
@@ -241,9 +247,11 @@ def fit(
         counters["epoch"] = epoch + 1
         counters["loss"] = epoch_loss / max(1, epoch_steps)
         if validate is not None:
-            _validate_epoch(validate, module, counters, checkpoint_dir, dist_info)
+            _validate_epoch(validate, module, counters, checkpoint_dir, dist_info, device)
         if dist_info.is_main:
             save_training_state(checkpoint_dir, module, optimizer, counters)
+            if counters["val"]:
+                prune_best_weights(checkpoint_dir, _best_epoch(counters["val"]))
             log.info("epoch %d done: mean loss %.4f", epoch + 1, counters["loss"])
         barrier(dist_info)
         if on_epoch_end is not None:
@@ -251,8 +259,9 @@ def fit(
 
     seconds = time.perf_counter() - started
     best_epoch = None
-    if counters["val"]:
-        best_epoch = load_best_weights(checkpoint_dir, module)
+    if validate is not None and counters["val"]:
+        best_epoch = _best_epoch(counters["val"])
+        load_best_weights(checkpoint_dir, module, best_epoch)
         log.info("model selection: epoch %d of %d (validation scores %s)", best_epoch, counters["epoch"],
                  " ".join(f"{v:.4f}" for v in counters["val"]))
     world_samples = int(all_reduce_sum(run_samples, dist_info, device))
@@ -277,15 +286,25 @@ def _patience_exhausted(scores: list[float], patience: int) -> bool:
     return max(scores[-patience:]) <= max(scores[:-patience])
 
 
+def _best_epoch(scores: list[float]) -> int:
+    """The 1-based epoch of the first highest score."""
+    return scores.index(max(scores)) + 1
+
+
 def _validate_epoch(
-    validate: Callable[[], float], module: nn.Module, counters: dict, checkpoint_dir: Path, dist_info: DistInfo
+    validate: Callable[[], float], module: nn.Module, counters: dict, checkpoint_dir: Path, dist_info: DistInfo,
+    device: torch.device,
 ) -> None:
-    """Score the epoch just trained; keep its weights when it is the best so far."""
-    was_training = module.training
-    module.eval()
-    with torch.no_grad():
-        score = float(validate())
-    module.train(was_training)
+    """Score the epoch just trained (on the main process, shared with the others so that every
+    rank makes the same early-stopping decision); keep its weights when it is the best so far."""
+    score = 0.0
+    if dist_info.is_main:
+        was_training = module.training
+        module.eval()
+        with torch.no_grad():
+            score = float(validate())
+        module.train(was_training)
+    score = all_reduce_sum(score, dist_info, device)
     previous = counters["val"]
     counters["val"] = [*previous, score]
     best = not previous or score > max(previous)

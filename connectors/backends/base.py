@@ -23,6 +23,10 @@ class StoreError(Exception):
     transient: bool = False
 
 
+#: consistency levels of Milvus searches (here, not in milvus_store, so the CLI need not import pymilvus)
+MILVUS_CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")
+
+
 class InvalidSettingError(ValueError):
     """A store option or collection setting given by the user is invalid; raised before
     anything is written (the CLIs exit with the usage code 2)."""

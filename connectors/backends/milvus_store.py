@@ -57,6 +57,7 @@ from .base import (
     CollectionSpec,
     Hit,
     InvalidSettingError,
+    MILVUS_CONSISTENCY_LEVELS,
     Point,
     StoreError,
     TransientStoreError,
@@ -81,6 +82,8 @@ RESERVED_KEYS = frozenset({ID_FIELD, VECTOR_FIELD})
 DEFAULT_MAX_REQUEST_BYTES = 16 * 2**20
 #: ids per get/delete request (each becomes an ``id in [...]`` expression)
 IDS_PER_REQUEST = 1000
+#: HNSW ``ef`` of searches (Qdrant's default ``hnsw_ef`` too)
+DEFAULT_SEARCH_EF = 128
 #: vector index types offered, with their build parameters
 INDEX_PARAMS: dict[str, dict[str, Any]] = {
     "AUTOINDEX": {},
@@ -89,7 +92,6 @@ INDEX_PARAMS: dict[str, dict[str, Any]] = {
 }
 #: CollectionSpec.indexed_fields type -> JSON cast type of a Milvus JSON-path index
 JSON_CAST_TYPES = {"keyword": "VARCHAR", "integer": "DOUBLE", "float": "DOUBLE", "bool": "BOOL", "datetime": "VARCHAR"}
-CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")
 
 _TRANSIENT_GRPC = {
     grpc.StatusCode.UNAVAILABLE,
@@ -231,6 +233,7 @@ class MilvusStore(VectorStore):
         admin_timeout: float = 300.0,
         index_type: str = "AUTOINDEX",
         search_consistency: str = "Strong",
+        search_ef: int = DEFAULT_SEARCH_EF,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     ) -> None:
         """Describe the connection; nothing is contacted until the first operation.
@@ -242,15 +245,20 @@ class MilvusStore(VectorStore):
         ``timeout`` bounds every request except those that wait for server-side work (create,
         load, index, drop, flush: seconds even for an empty collection), bounded by ``admin_timeout``.
         ``search_consistency="Bounded"`` trades read-your-writes for lower search latency.
+        ``search_ef``: HNSW candidate list size of a search (at least ``k + offset``); the
+        server's own default is ``k``, which measured recall@10 0.13 on 10k random 512-d
+        vectors, against 0.78 at 256 (real image embeddings are far easier than random ones).
         """
         if index_type not in INDEX_PARAMS:
             raise InvalidSettingError(f"index_type {index_type!r} is not one of {', '.join(INDEX_PARAMS)}")
-        if search_consistency not in CONSISTENCY_LEVELS:
-            raise InvalidSettingError(f"search_consistency {search_consistency!r} is not one of {', '.join(CONSISTENCY_LEVELS)}")
+        if search_consistency not in MILVUS_CONSISTENCY_LEVELS:
+            raise InvalidSettingError(f"search_consistency {search_consistency!r} is not one of {', '.join(MILVUS_CONSISTENCY_LEVELS)}")
         if not 1024 <= max_request_bytes <= 64 * 2**20:
             raise InvalidSettingError("max_request_bytes must be between 1 KiB and 64 MiB")
         if timeout <= 0 or admin_timeout <= 0:
             raise InvalidSettingError("timeout and admin_timeout must be positive")
+        if search_ef < 1:
+            raise InvalidSettingError("search_ef must be >= 1")
         self.collection = collection
         self.uri = str(uri if uri is not None else "./milvus.db")
         self.db_name = db_name
@@ -258,6 +266,7 @@ class MilvusStore(VectorStore):
         self.admin_timeout = float(admin_timeout)
         self.index_type = index_type
         self.search_consistency = search_consistency
+        self.search_ef = search_ef
         self.max_request_bytes = max_request_bytes
         self._token = token or ""
         tls = {
@@ -511,14 +520,20 @@ class MilvusStore(VectorStore):
         """Wait until the vector index covers every flushed row; ``False`` if ``timeout`` ran out.
 
         A Milvus server builds indexes in the background after a flush; until then searches
-        run on temporary per-segment indexes with much lower recall. Call this after a bulk
-        load, before searching (Milvus Lite indexes synchronously and returns at once).
+        run on temporary per-segment indexes with much lower recall (and query nodes take a
+        few more seconds to switch to the built index). Call this after a bulk load, before
+        searching (Milvus Lite indexes synchronously and returns at once). Raises
+        :class:`StoreError` when there is no index or its build failed.
         """
         self._ready()
         deadline = time.monotonic() + timeout
         while True:
             with self._errors("describe index"):
                 info = self._conn().describe_index(self.collection, VECTOR_FIELD, timeout=self.timeout)
+            if not info:
+                raise StoreError(f"collection {self.collection!r} has no vector index")
+            if str(info.get("state", "")).lower() == "failed":
+                raise StoreError(f"building the vector index of {self.collection!r} failed: {info.get('index_state_fail_reason', '')}")
             if int(info.get("pending_index_rows", 0)) == 0 and int(info.get("indexed_rows", 0)) >= int(info.get("total_rows", 0)):
                 return True
             if time.monotonic() >= deadline:
@@ -595,7 +610,7 @@ class MilvusStore(VectorStore):
                 offset=offset,
                 output_fields=["$meta"],
                 anns_field=VECTOR_FIELD,
-                search_params={"metric_type": "COSINE"},
+                search_params={"metric_type": "COSINE", "params": {"ef": max(self.search_ef, k + offset)}},
                 timeout=self.timeout,
                 consistency_level=self.search_consistency,
                 **extra,

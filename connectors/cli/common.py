@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import click
 
-from ..backends.base import VectorStore
+from ..backends.base import MILVUS_CONSISTENCY_LEVELS, VectorStore
 from ..config import COMMON_SETTINGS, TARGETS, ConfigError, Setting, Settings, StoreTarget, resolve_settings, store_target
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,7 +37,7 @@ _COMMON_OPTIONS = (
     click.option("--qdrant-path", default=None, help="Embedded Qdrant folder [default: DATA_DIR/qdrant]."),
     click.option("--milvus-uri", default=None, help="Milvus server URI or Milvus Lite file [default: DATA_DIR/milvus.db]."),
     click.option(
-        "--milvus-consistency", type=click.Choice(["Strong", "Bounded", "Session", "Eventually"]), default=None,
+        "--milvus-consistency", type=click.Choice(MILVUS_CONSISTENCY_LEVELS), default=None,
         help="Consistency of Milvus searches: Strong sees every acknowledged write but waits for the "
         "server's time tick (about 200 ms on a server); Bounded answers at once from data a few "
         "seconds old [default: Strong].",

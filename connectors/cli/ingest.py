@@ -126,7 +126,9 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
     run_dir = os.path.join(settings.data_dir, "dead-letter")
     name = "-".join(filter(None, (target.target, settings.collection, shard.label)))
     dead_letter = settings.dead_letter or os.path.join(run_dir, f"{name}.jsonl")
-    lock_path = settings.lock_file or default_lock_path(target.target, target.location, settings.collection, shard.label)
+    # shards of a server collection run in parallel; an embedded store is open in one process at a time
+    worker = "" if target.embedded else shard.label
+    lock_path = settings.lock_file or default_lock_path(target.target, target.location, settings.collection, worker)
     options = IngestOptions(
         collection=settings.collection,
         directories=settings.sources,
