@@ -56,8 +56,15 @@ def targets(milvus_uri: str | None) -> list[str]:
     return list(EMBEDDED_TARGETS) + (["milvus-server"] if milvus_uri else [])
 
 
-def open_target(target: str, root: Path, collection: str, milvus_uri: str | None = None, milvus_consistency: str = "Strong"):
-    """A real, empty-or-existing store for ``target`` with its files under ``root``."""
+def open_target(
+    target: str, root: Path, collection: str, milvus_uri: str | None = None, milvus_consistency: str = "Strong",
+    timeout: float = 10.0,
+):
+    """A real, empty-or-existing store for ``target`` with its files under ``root``.
+
+    ``timeout`` bounds each Milvus request (the query benchmark raises it: a filtered search on
+    Milvus Lite scans the JSON payloads and takes seconds at 100k points).
+    """
     from clip_ingest.connectors.backends.milvus_store import MilvusStore
     from clip_ingest.connectors.backends.qdrant_client_store import QdrantClientStore
     from clip_ingest.connectors.backends.qdrant_edge_store import QdrantEdgeStore
@@ -68,11 +75,11 @@ def open_target(target: str, root: Path, collection: str, milvus_uri: str | None
     if target == "qdrant-local":
         return QdrantClientStore(collection, path=str(root / "qdrant-local"))
     if target == "milvus-lite":
-        return MilvusStore(collection, uri=str(root / "milvus.db"), search_consistency=milvus_consistency)
+        return MilvusStore(collection, uri=str(root / "milvus.db"), search_consistency=milvus_consistency, timeout=timeout)
     if target == "milvus-server":
         if not milvus_uri:
             raise BenchmarkInputError(f"target milvus-server needs --milvus-uri or ${MILVUS_URI_ENV}")
-        return MilvusStore(collection, uri=milvus_uri, search_consistency=milvus_consistency)
+        return MilvusStore(collection, uri=milvus_uri, search_consistency=milvus_consistency, timeout=timeout)
     raise ValueError(f"unknown target {target!r}")
 
 

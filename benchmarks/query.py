@@ -149,7 +149,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             vectors, payloads, ids = synthetic_points(size, embedder.dim)
             for target in args.targets:
                 name = collection_name("query", size)
-                store = common.open_target(target, work.path / "db" / target, name, args.milvus_uri, args.milvus_consistency)
+                store = common.open_target(
+                    target, work.path / "db" / target, name, args.milvus_uri, args.milvus_consistency, timeout=120.0
+                )
                 try:
                     fill(store, CollectionSpec(name, embedder.dim, embedder.model_id, INDEXED), vectors, payloads, ids)
                     samples, recall = measure(store, embedder, vectors, payloads, ids, args.queries, args.k)
