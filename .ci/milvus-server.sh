@@ -13,7 +13,8 @@
 # health port from the METRICS_PORT the launcher gives the binary.
 #
 # Environment: MILVUS_SERVER_BIN (default: $VIRTUAL_ENV/bin, then PATH, then the repo's .venv/bin),
-# MILVUS_PROXY_PORT (first gRPC port to try, default 19530), MILVUS_START_TIMEOUT (seconds, default 120).
+# MILVUS_PROXY_PORT (first gRPC port to try, default 19530), MILVUS_START_TIMEOUT (seconds, default 120),
+# COMMON_SESSION_TTL (seconds, default 10 here; Milvus reads common.* settings from the environment).
 # Files kept in DATA_DIR: milvus-server.pid (process group id), milvus-server.log (launcher output).
 set -euo pipefail
 
@@ -87,6 +88,27 @@ do_stop() {
     rm -f "$pid_file"
 }
 
+# Run the milvus-server launcher (a Python script) with SO_REUSEADDR on the sockets it probes
+# ports with. Without it a restart right after a stop finds the old port in TIME_WAIT, moves the
+# server to the next free port, and every client of the old one loses it for good; the milvus
+# binary itself binds with SO_REUSEADDR, so only the probe stood in the way.
+launch() {
+    local bin=$1 shebang
+    shift
+    read -r shebang <"$bin"
+    # shellcheck disable=SC2086  # the interpreter line may be "/usr/bin/env python3"
+    exec ${shebang#\#!} -c '
+import socket, sys
+_bind = socket.socket.bind
+def bind(sock, address):
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    return _bind(sock, address)
+socket.socket.bind = bind
+from milvus import main
+sys.argv[0] = "milvus-server"
+sys.exit(main())' "$@"
+}
+
 do_start() {
     local pgid bin deadline
     if pgid=$(running_pgid) && is_healthy "$pgid"; then
@@ -96,7 +118,10 @@ do_start() {
     do_stop  # a stale or unhealthy group: start from scratch
     bin=$(find_server_bin)
     rm -f "$config_file"
-    setsid "$bin" --data "$data_dir" --proxy-port "${MILVUS_PROXY_PORT:-19530}" >"$log_file" 2>&1 </dev/null &
+    # A restarted server waits for the killed one's etcd session lease to expire (common.session.ttl,
+    # 30 s by default) before it serves the collections again; 10 s keeps test restarts short.
+    COMMON_SESSION_TTL=${COMMON_SESSION_TTL:-10} setsid bash -c "$(declare -f launch); launch \"\$@\"" launch "$bin" --data "$data_dir" \
+        --proxy-port "${MILVUS_PROXY_PORT:-19530}" >"$log_file" 2>&1 </dev/null &
     echo $! >"$pid_file"  # setsid makes the launcher its group leader: pid == pgid
     pgid=$!
     deadline=$((SECONDS + start_timeout))

@@ -159,10 +159,22 @@ class VectorStoreContract:
         assert got.payload == {"colour": "yellow"}
         np.testing.assert_allclose(got.vector, at_angle(30), atol=1e-6)
 
-    def test_set_payload_of_a_missing_point_raises(self, store: VectorStore) -> None:
-        with pytest.raises(StoreError):
-            store.set_payload(pid(99), {"colour": "red"})
-        assert store.count() == 0
+    def test_set_payloads_replaces_each_payload_and_keeps_each_vector(self, store: VectorStore) -> None:
+        store.upsert([point(n, at_angle(10 * n), extra="old") for n in range(4)])
+        store.set_payloads({pid(0): {"colour": "yellow"}, pid(2): {"colour": "green", "n": 2}})
+        got = {p.id: p for p in store.retrieve([pid(n) for n in range(4)], with_vectors=True)}
+        assert got[pid(0)].payload == {"colour": "yellow"} and got[pid(2)].payload == {"colour": "green", "n": 2}
+        assert got[pid(1)].payload["extra"] == got[pid(3)].payload["extra"] == "old"
+        for n in range(4):
+            np.testing.assert_allclose(got[pid(n)].vector, at_angle(10 * n), atol=1e-6)
+        assert store.count() == 4
+
+    def test_set_payloads_naming_a_missing_point_raises_and_writes_nothing(self, store: VectorStore) -> None:
+        store.upsert([point(1, colour="red")])
+        with pytest.raises(StoreError, match="no point with id"):
+            store.set_payloads({pid(1): {"colour": "blue"}, pid(99): {"colour": "red"}})
+        (only,) = store.retrieve([pid(1)])
+        assert only.payload["colour"] == "red" and store.count() == 1
 
     def test_delete_removes_points_and_ignores_unknown_ids(self, store: VectorStore) -> None:
         store.upsert([point(n) for n in range(5)])

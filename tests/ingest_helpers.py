@@ -88,9 +88,9 @@ class FaultyStore(VectorStore):
         self._maybe_fail("upsert")
         return self.inner.upsert(points)
 
-    def set_payload(self, point_id, payload):
-        self._maybe_fail("set_payload")
-        return self.inner.set_payload(point_id, payload)
+    def set_payloads(self, payloads):
+        self._maybe_fail("set_payloads")
+        return self.inner.set_payloads(payloads)
 
     def retrieve(self, ids, *, with_vectors=False):
         return self.inner.retrieve(ids, with_vectors=with_vectors)

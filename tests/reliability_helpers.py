@@ -6,7 +6,8 @@ forked from a multiprocessing *forkserver* that imported torch/open_clip once, s
 the model load and the work, not 10-20 s of imports (the crash tests start dozens of runs on a
 2-core machine). A run can be SIGKILLed by the test after a delay, or by itself at the N-th event
 of a phase (:class:`KillPoint`), or made to wait at one (:class:`PausePoint`) so that a test can
-stop a database server at a known moment. :func:`run_executable` runs the installed
+stop a database server at a known moment, or have its database client fail writes
+(:class:`ClientFaults`). :class:`Target` names the backends a test runs against. :func:`run_executable` runs the installed
 ``clip-ingest`` script in a subprocess and reports its own peak RSS (``os.wait4``).
 """
 
@@ -21,6 +22,7 @@ import struct
 import subprocess
 import sys
 import time
+import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +31,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from clip_ingest.connectors.backends.base import TransientStoreError, VectorStore
+from clip_ingest.connectors.backends.base import VectorStore
 from clip_ingest.connectors.ingest.ids import point_id
-from ingest_helpers import FaultyStore
 
 TINY_MODEL = "clip-ingest-tiny"
 PHASES = ("scan", "decode", "embed", "write", "prune")
@@ -166,15 +167,21 @@ class DeleteBeforeRead:
 
 
 @dataclass(frozen=True)
-class StoreFaults:
-    """Wrap the run's real store in :class:`FlakyStore` (see there for the fields)."""
+class ClientFaults:
+    """Wrap the real database client inside the run's store in :class:`FlakyClient`.
+
+    ``rate`` and ``outage``: see :class:`FaultSchedule`. ``qdrant_client=True`` also sends
+    ``--target qdrant`` through qdrant-client (local mode in the ``--qdrant-path`` folder)
+    instead of Qdrant Edge: the code path of a Qdrant server, and its client's errors.
+    """
 
     seed: int
     rate: float = 0.0
     outage: tuple[int, int] | None = None
+    qdrant_client: bool = False
 
 
-Hook = KillPoint | PausePoint | DeleteBeforeRead | StoreFaults
+Hook = KillPoint | PausePoint | DeleteBeforeRead | ClientFaults
 Action = Callable[[], None]
 
 
@@ -219,7 +226,7 @@ def _install_event_hooks(phase: str, count: int, action: Action) -> None:
     elif phase == "embed":
         after(stages.ImageEncoder, "embed")
     elif phase == "write":
-        after(writer.Writer, "_call", lambda fn, *a: getattr(fn, "__name__", "") in ("upsert", "set_payload"))
+        after(writer.Writer, "_call", lambda fn, *a: getattr(fn, "__name__", "") in ("upsert", "set_payloads"))
     elif phase == "prune":
         after(writer.Writer, "_remove_paths")
     else:
@@ -244,11 +251,8 @@ def _install(hook: Hook | None) -> None:
             return original(self, candidate)
 
         stages.DecodeStage.__call__ = vanishing
-    elif isinstance(hook, StoreFaults):
-        from clip_ingest.connectors.cli import ingest
-
-        opener = ingest.open_target_store
-        ingest.open_target_store = lambda *a, **k: FlakyStore(opener(*a, **k), hook.seed, hook.rate, hook.outage)
+    elif isinstance(hook, ClientFaults):
+        _install_client_faults(hook)
 
 
 def _kill_self() -> None:
@@ -439,11 +443,53 @@ def run_forked(fn: Callable[..., None], *args: Any, timeout: float = RUN_TIMEOUT
 
 
 def check_store(target: str, options: Mapping[str, Any], collection: str, root: Path, model_id: str | None) -> None:
-    """Open ``collection`` and :func:`assert_exactly_once` on it (meant for :func:`run_forked`)."""
-    from clip_ingest.connectors.backends import open_store
+    """Open ``collection`` and :func:`assert_exactly_once` on it (meant for :func:`run_forked`).
 
-    with open_store(target, collection, **options) as store:
+    ``target`` is an ``open_store`` target or ``"qdrant-client"`` (qdrant-client's local mode).
+    """
+    from clip_ingest.connectors.backends import open_store
+    from clip_ingest.connectors.backends.qdrant_client_store import QdrantClientStore
+
+    opened = QdrantClientStore(collection, **options) if target == "qdrant-client" else open_store(target, collection, **options)
+    with opened as store:
         assert_exactly_once(store, root, collection, model_id)
+
+
+class Target:
+    """One backend under test: the CLI arguments that reach it and a check of its collection.
+
+    ``name``: ``qdrant`` (Qdrant Edge, the embedded default), ``qdrant-client`` (qdrant-client
+    local mode, the code path of a Qdrant server; reached through :class:`ClientFaults`),
+    ``milvus-lite`` or ``milvus-server`` (``server_uri`` required; a fresh collection each time).
+    """
+
+    def __init__(self, name: str, data: Path, server_uri: str | None = None) -> None:
+        self.name, self.collection = name, "images"
+        if name in ("qdrant", "qdrant-client"):
+            self.args = ["--data-dir", str(data)]
+            self._open: tuple[str, dict[str, Any]] = (
+                "qdrant" if name == "qdrant" else "qdrant-client", {"path": str(data / "qdrant")}
+            )
+        elif name == "milvus-lite":
+            uri = str(data / "milvus.db")
+            self.args = ["--target", "milvus", "--milvus-uri", uri, "--data-dir", str(data)]
+            self._open = ("milvus", {"uri": uri})
+        elif name == "milvus-server" and server_uri:
+            self.collection = f"t_{uuid.uuid4().hex[:12]}"
+            self.args = ["--target", "milvus", "--milvus-uri", server_uri, "--collection", self.collection,
+                         "--data-dir", str(data)]
+            self._open = ("milvus", {"uri": server_uri})
+        else:
+            raise ValueError(f"unknown target {name!r} (milvus-server needs server_uri)")
+
+    def faults(self, seed: int, rate: float = 0.0, outage: tuple[int, int] | None = None) -> ClientFaults:
+        """A :class:`ClientFaults` hook for this target (the only way to reach ``qdrant-client``)."""
+        return ClientFaults(seed, rate, outage, qdrant_client=self.name == "qdrant-client")
+
+    def check(self, root: Path, model_id: str | None = None) -> None:
+        """:func:`check_store` in another process (Milvus Lite locks its folder until exit)."""
+        target, options = self._open
+        run_forked(check_store, target, options, self.collection, root, model_id)
 
 
 def wait_for_file(path: Path, run: CliRun, timeout: float = RUN_TIMEOUT_S) -> None:
@@ -464,41 +510,109 @@ def read_json(path: Path) -> dict[str, Any]:
 # -- store faults -------------------------------------------------------------------------------
 
 
-class FlakyStore(FaultyStore):
-    """A real store whose writes (upsert, set_payload, delete) fail with :class:`TransientStoreError`.
+class FaultSchedule:
+    """Which write calls of a run fail, shared by every client the run opens.
 
-    Each write fails with probability ``rate`` (seeded), half of those *after* the real write was
+    Each write fails with probability ``rate`` (seeded), half of those *after* the real call was
     applied (a lost reply: the retry repeats a write that already happened); write calls number
     ``outage[0]`` to ``outage[0] + outage[1] - 1`` all fail (a dead server for that many attempts).
     """
 
-    def __init__(self, inner: VectorStore, seed: int, rate: float, outage: tuple[int, int] | None) -> None:
-        super().__init__(inner, "none", TransientStoreError("injected"), times=0)
+    def __init__(self, seed: int, rate: float, outage: tuple[int, int] | None) -> None:
         self.rng = np.random.default_rng(seed)
         self.rate = rate
         self.outage = outage
         self.writes = 0
 
-    def _write(self, name: str, *args: Any) -> None:
+    def next(self, name: str) -> tuple[str | None, str | None]:
+        """(why this call fails before it is applied, why it fails after), each None if it does not."""
         self.writes += 1
         if self.outage and self.outage[0] <= self.writes < self.outage[0] + self.outage[1]:
-            raise TransientStoreError(f"injected outage: {name} call {self.writes}")
+            return f"injected outage: {name} call {self.writes}", None
         failing = self.rng.random() < self.rate
         after = self.rng.random() < 0.5
-        if failing and not after:
-            raise TransientStoreError(f"injected: {name} call {self.writes} refused")
-        getattr(self.inner, name)(*args)
-        if failing:
-            raise TransientStoreError(f"injected: {name} call {self.writes} applied, reply lost")
+        if not failing:
+            return None, None
+        if after:
+            return None, f"injected: {name} call {self.writes} applied, reply lost"
+        return f"injected: {name} call {self.writes} refused", None
 
-    def upsert(self, points):
-        self._write("upsert", points)
 
-    def set_payload(self, point_id, payload):
-        self._write("set_payload", point_id, payload)
+class FlakyClient:
+    """A real database client (QdrantClient, EdgeShard, MilvusClient) whose write methods fail.
 
-    def delete(self, ids):
-        self._write("delete", ids)
+    A failing call raises ``error(reason)``: the exception that client raises when its server or
+    disk fails, so the store's own error translation and the run's retries are what is tested.
+    Every other attribute is the real client's.
+    """
+
+    def __init__(self, inner: Any, writes: Sequence[str], error: Callable[[str], Exception], schedule: FaultSchedule) -> None:
+        self._inner, self._writes, self._error, self._schedule = inner, frozenset(writes), error, schedule
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if name not in self._writes:
+            return attribute
+
+        def write(*args: Any, **kwargs: Any) -> Any:
+            before, after = self._schedule.next(name)
+            if before:
+                raise self._error(before)
+            result = attribute(*args, **kwargs)
+            if after:
+                raise self._error(after)
+            return result
+
+        return write
+
+
+def qdrant_client_error(reason: str) -> Exception:
+    """What qdrant-client raises when a Qdrant server refuses the connection (REST)."""
+    import httpx
+    from qdrant_client.http.exceptions import ResponseHandlingException
+
+    return ResponseHandlingException(httpx.ConnectError(f"[Errno 111] Connection refused ({reason})"))
+
+
+def milvus_client_error(reason: str) -> Exception:
+    """What pymilvus raises when its own gRPC retries against an unreachable server run out."""
+    import grpc
+    from pymilvus.exceptions import MilvusException
+
+    return MilvusException(grpc.StatusCode.UNAVAILABLE, f"Retry run out of 75 retry times, failed to connect to all addresses ({reason})")
+
+
+def edge_error(reason: str) -> Exception:
+    """What Qdrant Edge raises when its storage fails (a plain exception: nothing to retry in-process)."""
+    return RuntimeError(f"Service internal error: No space left on device (os error 28) ({reason})")
+
+
+def _install_client_faults(faults: ClientFaults) -> None:
+    """Wrap each store's client in a :class:`FlakyClient` as soon as the store has one."""
+    from clip_ingest.connectors import backends
+    from clip_ingest.connectors.backends import milvus_store, qdrant_client_store, qdrant_edge_store
+
+    schedule = FaultSchedule(faults.seed, faults.rate, faults.outage)
+
+    def wrap(cls: type, method: str, attribute: str, writes: Sequence[str], error: Callable[[str], Exception]) -> None:
+        original = getattr(cls, method)
+
+        def wrapped(self, *args, **kwargs):
+            result = original(self, *args, **kwargs)
+            client = getattr(self, attribute, None)
+            if client is None or isinstance(client, FlakyClient):
+                return result
+            flaky = FlakyClient(client, writes, error, schedule)
+            setattr(self, attribute, flaky)
+            return flaky if result is client else result
+
+        setattr(cls, method, wrapped)
+
+    wrap(qdrant_client_store.QdrantClientStore, "__init__", "_client", ("upsert", "batch_update_points", "delete"), qdrant_client_error)
+    wrap(qdrant_edge_store.QdrantEdgeStore, "_open", "_shard", ("update",), edge_error)
+    wrap(milvus_store.MilvusStore, "_conn", "_client", ("upsert", "delete"), milvus_client_error)
+    if faults.qdrant_client:
+        backends.BACKENDS["qdrant"] = "clip_ingest.connectors.backends.qdrant_client_store:QdrantClientStore"
 
 
 # -- awkward inputs not in badfiles.py ---------------------------------------------------------
@@ -524,7 +638,7 @@ def dead_letter_reasons(records: Iterable[Mapping[str, Any]], root: Path) -> dic
 
 
 __all__ = [
-    "CliResult", "CliRun", "DeleteBeforeRead", "FlakyStore", "KillPoint", "StoreFaults", "check_store", "run_forked", "PHASES", "PausePoint", "TINY_MODEL", "assert_exactly_once", "cli_env",
+    "CliResult", "CliRun", "ClientFaults", "DeleteBeforeRead", "FaultSchedule", "FlakyClient", "KillPoint", "Target", "check_store", "run_forked", "PHASES", "PausePoint", "TINY_MODEL", "assert_exactly_once", "cli_env",
     "dead_letter_reasons", "delete_image", "move_image", "numbered_image", "on_disk", "read_json", "run_cli",
     "run_executable", "start_cli", "wait_for_file", "write_corpus", "write_numbered", "write_png_bomb",
 ]

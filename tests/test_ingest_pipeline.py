@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from clip_ingest.connectors.backends.milvus_store import MilvusStore
 from clip_ingest.connectors.ingest.deadletter import read_dead_letter
 from clip_ingest.connectors.ingest.ids import point_id
 from clip_ingest.connectors.ingest.pipeline import IngestOptions, run_ingest
+from clip_ingest.connectors.ingest.writer import make_retrying
 from imagegen import make_shape_image
 from ingest_helpers import (
     ALL_BACKENDS,
@@ -203,6 +205,23 @@ def test_transient_errors_are_retried_other_errors_fail_at_once(tmp_path, shape_
             blip = FaultyStore(real, method, TransientStoreError("connection refused"), times=1)
             stats = ingest(blip, counting, shape_folder)
             assert (stats.scanned, stats.failed, blip.calls, real.count()) == (13, 0, 2, 13)
+
+
+def test_retries_last_for_the_time_budget_and_no_longer():
+    """``--retry-for``: 0 tries once; a budget keeps retrying until no retry would start within it."""
+    calls: list[float] = []
+
+    def down() -> None:
+        calls.append(time.monotonic())
+        raise TransientStoreError("connection refused")
+
+    with pytest.raises(TransientStoreError):
+        make_retrying(0)(down)
+    assert len(calls) == 1
+    calls.clear()
+    with pytest.raises(TransientStoreError):
+        make_retrying(1.5, max_wait=0.2)(down)
+    assert len(calls) >= 3 and calls[-1] - calls[0] < 1.5
 
 
 def test_interrupted_content_change_converges_on_the_next_run(tmp_path, shape_folder, counting):

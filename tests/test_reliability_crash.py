@@ -8,17 +8,14 @@ file, decoded file, embedded batch, store write or path removal; see
 :class:`reliability_helpers.KillPoint`), then a normal re-run must exit 0 and leave exactly the
 files on disk in the collection: one point per content, every path once, correct payloads.
 
-Kills per backend (``slow``): 10 on the embedded Qdrant (Qdrant Edge), 2 on Milvus Lite (its pure-Python engine is slow
-to scroll 2,000 points) and 3 on
-the Milvus server; ``CLIP_INGEST_CRASH_KILLS=N`` sets all three (e.g. 10 for a long soak).
+Ten kills on each backend (``slow``): the embedded Qdrant (Qdrant Edge), Milvus Lite and the
+real Milvus server.
 The last test kills the installed ``clip-ingest`` script itself at a random moment.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +27,9 @@ from reliability_helpers import (
     PHASES,
     KillPoint,
     PausePoint,
+    Target,
     assert_exactly_once,
+    check_store,
     delete_image,
     move_image,
     read_json,
@@ -39,7 +38,6 @@ from reliability_helpers import (
     run_forked,
     start_cli,
     wait_for_file,
-    check_store,
     write_corpus,
     write_numbered,
 )
@@ -49,20 +47,17 @@ CHANGES = 10
 """Files deleted, added, modified and moved before each cycle after the first."""
 BATCH = 8
 SEED = 20240501
-DEFAULT_KILLS = {"qdrant": 10, "milvus-lite": 2, "milvus-server": 3}
-
-
-def kills_for(backend: str) -> int:
-    return int(os.environ.get("CLIP_INGEST_CRASH_KILLS", DEFAULT_KILLS[backend]))
+KILLS = 10
 
 
 def events_in(phase: str, first: bool) -> int:
     """A number of events of ``phase`` that the killed run is sure to reach (so it is really killed)."""
     if first:  # everything is new: 2,000 files, 250 batches, 2 upserts of 1,000 points
         return {"scan": CORPUS, "decode": CORPUS, "embed": CORPUS // BATCH, "write": 2}[phase]
-    # 10 added + 10 modified + 10 moved files are read; 20 new contents; 10 moves are payload
-    # updates; 10 modified files' old points + 10 deleted + 10 moved-from paths are removals
-    return {"scan": CORPUS, "decode": 3 * CHANGES, "embed": 2 * CHANGES // BATCH, "write": CHANGES, "prune": 2 * CHANGES}[phase]
+    # 10 added + 10 modified + 10 moved files are read; 20 new contents are one upsert and the
+    # 10 moves one batch of payload updates; 10 modified files' old points + 10 deleted + 10
+    # moved-from paths are removals
+    return {"scan": CORPUS, "decode": 3 * CHANGES, "embed": 2 * CHANGES // BATCH, "write": 2, "prune": 2 * CHANGES}[phase]
 
 
 def kill_plan(kills: int, rng: np.random.Generator) -> list[KillPoint]:
@@ -94,32 +89,10 @@ def change_corpus(root: Path, cycle: int, rng: np.random.Generator, next_index: 
         next_index[0] += 1
 
 
-class Target:
-    """CLI arguments and a way to check the collection for one backend under test."""
-
-    def __init__(self, name: str, args: list[str], open_args: tuple[str, dict], collection: str) -> None:
-        self.name, self.args, self.collection = name, args, collection
-        self._open = open_args
-
-    def check(self, root: Path, model_id: str) -> None:
-        """:func:`assert_exactly_once` in another process (Milvus Lite locks its folder until exit)."""
-        target, options = self._open
-        run_forked(check_store, target, options, self.collection, root, model_id)
-
-
 @pytest.fixture(params=["qdrant", "milvus-lite", pytest.param("milvus-server", marks=pytest.mark.milvus_server)])
 def target(request, tmp_path) -> Target:
-    data = tmp_path / "data"
-    if request.param == "qdrant":
-        return Target("qdrant", ["--data-dir", str(data)], ("qdrant", {"path": str(data / "qdrant")}), "images")
-    if request.param == "milvus-lite":
-        uri = str(data / "milvus.db")
-        return Target("milvus-lite", ["--target", "milvus", "--milvus-uri", uri, "--data-dir", str(data)],
-                      ("milvus", {"uri": uri}), "images")
-    server = request.getfixturevalue("milvus_server")
-    collection = f"crash_{uuid.uuid4().hex[:12]}"
-    return Target("milvus-server", ["--target", "milvus", "--milvus-uri", server.uri, "--collection", collection,
-                                    "--data-dir", str(data)], ("milvus", {"uri": server.uri}), collection)
+    server_uri = request.getfixturevalue("milvus_server").uri if request.param == "milvus-server" else None
+    return Target(request.param, tmp_path / "data", server_uri)
 
 
 @pytest.mark.slow
@@ -129,7 +102,7 @@ def test_sigkill_at_random_moments_then_rerun_leaves_every_image_exactly_once(ta
     args = [str(root), *target.args, "--prune", "--batch-size", str(BATCH)]
     next_index = [CORPUS]
     reached = []
-    for cycle, point in enumerate(kill_plan(kills_for(target.name), rng)):
+    for cycle, point in enumerate(kill_plan(KILLS, rng)):
         if cycle:
             change_corpus(root, cycle, rng, next_index)
         killed = run_cli(args, tmp_path, hook=point)
@@ -140,8 +113,7 @@ def test_sigkill_at_random_moments_then_rerun_leaves_every_image_exactly_once(ta
         summary = read_json(tmp_path / "s.json")
         assert summary["failed"] == 0
         target.check(root, summary["model_id"])
-    if kills_for(target.name) >= len(PHASES) + 1:
-        assert set(reached) == set(PHASES)
+    assert set(reached) == set(PHASES)
 
 
 @pytest.mark.slow

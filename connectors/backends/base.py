@@ -126,6 +126,8 @@ class VectorStore(ABC):
 
     #: short backend name used on the command line: ``qdrant``, ``qdrant-edge``, ``milvus``
     backend: str = ""
+    #: the collection's name
+    collection: str = ""
 
     @abstractmethod
     def ensure_collection(self, spec: CollectionSpec, *, recreate: bool = False) -> None:
@@ -144,8 +146,32 @@ class VectorStore(ABC):
         """Insert or replace points by id (never duplicates an id)."""
 
     @abstractmethod
+    def set_payloads(self, payloads: Mapping[str, Mapping[str, Any]]) -> None:
+        """Replace the payloads of existing points (``{point id: payload}``), keeping their vectors.
+
+        Raises :class:`StoreError` and writes nothing when one of the points does not exist.
+        One call costs a few requests however many points it changes, which matters on a
+        server where every strongly consistent read waits for a time tick.
+        """
+
     def set_payload(self, point_id: str, payload: Mapping[str, Any]) -> None:
-        """Replace the payload of an existing point, keeping its vector."""
+        """Replace the payload of one existing point, keeping its vector (see :meth:`set_payloads`)."""
+        self.set_payloads({point_id: payload})
+
+    def _stored_for(
+        self, payloads: Mapping[str, Mapping[str, Any]], *, with_vectors: bool = False
+    ) -> tuple[dict[str, dict[str, Any]], list[Point]]:
+        """For :meth:`set_payloads`: the payloads by canonical id and their stored points.
+
+        Raises :class:`StoreError` naming the ids that do not exist, before anything is written.
+        """
+        wanted = {check_point_id(point_id): dict(payload) for point_id, payload in payloads.items()}
+        found = self.retrieve(list(wanted), with_vectors=with_vectors) if wanted else []
+        missing = sorted(set(wanted) - {point.id for point in found})
+        if missing:
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise StoreError(f"no point with id {', '.join(missing[:3])}{more} in {self.collection!r}")
+        return wanted, found
 
     @abstractmethod
     def retrieve(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Point]:

@@ -101,6 +101,8 @@ _TRANSIENT_GRPC = {
 }
 #: pymilvus' own code for "could not connect" (``pymilvus.client.types.Status.CONNECT_FAILED``)
 _CONNECT_FAILED = 2
+#: Milvus' error code for a read of a collection that is not (yet) loaded
+_COLLECTION_NOT_LOADED = 101
 _VERSION_RE = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 
 
@@ -310,6 +312,11 @@ class MilvusStore(VectorStore):
             where = f"collection {self.collection!r} at {self.uri}"
             message = self._scrub(f"Milvus {action} on {where} failed: {detail or type(exc).__name__}")
             error_type = TransientStoreError if is_transient(exc) else StoreError
+            if isinstance(exc, MilvusException) and exc.code == _COLLECTION_NOT_LOADED:
+                # a restarted server reloads its collections a while after it answers: the retry
+                # verifies the collection again and waits for (or starts) its loading
+                self._dim = None
+                error_type = TransientStoreError
             clean = self._scrub(str(exc)) == str(exc)
             raise error_type(message) from (exc if clean else None)
 
@@ -498,11 +505,11 @@ class MilvusStore(VectorStore):
                 if stale:
                     self._conn().delete(self.collection, ids=stale, timeout=self.timeout)
 
-    def set_payload(self, point_id: str, payload: Mapping[str, Any]) -> None:
-        found = self.retrieve([point_id], with_vectors=True)
-        if not found:
-            raise StoreError(f"point {point_id!r} is not in Milvus collection {self.collection!r}")
-        self.upsert([Point(id=found[0].id, vector=found[0].vector, payload=dict(payload))])
+    def set_payloads(self, payloads: Mapping[str, Mapping[str, Any]]) -> None:
+        """Milvus has no payload update: the stored vectors are read back and upserted with the new payloads."""
+        wanted, found = self._stored_for(payloads, with_vectors=True)
+        if found:
+            self.upsert([Point(id=p.id, vector=p.vector, payload=wanted[p.id]) for p in found])
 
     def delete(self, ids: Sequence[str]) -> None:
         canonical = [check_point_id(point_id) for point_id in ids]

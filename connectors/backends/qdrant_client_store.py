@@ -278,12 +278,16 @@ class QdrantClientStore(VectorStore):
         with self._translated("upsert"):
             self._client.upsert(self.collection, points=structs, wait=True)
 
-    def set_payload(self, point_id: str, payload: Mapping[str, Any]) -> None:
-        point_id = check_point_id(point_id)
-        if not self.retrieve([point_id]):
-            raise StoreError(f"no point with id {point_id} in {self.collection!r}")
+    def set_payloads(self, payloads: Mapping[str, Mapping[str, Any]]) -> None:
+        wanted, _ = self._stored_for(payloads)
+        if not wanted:
+            return
+        operations = [
+            models.OverwritePayloadOperation(overwrite_payload=models.SetPayload(payload=payload, points=[point_id]))
+            for point_id, payload in wanted.items()
+        ]
         with self._translated("set payload"):
-            self._client.overwrite_payload(self.collection, payload=dict(payload), points=[point_id], wait=True)
+            self._client.batch_update_points(self.collection, update_operations=operations, wait=True)
 
     def retrieve(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Point]:
         if not ids:

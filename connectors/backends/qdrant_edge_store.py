@@ -182,11 +182,10 @@ class QdrantEdgeStore(VectorStore):
             batch.append(edge.Point(check_point_id(point.id), vector, dict(point.payload)))
         self._update("upsert", edge.UpdateOperation.upsert_points(batch))
 
-    def set_payload(self, point_id: str, payload: Mapping[str, Any]) -> None:
-        point_id = check_point_id(point_id)
-        if not self.retrieve([point_id]):
-            raise StoreError(f"no point with id {point_id} in {self.collection!r}")
-        self._update("set payload", edge.UpdateOperation.overwrite_payload([point_id], dict(payload)))
+    def set_payloads(self, payloads: Mapping[str, Mapping[str, Any]]) -> None:
+        wanted, _ = self._stored_for(payloads)
+        for point_id, payload in wanted.items():  # in-process: one operation per point costs no round trip
+            self._update("set payload", edge.UpdateOperation.overwrite_payload([point_id], payload))
 
     def retrieve(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Point]:
         if not ids:

@@ -20,6 +20,7 @@ from ..ingest.lock import LockedError, RunLock, default_lock_path
 from ..ingest.plan import Shard
 from ..ingest.scan import DEFAULT_EXTENSIONS, ManifestError, normalise_extensions
 from ..ingest.summary import write_summary
+from ..ingest.writer import RETRY_FOR_S
 from .common import (
     EXIT_FAILED_FILES,
     EXIT_LOCKED,
@@ -51,6 +52,7 @@ INGEST_SETTINGS: tuple[Setting, ...] = (
     Setting("dead_letter", str, None),
     Setting("lock_file", str, None),
     Setting("lock_timeout", float, 0.0),
+    Setting("retry_for", float, RETRY_FOR_S),
     Setting("summary", str, None),
     Setting("workers", int, 4),
     Setting("batch_size", int, 32),
@@ -90,6 +92,11 @@ def _split_commas(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--dead-letter", default=None, type=click.Path(dir_okay=False), help="JSONL of failed files [default: DATA_DIR/dead-letter/TARGET-COLLECTION[-shard-I-of-N].jsonl].")
 @click.option("--lock-file", default=None, type=click.Path(dir_okay=False), help="Run lock file [default: derived from target + collection].")
 @click.option("--lock-timeout", default=None, type=float, help="Seconds to wait for a running ingestion [default: 0, exit 4 at once].")
+@click.option(
+    "--retry-for", default=None, type=click.FloatRange(0), metavar="SECONDS",
+    help=f"How long a failing database call is retried (connection refused, unavailable, timeout) "
+    f"before the run exits 1; a re-run resumes [default: {RETRY_FOR_S:g}].",
+)
 @click.option("--summary", default=None, type=click.Path(dir_okay=False), help="Write a JSON run summary here.")
 @click.option("--workers", default=None, type=click.IntRange(1), help="Decode threads [default: 4].")
 @click.option("--batch-size", default=None, type=click.IntRange(1), help="Images per model forward pass [default: 32].")
@@ -145,6 +152,7 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
         workers=settings.workers,
         batch_size=settings.batch_size,
         max_batch_bytes=WRITE_BATCH_BYTES[target.target],
+        retry_for=settings.retry_for,
     )
     on_change = (lambda kind, path: click.echo(f"would mark {kind}: {path}")) if settings.dry_run else None
     try:

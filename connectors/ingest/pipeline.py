@@ -26,7 +26,7 @@ from .scan import DEFAULT_EXTENSIONS, Scan
 from .stages import DecodeStage, EmbedStage, Failed, ImageEncoder, WriteOp
 from .state import StoredState
 from .summary import Progress, RunStats
-from .writer import ChangeSink, Writer, make_retrying
+from .writer import RETRY_FOR_S, ChangeSink, Writer, make_retrying
 
 log = logging.getLogger("clip_ingest.ingest")
 
@@ -55,6 +55,7 @@ class IngestOptions:
     max_batch_bytes: int = 4 << 20
     queue_size: int = 8
     progress: bool | None = None
+    retry_for: float = RETRY_FOR_S
 
 
 def ordered_map(pool: Executor, fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:
@@ -138,7 +139,7 @@ def run_ingest(
     """
     stats = RunStats()
     spec = CollectionSpec(options.collection, embedder.dim, embedder.model_id, dict(options.index_fields))
-    retrying = make_retrying()
+    retrying = make_retrying(options.retry_for)
     # idempotent, so a transient failure while preparing or reading the collection is retried whole
     state = retrying(load_state, store, spec, recreate=options.recreate, dry_run=options.dry_run)
     dead = DeadLetter(None if options.dry_run else options.dead_letter)

@@ -4,7 +4,9 @@ Ordering rules that make a killed run lose nothing (the next run finishes the jo
 
 * a path is added to its new point before it is removed from an old one; all
   removals (content changed, ``--prune``) run after every new point is flushed;
-* a move is one ``set_payload`` (old path replaced by the new one);
+* a move is one payload update (old path replaced by the new one);
+* payload updates are batched like new points: one read and one ``set_payloads`` per batch,
+  not a round trip per file (a server read waits for its time tick);
 * point IDs are deterministic and writes are upserts, so repeating any step is harmless.
 
 Store calls are retried with exponential backoff and jitter on
@@ -18,7 +20,7 @@ import logging
 import os
 from typing import Any, Callable, Iterable, Mapping
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from tenacity import Retrying, retry_if_exception_type, stop_before_delay, wait_random_exponential
 
 from ..backends.base import Point, TransientStoreError, VectorStore
 from .deadletter import DeadLetter
@@ -31,15 +33,20 @@ log = logging.getLogger("clip_ingest.ingest")
 ChangeSink = Callable[[str, str], None]
 """Called with (kind, path) for every change: new, updated, moved, pruned, deleted."""
 
-RETRY_ATTEMPTS = 6
+RETRY_FOR_S = 120.0
+"""Default seconds a store call is retried for: long enough to ride out a server restart."""
 
 
-def make_retrying(attempts: int = RETRY_ATTEMPTS, max_wait: float = 30.0) -> Retrying:
-    """Retry on :class:`TransientStoreError` only, exponential backoff with full jitter."""
+def make_retrying(retry_for: float = RETRY_FOR_S, max_wait: float = 10.0) -> Retrying:
+    """Retry on :class:`TransientStoreError` only, for ``retry_for`` seconds in all.
+
+    Waits grow exponentially with full jitter up to ``max_wait`` (so a server that comes back is
+    seen within seconds); no retry starts after the budget. ``retry_for=0`` tries once.
+    """
     return Retrying(
         retry=retry_if_exception_type(TransientStoreError),
         wait=wait_random_exponential(multiplier=0.5, max=max_wait),
-        stop=stop_after_attempt(attempts),
+        stop=stop_before_delay(retry_for),
         reraise=True,
         before_sleep=lambda rs: log.warning("store call failed (%s); retrying", rs.outcome.exception()),
     )
@@ -59,7 +66,7 @@ class Writer:
         dead_letter: where a point that vanished during the run is reported.
         dry_run: decide and report everything, write nothing.
         max_batch_bytes: flush new points once their estimated size reaches this.
-        max_batch_points: ... or once this many are buffered.
+        max_batch_points: ... or once this many are buffered (also the batch of payload updates).
         on_change: told about every change (used by ``--dry-run`` to print them).
         retrying: the retry policy for store calls.
     """
@@ -87,6 +94,8 @@ class Writer:
         self._pending: dict[str, Point] = {}
         self._pending_bytes = 0
         self._dry_created: set[str] = set()
+        self._known: dict[str, list[KnownContent]] = {}  # point id -> ops adding a path to it, in order
+        self._known_ops = 0
         self._assigned: dict[str, str] = {}  # path -> point id it was written to in this run
         self._removals: dict[str, dict[str, bool]] = {}  # point id -> {path: is_prune}
 
@@ -98,21 +107,32 @@ class Writer:
         self.on_change(kind, path)
 
     def handle(self, op: WriteOp) -> None:
-        """Apply one write op (new points are buffered until a batch is full)."""
-        file = op.candidate.file
+        """Apply one write op (new points and payload updates are buffered until a batch is full)."""
+        kind = "updated" if op.candidate.previous_ids else "new"
         if isinstance(op, NewPoint):
             self._add_new(op)
             self.stats.embedded += op.vector is not None
-            self._note("updated" if op.candidate.previous_ids else "new", file.path)
+            self._applied(op, kind)
+        elif op.point_id in self._pending:  # content embedded earlier in this run, not yet written
+            point = self._pending[op.point_id]
+            point.payload = with_path(point.payload, op.candidate.file.path, op.candidate.file.mtime_ns)
+            self._applied(op, kind)
+        elif op.point_id in self._dry_created:
+            self._applied(op, kind)
         else:
-            kind = self._add_known(op)
-            if kind is None:
-                return
-            self._note(kind, file.path)
-        self._assigned[file.path] = op.point_id
+            self._known.setdefault(op.point_id, []).append(op)
+            self._known_ops += 1
+            if self._known_ops >= self.max_batch_points:
+                self.flush_known()
+
+    def _applied(self, op: WriteOp, kind: str) -> None:
+        """Count the change and schedule the removal of the path from the points it left."""
+        path = op.candidate.file.path
+        self._note(kind, path)
+        self._assigned[path] = op.point_id
         for old in op.candidate.previous_ids:
             if old != op.point_id:
-                self._removals.setdefault(old, {})[file.path] = False
+                self._removals.setdefault(old, {})[path] = False
 
     def _add_new(self, op: NewPoint) -> None:
         if op.point_id in self._pending:  # same content twice in one batch
@@ -125,29 +145,41 @@ class Writer:
         if self._pending_bytes >= self.max_batch_bytes or len(self._pending) >= self.max_batch_points:
             self.flush_points()
 
-    def _add_known(self, op: KnownContent) -> str | None:
-        """Add the path to a stored point; returns the change kind, None when the point vanished."""
+    def flush_known(self) -> None:
+        """Add the buffered paths to their stored points: one read and one payload write per batch.
+
+        A point deleted since the run read the collection's state is reported in the dead-letter
+        file (``vanished``) for each of its paths; the next run ingests them.
+        """
+        known, self._known, self._known_ops = self._known, {}, 0
+        if not known:
+            return
+        stored = {point.id: point.payload for point in self._call(self.store.retrieve, list(known))}
+        updates: dict[str, dict[str, Any]] = {}
+        for point_id, ops in known.items():
+            payload = stored.get(point_id)
+            for op in ops:
+                if payload is None:
+                    self.dead_letter.record(op.candidate.file.path, "vanished", "its point was deleted during the run; retried next run")
+                    self.stats.failed += 1
+                    continue
+                payload, kind = self._with_known_path(payload, op)
+                self._applied(op, kind)
+            if payload is not None:
+                updates[point_id] = payload
+        if updates and not self.dry_run:
+            self._call(self.store.set_payloads, updates)
+
+    @staticmethod
+    def _with_known_path(payload: Mapping[str, Any], op: KnownContent) -> tuple[dict[str, Any], str]:
+        """The stored payload with the op's path added (paths gone from disk replaced: a move), and the change kind."""
         file, cand = op.candidate.file, op.candidate
         already_listed = op.point_id in cand.previous_ids
-        if op.point_id in self._pending:
-            point = self._pending[op.point_id]
-            point.payload = with_path(point.payload, file.path, file.mtime_ns)
-            return "updated" if cand.previous_ids else "new"
-        if op.point_id in self._dry_created:
-            return "updated" if cand.previous_ids else "new"
-        found = self._call(self.store.retrieve, [op.point_id])
-        if not found:
-            self.dead_letter.record(file.path, "vanished", "its point was deleted during the run; retried next run")
-            self.stats.failed += 1
-            return None
-        payload = found[0].payload
         gone = [] if already_listed else [p for p, _ in path_entries(payload) if p != file.path and not os.path.exists(p)]
         updated = with_path(payload, file.path, file.mtime_ns, replace=gone)
-        if not self.dry_run:
-            self._call(self.store.set_payload, op.point_id, updated)
         if already_listed or cand.previous_ids:
-            return "updated"
-        return "moved" if gone else "new"
+            return updated, "updated"
+        return updated, "moved" if gone else "new"
 
     def flush_points(self) -> None:
         """Upsert the buffered new points."""
@@ -167,32 +199,42 @@ class Writer:
             self._removals.setdefault(point_id, {})[path] = True
 
     def finish(self, batch_size: int = 256) -> None:
-        """Flush new points, then apply the scheduled path removals, then make it all durable."""
+        """Flush new points and payload updates, then apply the scheduled path removals, then make it all durable."""
         self.flush_points()
+        self.flush_known()
         ids = list(self._removals)
         for start in range(0, len(ids), batch_size):
-            chunk = ids[start : start + batch_size]
-            for point in self._call(self.store.retrieve, chunk):
-                self._remove_paths(point, self._removals[point.id])
+            updates: dict[str, dict[str, Any]] = {}
+            deleted: list[str] = []
+            for point in self._call(self.store.retrieve, ids[start : start + batch_size]):
+                payload = self._remove_paths(point, self._removals[point.id])
+                if payload is not None and payload["paths"]:
+                    updates[point.id] = payload
+                elif payload is not None:
+                    deleted.append(point.id)
+            if not self.dry_run:
+                if updates:
+                    self._call(self.store.set_payloads, updates)
+                if deleted:
+                    self._call(self.store.delete, deleted)
+            for point_id in deleted:
+                self.stats.points_deleted += 1
+                self.on_change("deleted", point_id)
         self._removals.clear()
         if not self.dry_run:
             self._call(self.store.flush)
 
-    def _remove_paths(self, point: Point, paths: Mapping[str, bool]) -> None:
+    def _remove_paths(self, point: Point, paths: Mapping[str, bool]) -> dict[str, Any] | None:
+        """The point's payload without ``paths`` (those pruned are counted); None when none is listed.
+
+        A path this run assigned to the same point stays. An empty ``paths`` list in the result
+        means the point has no file left and is deleted.
+        """
         listed = {p for p, _ in path_entries(point.payload)}
         drop = [p for p in paths if p in listed and self._assigned.get(p) != point.id]
         if not drop:
-            return
+            return None
         for path in drop:
             if paths[path]:
                 self._note("pruned", path)
-        payload = without_paths(point.payload, drop)
-        if payload["paths"]:
-            if not self.dry_run:
-                self._call(self.store.set_payload, point.id, payload)
-            return
-        if not self.dry_run:
-            self._call(self.store.delete, [point.id])
-        self.stats.points_deleted += 1
-        self.on_change("deleted", point.id)
-
+        return without_paths(point.payload, drop)
