@@ -260,6 +260,11 @@ def _image_dataset(cfg: StageConfig, prep: _Prepared, samples: Sequence[Sample])
     return ImageDataset(samples, transform, draft_size=draft)
 
 
+def _captioned_val(prep: _Prepared) -> list[Sample]:
+    """The validation images with captions: the ones an image-caption score can use."""
+    return [s for s in prep.val if s.captions]
+
+
 def _captioned(samples: Sequence[Sample], stage: str) -> list[Sample]:
     kept = [s for s in samples if s.captions]
     if len(kept) < len(samples):
@@ -310,7 +315,7 @@ def run_pretrain(cfg: PretrainConfig) -> StageResult:
         param.requires_grad_(True)
     module = ContrastiveTrainer(model, prep.loaded.tokenizer, [s.captions for s in samples])
     groups = decay_param_groups(model.named_parameters(), cfg.train.lr, cfg.train.weight_decay)
-    val = [s for s in prep.val if s.captions]
+    val = _captioned_val(prep)
     validate = (
         CaptionMatchScore(model, prep.loaded.tokenizer, val, prep.device, preprocess=prep.loaded.preprocess)
         if val else None
@@ -378,7 +383,7 @@ def run_realign(cfg: RealignConfig) -> StageResult:
     """
     prep = _prepare(cfg)
     samples = _captioned(prep.samples, "realign")
-    embedded = samples + [s for s in prep.val if s.captions]
+    embedded = samples + _captioned_val(prep)
     model = prep.loaded.model
     cache = Path(cfg.out_dir) / IMAGE_CACHE_FILE
     if prep.dist.is_main:

@@ -100,6 +100,21 @@ def test_first_run_then_incremental_changes(backend_store, shape_folder, countin
     assert len(all_paths(store)) == len(set(all_paths(store))) == 12
 
 
+def test_moves_and_removals_are_batched_into_one_payload_write_each(tmp_path, shape_folder, counting):
+    """Ten moved files: one set_payloads call for all of them (a server read costs a time tick each)."""
+    with open_test_store("qdrant", tmp_path / "db") as real:
+        ingest(real, counting, shape_folder)
+        files = sorted(shape_folder.rglob("*.png"))
+        for index, path in enumerate(files[:10]):
+            path.rename(tmp_path / "photos" / f"moved_{index}.png")
+        counting_writes = FaultyStore(real, "set_payloads", TransientStoreError("unused"), times=0)
+        stats = ingest(counting_writes, counting, shape_folder, prune=True)
+        assert (stats.moved, stats.pruned, stats.failed) == (10, 0, 0)
+        assert counting_writes.calls == 1
+        paths = all_paths(real)
+        assert sorted(paths) == sorted(map(str, shape_folder.rglob("*.png"))) and len(paths) == 12
+
+
 def test_touched_file_is_rehashed_but_not_reembedded(tmp_path, shape_folder, counting):
     with open_test_store("qdrant", tmp_path / "db") as store:
         ingest(store, counting, shape_folder)

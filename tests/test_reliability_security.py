@@ -31,7 +31,8 @@ UNREACHABLE = "127.0.0.1:9"  # discard port: connection refused at once
 def test_secrets_never_reach_output_against_an_unreachable_server(tmp_path, target_args, env):
     root = write_corpus(tmp_path / "photos", 2)
     summary = tmp_path / "s.json"
-    result = run_cli([str(root), *target_args, "-v", "--summary", str(summary), "--data-dir", str(tmp_path / "d")],
+    result = run_cli([str(root), *target_args, "-v", "--summary", str(summary), "--data-dir", str(tmp_path / "d"),
+                      "--retry-for", "2"],
                      tmp_path, env=env)
     assert result.exit_code == 1, result.output[-3000:]
     assert "Error:" in result.stderr

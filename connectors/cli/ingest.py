@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from ..config import Setting, Settings
-from ..ingest.lock import LockedError, RunLock, default_lock_path
+from ..ingest.lock import LockedError, RunLock, default_lock_path, run_file_stem
 from ..ingest.plan import Shard
 from ..ingest.scan import DEFAULT_EXTENSIONS, ManifestError, normalise_extensions
 from ..ingest.summary import write_summary
@@ -131,7 +131,7 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
 
     target = store_target(settings)
     run_dir = os.path.join(settings.data_dir, "dead-letter")
-    name = "-".join(filter(None, (target.target, settings.collection, shard.label)))
+    name = run_file_stem(target.target, settings.collection, shard.label)
     dead_letter = settings.dead_letter or os.path.join(run_dir, f"{name}.jsonl")
     # shards of a server collection run in parallel; an embedded store is open in one process at a time
     worker = "" if target.embedded else shard.label

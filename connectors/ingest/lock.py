@@ -24,6 +24,11 @@ class LockedError(RuntimeError):
     """Another run holds the lock (exit code 4 on the command line)."""
 
 
+def run_file_stem(target: str, collection: str, worker: str = "") -> str:
+    """``TARGET-COLLECTION[-WORKER]``: names a run's files (lock, default dead-letter file)."""
+    return "-".join(filter(None, (target, collection, worker)))
+
+
 def default_lock_path(target: str, location: str, collection: str, worker: str = "") -> str:
     """A machine-wide lock file for ``collection`` at ``location`` (path or URL) on ``target``.
 
@@ -31,7 +36,7 @@ def default_lock_path(target: str, location: str, collection: str, worker: str =
     """
     key = f"{target}\0{location}\0{collection}" + (f"\0{worker}" if worker else "")
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", "-".join(filter(None, (target, collection, worker))))[:60]
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", run_file_stem(target, collection, worker))[:60]
     return os.path.join(tempfile.gettempdir(), "clip-ingest-locks", f"{safe}-{digest}.lock")
 
 
