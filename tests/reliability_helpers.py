@@ -482,6 +482,12 @@ class Target:
         else:
             raise ValueError(f"unknown target {name!r} (milvus-server needs server_uri)")
 
+    @classmethod
+    def for_param(cls, request: Any, tmp_path: Path) -> "Target":
+        """The target a parametrized pytest fixture names (``milvus-server`` uses the session's server)."""
+        server_uri = request.getfixturevalue("milvus_server").uri if request.param == "milvus-server" else None
+        return cls(request.param, tmp_path / "data", server_uri)
+
     def faults(self, seed: int, rate: float = 0.0, outage: tuple[int, int] | None = None) -> ClientFaults:
         """A :class:`ClientFaults` hook for this target (the only way to reach ``qdrant-client``)."""
         return ClientFaults(seed, rate, outage, qdrant_client=self.name == "qdrant-client")

@@ -297,6 +297,7 @@ def test_transient_classification() -> None:
     assert is_transient(MilvusException(grpc.StatusCode.UNAVAILABLE, "down"))
     assert is_transient(MilvusException(grpc.StatusCode.DEADLINE_EXCEEDED, "slow"))
     assert is_transient(MilvusException(2, "Fail connecting to server"))
+    assert is_transient(MilvusException(101, "failed to query: collection not loaded"))
     assert not is_transient(MilvusException(1100, "invalid parameter"))
     assert not is_transient(ValueError("bad"))
 

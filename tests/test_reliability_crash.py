@@ -91,8 +91,7 @@ def change_corpus(root: Path, cycle: int, rng: np.random.Generator, next_index: 
 
 @pytest.fixture(params=["qdrant", "milvus-lite", pytest.param("milvus-server", marks=pytest.mark.milvus_server)])
 def target(request, tmp_path) -> Target:
-    server_uri = request.getfixturevalue("milvus_server").uri if request.param == "milvus-server" else None
-    return Target(request.param, tmp_path / "data", server_uri)
+    return Target.for_param(request, tmp_path)
 
 
 @pytest.mark.slow

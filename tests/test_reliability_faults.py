@@ -25,10 +25,8 @@ from milvus_server import MilvusServer, milvus_server  # noqa: F401  (fixture)
 from reliability_helpers import (
     PausePoint,
     Target,
-    check_store,
     move_image,
     run_cli,
-    run_forked,
     start_cli,
     wait_for_file,
     write_corpus,
@@ -50,20 +48,15 @@ def change(root: Path, first_new: int, count: int) -> None:
         write_numbered(root, index)
 
 
-def make_target(request, tmp_path: Path) -> Target:
-    server_uri = request.getfixturevalue("milvus_server").uri if request.param == "milvus-server" else None
-    return Target(request.param, tmp_path / "data", server_uri)
-
-
 @pytest.fixture(params=["qdrant-client", "milvus-lite"])
 def networked(request, tmp_path) -> Target:
     """A backend whose client reports a dead server as a retryable error."""
-    return make_target(request, tmp_path)
+    return Target.for_param(request, tmp_path)
 
 
 @pytest.fixture(params=["qdrant-client", "qdrant"])
 def qdrant_target(request, tmp_path) -> Target:
-    return make_target(request, tmp_path)
+    return Target.for_param(request, tmp_path)
 
 
 def test_flaky_client_writes_are_retried_and_repeated_writes_change_nothing(networked, tmp_path):
@@ -122,16 +115,12 @@ def milvus_outage(server: MilvusServer, tmp_path: Path, outage_s: float, while_d
     the outage, which it does not lengthen unless it takes longer than ``outage_s``.
     """
     root = write_corpus(tmp_path / "photos", 200)
-    collection = f"outage_{uuid.uuid4().hex[:12]}"
-
-    def args() -> list[str]:  # the server may come back on another port: read its URI each time
-        return [str(root), "--target", "milvus", "--milvus-uri", server.uri, "--collection", collection,
-                "--data-dir", str(tmp_path / "data"), "--prune", "--batch-size", "8"]
-
-    assert run_cli(args(), tmp_path).exit_code == 0
+    target = Target("milvus-server", tmp_path / "data", server.uri)
+    args = run_args(target, root)
+    assert run_cli(args, tmp_path).exit_code == 0
     change(root, 200, 40)
     reached, resume = tmp_path / "reached", tmp_path / "resume"
-    run = start_cli(args(), tmp_path, hook=PausePoint("decode", 1, str(reached), str(resume)))
+    run = start_cli(args, tmp_path, hook=PausePoint("decode", 1, str(reached), str(resume)))
     wait_for_file(reached, run)
     uri = server.uri
     server.stop()
@@ -144,7 +133,7 @@ def milvus_outage(server: MilvusServer, tmp_path: Path, outage_s: float, while_d
     result = run.wait()
     assert result.exit_code == 0, result.output[-3000:]
     assert "retrying" in result.stderr
-    run_forked(check_store, "milvus", {"uri": server.uri}, collection, root, None)
+    target.check(root)
 
 
 @pytest.mark.milvus_server

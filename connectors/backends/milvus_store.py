@@ -101,7 +101,8 @@ _TRANSIENT_GRPC = {
 }
 #: pymilvus' own code for "could not connect" (``pymilvus.client.types.Status.CONNECT_FAILED``)
 _CONNECT_FAILED = 2
-#: Milvus' error code for a read of a collection that is not (yet) loaded
+#: Milvus' error code for a read of a collection that is not (yet) loaded: a restarted server
+#: answers a while before it has reloaded its collections
 _COLLECTION_NOT_LOADED = 101
 _VERSION_RE = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 
@@ -142,7 +143,7 @@ def is_transient(exc: BaseException) -> bool:
         code = exc.code
         if isinstance(code, grpc.StatusCode):
             return code in _TRANSIENT_GRPC
-        return code in (_CONNECT_FAILED, ErrorCode.RATE_LIMIT) or exc.retriable
+        return code in (_CONNECT_FAILED, ErrorCode.RATE_LIMIT, _COLLECTION_NOT_LOADED) or exc.retriable
     return False
 
 
@@ -313,10 +314,7 @@ class MilvusStore(VectorStore):
             message = self._scrub(f"Milvus {action} on {where} failed: {detail or type(exc).__name__}")
             error_type = TransientStoreError if is_transient(exc) else StoreError
             if isinstance(exc, MilvusException) and exc.code == _COLLECTION_NOT_LOADED:
-                # a restarted server reloads its collections a while after it answers: the retry
-                # verifies the collection again and waits for (or starts) its loading
-                self._dim = None
-                error_type = TransientStoreError
+                self._dim = None  # the retry verifies the collection again and waits for (or starts) its loading
             clean = self._scrub(str(exc)) == str(exc)
             raise error_type(message) from (exc if clean else None)
 

@@ -114,8 +114,7 @@ class Writer:
             self.stats.embedded += op.vector is not None
             self._applied(op, kind)
         elif op.point_id in self._pending:  # content embedded earlier in this run, not yet written
-            point = self._pending[op.point_id]
-            point.payload = with_path(point.payload, op.candidate.file.path, op.candidate.file.mtime_ns)
+            self._add_path_to_pending(op)
             self._applied(op, kind)
         elif op.point_id in self._dry_created:
             self._applied(op, kind)
@@ -134,10 +133,13 @@ class Writer:
             if old != op.point_id:
                 self._removals.setdefault(old, {})[path] = False
 
+    def _add_path_to_pending(self, op: WriteOp) -> None:
+        point = self._pending[op.point_id]
+        point.payload = with_path(point.payload, op.candidate.file.path, op.candidate.file.mtime_ns)
+
     def _add_new(self, op: NewPoint) -> None:
         if op.point_id in self._pending:  # same content twice in one batch
-            point = self._pending[op.point_id]
-            point.payload = with_path(point.payload, op.candidate.file.path, op.candidate.file.mtime_ns)
+            self._add_path_to_pending(op)
             return
         point = Point(op.point_id, op.vector, op.payload)
         self._pending[op.point_id] = point
