@@ -298,9 +298,9 @@ def mine_captions(**flags: Any) -> None:
 @recipe_option
 @click.option("--model", "-m", "models", multiple=True, metavar="SPEC",
               help="Model to evaluate; repeat to compare several side by side.")
-@click.option("--data-root", metavar="DIR", help="Folder holding eth80/, caltech101/, flickr8k/ "
+@click.option("--data-root", metavar="DIR", help="Folder holding eth80/, caltech101/, flickr8k/, cifar10/ "
               "(default: $CLIP_INGEST_DATA).")
-@click.option("--benchmark", "-b", "benchmarks", multiple=True, type=click.Choice(["eth80", "caltech101", "flickr8k"]),
+@click.option("--benchmark", "-b", "benchmarks", multiple=True, type=click.Choice(["eth80", "caltech101", "flickr8k", "cifar10"]),
               help="Run only these benchmarks (repeatable; default all).")
 @click.option("--max-per-class", type=click.IntRange(min=1), help="Subsample for a quick look (not comparable).")
 @click.option("--out", "-o", "out_dir", metavar="DIR", help="Write eval.json and eval.md here.")
@@ -309,7 +309,8 @@ def mine_captions(**flags: Any) -> None:
 @out_root_option
 def eval_command(**flags: Any) -> None:
     """Compare models on ETH-80 (instance + category mAP/R@1, unseen objects 7-10),
-    Caltech-101 (k-NN and zero-shot accuracy) and Flickr8k (text<->image R@1/5/10).
+    Caltech-101 (k-NN and prompt accuracy), Flickr8k (text<->image R@1/5/10) and
+    CIFAR-10 (true zero-shot accuracy).
 
     Prints one Markdown table (metrics in %, one column per model). These are test
     benchmarks: select models on a validation split, never on these numbers.
@@ -352,7 +353,7 @@ def _object_range(text: str) -> tuple[int, ...]:
 
 
 @cli.command()
-@click.argument("source", type=click.Choice(["eth80", "caltech101", "openclipart"]))
+@click.argument("source", type=click.Choice(["eth80", "caltech101", "flickr8k_train", "openclipart"]))
 @click.option("--output", "-o", required=True, metavar="FILE.jsonl", help="Manifest to write.")
 @click.option("--data-root", metavar="DIR", help="Folder holding eth80/ and caltech101/ (default: $CLIP_INGEST_DATA).")
 @click.option("--objects", default="1-6", show_default=True, help="ETH-80 objects to include (7-10 are evaluated).")
@@ -361,9 +362,11 @@ def manifest(source: str, output: str, data_root: str | None, objects: str, spli
     """Write a training manifest (JSONL: path, label, captions) for a known data set.
 
     \b
-    eth80        objects 1-6, label = object, caption = "a photo of a <category>"
-    caltech101   the train split, label = class, caption = "a photo of a <class>"
-    openclipart  Debian's openclipart-png/-svg, captions from the SVG title and keywords
+    eth80           objects 1-6, label = object, caption = "a photo of a <category>"
+    caltech101      the train split, label = class, captions = varied phrasings of the class
+    flickr8k_train  5,830 photos with 5 human captions each (research use: never ship a
+                    model trained on it)
+    openclipart     Debian's openclipart-png/-svg, captions from the SVG title and keywords
     """
     from . import sources
     from .evaluate import eth80_rows, resolve_data_root
@@ -374,6 +377,8 @@ def manifest(source: str, output: str, data_root: str | None, objects: str, spli
         root = resolve_data_root(data_root)
         if source == "eth80":
             return eth80_rows(root, _object_range(objects))
+        if source == "flickr8k_train":
+            return sources.flickr8k_rows(root / "flickr8k_train")
         return sources.caltech101_rows(root / "caltech101", split)
 
     count = run_or_fail(lambda: sources.write_jsonl(rows(), Path(output)))

@@ -96,15 +96,25 @@ class MultiCaptionArcMarginLoss(nn.Module):
     (default: every non-positive) says it counts against image ``i``. Captions that are
     neither are left out of image ``i``'s softmax. The margin is added to the angles of
     positives only; the target distribution is uniform over an image's positives.
-    Returns the mean loss over images with at least one positive caption: an image
-    with no captions contributes nothing (a batch without any gives a zero loss that
-    still belongs to the graph).
+    ``variant="paper"`` (the default) is the loss as the paper writes it: the mean over
+    images with at least one positive caption, so an image with no captions contributes
+    nothing (a batch without any gives a zero loss that still belongs to the graph).
+    ``variant="reference"`` is what the authors' code computes: each image's loss gains
+    ``0.1 * max_j -(1 - t_j) log p_j`` (the largest weighted caption term, where ``t`` is the
+    target distribution) and the mean runs over the whole batch, images without captions
+    included. The default was chosen by measurement (see ``model/recipes/photo-mcip.toml``).
     """
 
-    def __init__(self, *, scale: float = 30.0, margin: float = 0.1) -> None:
+    VARIANTS = ("paper", "reference")
+    REFERENCE_MAX_WEIGHT = 0.1
+
+    def __init__(self, *, scale: float = 30.0, margin: float = 0.1, variant: str = "paper") -> None:
         super().__init__()
+        if variant not in self.VARIANTS:
+            raise ValueError(f"variant must be one of {self.VARIANTS}, not {variant!r}")
         self.scale = scale
         self.margin = margin
+        self.variant = variant
 
     def forward(
         self,
@@ -122,25 +132,57 @@ class MultiCaptionArcMarginLoss(nn.Module):
         has_caption = positive.any(dim=1)
         if not bool(has_caption.any()):
             return image_embeddings.sum() * 0.0
-        img = F.normalize(image_embeddings[has_caption].float(), dim=-1)
-        pos, neg = positive[has_caption], negative[has_caption]
+        rows = has_caption if self.variant == "paper" else has_caption | negative.any(dim=1)
+        img = F.normalize(image_embeddings[rows].float(), dim=-1)
+        pos, neg = positive[rows], negative[rows]
         cos = img @ F.normalize(caption_embeddings.float(), dim=-1).T
         logits = self.scale * torch.where(pos, margin_cosine(cos, self.margin), cos)
-        logits = logits.masked_fill(~(pos | neg), float("-inf"))
-        log_prob = F.log_softmax(logits, dim=1)
-        target = pos.float() / pos.sum(dim=1, keepdim=True)
-        per_image = -(target * log_prob.masked_fill(~pos, 0.0)).sum(dim=1)
+        counted = pos | neg
+        log_prob = F.log_softmax(logits.masked_fill(~counted, float("-inf")), dim=1).masked_fill(~counted, 0.0)
+        target = pos.float() / pos.sum(dim=1, keepdim=True).clamp_min(1)
+        per_image = -(target * log_prob).sum(dim=1)
+        if self.variant == "reference":
+            per_image = per_image + self.REFERENCE_MAX_WEIGHT * (-(1 - target) * log_prob).max(dim=1).values
         return per_image.mean()
 
 
+def gather_with_grad(features: torch.Tensor) -> torch.Tensor:
+    """All ranks' rows of ``features`` concatenated in rank order, gradients flowing to the local rows.
+
+    A no-op outside a process group. Like open_clip's ``gather_features(..., gather_with_grad=True)``:
+    ``torch.distributed.nn.all_gather`` back-propagates into every rank's own slice, so each
+    process gets the gradient of the loss over the whole global batch.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return features
+    import torch.distributed.nn as dist_nn
+
+    return torch.cat(dist_nn.all_gather(features), dim=0)
+
+
 class InfoNCELoss(nn.Module):
-    """Symmetric CLIP InfoNCE over matching image/text pairs.
+    """Symmetric CLIP InfoNCE over matching image/text pairs, across every process of a run.
 
     Expects image embeddings ``(B, D)``, text embeddings ``(B, D)`` where row ``i`` of
     each belongs together, and the *log* of the logit scale (CLIP's learnable
-    ``logit_scale`` parameter; it is clamped so that the scale never exceeds 100).
-    Returns the mean of the image->text and text->image cross-entropies.
+    ``logit_scale`` parameter). Returns the mean of the image->text and text->image
+    cross-entropies.
+
+    Under ``torchrun`` the features of all ranks are gathered (:func:`gather_with_grad`), so N
+    processes contrast each local row against N x B candidates, the same loss as one process
+    on the concatenated batch (open_clip's ``ClipLoss``). ``label_smoothing`` (Fini et al.,
+    2023, "Improved baselines for vision-language pre-training": 0.1 helps small data) is passed
+    to the cross-entropies. The scale is used as given: the trainer clamps the parameter itself
+    after each step (:meth:`clamp_logit_scale`), so its gradient never dies at the cap.
     """
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError("label_smoothing must be in [0, 1)")
+        self.label_smoothing = label_smoothing
 
     def forward(
         self, image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, logit_scale: torch.Tensor
@@ -150,12 +192,23 @@ class InfoNCELoss(nn.Module):
                 f"image and text embeddings must pair up, got {tuple(image_embeddings.shape)} "
                 f"and {tuple(text_embeddings.shape)}"
             )
-        scale = logit_scale.float().clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
-        img = F.normalize(image_embeddings.float(), dim=-1)
-        txt = F.normalize(text_embeddings.float(), dim=-1)
+        scale = logit_scale.float().exp()
+        img = gather_with_grad(F.normalize(image_embeddings.float(), dim=-1))
+        txt = gather_with_grad(F.normalize(text_embeddings.float(), dim=-1))
         logits = scale * img @ txt.T
         target = torch.arange(len(logits), device=logits.device)
-        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        smooth = self.label_smoothing
+        return (
+            F.cross_entropy(logits, target, label_smoothing=smooth)
+            + F.cross_entropy(logits.T, target, label_smoothing=smooth)
+        ) / 2
+
+    @staticmethod
+    @torch.no_grad()
+    def clamp_logit_scale(logit_scale: torch.Tensor) -> None:
+        """Clamp the parameter in place to ``[0, log 100]`` (CLIP and the authors' code do this
+        after each optimiser step; clamping inside the loss would zero its gradient for good)."""
+        logit_scale.clamp_(0.0, math.log(MAX_LOGIT_SCALE))
 
 
 def caption_masks(

@@ -2,8 +2,11 @@
 
 Every function takes L2-normalised float rows (as produced by any
 :class:`~clip_ingest.connectors.embedder.Embedder`), so a dot product is a cosine
-similarity. Rankings sort by similarity, highest first; ties are broken by the
-lower index (a stable sort), which makes every metric deterministic.
+similarity. Rankings sort by similarity, highest first. Ties are broken by a fixed
+pseudo-random order of the candidates (seed 0), never by their position: galleries are
+often loaded sorted by class, and breaking ties by position would let a collapsed model
+(every vector equal) score far above chance. The order is fixed, so every metric stays
+deterministic. Inputs are validated: shapes, label counts and every index.
 
 Numbers are fractions in ``[0, 1]`` (not percentages).
 """
@@ -37,16 +40,41 @@ def _as_labels(labels: Sequence, n: int, name: str = "labels") -> np.ndarray:
     return labels
 
 
+TIE_SEED = 0
+
+
 def _ranking(similarities: np.ndarray) -> np.ndarray:
-    """Column indices of each row sorted by similarity, highest first, ties by lower index."""
-    return np.argsort(-similarities, axis=1, kind="stable")
+    """Column indices of each row sorted by similarity, highest first; ties in a fixed
+    pseudo-random order of the columns (neutral to how the gallery was sorted)."""
+    n = similarities.shape[1]
+    tiebreak = np.random.default_rng(TIE_SEED).permutation(n)
+    # lexsort sorts by the last key first: similarity descending, then the tie-break rank
+    return np.lexsort((np.broadcast_to(tiebreak, similarities.shape), -similarities), axis=1)
 
 
-def _leave_one_out_relevance(embeddings: np.ndarray, labels: Sequence) -> Iterator[np.ndarray]:
-    """For blocks of queries: a boolean ``(q, n-1)`` matrix, True where the ranked item is relevant.
+def _check_indices(indices: np.ndarray, size: int, name: str) -> np.ndarray:
+    """``indices`` as ints, each in ``[0, size)``; a ValueError names the first bad one."""
+    indices = np.asarray(indices)
+    if indices.size and not np.issubdtype(indices.dtype, np.integer):
+        if not np.all(np.equal(np.mod(indices, 1), 0)):
+            raise ValueError(f"{name} must be integer indices")
+    indices = indices.astype(int)
+    bad = np.flatnonzero((indices < 0) | (indices >= size))
+    if bad.size:
+        raise ValueError(f"{name}[{bad[0]}] = {indices[bad[0]]} is out of range: there are {size} rows")
+    return indices
 
-    Every image is a query against all *other* images (it is removed from its own
-    ranking); an item is relevant when it has the query's label.
+
+def _all_vs_all_relevance(
+    embeddings: np.ndarray, labels: Sequence, include_query: bool = False
+) -> Iterator[np.ndarray]:
+    """For blocks of queries: a boolean ``(q, n-1)`` matrix (``(q, n)`` with ``include_query``),
+    True where the ranked item is relevant.
+
+    Every image is a query against all *other* images (it is removed from its own ranking),
+    or against all images including itself with ``include_query`` (the GPR1200 protocol,
+    where the query counts as a relevant item); an item is relevant when it has the query's
+    label.
     """
     emb = _as_matrix(embeddings, "embeddings")
     n = emb.shape[0]
@@ -56,17 +84,20 @@ def _leave_one_out_relevance(embeddings: np.ndarray, labels: Sequence) -> Iterat
     for start in range(0, n, QUERY_CHUNK):
         queries = np.arange(start, min(start + QUERY_CHUNK, n))
         order = _ranking(emb[queries] @ emb.T)
-        order = order[order != queries[:, None]].reshape(len(queries), n - 1)
+        if not include_query:
+            order = order[order != queries[:, None]].reshape(len(queries), n - 1)
         yield labels[order] == labels[queries, None]
 
 
-def mean_average_precision(embeddings: np.ndarray, labels: Sequence) -> float:
-    """Image->image mAP over all-vs-all rankings, the query excluded from its own ranking.
+def mean_average_precision(embeddings: np.ndarray, labels: Sequence, *, include_query: bool = False) -> float:
+    """Image->image mAP over all-vs-all rankings, the query excluded from its own ranking
+    (``include_query=True``: kept in it, as GPR1200 and the MCIP paper's tables count it).
 
     Args:
         embeddings: ``(n, dim)`` L2-normalised rows.
         labels: ``n`` labels; items with equal labels are relevant to each other
             (object ids for instance retrieval, class names for category level).
+        include_query: rank the query among the gallery and count it as relevant.
 
     Returns:
         The mean over queries of average precision (mean of the precision at the
@@ -74,7 +105,7 @@ def mean_average_precision(embeddings: np.ndarray, labels: Sequence) -> float:
         skipped; if no query has one, a :class:`ValueError` is raised.
     """
     ap_values = []
-    for relevant in _leave_one_out_relevance(embeddings, labels):
+    for relevant in _all_vs_all_relevance(embeddings, labels, include_query):
         hits = relevant.sum(axis=1)
         ranks = np.arange(1, relevant.shape[1] + 1)
         precision = np.cumsum(relevant, axis=1) / ranks
@@ -93,7 +124,7 @@ def recall_at_1(embeddings: np.ndarray, labels: Sequence) -> float:
     relevant item are skipped the same way.
     """
     top_hits = []
-    for relevant in _leave_one_out_relevance(embeddings, labels):
+    for relevant in _all_vs_all_relevance(embeddings, labels):
         has_relevant = relevant.any(axis=1)
         top_hits.append(relevant[has_relevant, 0])
     values = np.concatenate(top_hits)
@@ -124,6 +155,8 @@ def knn_accuracy(
         raise ValueError("k must be >= 1 and temperature > 0")
     train = _as_matrix(train_embeddings, "train_embeddings")
     test = _as_matrix(test_embeddings, "test_embeddings")
+    if train.shape[1] != test.shape[1]:
+        raise ValueError(f"train and test rows differ in dimension ({train.shape[1]} vs {test.shape[1]})")
     train_labels = _as_labels(train_labels, train.shape[0], "train_labels")
     test_labels = _as_labels(test_labels, test.shape[0], "test_labels")
     classes, first_seen = np.unique(train_labels, return_index=True)
@@ -182,8 +215,9 @@ def zero_shot_accuracy(
         The fraction of images whose most similar class row is their label.
     """
     images = _as_matrix(image_embeddings, "image_embeddings")
-    labels = _as_labels(labels, images.shape[0])
-    predicted = _ranking(images @ _as_matrix(class_embeddings, "class_embeddings").T)[:, 0]
+    classes = _as_matrix(class_embeddings, "class_embeddings")
+    labels = _check_indices(_as_labels(labels, images.shape[0]), classes.shape[0], "labels")
+    predicted = _ranking(images @ classes.T)[:, 0]
     return float((predicted == labels).mean())
 
 
@@ -208,6 +242,8 @@ def caption_match_accuracy(
     captions = _as_matrix(caption_embeddings, "caption_embeddings")
     if len(positives) != images.shape[0] or not all(positives):
         raise ValueError("positives needs a non-empty set of caption rows for every image")
+    for row in positives:
+        _check_indices(np.fromiter(row, dtype=int), captions.shape[0], "positives")
     hits = 0
     for start in range(0, images.shape[0], QUERY_CHUNK):
         best = _ranking(images[start : start + QUERY_CHUNK] @ captions.T)[:, 0]
@@ -238,7 +274,7 @@ def text_to_image_recall(
     """
     texts = _as_matrix(text_embeddings, "text_embeddings")
     images = _as_matrix(image_embeddings, "image_embeddings")
-    target = _as_labels(caption_image, texts.shape[0], "caption_image").astype(int)
+    target = _check_indices(_as_labels(caption_image, texts.shape[0], "caption_image"), images.shape[0], "caption_image")
     ranks = []
     for start in range(0, texts.shape[0], QUERY_CHUNK):
         order = _ranking(texts[start : start + QUERY_CHUNK] @ images.T)
@@ -259,9 +295,9 @@ def image_to_text_recall(
     """
     images = _as_matrix(image_embeddings, "image_embeddings")
     texts = _as_matrix(text_embeddings, "text_embeddings")
-    owner = _as_labels(caption_image, texts.shape[0], "caption_image").astype(int)
+    owner = _check_indices(_as_labels(caption_image, texts.shape[0], "caption_image"), images.shape[0], "caption_image")
     if set(owner.tolist()) != set(range(images.shape[0])):
-        raise ValueError("every image needs at least one caption (and captions must name valid images)")
+        raise ValueError("every image needs at least one caption")
     ranks = []
     for start in range(0, images.shape[0], QUERY_CHUNK):
         queries = np.arange(start, min(start + QUERY_CHUNK, images.shape[0]))

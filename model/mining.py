@@ -1,10 +1,15 @@
 """Pseudo-captions for MCIP and realignment.
 
-Three sources, as in the paper:
+Three sources:
 
 (a) :func:`mine_captions`: from a caption pool (e.g. the captions of another data set),
     embedded once after de-duplication; each image keeps its top-``k`` most similar pool
-    captions whose cosine similarity is at least ``threshold`` (paper: k=20, 0.27);
+    captions whose cosine similarity is at least ``threshold`` (paper: k=20, 0.27).
+    Where this departs from the paper: the paper mines the ~12M captions of CC12M with the
+    large pretrained CLIP it fine-tunes; here the pool and the mining model are whatever the
+    recipe names (a small pool and a small model give lower similarities, so the paper's 0.27
+    is a starting point to check on a validation split, not a constant), and the pool is
+    de-duplicated exactly, not semantically;
 (b) :func:`with_template_captions`: templates over class names ("a photo of a {label}.");
 (c) captions given in a manifest (read by :func:`clip_ingest.model.data.read_manifest`).
 
@@ -27,19 +32,17 @@ from clip_ingest.connectors.factory import load_model
 from .data import DataError, Sample, load_samples, write_manifest
 from .distributed import setup_distributed
 from .features import embed_samples, embed_texts
+from .sources import class_phrase
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATES = ("a photo of a {label}.",)
 
 
-def label_text(label: str) -> str:
-    """A class folder name as words: ``golden_retriever`` -> ``golden retriever``."""
-    return " ".join(label.replace("_", " ").replace("-", " ").split())
-
-
 def with_template_captions(samples: Sequence[Sample], templates: Sequence[str] = DEFAULT_TEMPLATES) -> list[Sample]:
-    """Samples with one caption per template (``{label}`` filled in) added to their captions.
+    """Samples with one caption per template (``{label}`` filled in with the label as a noun
+    phrase, :func:`~clip_ingest.model.sources.class_phrase`: ``Motorbikes`` -> ``motorbike``)
+    added to their captions.
 
     Unlabelled samples are returned unchanged.
     """
@@ -48,7 +51,7 @@ def with_template_captions(samples: Sequence[Sample], templates: Sequence[str] =
         if s.label is None:
             out.append(s)
             continue
-        extra = tuple(t.format(label=label_text(s.label)) for t in templates)
+        extra = tuple(t.format(label=class_phrase(s.label)) for t in templates)
         out.append(Sample(s.path, s.label, s.captions + tuple(c for c in extra if c not in s.captions)))
     return out
 

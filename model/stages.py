@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -78,7 +79,14 @@ class StageConfig:
 
 @dataclass
 class PretrainConfig(StageConfig):
-    """Contrastive (pre)training of both towers on image-caption pairs (random weights or a checkpoint)."""
+    """Contrastive (pre)training of both towers on image-caption pairs (random weights or a checkpoint).
+
+    ``label_smoothing`` of the InfoNCE targets and ``word_dropout`` of the captions are the
+    small-data regularisers of Fini et al. (2023); both are off by default.
+    """
+
+    label_smoothing: float = 0.0
+    word_dropout: float = 0.0
 
 
 @dataclass
@@ -97,6 +105,9 @@ class FinetuneConfig(StageConfig):
     caption_weight: float = 0.25
     caption_scale: float = 30.0
     caption_margin: float = 0.1
+    caption_loss: str = "paper"
+    """MC-ArcMargin as the paper writes it (``paper``) or as the authors' code computes it
+    (``reference``); see :class:`~clip_ingest.model.losses.MultiCaptionArcMarginLoss`."""
     same_class_negatives: bool = True
     patch_dropout: float = 0.0
 
@@ -195,11 +206,27 @@ class ClassTrainer(nn.Module):
         return loss
 
 
+def drop_words(text: str, rate: float, generator: random.Random) -> str:
+    """``text`` with each word dropped with probability ``rate`` (at least one word is kept).
+
+    The simplest of the text augmentations of Fini et al. (2023, EDA-style random deletion): on
+    small caption sets it keeps the text tower from memorising exact strings.
+    """
+    if rate <= 0:
+        return text
+    words = text.split()
+    kept = [w for w in words if generator.random() >= rate]
+    return " ".join(kept) if kept else (generator.choice(words) if words else text)
+
+
 class ContrastiveTrainer(nn.Module):
     """Symmetric InfoNCE between images and one random caption of each (per step).
 
     With ``image_bank`` the image embeddings come from that cache (realignment: the image
     tower is never run); otherwise from ``model.encode_image`` on the batch pixels.
+    ``label_smoothing`` and ``word_dropout`` are the small-data regularisers of Fini et al.
+    (2023); both default to off. :meth:`after_step` clamps the temperature parameter after each
+    optimiser step (see :meth:`InfoNCELoss.clamp_logit_scale`).
     """
 
     def __init__(
@@ -208,18 +235,25 @@ class ContrastiveTrainer(nn.Module):
         tokenizer: Any,
         captions: Sequence[tuple[str, ...]],
         image_bank: torch.Tensor | None = None,
+        *,
+        label_smoothing: float = 0.0,
+        word_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
         self.captions = list(captions)
-        self.loss = InfoNCELoss()
+        self.loss = InfoNCELoss(label_smoothing)
+        self.word_dropout = word_dropout
+        self._words = random.Random(torch.initial_seed())
         self.register_buffer("image_bank", image_bank, persistent=False)
 
     def forward(self, batch: Batch | IndexBatch) -> torch.Tensor:
         indices = batch.indices.tolist()
         picks = torch.randint(0, 2**31 - 1, (len(indices),)).tolist()
         texts = [self.captions[i][p % len(self.captions[i])] for i, p in zip(indices, picks)]
+        if self.training and self.word_dropout > 0:
+            texts = [drop_words(t, self.word_dropout, self._words) for t in texts]
         device = batch.indices.device
         txt = self.model.encode_text(self.tokenizer(texts).to(device))
         if self.image_bank is not None:
@@ -227,6 +261,10 @@ class ContrastiveTrainer(nn.Module):
         else:
             img = self.model.encode_image(batch.pixels)
         return self.loss(img, txt, self.model.logit_scale)
+
+    def after_step(self) -> None:
+        """Keep ``exp(logit_scale)`` within CLIP's ``[1, 100]``."""
+        InfoNCELoss.clamp_logit_scale(self.model.logit_scale)
 
 
 @dataclass
@@ -313,7 +351,10 @@ def run_pretrain(cfg: PretrainConfig) -> StageResult:
     model = prep.loaded.model
     for param in model.parameters():
         param.requires_grad_(True)
-    module = ContrastiveTrainer(model, prep.loaded.tokenizer, [s.captions for s in samples])
+    module = ContrastiveTrainer(
+        model, prep.loaded.tokenizer, [s.captions for s in samples],
+        label_smoothing=cfg.label_smoothing, word_dropout=cfg.word_dropout,
+    )
     groups = decay_param_groups(model.named_parameters(), cfg.train.lr, cfg.train.weight_decay)
     val = _captioned_val(prep)
     validate = (
@@ -347,7 +388,7 @@ def run_finetune(cfg: FinetuneConfig) -> StageResult:
         column = {c: j for j, c in enumerate(pool)}
         bank = embed_texts(model, prep.loaded.tokenizer, pool, device=prep.device)
         ids = [[column[c] for c in s.captions] for s in prep.samples]
-        mc = MultiCaptionArcMarginLoss(scale=cfg.caption_scale, margin=cfg.caption_margin)
+        mc = MultiCaptionArcMarginLoss(scale=cfg.caption_scale, margin=cfg.caption_margin, variant=cfg.caption_loss)
         captions = (mc, bank, ids, cfg.caption_weight, cfg.same_class_negatives)
         arc_weight = cfg.arc_weight
     module = ClassTrainer(model, labels, arc, arc_weight, captions)

@@ -16,7 +16,8 @@ rest the same way for every method:
 * progress logs with loss, learning rate, samples/s and undecodable images skipped;
 * DDP when started by ``torchrun`` (see :mod:`clip_ingest.model.distributed`).
 
-Batches must have ``len()``, ``.skipped`` (images dropped while collating) and
+A module may define ``after_step()``, called after every optimiser step (the contrastive
+trainer clamps its temperature there). Batches must have ``len()``, ``.skipped`` (images dropped while collating) and
 ``.to(device)``.
 """
 
@@ -230,6 +231,8 @@ def fit(
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
             scaler.step(optimizer)
             scaler.update()
+            if hasattr(module, "after_step"):
+                module.after_step()  # e.g. clamp parameters in place (the temperature)
             counters["step"] += 1
             counters["samples"] += len(batch)
             run_samples += len(batch)

@@ -1,4 +1,4 @@
-"""Miniature benchmark folders in the layouts of the real eth80/, caltech101/ and flickr8k/ (generated shapes)."""
+"""Miniature benchmark folders in the layouts of the real eth80/, caltech101/, flickr8k/ and cifar10/ (generated shapes)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from imagegen import COLOURS, SHAPES, make_shape_image
 
 
 def write_eval_data(root: Path, views: int = 3) -> Path:
-    """Write ``root/{eth80,caltech101,flickr8k}``; objects are colours, categories are shapes."""
+    """Write ``root/{eth80,caltech101,flickr8k,cifar10}``; objects are colours, categories are shapes."""
     colours = list(COLOURS)
     for shape in SHAPES[:2]:
         for n in (7, 8):
@@ -37,4 +37,9 @@ def write_eval_data(root: Path, views: int = 3) -> Path:
             make_shape_image(colour, shape, variant=i).save(flickr / "images" / name)
             writer.writerow([name, f"a {colour} {shape}, on a light background"])
             writer.writerow([name, f"a {shape} coloured {colour}"])
+    for shape in SHAPES:
+        folder = root / "cifar10" / "test" / shape
+        folder.mkdir(parents=True)
+        for i in range(2):
+            make_shape_image(colours[i], shape, variant=i).resize((32, 32)).save(folder / f"{i}.jpg")
     return root

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
@@ -81,4 +82,39 @@ def ddp_finetune_worker(rank: int, world_size: int, port: int, data: str, out: s
     )
     result = run_finetune(cfg)
     Path(out, f"rank{rank}.digest").write_text(weights_digest(result.model))
+    dist.destroy_process_group()
+
+
+def _info_nce_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(7)
+    return torch.randn(8, 5, generator=generator), torch.randn(8, 5, generator=generator)
+
+
+def info_nce_reference() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """InfoNCE of one process on all 8 rows: the loss and the gradients of both inputs."""
+    from clip_ingest.model.losses import InfoNCELoss
+
+    img, txt = (t.clone().requires_grad_(True) for t in _info_nce_inputs())
+    loss = InfoNCELoss()(img, txt, torch.tensor(math.log(10.0)))
+    loss.backward()
+    return loss.detach(), img.grad, txt.grad
+
+
+def ddp_info_nce_worker(rank: int, world_size: int, port: int, out: str) -> None:
+    """One gloo rank holding rows [4 rank, 4 rank + 4) of the reference batch; saves its loss and
+    the gradients of its own rows as safetensors."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    import torch.distributed as dist
+    from safetensors.torch import save_file
+
+    from clip_ingest.model.losses import InfoNCELoss
+
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    img_all, txt_all = _info_nce_inputs()
+    rows = slice(rank * 4, rank * 4 + 4)
+    img, txt = img_all[rows].clone().requires_grad_(True), txt_all[rows].clone().requires_grad_(True)
+    loss = InfoNCELoss()(img, txt, torch.tensor(math.log(10.0)))
+    loss.backward()
+    save_file({"loss": loss.detach().reshape(()), "img_grad": img.grad, "txt_grad": txt.grad},
+              str(Path(out, f"rank{rank}.safetensors")))
     dist.destroy_process_group()

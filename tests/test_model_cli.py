@@ -116,7 +116,8 @@ def test_eval_reports_missing_datasets_and_still_runs_the_rest(tmp_path, eval_da
     scores = report.models[0].metrics
     assert report.models[0].model_id == tiny_embedder.model_id
     assert set(scores) == {"eth80 instance mAP", "eth80 instance R@1", "eth80 category mAP",
-                           "eth80 category R@1", "caltech101 kNN acc", "caltech101 zero-shot acc"}
+                           "eth80 category R@1", "caltech101 kNN acc", "caltech101 prompt acc",
+                           "cifar10 zero-shot acc"}
     assert all(0.0 <= v <= 1.0 for v in scores.values())
     table = render_markdown(report)
     assert "**flickr8k missing**" in table and "| eth80 instance mAP |" in table

@@ -117,14 +117,37 @@ def test_caption_masks_share_columns_and_exclude_same_class():
     assert torch.equal(all_neg, ~pos)
 
 
-def test_info_nce_matches_hand_computation_with_scale_clamped_at_100():
+def test_info_nce_matches_hand_computation():
     img = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     txt = torch.tensor([[0.8, 0.6], [0.0, 1.0]])
-    logits = 100 * img @ txt.T
+    logits = 20 * img @ txt.T
     target = torch.arange(2)
     expected = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-    got = InfoNCELoss()(img, txt, torch.tensor(math.log(1000.0)))  # 1000 clamps to 100
+    got = InfoNCELoss()(img, txt, torch.tensor(math.log(20.0)))
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_info_nce_label_smoothing_matches_cross_entropy_with_smoothing():
+    img, txt = torch.randn(4, 3), torch.randn(4, 3)
+    logits = 5 * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
+    target = torch.arange(4)
+    expected = (F.cross_entropy(logits, target, label_smoothing=0.1)
+                + F.cross_entropy(logits.T, target, label_smoothing=0.1)) / 2
+    got = InfoNCELoss(label_smoothing=0.1)(img, txt, torch.tensor(math.log(5.0)))
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert got.item() != pytest.approx(InfoNCELoss()(img, txt, torch.tensor(math.log(5.0))).item(), rel=1e-3)
+
+
+def test_logit_scale_keeps_its_gradient_above_the_cap_and_is_clamped_in_place():
+    """Clamping inside the loss would give a zero gradient once the scale passes 100."""
+    scale = torch.nn.Parameter(torch.tensor(math.log(1000.0)))
+    InfoNCELoss()(torch.randn(4, 3), torch.randn(4, 3), scale).backward()
+    assert scale.grad is not None and scale.grad.abs().item() > 0
+    InfoNCELoss.clamp_logit_scale(scale)
+    assert scale.item() == pytest.approx(math.log(100.0))
+    low = torch.nn.Parameter(torch.tensor(-2.0))
+    InfoNCELoss.clamp_logit_scale(low)
+    assert low.item() == 0.0
 
 
 def test_info_nce_gradient_pulls_pairs_together():
@@ -138,3 +161,21 @@ def test_info_nce_gradient_pulls_pairs_together():
 def test_info_nce_rejects_unpaired_inputs():
     with pytest.raises(ValueError, match="pair up"):
         InfoNCELoss()(torch.randn(2, 4), torch.randn(3, 4), torch.tensor(1.0))
+
+
+def test_multi_caption_reference_variant_adds_a_tenth_of_the_max_term_and_averages_the_whole_batch():
+    img = F.normalize(torch.randn(3, 4), dim=-1)
+    caps = F.normalize(torch.randn(3, 4), dim=-1)
+    pos = torch.tensor([[True, True, False], [False, False, True], [False, False, False]])
+    paper = MultiCaptionArcMarginLoss(scale=10.0, margin=0.2)(img, caps, pos)
+    reference = MultiCaptionArcMarginLoss(scale=10.0, margin=0.2, variant="reference")(img, caps, pos)
+    # by hand, the authors' formula: rows of a soft-target cross-entropy + 0.1 max, mean over all 3 images
+    cos = img @ caps.T
+    logits = 10.0 * torch.where(pos, margin_cosine(cos, 0.2), cos)
+    log_prob = F.log_softmax(logits, dim=1)
+    target = pos.float() / pos.sum(dim=1, keepdim=True).clamp_min(1)
+    rows = -(target * log_prob).sum(dim=1) + 0.1 * (-(1 - target) * log_prob).max(dim=1).values
+    assert reference.item() == pytest.approx(rows.mean().item(), rel=1e-5)
+    assert paper.item() == pytest.approx((-(target * log_prob).sum(dim=1))[:2].mean().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="variant"):
+        MultiCaptionArcMarginLoss(variant="other")

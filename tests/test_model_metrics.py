@@ -143,3 +143,42 @@ def test_caption_match_accuracy_needs_a_caption_for_every_image():
         caption_match_accuracy(at(0, 90), at(0), [{0}, set()])
     with pytest.raises(ValueError, match="every image"):
         caption_match_accuracy(at(0, 90), at(0), [{0}])
+
+
+def test_a_collapsed_model_scores_chance_on_a_gallery_sorted_by_class():
+    """Every vector equal: with ties broken by position, each query's own class (loaded first)
+    would rank on top; neutral ties give the chance level of a random ranking."""
+    labels = np.repeat(np.arange(20), 40)  # 20 objects x 40 views, sorted like ETH-80's folders
+    collapsed = np.ones((len(labels), 8), dtype=np.float32) / np.sqrt(8)
+    chance = 39 / (len(labels) - 1)  # fraction of relevant items in each ranking
+    assert mean_average_precision(collapsed, labels) == pytest.approx(chance, abs=0.02)
+    assert recall_at_1(collapsed, labels) == pytest.approx(chance, abs=0.03)
+    class_rows = np.ones((20, 8), dtype=np.float32) / np.sqrt(8)
+    assert zero_shot_accuracy(collapsed, labels, class_rows) == pytest.approx(1 / 20, abs=0.04)
+
+
+def test_include_query_counts_the_query_as_a_relevant_hit():
+    emb = np.eye(4, dtype=np.float32)  # orthogonal: every other item ties at similarity 0
+    labels = [0, 0, 1, 1]
+    # with the query: it ranks first, its partner among the three ties
+    with_query = mean_average_precision(emb, labels, include_query=True)
+    without = mean_average_precision(emb, labels)
+    assert with_query > without
+    assert mean_average_precision(emb, labels, include_query=True) == with_query  # deterministic
+
+
+@pytest.mark.parametrize("bad", [[0, 3], [-1, 0]])
+def test_recall_rejects_caption_indices_out_of_range(bad):
+    texts, images = np.eye(2, dtype=np.float32), np.eye(3, dtype=np.float32)[:2, :2]
+    with pytest.raises(ValueError, match="out of range"):
+        text_to_image_recall(texts, images, bad)
+    with pytest.raises(ValueError, match="out of range"):
+        image_to_text_recall(images, texts, bad)
+
+
+def test_zero_shot_and_caption_match_reject_indices_out_of_range():
+    images = np.eye(2, dtype=np.float32)
+    with pytest.raises(ValueError, match="out of range"):
+        zero_shot_accuracy(images, [0, 2], np.eye(2, dtype=np.float32))
+    with pytest.raises(ValueError, match="out of range"):
+        caption_match_accuracy(images, np.eye(2, dtype=np.float32), [{0}, {5}])
