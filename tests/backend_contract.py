@@ -71,6 +71,51 @@ def point(n: int, vector: np.ndarray | None = None, **payload: object) -> Point:
     return Point(id=pid(n), vector=unit(n) if vector is None else vector, payload=body)
 
 
+#: size of the collection in the far-matches filtered-search test (>> a search breadth of 128)
+FAR_MATCH_POINTS = 2000
+
+#: how many points match each filter of the far-matches test: 0.1 %, 1 %, 10 %, 50 %
+FAR_MATCH_SIZES = (2, 20, 200, FAR_MATCH_POINTS // 2)
+
+
+def far_match_points() -> list[Point]:
+    """FAR_MATCH_POINTS points: ``index < size`` selects the first ``size``; those lie on the far
+    side of the query (axis 0), every other point close to it."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(FAR_MATCH_POINTS, DIM)).astype(np.float32) * 0.3
+    vectors[:, 0] += 1.0
+    vectors[: max(FAR_MATCH_SIZES), 0] -= 2.0
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return [Point(id=pid(i), vector=v, payload={"colour": "red", "index": i}) for i, v in enumerate(vectors)]
+
+
+def load_far_matches(store: VectorStore) -> list[Point]:
+    points = far_match_points()
+    for start in range(0, len(points), 500):
+        store.upsert(points[start:start + 500])
+    store.flush()
+    if hasattr(store, "wait_until_indexed"):
+        store.wait_until_indexed()
+    return points
+
+
+def assert_filtered_pages_are_full(store: VectorStore, points: list[Point] | None = None) -> None:
+    """Every page of every far-match filter holds min(k, matches - offset) hits, best first
+    (and, given ``points``, exactly the brute-force ranking)."""
+    query = unit(0)
+    for size in FAR_MATCH_SIZES:
+        flt = parse_filter(f"index < {size}")
+        for k, offset in ((10, 0), (5, 3), (50, 0)):
+            hits = store.search(query, k=k, offset=offset, filter=flt)
+            assert len(hits) == min(k, max(0, size - offset)), (size, k, offset, len(hits))
+            assert all(h.payload["index"] < size for h in hits)
+            scores = [h.score for h in hits]
+            assert scores == sorted(scores, reverse=True)
+            if points is not None:
+                exact = sorted(points[:size], key=lambda p: -float(p.vector @ query))[offset:offset + k]
+                np.testing.assert_allclose(scores, [float(p.vector @ query) for p in exact], atol=1e-4)
+
+
 #: angles from the query (axis 0) and the cosine each one scores
 ANGLES = (0.0, 30.0, 60.0, 90.0, 120.0, 180.0)
 
@@ -246,6 +291,13 @@ class VectorStoreContract:
         assert [h.id for h in hits] == [pid(3), pid(6)]  # closest first: 30 deg before 60 deg
         assert all(h.payload["colour"] == "red" for h in hits)
         assert store.count(filter=parse_filter('not colour = "red"')) == 6
+
+    def test_filtered_search_returns_min_k_matches_however_far_and_rare_the_matches(self, store: VectorStore) -> None:
+        """A collection much larger than the search breadth (ef 128): matching points sit far
+        from the query, behind many closer non-matching ones. Post-filtering a candidate list
+        would return fewer hits than exist; every backend must return exactly min(k, matches)."""
+        load_far_matches(store)
+        assert_filtered_pages_are_full(store)
 
     # -- durability -----------------------------------------------------------------------
 

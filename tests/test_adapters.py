@@ -116,6 +116,51 @@ def test_langchain_in_memory_store_retrieves_planted_image(tiny_embedder, images
     assert [d.page_content for d in hits] == text_ranking(tiny_embedder, images, TEXT)[:3]
 
 
+def test_langchain_qdrant_store_from_its_constructor_and_from_texts(tiny_embedder, images, tmp_path):
+    """The real langchain-qdrant store, built the ways its docs show, answers text queries
+    with the embedder's own ranking (it embeds "dummy_text" to learn the vector size)."""
+    from langchain_qdrant import QdrantVectorStore
+    from qdrant_client import QdrantClient
+    from qdrant_client.models import Distance, VectorParams
+
+    from clip_ingest.connectors.adapters.langchain import ClipIngestImageEmbeddings
+
+    emb = ClipIngestImageEmbeddings(tiny_embedder)
+    expected = text_ranking(tiny_embedder, images, TEXT)[:3]
+    store = QdrantVectorStore.from_texts(images, emb, location=":memory:", collection_name="pics")
+    assert [d.page_content for d in store.similarity_search(TEXT, k=3)] == expected
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    client.create_collection("pics", vectors_config=VectorParams(size=emb.dim, distance=Distance.COSINE))
+    built = QdrantVectorStore(client=client, collection_name="pics", embedding=emb)  # validates the config
+    built.add_texts(images)
+    assert [d.page_content for d in built.similarity_search(TEXT, k=3)] == expected
+    client.close()
+
+
+def test_langchain_milvus_store_from_texts_and_add_texts(tiny_embedder, images, tmp_path):
+    from langchain_milvus import Milvus
+
+    from clip_ingest.connectors.adapters.langchain import ClipIngestImageEmbeddings
+
+    emb = ClipIngestImageEmbeddings(tiny_embedder)
+    uri = str(tmp_path / "lc.db")
+    store = Milvus.from_texts(images[:6], emb, connection_args={"uri": uri}, collection_name="pics",
+                              index_params={"index_type": "FLAT", "metric_type": "COSINE"})
+    store.add_texts(images[6:])
+    assert [d.page_content for d in store.similarity_search(TEXT, k=3)] == text_ranking(tiny_embedder, images, TEXT)[:3]
+
+
+def test_image_embeddings_still_refuse_a_missing_file_that_is_not_a_size_probe(tiny_embedder, images):
+    from clip_ingest.connectors.adapters.langchain import ClipIngestImageEmbeddings
+
+    emb = ClipIngestImageEmbeddings(tiny_embedder)
+    assert len(emb.embed_documents(["dummy_text"])[0]) == emb.dim
+    with pytest.raises(ImageDecodeError):
+        emb.embed_documents(["no/such/photo.jpg"])
+    with pytest.raises(ImageDecodeError):
+        emb.embed_documents([images[0], "dummy_text"])
+
+
 # -- LlamaIndex
 def test_llamaindex_embedding_batches_like_the_embedder(tiny_embedder, images):
     from clip_ingest.connectors.adapters.llamaindex import ClipIngestEmbedding

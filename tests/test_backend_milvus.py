@@ -11,7 +11,17 @@ from typing import Any, Iterator
 
 import grpc
 import pytest
-from backend_contract import COLLECTION, DIM, SPEC, VectorStoreContract, pid, point, unit
+from backend_contract import (
+    COLLECTION,
+    DIM,
+    SPEC,
+    VectorStoreContract,
+    assert_filtered_pages_are_full,
+    load_far_matches,
+    pid,
+    point,
+    unit,
+)
 from milvus_server import MilvusServer, milvus_lite_uri, milvus_server  # noqa: F401  (fixtures)
 from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
@@ -76,6 +86,31 @@ class TestMilvusServerContract(VectorStoreContract):
 
     def make_store(self, tmp_path: Path, collection: str) -> VectorStore:
         return MilvusStore(server_collection(tmp_path, collection), uri=self.uri, timeout=20)
+
+
+def test_a_post_filtering_index_cannot_make_a_filtered_page_short(tmp_path: Path, monkeypatch) -> None:
+    """Failure injection beside the real contract test: the real Milvus Lite store, with its ANN
+    search made to behave as Milvus does on large collections (the top ``ef`` candidates are
+    collected, then filtered). Pages must still be full and exactly ranked: the store notices a
+    short page against the count, widens ``ef``, then ranks the matches itself."""
+    store = MilvusStore(COLLECTION, uri=str(tmp_path / "milvus.db"))
+    store.ensure_collection(SPEC)
+    points = load_far_matches(store)
+    real = store._ann_search
+    widths: list[int] = []
+
+    def post_filtered(query, expr, params, k, offset, ef):
+        widths.append(ef)
+        candidates = {h.id for h in real(query, "", {}, ef, 0, ef)}
+        matching = real(query, expr, params, min(ef, 16384 - offset), 0, ef)
+        return [h for h in matching if h.id in candidates][offset:offset + k]
+
+    monkeypatch.setattr(store, "_ann_search", post_filtered)
+    # small filters go straight to the exact ranking; the two largest (200, 1000 matches) try a wider ef first
+    monkeypatch.setattr("clip_ingest.connectors.backends.milvus_store.EXACT_SEARCH_MAX_MATCHES", 100)
+    assert_filtered_pages_are_full(store, points)
+    assert max(widths) > 128
+    store.close()
 
 
 # -- deployments: one store per deployment for the Milvus-specific tests --------------------

@@ -4,8 +4,9 @@
 variants are LangChain's defaults, run in an executor) and images with the batched
 ``embed_image(uris)`` that LangChain's multimodal vector stores call. ``ClipIngestImageEmbeddings``
 treats the *documents* as image paths/URIs and the *query* as text, so any LangChain vector
-store (``InMemoryVectorStore``, ``QdrantVectorStore``, ``Milvus``...) indexes pictures with its
-ordinary ``add_texts`` / ``add_documents`` and answers text queries over them::
+store (``InMemoryVectorStore``, ``langchain_qdrant.QdrantVectorStore``, ``langchain_milvus.Milvus``...)
+indexes pictures with its ordinary ``add_texts`` / ``add_documents`` / ``from_texts`` and answers
+text queries over them (tested with each of the three)::
 
     store = InMemoryVectorStore(ClipIngestImageEmbeddings("starter"))
     store.add_texts(["photos/cat.png", "photos/car.png"], metadatas=[{"kind": "cat"}, {"kind": "car"}])
@@ -17,6 +18,7 @@ Requires ``langchain-core`` (``pip install "clip-ingest[adapters]"``).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 from ..decode import ImageInput
@@ -59,15 +61,25 @@ class ClipIngestEmbeddings(_core.Embeddings):
         return as_lists(self.embedder.embed_images(image_sources(uris)))
 
 
+SIZE_PROBES = frozenset({"dummy_text"})
+"""Texts that LangChain vector stores embed as a *document* only to learn the vector size
+(``langchain-qdrant``'s ``QdrantVectorStore`` and ``from_texts`` embed ``"dummy_text"``)."""
+
+
 class ClipIngestImageEmbeddings(ClipIngestEmbeddings):
     """Documents are images (their ``page_content`` is a path or ``file://`` URI), queries are text.
 
-    Use it as a vector store's ``embedding`` to index pictures through the store's plain text API.
+    Use it as a vector store's ``embedding`` to index pictures through the store's plain text API
+    (``InMemoryVectorStore``, ``langchain_qdrant.QdrantVectorStore``, ``langchain_milvus.Milvus``,
+    constructors and ``from_texts`` alike). A lone document that is one of :data:`SIZE_PROBES`
+    (a store learning the vector size) is embedded as text instead of failing as a missing file.
     """
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed the images that ``texts`` name."""
+        if len(texts) == 1 and texts[0] in SIZE_PROBES and not Path(texts[0]).exists():
+            return super().embed_documents(texts)
         return self.embed_image(texts)
 
 
-__all__ = ["ClipIngestEmbeddings", "ClipIngestImageEmbeddings"]
+__all__ = ["SIZE_PROBES", "ClipIngestEmbeddings", "ClipIngestImageEmbeddings"]

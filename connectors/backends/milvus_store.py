@@ -84,6 +84,10 @@ DEFAULT_MAX_REQUEST_BYTES = 16 * 2**20
 IDS_PER_REQUEST = 1000
 #: HNSW ``ef`` of searches (Qdrant's default ``hnsw_ef`` too)
 DEFAULT_SEARCH_EF = 128
+#: the widest ``ef`` a short filtered page is retried with before the matches are scanned
+MAX_SEARCH_EF = 4096
+#: filters matching at most this many points are ranked exactly when a page comes back short
+EXACT_SEARCH_MAX_MATCHES = 4096
 #: vector index types offered, with their build parameters
 INDEX_PARAMS: dict[str, dict[str, Any]] = {
     "AUTOINDEX": {},
@@ -601,10 +605,39 @@ class MilvusStore(VectorStore):
         offset: int = 0,
         score_threshold: float | None = None,
     ) -> list[Hit]:
+        """Nearest points by cosine; with a filter, never fewer than ``min(k, matches - offset)``.
+
+        Milvus collects HNSW candidates (``ef`` of them) and filters them, so a restrictive filter
+        whose matches lie far from the query can leave a page short although more points match.
+        A short filtered page is therefore checked against the exact count of matches; when
+        points are missing the search is repeated with a 4x wider ``ef`` (up to
+        :data:`MAX_SEARCH_EF`), and where that still falls short, or few points match
+        (:data:`EXACT_SEARCH_MAX_MATCHES`), the matches are ranked exactly by a scan. A full page,
+        the usual case, costs one search as before.
+        """
         query = check_vector(vector, self._ready())
         if k < 1 or offset < 0:
             raise ValueError("k must be >= 1 and offset >= 0")
         expr, params = self._expression(filter)
+        ef = max(self.search_ef, k + offset)
+        hits = self._ann_search(query, expr, params, k, offset, ef)
+        if expr and len(hits) < k:
+            matches = self.count(filter)
+            wanted = min(k, max(0, matches - offset))
+            if len(hits) < wanted and matches > EXACT_SEARCH_MAX_MATCHES:
+                while len(hits) < wanted and ef < MAX_SEARCH_EF:
+                    ef = min(MAX_SEARCH_EF, ef * 4)
+                    hits = self._ann_search(query, expr, params, k, offset, ef)
+            if len(hits) < wanted:
+                log.info("milvus: filtered search found %d of %d hits at ef=%d; ranking the matches exactly",
+                         len(hits), wanted, ef)
+                hits = self._exact_search(query, expr, params, k, offset)
+        # a threshold applied to the returned top k: exact, and the same on every deployment
+        return [hit for hit in hits if score_threshold is None or hit.score >= score_threshold]
+
+    def _ann_search(
+        self, query: np.ndarray, expr: str, params: dict[str, Any], k: int, offset: int, ef: int
+    ) -> list[Hit]:
         extra = {"filter_params": params} if params else {}
         with self._errors("search"):
             results = self._conn().search(
@@ -615,17 +648,46 @@ class MilvusStore(VectorStore):
                 offset=offset,
                 output_fields=["$meta"],
                 anns_field=VECTOR_FIELD,
-                search_params={"metric_type": "COSINE", "params": {"ef": max(self.search_ef, k + offset)}},
+                search_params={"metric_type": "COSINE", "params": {"ef": ef}},
                 timeout=self.timeout,
                 consistency_level=self.search_consistency,
                 **extra,
             )
-        hits = [
+        return [
             Hit(id=hit["id"], score=float(hit["distance"]), payload=_payload(hit.get("entity", {})))
             for hit in results[0]
         ]
-        # a threshold applied to the returned top k: exact, and the same on every deployment
-        return [hit for hit in hits if score_threshold is None or hit.score >= score_threshold]
+
+    def _exact_search(self, query: np.ndarray, expr: str, params: dict[str, Any], k: int, offset: int) -> list[Hit]:
+        """Rank every point matching ``expr`` by exact cosine (a scan of ids and vectors), then
+        fetch the payloads of the page only."""
+        extra = {"filter_params": params} if params else {}
+        ids: list[str] = []
+        scores: list[np.ndarray] = []
+        unit_query = query / max(float(np.linalg.norm(query)), 1e-12)
+        with self._errors("search"):
+            iterator = self._conn().query_iterator(
+                self.collection, batch_size=1000, filter=expr, output_fields=[ID_FIELD, VECTOR_FIELD],
+                timeout=self.timeout, consistency_level=self.search_consistency, **extra,
+            )
+        try:
+            while True:
+                with self._errors("search"):
+                    batch = iterator.next()
+                if not batch:
+                    break
+                vectors = np.asarray([row[VECTOR_FIELD] for row in batch], dtype=np.float32)
+                norms = np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
+                scores.append(vectors @ unit_query / norms)
+                ids.extend(row[ID_FIELD] for row in batch)
+        finally:
+            iterator.close()
+        if not ids:
+            return []
+        all_scores = np.concatenate(scores)
+        order = sorted(range(len(ids)), key=lambda i: (-float(all_scores[i]), ids[i]))[offset : offset + k]
+        payloads = {p.id: p.payload for p in self.retrieve([ids[i] for i in order])}
+        return [Hit(id=ids[i], score=float(all_scores[i]), payload=payloads.get(ids[i], {})) for i in order]
 
     def count(self, filter: Any | None = None) -> int:
         self._ready()
