@@ -152,7 +152,10 @@ def run_or_fail(action: Callable[[], Any]) -> Any:
 # --- commands --------------------------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="Shipped recipes: " + ", ".join(sorted(p.stem for p in RECIPE_DIR.glob("*.toml"))) + ".",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log progress (loss, learning rate, images/s).")
 def cli(verbose: bool) -> None:
     """Train, evaluate and export retrieval-optimised CLIP encoders.
@@ -164,8 +167,8 @@ def cli(verbose: bool) -> None:
       clip-model eval     --recipe eth80-mcip            # one comparison table (Markdown + JSON)
       clip-model export   --recipe eth80-mcip --onnx     # what `clip-ingest --model DIR` loads
 
-    Settings come from a recipe (a TOML file or a shipped name: tiny-smoke, starter,
-    eth80-mcip) and flags override them. Training is seeded and resumable: rerunning a
+    Settings come from a recipe (a TOML file or a shipped name, listed below) and flags
+    override them. Training is seeded and resumable: rerunning a
     stage continues after its last finished epoch. `clip-model COMMAND --help` documents
     each command.
 
@@ -214,18 +217,22 @@ def _stage_overrides(flags: dict[str, Any], extra: dict[str, Any] | None = None)
     return merge(merge(plain, {"train": train}), parse_set(flags.get("set_items", ())))
 
 
-def _run_stage(stage: str, flags: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+def _train(recipe: dict[str, Any], stage: str, overrides: dict[str, Any], out_root: str | None) -> Any:
+    """Build the ``stage`` config from ``recipe`` + ``overrides`` and run it (expected failures exit 1)."""
     from . import stages
 
-    recipe = load_recipe(flags.get("recipe"))
     cls, entry = {
         "pretrain": (stages.PretrainConfig, stages.run_pretrain),
         "finetune": (stages.FinetuneConfig, stages.run_finetune),
         "realign": (stages.RealignConfig, stages.run_realign),
     }[stage]
-    values = section(recipe, stage, _stage_overrides(flags, extra), flags.get("out_root"))
-    cfg = build_dataclass(cls, values, stage)
-    result = run_or_fail(lambda: entry(cfg))
+    cfg = build_dataclass(cls, section(recipe, stage, overrides, out_root), stage)
+    return run_or_fail(lambda: entry(cfg))
+
+
+def _run_stage(stage: str, flags: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    recipe = load_recipe(flags.get("recipe"))
+    result = _train(recipe, stage, _stage_overrides(flags, extra), flags.get("out_root"))
     fit = result.fit
     resumed = f", resumed after epoch {fit.resumed_from_epoch}" if fit.resumed_from_epoch else ""
     click.echo(
@@ -339,6 +346,40 @@ def eval_command(**flags: Any) -> None:
         click.echo(f"wrote {json_path} and {md_path}")
     if len(report.missing) == len(options.benchmarks):
         raise click.ClickException("no benchmark could run: every dataset folder is missing")
+
+
+@cli.command(short_help="Train the paper's four rows over several seeds and tabulate them with CIs.")
+@recipe_option
+@out_root_option
+@click.option("--data-root", metavar="DIR", help="Benchmark data (default: $CLIP_INGEST_DATA).")
+@click.option("--eval-only", is_flag=True, help="Skip training: evaluate the rows already trained.")
+@set_option
+def experiment(recipe: str | None, out_root: str | None, data_root: str | None, eval_only: bool,
+               set_items: tuple[str, ...]) -> None:
+    """2SFT stage 1, 2SFT, MCIP and MCIP + realignment from one base, for every seed of the
+    recipe's [experiment] table, then one evaluation of random init, base and all rows.
+
+    \b
+    Stages take their settings from the recipe's [finetune] and [realign] tables; outputs go
+    to [experiment] out_dir/seed<S>/<row>; finished stages are not trained again. The table
+    (experiment.md/.json) gives each row's mean over seeds and the paired-bootstrap 95 % CI of
+    its difference to the base. Example: clip-model experiment --recipe photo-mcip
+    """
+    from .evaluate import EvalOptions, resolve_data_root
+    from .experiment import ExperimentConfig, build_table, render_table, train_rows, write_table
+
+    loaded = load_recipe(recipe)
+    values = _expand(merge(loaded.get("experiment", {}), parse_set(set_items)), out_root_of(loaded, out_root))
+    cfg = build_dataclass(ExperimentConfig, values, "experiment")
+    seconds: dict[str, float] = {}
+    if not eval_only:
+        seconds = train_rows(cfg, lambda stage, overrides: _train(loaded, stage, overrides, out_root))
+    options = run_or_fail(lambda: EvalOptions(data_root=resolve_data_root(data_root), benchmarks=cfg.benchmarks))
+    table = run_or_fail(lambda: build_table(cfg, options))
+    markdown = render_table(table, cfg)
+    click.echo(markdown, nl=False)
+    json_path, md_path = write_table(table, markdown, cfg.out_dir, seconds)
+    click.echo(f"wrote {json_path} and {md_path}")
 
 
 def _object_range(text: str) -> tuple[int, ...]:

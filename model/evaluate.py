@@ -83,12 +83,14 @@ class EvalOptions:
 
 @dataclass
 class ModelResult:
-    """One model's column of the table."""
+    """One model's column of the table (``per_query`` kept in memory for paired statistics,
+    never written to eval.json)."""
 
     spec: str
     name: str
     model_id: str
     metrics: dict[str, float] = field(default_factory=dict)
+    per_query: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -101,7 +103,7 @@ class EvalReport:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "models": [vars(m) for m in self.models],
+            "models": [{k: v for k, v in vars(m).items() if k != "per_query"} for m in self.models],
             "missing": self.missing,
             "options": self.options,
         }
@@ -200,19 +202,24 @@ def load_flickr8k(root: Path, max_images: int | None = None) -> tuple[list[Path]
     return [base / "images" / n for n in names], [c for c, _ in captions], [i for _, i in captions]
 
 
-def eval_eth80(embedder: Embedder, options: EvalOptions) -> dict[str, float]:
+PerQuery = dict[str, np.ndarray]
+"""Metric name -> one value per query (AP, hit, correct...); the metric is their mean, and paired
+statistics (:mod:`clip_ingest.model.stats`) resample them."""
+
+
+def eval_eth80(embedder: Embedder, options: EvalOptions) -> PerQuery:
     """Instance- and category-level all-vs-all retrieval on the unseen ETH-80 objects."""
     data = load_eth80(options.data_root, max_per_class=options.max_per_class)
     emb = embedder.embed_images(data.paths)
     return {
-        "eth80 instance mAP": metrics.mean_average_precision(emb, data.objects),
-        "eth80 instance R@1": metrics.recall_at_1(emb, data.objects),
-        "eth80 category mAP": metrics.mean_average_precision(emb, data.categories),
-        "eth80 category R@1": metrics.recall_at_1(emb, data.categories),
+        "eth80 instance mAP": metrics.average_precisions(emb, data.objects),
+        "eth80 instance R@1": metrics.top1_hits(emb, data.objects),
+        "eth80 category mAP": metrics.average_precisions(emb, data.categories),
+        "eth80 category R@1": metrics.top1_hits(emb, data.categories),
     }
 
 
-def eval_caltech101(embedder: Embedder, options: EvalOptions) -> dict[str, float]:
+def eval_caltech101(embedder: Embedder, options: EvalOptions) -> PerQuery:
     """k-NN (train split as memory) and text-prompt accuracy on the Caltech-101 test split."""
     train_paths, train_labels = load_caltech101(options.data_root, "train", options.max_per_class)
     test_paths, test_labels = load_caltech101(options.data_root, "test", options.max_per_class)
@@ -223,23 +230,27 @@ def eval_caltech101(embedder: Embedder, options: EvalOptions) -> dict[str, float
     )
     class_of = {c: i for i, c in enumerate(classes)}
     return {
-        "caltech101 kNN acc": metrics.knn_accuracy(
+        "caltech101 kNN acc": metrics.knn_correct(
             embedder.embed_images(train_paths), train_labels, test_emb, test_labels
         ),
-        "caltech101 prompt acc": metrics.zero_shot_accuracy(
+        "caltech101 prompt acc": metrics.zero_shot_correct(
             test_emb, [class_of[c] for c in test_labels], class_emb
         ),
     }
 
 
-def eval_flickr8k(embedder: Embedder, options: EvalOptions) -> dict[str, float]:
+def eval_flickr8k(embedder: Embedder, options: EvalOptions) -> PerQuery:
     """Text->image and image->text Recall@1/5/10."""
     paths, captions, owner = load_flickr8k(options.data_root, options.max_per_class)
     images = embedder.embed_images(paths)
     texts = embedder.embed_texts(captions)
-    t2i = metrics.text_to_image_recall(texts, images, owner)
-    i2t = metrics.image_to_text_recall(images, texts, owner)
-    return {**{f"flickr8k t2i {k}": v for k, v in t2i.items()}, **{f"flickr8k i2t {k}": v for k, v in i2t.items()}}
+    t2i = metrics.text_to_image_ranks(texts, images, owner)
+    i2t = metrics.image_to_text_ranks(images, texts, owner)
+    out: PerQuery = {}
+    for direction, ranks in (("t2i", t2i), ("i2t", i2t)):
+        for k in metrics.DEFAULT_RECALL_KS:
+            out[f"flickr8k {direction} R@{k}"] = (ranks < k).astype(np.float64)
+    return out
 
 
 def load_cifar10(root: Path, max_per_class: int | None = None) -> tuple[list[Path], list[str]]:
@@ -255,20 +266,20 @@ def load_cifar10(root: Path, max_per_class: int | None = None) -> tuple[list[Pat
     return paths, labels
 
 
-def eval_cifar10(embedder: Embedder, options: EvalOptions) -> dict[str, float]:
+def eval_cifar10(embedder: Embedder, options: EvalOptions) -> PerQuery:
     """True zero-shot accuracy on CIFAR-10 (classes and prompts unseen in training)."""
     paths, labels = load_cifar10(options.data_root, options.max_per_class)
     classes = sorted(set(labels))
     class_emb = metrics.class_text_embeddings(embedder.embed_texts, classes, CIFAR10_TEMPLATES)
     class_of = {c: i for i, c in enumerate(classes)}
     return {
-        "cifar10 zero-shot acc": metrics.zero_shot_accuracy(
+        "cifar10 zero-shot acc": metrics.zero_shot_correct(
             embedder.embed_images(paths), [class_of[c] for c in labels], class_emb
         )
     }
 
 
-BENCHMARKS: dict[str, Callable[[Embedder, EvalOptions], dict[str, float]]] = {
+BENCHMARKS: dict[str, Callable[[Embedder, EvalOptions], PerQuery]] = {
     "eth80": eval_eth80,
     "caltech101": eval_caltech101,
     "flickr8k": eval_flickr8k,
@@ -276,9 +287,9 @@ BENCHMARKS: dict[str, Callable[[Embedder, EvalOptions], dict[str, float]]] = {
 }
 
 
-def evaluate_embedder(embedder: Embedder, options: EvalOptions, missing: dict[str, str]) -> dict[str, float]:
-    """All selected benchmarks for one embedder; a missing dataset is recorded in ``missing`` and skipped."""
-    results: dict[str, float] = {}
+def evaluate_embedder_per_query(embedder: Embedder, options: EvalOptions, missing: dict[str, str]) -> PerQuery:
+    """Per-query values of all selected benchmarks; a missing dataset is recorded in ``missing`` and skipped."""
+    results: PerQuery = {}
     for name in options.benchmarks:
         if name in missing:
             continue
@@ -301,8 +312,9 @@ def evaluate_models(specs: Sequence[str], options: EvalOptions) -> EvalReport:
     models = []
     for spec in specs:
         embedder = OpenClipEmbedder(spec, device=options.device, batch_size=options.batch_size)
-        scores = evaluate_embedder(embedder, options, missing)
-        models.append(ModelResult(spec, embedder.name, embedder.model_id, scores))
+        per_query = evaluate_embedder_per_query(embedder, options, missing)
+        scores = {name: float(values.mean()) for name, values in per_query.items()}
+        models.append(ModelResult(spec, embedder.name, embedder.model_id, scores, per_query))
         del embedder
     settings = {
         "data_root": str(options.data_root),

@@ -89,6 +89,22 @@ def _all_vs_all_relevance(
         yield labels[order] == labels[queries, None]
 
 
+def average_precisions(embeddings: np.ndarray, labels: Sequence, *, include_query: bool = False) -> np.ndarray:
+    """Per-query average precision of the all-vs-all rankings (see :func:`mean_average_precision`);
+    queries with no other relevant item are left out. Paired statistics use these values."""
+    ap_values = []
+    for relevant in _all_vs_all_relevance(embeddings, labels, include_query):
+        hits = relevant.sum(axis=1)
+        ranks = np.arange(1, relevant.shape[1] + 1)
+        precision = np.cumsum(relevant, axis=1) / ranks
+        ap = (precision * relevant).sum(axis=1)
+        ap_values.append(ap[hits > 0] / hits[hits > 0])
+    values = np.concatenate(ap_values)
+    if values.size == 0:
+        raise ValueError("no query has a relevant item: every label is unique")
+    return values
+
+
 def mean_average_precision(embeddings: np.ndarray, labels: Sequence, *, include_query: bool = False) -> float:
     """Image->image mAP over all-vs-all rankings, the query excluded from its own ranking
     (``include_query=True``: kept in it, as GPR1200 and the MCIP paper's tables count it).
@@ -104,17 +120,19 @@ def mean_average_precision(embeddings: np.ndarray, labels: Sequence, *, include_
         rank of each relevant item). Queries with no other relevant item are
         skipped; if no query has one, a :class:`ValueError` is raised.
     """
-    ap_values = []
-    for relevant in _all_vs_all_relevance(embeddings, labels, include_query):
-        hits = relevant.sum(axis=1)
-        ranks = np.arange(1, relevant.shape[1] + 1)
-        precision = np.cumsum(relevant, axis=1) / ranks
-        ap = (precision * relevant).sum(axis=1)
-        ap_values.append(ap[hits > 0] / hits[hits > 0])
-    values = np.concatenate(ap_values)
+    return float(average_precisions(embeddings, labels, include_query=include_query).mean())
+
+
+def top1_hits(embeddings: np.ndarray, labels: Sequence) -> np.ndarray:
+    """Per query (with another relevant item): whether its nearest other item shares its label."""
+    top_hits = []
+    for relevant in _all_vs_all_relevance(embeddings, labels):
+        has_relevant = relevant.any(axis=1)
+        top_hits.append(relevant[has_relevant, 0])
+    values = np.concatenate(top_hits)
     if values.size == 0:
         raise ValueError("no query has a relevant item: every label is unique")
-    return float(values.mean())
+    return values.astype(np.float64)
 
 
 def recall_at_1(embeddings: np.ndarray, labels: Sequence) -> float:
@@ -123,14 +141,7 @@ def recall_at_1(embeddings: np.ndarray, labels: Sequence) -> float:
     Args and ranking as :func:`mean_average_precision`; queries with no other
     relevant item are skipped the same way.
     """
-    top_hits = []
-    for relevant in _all_vs_all_relevance(embeddings, labels):
-        has_relevant = relevant.any(axis=1)
-        top_hits.append(relevant[has_relevant, 0])
-    values = np.concatenate(top_hits)
-    if values.size == 0:
-        raise ValueError("no query has a relevant item: every label is unique")
-    return float(values.mean())
+    return float(top1_hits(embeddings, labels).mean())
 
 
 def knn_accuracy(
@@ -142,14 +153,28 @@ def knn_accuracy(
     k: int = DEFAULT_KNN_K,
     temperature: float = DEFAULT_KNN_TEMPERATURE,
 ) -> float:
-    """Weighted k-NN classification accuracy (DINO / Schall et al. protocol).
+    """Weighted k-NN classification accuracy: the mean of :func:`knn_correct`."""
+    return float(knn_correct(train_embeddings, train_labels, test_embeddings, test_labels,
+                             k=k, temperature=temperature).mean())
+
+
+def knn_correct(
+    train_embeddings: np.ndarray,
+    train_labels: Sequence,
+    test_embeddings: np.ndarray,
+    test_labels: Sequence,
+    *,
+    k: int = DEFAULT_KNN_K,
+    temperature: float = DEFAULT_KNN_TEMPERATURE,
+) -> np.ndarray:
+    """Per test row: whether weighted k-NN classifies it right (DINO / Schall et al. protocol).
 
     Each test row votes with its ``k`` most similar training rows, each vote
     weighted ``exp(similarity / temperature)``; the class with the largest summed
     weight wins (ties: the class seen first in ``train_labels`` order).
 
     Returns:
-        The fraction of test rows whose predicted class equals their label.
+        ``1.0`` for each test row whose predicted class equals its label, else ``0.0``.
     """
     if k < 1 or temperature <= 0:
         raise ValueError("k must be >= 1 and temperature > 0")
@@ -164,7 +189,7 @@ def knn_accuracy(
     class_of = {c: i for i, c in enumerate(classes.tolist())}
     train_class = np.array([class_of[c] for c in train_labels.tolist()])
     k = min(k, train.shape[0])
-    correct = 0
+    correct = []
     for start in range(0, test.shape[0], QUERY_CHUNK):
         sims = test[start : start + QUERY_CHUNK] @ train.T
         top = _ranking(sims)[:, :k]
@@ -174,8 +199,8 @@ def knn_accuracy(
         votes = np.zeros((sims.shape[0], len(classes)))
         np.add.at(votes, (np.arange(sims.shape[0])[:, None], train_class[top]), weights)
         predicted = classes[votes.argmax(axis=1)]
-        correct += int((predicted == test_labels[start : start + QUERY_CHUNK]).sum())
-    return correct / test.shape[0]
+        correct.append(predicted == test_labels[start : start + QUERY_CHUNK])
+    return np.concatenate(correct).astype(np.float64)
 
 
 def class_text_embeddings(
@@ -204,7 +229,14 @@ def class_text_embeddings(
 def zero_shot_accuracy(
     image_embeddings: np.ndarray, labels: Sequence[int], class_embeddings: np.ndarray
 ) -> float:
-    """Zero-shot classification accuracy.
+    """Zero-shot classification accuracy: the mean of :func:`zero_shot_correct`."""
+    return float(zero_shot_correct(image_embeddings, labels, class_embeddings).mean())
+
+
+def zero_shot_correct(
+    image_embeddings: np.ndarray, labels: Sequence[int], class_embeddings: np.ndarray
+) -> np.ndarray:
+    """Per image: whether its most similar class row is its label (``1.0``/``0.0``).
 
     Args:
         image_embeddings: ``(n, dim)`` rows.
@@ -212,13 +244,13 @@ def zero_shot_accuracy(
         class_embeddings: ``(c, dim)`` rows, e.g. from :func:`class_text_embeddings`.
 
     Returns:
-        The fraction of images whose most similar class row is their label.
+        ``(n,)`` floats, 1 where the image is classified right.
     """
     images = _as_matrix(image_embeddings, "image_embeddings")
     classes = _as_matrix(class_embeddings, "class_embeddings")
     labels = _check_indices(_as_labels(labels, images.shape[0]), classes.shape[0], "labels")
     predicted = _ranking(images @ classes.T)[:, 0]
-    return float((predicted == labels).mean())
+    return (predicted == labels).astype(np.float64)
 
 
 def caption_match_accuracy(
@@ -272,14 +304,7 @@ def text_to_image_recall(
     Returns:
         ``{"R@1": ..., "R@5": ..., ...}`` averaged over captions.
     """
-    texts = _as_matrix(text_embeddings, "text_embeddings")
-    images = _as_matrix(image_embeddings, "image_embeddings")
-    target = _check_indices(_as_labels(caption_image, texts.shape[0], "caption_image"), images.shape[0], "caption_image")
-    ranks = []
-    for start in range(0, texts.shape[0], QUERY_CHUNK):
-        order = _ranking(texts[start : start + QUERY_CHUNK] @ images.T)
-        ranks.append((order == target[start : start + QUERY_CHUNK, None]).argmax(axis=1))
-    return _recall_dict(np.concatenate(ranks), ks)
+    return _recall_dict(text_to_image_ranks(text_embeddings, image_embeddings, caption_image), ks)
 
 
 def image_to_text_recall(
@@ -293,6 +318,27 @@ def image_to_text_recall(
     Arguments as :func:`text_to_image_recall`; averaged over images (every image
     must have at least one caption).
     """
+    return _recall_dict(image_to_text_ranks(image_embeddings, text_embeddings, caption_image), ks)
+
+
+def text_to_image_ranks(
+    text_embeddings: np.ndarray, image_embeddings: np.ndarray, caption_image: Sequence[int]
+) -> np.ndarray:
+    """Per caption: the 0-based rank of its own image among all images (R@k counts ranks < k)."""
+    texts = _as_matrix(text_embeddings, "text_embeddings")
+    images = _as_matrix(image_embeddings, "image_embeddings")
+    target = _check_indices(_as_labels(caption_image, texts.shape[0], "caption_image"), images.shape[0], "caption_image")
+    ranks = []
+    for start in range(0, texts.shape[0], QUERY_CHUNK):
+        order = _ranking(texts[start : start + QUERY_CHUNK] @ images.T)
+        ranks.append((order == target[start : start + QUERY_CHUNK, None]).argmax(axis=1))
+    return np.concatenate(ranks)
+
+
+def image_to_text_ranks(
+    image_embeddings: np.ndarray, text_embeddings: np.ndarray, caption_image: Sequence[int]
+) -> np.ndarray:
+    """Per image: the 0-based rank of its best-ranked own caption among all captions."""
     images = _as_matrix(image_embeddings, "image_embeddings")
     texts = _as_matrix(text_embeddings, "text_embeddings")
     owner = _check_indices(_as_labels(caption_image, texts.shape[0], "caption_image"), images.shape[0], "caption_image")
@@ -303,4 +349,4 @@ def image_to_text_recall(
         queries = np.arange(start, min(start + QUERY_CHUNK, images.shape[0]))
         order = _ranking(images[queries] @ texts.T)
         ranks.append((owner[order] == queries[:, None]).argmax(axis=1))
-    return _recall_dict(np.concatenate(ranks), ks)
+    return np.concatenate(ranks)

@@ -103,7 +103,7 @@ def test_export_refuses_metrics_of_other_models(tmp_path):
 def test_help_documents_every_command():
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in ("pretrain", "finetune", "realign", "mine-captions", "eval", "export", "published"):
+    for command in ("pretrain", "finetune", "realign", "mine-captions", "eval", "experiment", "export", "published"):
         assert command in result.output
     assert "Exit codes" in result.output
     assert "retrieval" in invoke("finetune", "--help").output
@@ -138,7 +138,7 @@ def test_shipped_recipes_build_valid_stage_configs(tmp_path):
     classes = {"pretrain": stages.PretrainConfig, "finetune": stages.FinetuneConfig,
                "realign": stages.RealignConfig, "mine-captions": MineConfig}
     names = sorted(p.stem for p in RECIPE_DIR.glob("*.toml"))
-    assert names == ["eth80-mcip", "eth80-small", "starter", "tiny-smoke"]
+    assert names == ["eth80-mcip", "photo-base", "photo-mcip", "starter", "tiny-smoke"]
     for name in names:
         recipe = load_recipe(name)
         for stage, cls in classes.items():
@@ -151,6 +151,13 @@ def test_shipped_recipes_build_valid_stage_configs(tmp_path):
                 if name != "tiny-smoke":
                     assert cfg.data.startswith(str(tmp_path))
         assert recipe["export"]["source"].startswith("{out_root}/")
+        if "experiment" in recipe:
+            from clip_ingest.model.experiment import ExperimentConfig
+
+            exp = build_dataclass(ExperimentConfig, section(recipe, "experiment", {}, str(tmp_path)), "experiment")
+            assert exp.out_dir.startswith(str(tmp_path)) and len(exp.seeds) >= 3
+        if "mine-captions" in recipe and name != "tiny-smoke":  # realignment never on category strings alone
+            assert recipe["realign"].get("data") not in (None, recipe["stages"]["data"])
 
 
 def test_manifest_of_eth80_labels_objects_and_captions_categories(tmp_path, eval_data):
@@ -167,3 +174,50 @@ def test_published_lists_aliases_and_flags_unverified_urls():
     result = invoke("published")
     assert result.exit_code == 0
     assert "mcip-vit-l-14-336" in result.output and "to be verified" in result.output
+
+
+def test_experiment_trains_four_rows_per_seed_and_tabulates_them_with_cis(tmp_path, eval_data):
+    """The tiny model on generated shapes: wiring and statistics only (its numbers mean nothing)."""
+    photos = write_shape_folder(tmp_path / "photos", n=12, sidecars=False)
+    recipe = tmp_path / "exp.toml"
+    recipe.write_text(f"""
+[recipe]
+name = "exp"
+out_root = "{tmp_path / 'run'}"
+[stages]
+data = "{photos}"
+templates = ["a photo of a {{label}}."]
+[stages.train]
+epochs = 1
+batch_size = 6
+lr = 1e-3
+warmup_steps = 0
+device = "cpu"
+[stages.augment]
+enabled = false
+[finetune]
+model = "clip-ingest-tiny"
+[realign]
+model = "unused"
+[experiment]
+base = "clip-ingest-tiny"
+random_init = "clip-ingest-tiny"
+out_dir = "{{out_root}}"
+seeds = [0, 1]
+""")
+    result = invoke("experiment", "--recipe", str(recipe), "--data-root", str(eval_data))
+    assert result.exit_code == 0, result.output
+    table = json.loads((tmp_path / "run" / "experiment.json").read_text())
+    assert list(table["rows"]) == ["2sft-stage1", "2sft", "mcip", "mcip-realign"]
+    for seed in (0, 1):
+        meta = json.loads((tmp_path / "run" / f"seed{seed}" / "mcip-realign" / "clip_ingest.json").read_text())
+        assert meta["stage"] == "realign" and meta["base_model"] == str(tmp_path / "run" / f"seed{seed}" / "mcip")
+        assert meta["config"]["train"]["seed"] == seed
+    entry = table["rows"]["mcip"]["eth80 instance mAP"]
+    assert len(entry["seeds"]) == 2 and entry["ci"][0] <= entry["diff"] <= entry["ci"][1]
+    assert entry["mean"] == pytest.approx(sum(entry["seeds"]) / 2)
+    # 2SFT stage 1 leaves the text tower alone and realignment leaves the image tower alone
+    assert table["rows"]["2sft"]["eth80 instance mAP"]["seeds"] == table["rows"]["2sft-stage1"]["eth80 instance mAP"]["seeds"]
+    assert "| eth80 instance mAP |" in (tmp_path / "run" / "experiment.md").read_text()
+    again = invoke("experiment", "--recipe", str(recipe), "--data-root", str(eval_data), "--eval-only")
+    assert again.exit_code == 0 and json.loads((tmp_path / "run" / "experiment.json").read_text())["rows"] == table["rows"]
