@@ -85,7 +85,7 @@ def test_shard_workers_keep_their_own_dead_letter_and_lock(workdir, shape_folder
 def test_dry_run_prints_changes_and_writes_nothing(workdir, shape_folder):
     result = run(str(shape_folder), "--dry-run", "--summary", "s.json")
     assert result.exit_code == 0, result.output
-    assert result.output.count("would mark new:") == 12
+    assert result.output.count("would add:") == 12
     assert read_summary(workdir / "s.json")["new"] == 12
     assert not (workdir / "clip-ingest-data" / "dead-letter").exists()
     with open_test_store("qdrant", workdir / "clip-ingest-data") as store:
@@ -127,9 +127,18 @@ def test_usage_errors_exit_2(workdir, args, message):
     assert result.exit_code == 2 and message in result.output
 
 
-def test_missing_source_folder_exits_2(workdir):
+def test_missing_source_folder_exits_2_before_the_model_loads(workdir):
     result = run(str(workdir / "nope"))
     assert result.exit_code == 2 and "not found" in result.output
+    # a model that cannot load would exit 1: the folder is checked first
+    result = CliRunner().invoke(main, ["--model", str(workdir / "no-model"), str(workdir / "nope")])
+    assert result.exit_code == 2 and f"not found: {workdir / 'nope'}" in result.output
+
+
+def test_a_run_ends_by_saying_where_the_data_went_and_how_to_search_it(workdir, shape_folder):
+    result = run("--collection", "pics", str(shape_folder))
+    assert result.exit_code == 0, result.output
+    assert "search it with: clip-search --target qdrant --collection pics --model clip-ingest-tiny --text" in result.output
 
 
 def test_settings_precedence_flags_config_env_defaults(tmp_path):

@@ -219,3 +219,9 @@ def test_milvus_prefix_range_holds_exactly_the_strings_with_the_prefix(prefix, h
     for s in (prefix, prefix + "x", prefix + "\U0010ffff", prefix[:-1], prefix + "\x00"):
         inside = s >= prefix and (high is None or s < high)
         assert inside == s.startswith(prefix), s
+
+
+@pytest.mark.parametrize("text", ["label = airplanes", "label = 'airplanes'"])
+def test_unquoted_or_single_quoted_strings_say_strings_take_double_quotes(text):
+    with pytest.raises(FilterSyntaxError, match="strings take double quotes"):
+        parse_filter(text)

@@ -107,6 +107,8 @@ def test_errors_are_clear(planted, tiny_embedder):
         searcher.search_text("x", filter="colour = ")
     with pytest.raises(PointNotFoundError):
         searcher.search_similar("00000000-0000-0000-0000-000000000000")
+    with pytest.raises(PointNotFoundError, match="neither an existing image file nor a point id"):
+        searcher.search_similar("photos/mistyped.jpg")
     with pytest.raises(ValueError):
         searcher.search_text("x", k=0)
     searcher.verify_model()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sys
 from typing import Any
 
@@ -124,6 +125,10 @@ def main(verbose: int, quiet: bool, **params: Any) -> None:
     sys.exit(_run(settings, shard, index_fields))
 
 
+#: what a dry run says it would do for each kind of change
+_DRY_RUN_VERBS = {"new": "add", "updated": "update", "moved": "move", "pruned": "prune", "deleted": "delete point"}
+
+
 def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
     from ..backends.base import InvalidSettingError, ModelMismatchError, StoreError
     from ..factory import ModelLoadError
@@ -154,7 +159,10 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
         max_batch_bytes=WRITE_BATCH_BYTES[target.target],
         retry_for=settings.retry_for,
     )
-    on_change = (lambda kind, path: click.echo(f"would mark {kind}: {path}")) if settings.dry_run else None
+    on_change = (lambda kind, path: click.echo(f"would {_DRY_RUN_VERBS.get(kind, kind)}: {path}")) if settings.dry_run else None
+    missing = [p for p in settings.sources if not os.path.isdir(p)] + [m for m in settings.manifest if not os.path.isfile(m)]
+    if missing:  # before the model loads (seconds): a typo is reported at once
+        fatal(f"not found: {', '.join(missing)} (sources are folders, --manifest takes files)", EXIT_USAGE)
     try:
         with RunLock(lock_path, timeout=settings.lock_timeout):
             embedder = _load_embedder(settings)
@@ -180,10 +188,28 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
         write_summary(settings.summary, summary)
     if settings.dry_run:
         click.echo("dry run, nothing written: " + json.dumps(summary, sort_keys=True))
+    if not settings.dry_run:
+        log.info("stored in %s collection %r at %s; search it with: %s", target.target, settings.collection,
+                 target.location, _next_command(settings))
     if stats.failed:
         log.warning("%d file(s) failed; see %s (they are retried on the next run)", stats.failed, dead_letter)
         return EXIT_FAILED_FILES
     return EXIT_OK
+
+
+def _next_command(settings: Settings) -> str:
+    """The clip-search command line that queries what this run wrote (no secrets: none are options)."""
+    parts = ["clip-search", "--target", settings.target]
+    for flag, value, default in (("--collection", settings.collection, "images"), ("--data-dir", settings.data_dir, "clip-ingest-data"),
+                                 ("--qdrant-url", settings.qdrant_url, None), ("--qdrant-path", settings.qdrant_path, None),
+                                 ("--milvus-uri", settings.milvus_uri, None), ("--model", settings.model, "starter")):
+        if value and value != default:
+            text = str(value)
+            if "@" in text and "://" in text:  # never echo credentials inside a URL
+                scheme, rest = text.split("://", 1)
+                text = f"{scheme}://{rest.split('@', 1)[1]}"
+            parts += [flag, shlex.quote(text)]
+    return " ".join(parts + ["--text", shlex.quote("a photo of a dog")])
 
 
 def _load_embedder(settings: Settings):

@@ -265,7 +265,8 @@ class _Parser:
         while pos < len(self.text):
             match = _TOKEN_RE.match(self.text, pos)
             if match is None:
-                raise self.error(f"unexpected character {self.text[pos]!r}", pos)
+                hint = " (strings take double quotes: \"text\")" if self.text[pos] == "'" else ""
+                raise self.error(f"unexpected character {self.text[pos]!r}{hint}", pos)
             kind = match.lastgroup
             if kind == "string":
                 value, end = self._read_string(pos)
@@ -435,7 +436,10 @@ class _Parser:
             return token.value
         if token.kind == "keyword" and token.value in ("true", "false"):
             return token.value == "true"
-        raise self.error(f"expected a value (string, number, true or false), found {self.describe(token)}", token.position)
+        hint = f' (strings take double quotes: "{token.value}")' if token.kind == "word" else ""
+        raise self.error(
+            f"expected a value (string, number, true or false), found {self.describe(token)}{hint}", token.position
+        )
 
     def literal_list(self) -> list[Scalar]:
         self.expect("punct", "[", "'['")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -53,7 +54,10 @@ class Searcher:
         """
         stored = self.store.collection_model()
         if stored is None:
-            raise StoreError("the collection does not exist (ingest images first, or check --collection / --target)")
+            raise StoreError(
+                f"the collection does not exist in {self.store!r} (ingest images first, or check "
+                "--collection, --target and --data-dir / the store location)"
+            )
         model_id, dim = stored
         if (model_id, dim) != (self.embedder.model_id, self.embedder.dim):
             raise ModelMismatchError(
@@ -89,6 +93,11 @@ class Searcher:
         """
         parsed = _parse_optional(filter)
         if isinstance(item, str) and not os.path.exists(item):
+            if not _is_uuid(item):
+                raise PointNotFoundError(
+                    f"{item!r} is neither an existing image file nor a point id (point ids are UUIDs, "
+                    "as printed by clip-search): check the path"
+                )
             return self._similar_to_point(item, k, parsed, offset, score_threshold)
         content = _image_bytes(item)
         vector = self.embedder.embed_images([content if content is not None else item])[0]
@@ -136,6 +145,14 @@ class Searcher:
         # no content hash to filter on: fetch one extra hit from the start and drop the point itself
         hits = self._search(point.vector, offset + k + 1, filter, 0, score_threshold)
         return [hit for hit in hits if hit.id != point.id][offset : offset + k]
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _parse_optional(filter: FilterInput | None) -> Filter | None:
