@@ -63,8 +63,8 @@ def test_like_jsonl_table_and_html(store_args, tmp_path):
     "extra, message",
     [
         (["--text", "x", "--filter", 'colour = "red" and'], "expected a field name"),
-        (["--text", "x", "--image", __file__], "exactly one of"),
-        (["--filter", "a = 1"], "exactly one of"),
+        (["--text", "x", "--image", __file__, "--html", "x.html"], "single"),
+        (["--filter", "a = 1"], "at least one"),
         (["--text", "x", "--json", "--jsonl"], "exclusive"),
         (["--text", "x", "-k", "0"], "-k"),
     ],
@@ -74,6 +74,23 @@ def test_usage_errors_exit_2(store_args, extra, message):
     result = CliRunner().invoke(main, [*args, *extra])
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_several_queries_load_the_model_once_and_answer_each_in_order(store_args):
+    args, points = store_args
+    one = {q: json.loads(run([*args, "--text", q, "-k", "3", "--json"]).stdout)["hits"] for q in ("red circle", "blue square")}
+    like = json.loads(run([*args, "--like", points[0].id, "-k", "3", "--json"]).stdout)["hits"]
+    result = run([*args, "--text", "red circle", "--like", points[0].id, "--text", "blue square", "-k", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    groups = json.loads(result.stdout)["results"]
+    assert [g["query"] for g in groups] == [{"text": "red circle"}, {"text": "blue square"}, {"like": points[0].id}]
+    for group, alone in zip(groups, [one["red circle"], one["blue square"], like]):
+        assert [h["id"] for h in group["hits"]] == [h["id"] for h in alone]  # batched texts: same answers
+        assert [h["score"] for h in group["hits"]] == pytest.approx([h["score"] for h in alone], abs=1e-5)
+    table = run([*args, "--text", "red circle", "--text", "blue square", "-k", "2"]).stdout
+    assert "== --text red circle" in table and "== --text blue square" in table
+    lines = [json.loads(x) for x in run([*args, "--text", "a", "--text", "b", "-k", "2", "--jsonl"]).stdout.splitlines()]
+    assert [x["query"] for x in lines] == [{"text": "a"}] * 2 + [{"text": "b"}] * 2
 
 
 def test_unreachable_database_and_unknown_point_exit_1(store_args):

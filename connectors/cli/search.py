@@ -28,9 +28,9 @@ TABLE_FIELDS = ("path",)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--text", "text", default=None, help="Find images matching this text.")
-@click.option("--image", "image", type=click.Path(exists=True, dir_okay=False), default=None, help="Find images similar to this image file.")
-@click.option("--like", "like", default=None, help="Find images similar to a stored point (ID) or an image file (PATH), excluding it.")
+@click.option("--text", "texts", multiple=True, help="Find images matching this text (repeatable: one model load, results per query).")
+@click.option("--image", "images", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Find images similar to this image file (repeatable).")
+@click.option("--like", "likes", multiple=True, help="Find images similar to a stored point (ID) or an image file (PATH), excluding it (repeatable).")
 @click.option("--filter", "filter_text", default=None, help='Payload filter, e.g. \'colour = "red" and year >= 2020\' (see docs/filters.md).')
 @click.option("-k", "k", type=click.IntRange(1, 10_000), default=None, help="Number of hits [default: 10].")
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True, help="Skip this many hits (paging).")
@@ -43,44 +43,62 @@ TABLE_FIELDS = ("path",)
 @click.option("-v", "--verbose", count=True, help="Debug logging.")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
 def main(
-    text: str | None, image: str | None, like: str | None, filter_text: str | None, offset: int,
+    texts: tuple[str, ...], images: tuple[str, ...], likes: tuple[str, ...], filter_text: str | None, offset: int,
     min_score: float | None, as_json: bool, as_jsonl: bool, html_file: str | None, verbose: int, quiet: bool,
     **params: Any,
 ) -> None:
-    """Search a clip-ingest collection by --text, --image or --like, optionally with --filter."""
+    """Search a clip-ingest collection by --text, --image or --like, optionally with --filter.
+
+    Each of --text, --image and --like may be repeated, and mixed: the model loads once and
+    the results are printed per query: every --text (embedded in one batch), then every
+    --image, then every --like, each in the order given.
+    """
     from ..search.filters import FilterSyntaxError, parse_filter
 
     setup_logging(verbose, quiet)
-    queries = [name for name, value in (("--text", text), ("--image", image), ("--like", like)) if value is not None]
-    if len(queries) != 1:
-        raise click.UsageError("give exactly one of --text, --image or --like")
+    queries = [("text", t) for t in texts] + [("image", i) for i in images] + [("like", x) for x in likes]
+    if not queries:
+        raise click.UsageError("give at least one --text, --image or --like")
     if as_json and as_jsonl:
         raise click.UsageError("--json and --jsonl are exclusive")
+    if html_file and len(queries) > 1:
+        raise click.UsageError("--html writes one query's page: give a single --text, --image or --like")
     try:
         parsed = parse_filter(filter_text) if filter_text is not None else None
     except FilterSyntaxError as exc:
         raise click.UsageError(f"--filter: {exc}") from None
     settings = load_settings(params, SEARCH_SETTINGS, section="search")
-    query = {"text": text, "image": image, "like": like}
-    hits = _run(settings, query, parsed, offset, min_score)
-    title = f"{queries[0]} {text or image or like}" + (f"  filter: {filter_text}" if filter_text else "")
+    results = _run(settings, queries, parsed, offset, min_score)
     if html_file:
         from ..search.html import render_html
 
+        kind, value = queries[0]
+        title = f"--{kind} {value}" + (f"  filter: {filter_text}" if filter_text else "")
         with open(html_file, "w", encoding="utf-8") as out:
-            out.write(render_html(title, hits, first_rank=offset + 1))
+            out.write(render_html(title, results[0], first_rank=offset + 1))
     if as_json:
-        click.echo(json.dumps({"query": {k: v for k, v in query.items() if v is not None}, "filter": filter_text,
-                               "hits": [_hit_dict(rank, hit) for rank, hit in enumerate(hits, offset + 1)]}, ensure_ascii=False, default=str))
+        groups = [{"query": {kind: value}, "hits": [_hit_dict(rank, hit) for rank, hit in enumerate(hits, offset + 1)]}
+                  for (kind, value), hits in zip(queries, results)]
+        document: dict[str, Any] = {"filter": filter_text}
+        document.update(groups[0] if len(groups) == 1 else {"results": groups})
+        click.echo(json.dumps(document, ensure_ascii=False, default=str))
     elif as_jsonl:
-        for rank, hit in enumerate(hits, offset + 1):
-            click.echo(json.dumps(_hit_dict(rank, hit), ensure_ascii=False, default=str))
+        for (kind, value), hits in zip(queries, results):
+            for rank, hit in enumerate(hits, offset + 1):
+                line = _hit_dict(rank, hit) if len(queries) == 1 else {"query": {kind: value}, **_hit_dict(rank, hit)}
+                click.echo(json.dumps(line, ensure_ascii=False, default=str))
     else:
-        click.echo(format_table(hits, offset))
+        for i, ((kind, value), hits) in enumerate(zip(queries, results)):
+            if len(queries) > 1:
+                click.echo(("\n" if i else "") + f"== --{kind} {value}")
+            click.echo(format_table(hits, offset))
     sys.exit(EXIT_OK)
 
 
-def _run(settings: Settings, query: dict[str, str | None], filter: Any, offset: int, min_score: float | None) -> list:
+def _run(
+    settings: Settings, queries: Sequence[tuple[str, str]], filter: Any, offset: int, min_score: float | None
+) -> list[list]:
+    """One hit list per query; texts are embedded in one batch."""
     from ..backends.base import InvalidSettingError, StoreError
     from ..decode import ImageDecodeError
     from ..factory import ModelLoadError
@@ -93,11 +111,18 @@ def _run(settings: Settings, query: dict[str, str | None], filter: Any, offset: 
         with open_target_store(store_target(settings), settings.collection) as store:
             searcher = Searcher(store, embedder)
             searcher.verify_model()
-            if query["text"] is not None:
-                return searcher.search_text(query["text"], k=k, filter=filter, offset=offset, score_threshold=min_score)
-            if query["image"] is not None:
-                return searcher.search_image(query["image"], k=k, filter=filter, offset=offset, score_threshold=min_score)
-            return searcher.search_similar(query["like"], k=k, filter=filter, offset=offset, score_threshold=min_score)
+            texts = [value for kind, value in queries if kind == "text"]
+            by_text = iter(searcher.search_texts(texts, k=k, filter=filter, offset=offset, score_threshold=min_score)
+                           if texts else [])
+            results = []
+            for kind, value in queries:
+                if kind == "text":
+                    results.append(next(by_text))
+                elif kind == "image":
+                    results.append(searcher.search_image(value, k=k, filter=filter, offset=offset, score_threshold=min_score))
+                else:
+                    results.append(searcher.search_similar(value, k=k, filter=filter, offset=offset, score_threshold=min_score))
+            return results
     except UnsupportedFilterError as exc:
         raise click.UsageError(f"--filter: {exc}") from None
     except InvalidSettingError as exc:
