@@ -50,6 +50,11 @@ def write_hostile_folder(root: Path) -> tuple[dict[str, str], set[str]]:
     os.symlink("loop_a.jpg", root / "loop_b.jpg")
     bad.update({"loop_a.jpg": "unreadable", "loop_b.jpg": "unreadable"})
     os.symlink(".", root / "awkward" / "self")  # a folder loop: walked once, nothing reported
+    os.mkfifo(root / "pipe.jpg")  # opening it for reading would block the run forever
+    bad["pipe.jpg"] = "not_a_regular_file"
+    numbered_image(6).save(root / "piped-sidecar.png")
+    os.mkfifo(root / "piped-sidecar.png.json")
+    bad["piped-sidecar.png"] = "bad_metadata"
     quoted = "it's a \"quoted\" name.png"
     numbered_image(2).save(root / quoted)
     good.add(quoted)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -76,7 +77,20 @@ def printable_path(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+)
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words (``a named pipe (FIFO)``...)."""
+    return next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+
+
 def _stat_file(path: str, report: ProblemSink) -> os.stat_result | None:
+    """``os.stat`` of a regular file; anything else is reported, never opened (reading a FIFO or a
+    device would block the run forever)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -84,6 +98,9 @@ def _stat_file(path: str, report: ProblemSink) -> os.stat_result | None:
         return None
     except OSError as exc:
         report(ScanProblem(path, "unreadable", str(exc)))
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        report(ScanProblem(path, "not_a_regular_file", f"{file_kind(st.st_mode)}, not a regular file: skipped unread"))
         return None
     return st
 
@@ -231,6 +248,14 @@ def read_sidecar(path: str) -> dict[str, Any]:
         ValueError: the sidecar exists but is not a JSON object.
     """
     for candidate in (f"{path}.json", f"{os.path.splitext(path)[0]}.json"):
+        try:
+            mode = os.stat(candidate).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ValueError(f"sidecar {candidate}: {exc}") from None
+        if not stat.S_ISREG(mode):  # opening a FIFO would block the run
+            raise ValueError(f"sidecar {candidate}: {file_kind(mode)}, not a regular file")
         try:
             with open(candidate, encoding="utf-8") as fh:
                 data = json.load(fh)
