@@ -203,3 +203,16 @@ def test_entry_point_subprocess_concurrent_with_an_in_process_run_makes_no_dupli
     with open_test_store("qdrant", workdir / "clip-ingest-data") as store:
         assert store.count() == 12
         assert len(all_paths(store)) == len(set(all_paths(store))) == 12
+
+
+@pytest.mark.parametrize("target, flag", [("milvus", "--milvus-uri"), ("qdrant", "--qdrant-url")])
+def test_a_wrong_server_address_fails_at_once_and_says_which_option(workdir, shape_folder, target, flag):
+    import socket
+
+    with socket.socket() as sock:  # a local port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = run("--target", target, flag, f"http://127.0.0.1:{port}", "--retry-for", "600", str(shape_folder))
+    assert result.exit_code == 1
+    assert "cannot reach the database" in result.output and flag in result.output
+    assert "retrying" not in result.output  # no retry budget spent on an address that never answered

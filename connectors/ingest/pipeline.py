@@ -18,7 +18,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
-from ..backends.base import CollectionSpec, ModelMismatchError, VectorStore
+from ..backends.base import CollectionSpec, ModelMismatchError, StoreError, TransientStoreError, VectorStore
 from ..embedder import Embedder
 from .deadletter import DeadLetter
 from .plan import Planner, Shard
@@ -125,6 +125,22 @@ def load_state(store: VectorStore, spec: CollectionSpec, *, recreate: bool, dry_
     return StoredState.from_store(store)
 
 
+_UNREACHABLE = ("connection refused", "fail connecting", "failed to connect", "name or service not known",
+                "nodename nor servname", "no route to host", "network is unreachable", "connecterror")
+
+
+def check_reachable(store: VectorStore) -> None:
+    """First contact, not retried: a database that cannot be reached at all is a wrong address far
+    more often than an outage, so say so at once instead of retrying for ``retry_for`` seconds.
+    A database that answers but is busy or loading, and any failure later in the run, are retried."""
+    try:
+        store.collection_model()
+    except TransientStoreError as exc:
+        if any(marker in str(exc).lower() for marker in _UNREACHABLE):
+            raise StoreError(f"cannot reach the database ({exc}); check the address (--milvus-uri / --qdrant-url) "
+                             "and that the server is running") from None
+
+
 def run_ingest(
     store: VectorStore,
     embedder: Embedder,
@@ -140,6 +156,7 @@ def run_ingest(
     stats = RunStats()
     spec = CollectionSpec(options.collection, embedder.dim, embedder.model_id, dict(options.index_fields))
     retrying = make_retrying(options.retry_for)
+    check_reachable(store)
     # idempotent, so a transient failure while preparing or reading the collection is retried whole
     state = retrying(load_state, store, spec, recreate=options.recreate, dry_run=options.dry_run)
     dead = DeadLetter(None if options.dry_run else options.dead_letter)

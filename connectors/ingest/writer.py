@@ -48,7 +48,10 @@ def make_retrying(retry_for: float = RETRY_FOR_S, max_wait: float = 10.0) -> Ret
         wait=wait_random_exponential(multiplier=0.5, max=max_wait),
         stop=stop_before_delay(retry_for),
         reraise=True,
-        before_sleep=lambda rs: log.warning("store call failed (%s); retrying", rs.outcome.exception()),
+        before_sleep=lambda rs: log.warning(
+            "store call failed (%s); retrying for up to %.0f s more (--retry-for %g)",
+            rs.outcome.exception(), max(0.0, retry_for - (rs.seconds_since_start or 0.0)), retry_for,
+        ),
     )
 
 
