@@ -31,6 +31,8 @@ SHAPES = ("circle", "square", "triangle")
 #: selects 1/12 of the points
 FILTER_TEXT = 'colour = "red" and shape = "circle"'
 INDEXED = {"colour": "keyword", "shape": "keyword"}
+#: selects 20 points, scattered: the case where post-filtered ANN candidates come back short
+RARE_FILTER_TEXT = "index < 20"
 UPSERT_CHUNK = 1000
 WARMUP = 3
 
@@ -81,20 +83,23 @@ def measure(
     """
     searcher = Searcher(store, embedder)
     flt = parse_filter(FILTER_TEXT)
+    rare = parse_filter(RARE_FILTER_TEXT)
     mask = np.array([p["colour"] == "red" and p["shape"] == "circle" for p in payloads])
+    rare_mask = np.array([p["index"] < 20 for p in payloads])
     index_of = {pid: i for i, pid in enumerate(ids)}
     rng = random.Random(seed)
     texts = [f"a photo of a {rng.choice(COLOURS)} {rng.choice(SHAPES)} number {i}" for i in range(queries + WARMUP)]
     images = [common.synthetic_image(i, 96, np.random.default_rng(i)) for i in range(queries + WARMUP)]
     probes = l2_normalise(np.random.default_rng(seed + 1).standard_normal((len(texts), vectors.shape[1]), dtype=np.float32))
     samples: dict[str, list[float]] = {}
-    hits_found = {"no filter": 0, "filter": 0}
+    hits_found = {"no filter": 0, "filter": 0, "rare filter": 0}
     for q, (text, image, vector) in enumerate(zip(texts, images, probes)):
         steps: list[tuple[str, Callable[[], Any]]] = [
             ("text encoder", lambda: embedder.embed_texts([text])),
             ("image encoder", lambda: embedder.embed_images([image])),
             ("database", lambda: store.search(vector, k=k)),
             ("database+filter", lambda: store.search(vector, k=k, filter=flt)),
+            ("database+rare filter", lambda: store.search(vector, k=k, filter=rare)),
             ("search_text", lambda: searcher.search_text(text, k=k)),
             ("search_text+filter", lambda: searcher.search_text(text, k=k, filter=flt)),
             ("search_image", lambda: searcher.search_image(image, k=k)),
@@ -106,7 +111,8 @@ def measure(
             if q >= WARMUP:
                 samples.setdefault(name, []).append(seconds)
             if q >= WARMUP and name.startswith("database"):
-                key, m = ("filter", mask) if name.endswith("filter") else ("no filter", None)
+                key, m = {"database": ("no filter", None), "database+filter": ("filter", mask),
+                          "database+rare filter": ("rare filter", rare_mask)}[name]
                 hits_found[key] += len({index_of[h.id] for h in result} & exact_top_k(vectors, m, vector, k))
     recall = {key: found / (queries * k) for key, found in hits_found.items()}
     return samples, recall
@@ -125,6 +131,12 @@ def rows_for(target: str, size: int, samples: dict[str, list[float]], recall: di
                 "encoder_p50_ms": p50[f"{kind} encoder"], "database_p50_ms": p50[f"database{suffix}"],
                 "recall@10": recall["filter" if suffix else "no filter"],
             })
+    pct = common.percentiles([s * 1000 for s in samples["database+rare filter"]])
+    rows.append({
+        "target": target, "points": size, "query": "vector", "filter": f"rare ({RARE_FILTER_TEXT})",
+        "p50_ms": pct["p50"], "p95_ms": pct["p95"], "p99_ms": pct["p99"], "encoder_p50_ms": 0.0,
+        "database_p50_ms": p50["database+rare filter"], "recall@10": recall["rare filter"],
+    })
     return rows
 
 
@@ -168,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for r in rows if r["query"] == "text"
     ]
     config = {"sizes": args.sizes, "queries": args.queries, "model": args.model, "dim": embedder.dim,
-              "k": args.k, "filter": FILTER_TEXT, "targets": args.targets, "milvus_consistency": args.milvus_consistency}
+              "k": args.k, "filter": FILTER_TEXT, "rare_filter": RARE_FILTER_TEXT, "targets": args.targets, "milvus_consistency": args.milvus_consistency}
     return common.report("query latency", config, {"latency (ms) and recall@10": rows}, ratios, args.json)
 
 

@@ -71,12 +71,12 @@ def test_rerun_skips_unchanged_and_reembeds_changed(tmp_path: Path) -> None:
 def test_query_reports_percentiles_split_and_recall(tmp_path: Path) -> None:
     result = run(query, tmp_path, "--targets", "qdrant-edge", "qdrant-local", "--sizes", "120", "--queries", "3")
     rows = only_table(result)
-    assert len(rows) == 2 * 2 * 2  # targets x (text, image) x (filter, no filter)
+    assert len(rows) == 2 * (2 * 2 + 1)  # targets x ((text, image) x (filter, no filter) + the rare filter)
     for row in rows:
         assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
         assert 0.0 <= row["recall@10"] <= 1.0
-    # small collections are searched exactly by both backends
-    assert all(row["recall@10"] == 1.0 for row in rows if row["filter"] == "no")
+    # small collections are searched exactly by both backends; the rare filter's pages are full and exact
+    assert all(row["recall@10"] == 1.0 for row in rows if row["filter"] == "no" or row["filter"].startswith("rare"))
     assert len(result["ratios"]) == 4
 
 
