@@ -155,3 +155,27 @@ def test_second_run_exits_4_or_waits_and_a_killed_runs_lock_is_taken_over(tmp_pa
     assert json.loads((tmp_path / "run.lock").read_text())["pid"] == waiting.pid
     assert read_json(tmp_path / "s.json")["new"] == 80
     run_forked(check_store, "qdrant", {"path": str(tmp_path / "data" / "qdrant")}, "images", root, None)
+
+
+def test_sigterm_saves_what_was_embedded_releases_the_lock_and_a_rerun_completes(tmp_path):
+    """SIGTERM (Kubernetes, systemd) while the model runs: the batch in flight is abandoned, every
+    earlier batch is written and flushed, the summary says so, the lock is free and exit is 143."""
+    import os
+    import signal
+
+    root = write_corpus(tmp_path / "photos", 40)
+    summary = tmp_path / "s.json"
+    args = [str(root), "--data-dir", str(tmp_path / "data"), "--batch-size", "8", "--summary", str(summary)]
+    reached, resume = tmp_path / "reached", tmp_path / "resume"
+    run = start_cli(args, tmp_path, hook=PausePoint("embed", 2, str(reached), str(resume)))
+    wait_for_file(reached, run)
+    os.kill(run.pid, signal.SIGTERM)
+    stopped = run.wait()
+    assert stopped.exit_code == 143, stopped.output[-3000:]
+    assert "interrupted by SIGTERM: saved 8 new" in stopped.stderr and "resumes" in stopped.stderr
+    saved = read_json(summary)
+    assert saved["interrupted"] is True and saved["new"] == 8
+    again = run_cli([*args, "--lock-timeout", "0"], tmp_path)  # exit 4 here would mean a leaked lock
+    assert again.exit_code == 0, again.output[-3000:]
+    assert read_json(summary)["new"] == 32
+    run_forked(check_store, "qdrant", {"path": str(tmp_path / "data" / "qdrant")}, "images", root, None)

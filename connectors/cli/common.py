@@ -29,6 +29,10 @@ EXIT_FAILED_FILES = 3
 """The run finished but some files failed (see the dead-letter file)."""
 EXIT_LOCKED = 4
 """Another run holds the lock on this collection."""
+EXIT_INTERRUPTED = 130
+"""Stopped by Ctrl-C (SIGINT); what was embedded until then is saved (the shell's 128 + 2)."""
+EXIT_TERMINATED = 143
+"""Stopped by SIGTERM (Kubernetes, systemd); what was embedded until then is saved (128 + 15)."""
 
 _COMMON_OPTIONS = (
     click.option("--target", type=click.Choice(TARGETS), default=None, help="Vector database [default: qdrant]."),
@@ -88,6 +92,6 @@ def fatal(message: str, code: int = EXIT_FATAL) -> None:
 
 
 __all__ = [
-    "EXIT_FAILED_FILES", "EXIT_FATAL", "EXIT_LOCKED", "EXIT_OK", "EXIT_USAGE",
+    "EXIT_FAILED_FILES", "EXIT_FATAL", "EXIT_INTERRUPTED", "EXIT_LOCKED", "EXIT_OK", "EXIT_TERMINATED", "EXIT_USAGE",
     "common_options", "fatal", "load_settings", "open_target_store", "setup_logging", "store_target",
 ]

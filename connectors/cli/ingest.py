@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
 from typing import Any
 
@@ -24,7 +25,9 @@ from ..ingest.summary import write_summary
 from ..ingest.writer import RETRY_FOR_S
 from .common import (
     EXIT_FAILED_FILES,
+    EXIT_INTERRUPTED,
     EXIT_LOCKED,
+    EXIT_TERMINATED,
     EXIT_OK,
     EXIT_USAGE,
     common_options,
@@ -108,7 +111,8 @@ def main(verbose: int, quiet: bool, **params: Any) -> None:
 
     Re-running is incremental: unchanged files are skipped, changed ones updated,
     moved ones recognised by content. Exit codes: 0 done, 1 fatal, 2 usage,
-    3 some files failed (see the dead-letter file), 4 locked by another run.
+    3 some files failed (see the dead-letter file), 4 locked by another run,
+    130 / 143 stopped by Ctrl-C / SIGTERM (what was embedded is saved; re-run to resume).
     """
     setup_logging(verbose, quiet)
     params["ext"] = _split_commas(params["ext"])
@@ -132,7 +136,7 @@ _DRY_RUN_VERBS = {"new": "add", "updated": "update", "moved": "move", "pruned": 
 def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
     from ..backends.base import InvalidSettingError, ModelMismatchError, StoreError
     from ..factory import ModelLoadError
-    from ..ingest.pipeline import IngestOptions, run_ingest
+    from ..ingest.pipeline import IngestInterrupted, IngestOptions, run_ingest
 
     target = store_target(settings)
     run_dir = os.path.join(settings.data_dir, "dead-letter")
@@ -163,11 +167,26 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
     missing = [p for p in settings.sources if not os.path.isdir(p)] + [m for m in settings.manifest if not os.path.isfile(m)]
     if missing:  # before the model loads (seconds): a typo is reported at once
         fatal(f"not found: {', '.join(missing)} (sources are folders, --manifest takes files)", EXIT_USAGE)
+    signals: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: _stop(signals, signum))
+    embedder = None
     try:
         with RunLock(lock_path, timeout=settings.lock_timeout):
             embedder = _load_embedder(settings)
             with open_target_store(target, settings.collection) as store:
                 stats = run_ingest(store, embedder, options, on_change=on_change)
+    except (IngestInterrupted, KeyboardInterrupt) as exc:
+        saved = exc.stats if isinstance(exc, IngestInterrupted) else None
+        code = EXIT_TERMINATED if signals else EXIT_INTERRUPTED
+        if saved is not None and settings.summary and embedder is not None:
+            write_summary(settings.summary, saved.to_dict(
+                model_id=embedder.model_id, target=target.target, location=target.location,
+                collection=settings.collection, dry_run=settings.dry_run, interrupted=True,
+            ))
+        done = ("nothing written yet" if saved is None else
+                f"saved {saved.new} new, {saved.updated} updated, {saved.moved} moved ({saved.embedded} embedded)")
+        fatal(f"interrupted by {'SIGTERM' if signals else 'Ctrl-C'}: {done}; the lock is released and "
+              "running the same command again resumes where this run stopped", code)
     except LockedError as exc:
         fatal(str(exc), EXIT_LOCKED)
     except (FileNotFoundError, ManifestError, InvalidSettingError) as exc:
@@ -176,6 +195,8 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
         fatal(f"{exc}\nUse --recreate to re-embed everything with the new model, or another --collection.")
     except (StoreError, ModelLoadError) as exc:
         fatal(str(exc))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     summary = stats.to_dict(
         model_id=embedder.model_id,
         target=target.target,
@@ -195,6 +216,12 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
         log.warning("%d file(s) failed; see %s (they are retried on the next run)", stats.failed, dead_letter)
         return EXIT_FAILED_FILES
     return EXIT_OK
+
+
+def _stop(signals: list[int], signum: int) -> None:
+    """SIGTERM handler: stop like Ctrl-C (the run saves what it embedded and releases its lock)."""
+    signals.append(signum)
+    raise KeyboardInterrupt
 
 
 def _next_command(settings: Settings) -> str:

@@ -129,6 +129,15 @@ _UNREACHABLE = ("connection refused", "fail connecting", "failed to connect", "n
                 "nodename nor servname", "no route to host", "network is unreachable", "connecterror")
 
 
+class IngestInterrupted(Exception):
+    """The run was stopped (Ctrl-C, SIGTERM) between two images: everything embedded up to then
+    was written and flushed; ``stats`` counts it. Re-running the same command resumes."""
+
+    def __init__(self, stats: RunStats) -> None:
+        super().__init__("interrupted")
+        self.stats = stats
+
+
 def check_reachable(store: VectorStore) -> None:
     """First contact, not retried: a database that cannot be reached at all is a wrong address far
     more often than an outage, so say so at once instead of retrying for ``retry_for`` seconds.
@@ -183,6 +192,7 @@ def run_ingest(
         on_change=on_change, retrying=retrying,
     )
     progress = Progress(stats, planner, enabled=options.progress)
+    interrupted = False
     try:
         with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="clip-ingest-decode") as pool:
             writer_thread = WriterThread(writer, options.queue_size)
@@ -198,9 +208,18 @@ def run_ingest(
                     progress.advance()
                 for op in embed.flush():
                     writer_thread.put(op)
+            except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI
+                interrupted = True
+                pool.shutdown(wait=False, cancel_futures=True)  # the batch being decoded is abandoned
             finally:
                 writer_thread.close()
         stats.scanned, stats.unchanged = planner.scanned, planner.unchanged
+        if interrupted:  # keep what was embedded: write it, make it durable, then stop
+            writer.flush_points()
+            writer.flush_known()
+            if not options.dry_run:
+                retrying(store.flush)
+            raise IngestInterrupted(stats)
         if options.prune:
             writer.prune(planner.gone_paths())
         writer.finish()
@@ -216,4 +235,4 @@ def run_ingest(
     return stats
 
 
-__all__ = ["IngestOptions", "WriterThread", "load_state", "ordered_map", "run_ingest"]
+__all__ = ["IngestInterrupted", "IngestOptions", "WriterThread", "load_state", "ordered_map", "run_ingest"]
