@@ -290,3 +290,20 @@ def test_progress_counts_every_file_and_logs_live_scan_counts(tmp_path, shape_fo
     with caplog.at_level("INFO", logger="clip_ingest.ingest"):
         real_advance(progress)
     assert "progress: 7 scanned, 2 new, 0 updated, 0 moved, 5 unchanged, 0 failed" in caplog.text
+
+
+def test_the_terminal_bar_has_a_total_that_follows_the_scan(monkeypatch):
+    import io
+    from types import SimpleNamespace
+
+    from clip_ingest.connectors.ingest import summary
+
+    monkeypatch.setattr("sys.stderr", io.StringIO())  # tqdm's output
+    scan = SimpleNamespace(scanned=3, unchanged=1)
+    progress = summary.Progress(summary.RunStats(), scan, enabled=True)
+    progress.advance()
+    assert progress._bar.total == 3 and progress._bar.n == 1
+    scan.scanned = 10  # the scan found more
+    progress.advance()
+    assert progress._bar.total == 10 and "1 unchanged" in str(progress._bar.postfix)
+    progress.close()

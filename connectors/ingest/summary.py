@@ -92,8 +92,18 @@ class Progress:
             self._bar = tqdm(unit="file", desc="ingest", dynamic_ncols=True)
 
     def advance(self, n: int = 1) -> None:
-        """Count ``n`` more files handled."""
+        """Count ``n`` more files handled.
+
+        The scan runs ahead of the work (it is lazy: a first count would read every folder
+        twice), so the bar's total is what the scan has found so far: it grows until the scan
+        ends, and the bar shows a percentage and an ETA from then on.
+        """
         if self._bar is not None:
+            found = max(self.scan.scanned, self._bar.n + n)
+            if self._bar.total != found:
+                self._bar.total = found
+            self._bar.set_postfix_str(f"{self.stats.new} new, {self.scan.unchanged} unchanged, "
+                                      f"{self.stats.failed} failed", refresh=False)
             self._bar.update(n)
             return
         now = time.monotonic()
