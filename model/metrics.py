@@ -144,20 +144,6 @@ def recall_at_1(embeddings: np.ndarray, labels: Sequence) -> float:
     return float(top1_hits(embeddings, labels).mean())
 
 
-def knn_accuracy(
-    train_embeddings: np.ndarray,
-    train_labels: Sequence,
-    test_embeddings: np.ndarray,
-    test_labels: Sequence,
-    *,
-    k: int = DEFAULT_KNN_K,
-    temperature: float = DEFAULT_KNN_TEMPERATURE,
-) -> float:
-    """Weighted k-NN classification accuracy: the mean of :func:`knn_correct`."""
-    return float(knn_correct(train_embeddings, train_labels, test_embeddings, test_labels,
-                             k=k, temperature=temperature).mean())
-
-
 def knn_correct(
     train_embeddings: np.ndarray,
     train_labels: Sequence,

@@ -11,7 +11,7 @@ from clip_ingest.model.metrics import (
     caption_match_accuracy,
     class_text_embeddings,
     image_to_text_recall,
-    knn_accuracy,
+    knn_correct,
     mean_average_precision,
     recall_at_1,
     text_to_image_recall,
@@ -70,12 +70,12 @@ def test_knn_weighting_by_temperature_decides_the_vote():
     # k=3 neighbours 0(a, sim 1), 1(b, .985), 2(b, .940)
     # T=0.1:  a e^10 = 22026 < b e^9.85 + e^9.40 = 30967 -> b
     # T=0.01: a e^100 > b e^98.5 (1 + e^-4.5)           -> a
-    assert knn_accuracy(train, labels, test, ["b"], k=3, temperature=0.1) == 1.0
-    assert knn_accuracy(train, labels, test, ["a"], k=3, temperature=0.01) == 1.0
-    assert knn_accuracy(train, labels, test, ["a"], k=1) == 1.0
+    assert knn_correct(train, labels, test, ["b"], k=3, temperature=0.1).mean() == 1.0
+    assert knn_correct(train, labels, test, ["a"], k=3, temperature=0.01).mean() == 1.0
+    assert knn_correct(train, labels, test, ["a"], k=1).mean() == 1.0
     # k larger than the training set: all four vote. At 0: a e^10 + e^0 < b 30967 -> b (right);
     # at 85: a e^0.87 + e^9.96 > b e^2.59 + e^4.23 -> a (labelled b here: wrong)
-    assert knn_accuracy(train, labels, at(0, 85), ["b", "b"], k=21) == 0.5
+    assert knn_correct(train, labels, at(0, 85), ["b", "b"], k=21).mean() == 0.5
 
 
 def test_zero_shot_averages_templates_per_class():
@@ -127,7 +127,7 @@ def test_metrics_scale_beyond_one_query_block():
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     assert mean_average_precision(emb, labels) == pytest.approx(1.0)
     assert recall_at_1(emb, labels) == 1.0
-    assert math.isclose(knn_accuracy(emb[::2], labels[::2], emb[1::2], labels[1::2]), 1.0)
+    assert math.isclose(knn_correct(emb[::2], labels[::2], emb[1::2], labels[1::2]).mean(), 1.0)
 
 
 def test_caption_match_accuracy_counts_images_whose_best_caption_is_their_own():

@@ -569,22 +569,21 @@ class MilvusStore(VectorStore):
     def scroll(self, fields: Sequence[str] | None = None, batch_size: int = 1000) -> Iterator[Point]:
         self._ready()
         output_fields = ["$meta"] if fields is None else [ID_FIELD, *fields]
-        with self._errors("scroll"):
-            iterator = self._conn().query_iterator(
-                self.collection,
-                batch_size=batch_size,
-                output_fields=output_fields,
-                timeout=self.timeout,
-                consistency_level="Strong",
-            )
+        for batch in self._batches("scroll", batch_size=batch_size, output_fields=output_fields, consistency_level="Strong"):
+            for row in batch:
+                yield _to_point(row, with_vectors=False)
+
+    def _batches(self, action: str, **query: Any) -> Iterator[list[dict[str, Any]]]:
+        """The rows of a ``query_iterator(**query)``, one batch at a time (errors translated)."""
+        with self._errors(action):
+            iterator = self._conn().query_iterator(self.collection, timeout=self.timeout, **query)
         try:
             while True:
-                with self._errors("scroll"):
+                with self._errors(action):
                     batch = iterator.next()
                 if not batch:
                     return
-                for row in batch:
-                    yield _to_point(row, with_vectors=False)
+                yield batch
         finally:
             iterator.close()
 
@@ -665,23 +664,12 @@ class MilvusStore(VectorStore):
         ids: list[str] = []
         scores: list[np.ndarray] = []
         unit_query = query / max(float(np.linalg.norm(query)), 1e-12)
-        with self._errors("search"):
-            iterator = self._conn().query_iterator(
-                self.collection, batch_size=1000, filter=expr, output_fields=[ID_FIELD, VECTOR_FIELD],
-                timeout=self.timeout, consistency_level=self.search_consistency, **extra,
-            )
-        try:
-            while True:
-                with self._errors("search"):
-                    batch = iterator.next()
-                if not batch:
-                    break
-                vectors = np.asarray([row[VECTOR_FIELD] for row in batch], dtype=np.float32)
-                norms = np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
-                scores.append(vectors @ unit_query / norms)
-                ids.extend(row[ID_FIELD] for row in batch)
-        finally:
-            iterator.close()
+        for batch in self._batches("search", batch_size=1000, filter=expr, output_fields=[ID_FIELD, VECTOR_FIELD],
+                                   consistency_level=self.search_consistency, **extra):
+            vectors = np.asarray([row[VECTOR_FIELD] for row in batch], dtype=np.float32)
+            norms = np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
+            scores.append(vectors @ unit_query / norms)
+            ids.extend(row[ID_FIELD] for row in batch)
         if not ids:
             return []
         all_scores = np.concatenate(scores)
