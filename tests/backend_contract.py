@@ -154,6 +154,15 @@ class VectorStoreContract:
         finally:
             store.close()
 
+    def test_the_model_spec_is_recorded_for_searches_to_default_to(self, tmp_path: Path) -> None:
+        store = self.make_store(tmp_path, "spec_recorded")
+        try:
+            assert store.collection_model_spec() is None  # no collection yet
+            store.ensure_collection(CollectionSpec("spec_recorded", DIM, "m", model_spec="ViT-B-32:laion2b_s34b_b79k"))
+            assert store.collection_model_spec() == "ViT-B-32:laion2b_s34b_b79k"
+        finally:
+            store.close()
+
     @pytest.mark.parametrize("other", [OTHER_MODEL, OTHER_DIM], ids=["model", "dim"])
     def test_ensure_collection_refuses_another_model(self, store: VectorStore, other: CollectionSpec) -> None:
         store.upsert([point(1)])

@@ -99,3 +99,16 @@ def test_unreachable_database_and_unknown_point_exit_1(store_args):
     assert down.exit_code == 1 and "Error:" in down.output
     missing = CliRunner().invoke(main, [*args, "--like", "00000000-0000-0000-0000-000000000000"])
     assert missing.exit_code == 1 and "no point with id" in missing.output
+
+
+def test_without_model_the_collections_recorded_model_is_used(tmp_path, shape_folder):
+    from clip_ingest.connectors.cli.ingest import main as ingest_main
+
+    where = ["--target", "qdrant", "--qdrant-path", str(tmp_path / "q"), "--collection", "pics"]
+    ingested = CliRunner().invoke(ingest_main, [*where, "--model", "clip-ingest-tiny", "--data-dir", str(tmp_path), str(shape_folder)])
+    assert ingested.exit_code == 0, ingested.output
+    result = CliRunner().invoke(main, [*where, "--text", "a red circle", "-k", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["hits"]) == 3
+    wrong = CliRunner().invoke(main, [*where, "--model", "starter", "--text", "x"])  # explicit: still checked
+    assert wrong.exit_code == 1 and "pass the same --model" in wrong.output

@@ -59,6 +59,9 @@ class CollectionSpec:
     dim: int
     model_id: str
     indexed_fields: Mapping[str, str] = field(default_factory=dict)
+    model_spec: str | None = None
+    """How to load the model again (``starter``, ``ViT-B-32:laion2b_s34b_b79k``, an absolute
+    model directory): recorded with the collection so that searches can default to it."""
 
 
 @dataclass
@@ -200,6 +203,11 @@ class VectorStore(ABC):
         ``filter`` is a parsed :class:`clip_ingest.connectors.search.filters.Filter`
         (or None); each backend compiles it to its own filter form.
         """
+
+    def collection_model_spec(self) -> str | None:
+        """The model spec recorded when the collection was created (None: not recorded, or a
+        collection made before specs were recorded)."""
+        return None
 
     @abstractmethod
     def count(self, filter: Any | None = None) -> int:

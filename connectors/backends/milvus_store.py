@@ -75,6 +75,7 @@ ID_FIELD = "id"
 VECTOR_FIELD = "vector"
 #: collection properties holding the model record
 MODEL_PROPERTY = "clip_ingest.model_id"
+SPEC_PROPERTY = "clip_ingest.model_spec"
 DIM_PROPERTY = "clip_ingest.dim"
 #: payload keys that would collide with the schema or Milvus' own names
 RESERVED_KEYS = frozenset({ID_FIELD, VECTOR_FIELD})
@@ -365,6 +366,14 @@ class MilvusStore(VectorStore):
             return (UNKNOWN_MODEL, self._schema_dim())
         return (properties[MODEL_PROPERTY], int(properties[DIM_PROPERTY]))
 
+    def collection_model_spec(self) -> str | None:
+        client = self._conn()
+        with self._errors("describe"):
+            if not client.has_collection(self.collection, timeout=self.timeout):
+                return None
+            properties = client.describe_collection(self.collection, timeout=self.timeout).get("properties") or {}
+        return properties.get(SPEC_PROPERTY) or None
+
     def _schema_dim(self) -> int:
         with self._errors("describe"):
             description = self._conn().describe_collection(self.collection, timeout=self.timeout)
@@ -411,7 +420,8 @@ class MilvusStore(VectorStore):
                 schema=schema,
                 index_params=index_params,
                 consistency_level="Strong",  # query_iterator follows the collection's level, not the call's
-                properties={MODEL_PROPERTY: spec.model_id, DIM_PROPERTY: str(spec.dim)},
+                properties={MODEL_PROPERTY: spec.model_id, DIM_PROPERTY: str(spec.dim),
+                            **({SPEC_PROPERTY: spec.model_spec} if spec.model_spec else {})},
                 timeout=self.admin_timeout,
             )
 

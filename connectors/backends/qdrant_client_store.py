@@ -62,7 +62,10 @@ _TRANSIENT_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"}
 
 def metadata_record(spec: CollectionSpec) -> dict[str, Any]:
     """The model record stored with a collection (also used by the Qdrant Edge store)."""
-    return {"model_id": spec.model_id, "dim": spec.dim, "format": METADATA_FORMAT}
+    record: dict[str, Any] = {"model_id": spec.model_id, "dim": spec.dim, "format": METADATA_FORMAT}
+    if spec.model_spec:
+        record["model_spec"] = spec.model_spec
+    return record
 
 
 def check_index_types(spec: CollectionSpec) -> None:
@@ -208,6 +211,15 @@ class QdrantClientStore(VectorStore):
             return str(record["model_id"]), int(record["dim"])
         vectors = config.params.vectors
         return UNKNOWN_MODEL, int(vectors.size) if isinstance(vectors, models.VectorParams) else 0
+
+    def collection_model_spec(self) -> str | None:
+        with self._translated("read collection"):
+            if not self._client.collection_exists(self.collection):
+                return None
+            config = self._client.get_collection(self.collection).config
+        record = (config.metadata or {}).get(METADATA_KEY)
+        spec = record.get("model_spec") if isinstance(record, dict) else None
+        return spec if isinstance(spec, str) else None
 
     def ensure_collection(self, spec: CollectionSpec, *, recreate: bool = False) -> None:
         check_index_types(spec)

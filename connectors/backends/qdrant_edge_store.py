@@ -100,6 +100,14 @@ class QdrantEdgeStore(VectorStore):
 
     # -- collection -----------------------------------------------------------------------
 
+    def collection_model_spec(self) -> str | None:
+        record_path = self._root / RECORD_FILE
+        try:
+            spec = json.loads(record_path.read_text(encoding="utf-8")).get("model_spec")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return spec if isinstance(spec, str) else None
+
     def collection_model(self) -> tuple[str, int] | None:
         record_path = self._root / RECORD_FILE
         if record_path.is_file():

@@ -162,6 +162,7 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
         batch_size=settings.batch_size,
         max_batch_bytes=WRITE_BATCH_BYTES[target.target],
         retry_for=settings.retry_for,
+        model_spec=os.path.abspath(settings.model) if os.path.isdir(settings.model) else settings.model,
     )
     on_change = (lambda kind, path: click.echo(f"would {_DRY_RUN_VERBS.get(kind, kind)}: {path}")) if settings.dry_run else None
     missing = [p for p in settings.sources if not os.path.isdir(p)] + [m for m in settings.manifest if not os.path.isfile(m)]

@@ -4,7 +4,8 @@ Output: an aligned table (default), ``--json`` (one document), ``--jsonl`` (one 
 and/or ``--html FILE`` (a self-contained page with inlined thumbnails). Exit codes: 0 done
 (also with no hits), 1 fatal (database unreachable, model mismatch, unknown point), 2 usage
 error (bad filter, bad options). Store, model and config options are shared with
-``clip-ingest`` (:mod:`.common`).
+``clip-ingest`` (:mod:`.common`). Without ``--model`` (flag, config or environment) the model
+the collection records is used; an explicit one is still checked against the collection.
 """
 
 from __future__ import annotations
@@ -107,8 +108,11 @@ def _run(
 
     k = settings.k
     try:
-        embedder = _load_embedder(settings)
         with open_target_store(store_target(settings), settings.collection) as store:
+            model = settings.model
+            if settings.origins.get("model") == "default":  # the model the collection was built with
+                model = store.collection_model_spec() or model
+            embedder = _load_embedder(settings, model)
             searcher = Searcher(store, embedder)
             searcher.verify_model()
             texts = [value for kind, value in queries if kind == "text"]
@@ -134,10 +138,10 @@ def _run(
     raise AssertionError("unreachable")  # fatal() exits
 
 
-def _load_embedder(settings: Settings):
+def _load_embedder(settings: Settings, model: str):
     from ..openclip_embedder import OpenClipEmbedder
 
-    return OpenClipEmbedder(settings.model, device=settings.device, batch_size=settings.batch_size)
+    return OpenClipEmbedder(model, device=settings.device, batch_size=settings.batch_size)
 
 
 def _hit_dict(rank: int, hit: Any) -> dict[str, Any]:

@@ -56,6 +56,8 @@ class IngestOptions:
     queue_size: int = 8
     progress: bool | None = None
     retry_for: float = RETRY_FOR_S
+    model_spec: str | None = None
+    """Recorded with a new collection so that ``clip-search`` can default to the same model."""
 
 
 def ordered_map(pool: Executor, fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:
@@ -163,7 +165,8 @@ def run_ingest(
     the dead-letter file; store errors other than transient ones propagate.
     """
     stats = RunStats()
-    spec = CollectionSpec(options.collection, embedder.dim, embedder.model_id, dict(options.index_fields))
+    spec = CollectionSpec(options.collection, embedder.dim, embedder.model_id, dict(options.index_fields),
+                          model_spec=options.model_spec)
     retrying = make_retrying(options.retry_for)
     check_reachable(store)
     # idempotent, so a transient failure while preparing or reading the collection is retried whole
