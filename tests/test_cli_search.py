@@ -112,3 +112,12 @@ def test_without_model_the_collections_recorded_model_is_used(tmp_path, shape_fo
     assert len(json.loads(result.stdout)["hits"]) == 3
     wrong = CliRunner().invoke(main, [*where, "--model", "starter", "--text", "x"])  # explicit: still checked
     assert wrong.exit_code == 1 and "pass the same --model" in wrong.output
+
+
+def test_a_misspelt_filter_field_is_warned_about_not_silently_empty(store_args):
+    args, _ = store_args
+    result = CliRunner().invoke(main, [*args, "--text", "x", "--filter", 'colur = "red"'])
+    assert result.exit_code == 0 and "no results" in result.stdout
+    assert "colur" in result.output and "none of" in result.output and "colour" in result.output
+    fine = CliRunner().invoke(main, [*args, "--text", "x", "--filter", 'colour = "no-such-colour"'])
+    assert fine.exit_code == 0 and "none of" not in fine.output  # a known field that matches nothing

@@ -118,7 +118,7 @@ def _run(
             texts = [value for kind, value in queries if kind == "text"]
             by_text = iter(searcher.search_texts(texts, k=k, filter=filter, offset=offset, score_threshold=min_score)
                            if texts else [])
-            results = []
+            results: list[list] = []
             for kind, value in queries:
                 if kind == "text":
                     results.append(next(by_text))
@@ -126,6 +126,8 @@ def _run(
                     results.append(searcher.search_image(value, k=k, filter=filter, offset=offset, score_threshold=min_score))
                 else:
                     results.append(searcher.search_similar(value, k=k, filter=filter, offset=offset, score_threshold=min_score))
+            if filter is not None and not any(results):
+                _warn_unknown_fields(store, filter)
             return results
     except UnsupportedFilterError as exc:
         raise click.UsageError(f"--filter: {exc}") from None
@@ -136,6 +138,31 @@ def _run(
     except (StoreError, ModelLoadError, PointNotFoundError) as exc:
         fatal(str(exc))
     raise AssertionError("unreachable")  # fatal() exits
+
+
+#: points whose payloads are read to tell a misspelt filter field from one that matches nothing
+FIELD_SAMPLE = 200
+
+
+def _warn_unknown_fields(store: Any, filter: Any) -> None:
+    """No hits with a filter: warn about filter fields that none of the first points has (a typo
+    such as ``lable`` otherwise looks like an empty result)."""
+    import itertools
+    import logging
+
+    from ..search.filters import filter_fields
+
+    seen: set[str] = set()
+    sampled = 0
+    for point in itertools.islice(store.scroll(batch_size=FIELD_SAMPLE), FIELD_SAMPLE):
+        seen.update(point.payload)
+        sampled += 1
+    unknown = sorted(filter_fields(filter) - seen)
+    if seen and unknown:
+        logging.getLogger("clip_ingest.search").warning(
+            "no hits; the filter names field(s) %s that none of %d sampled points has (fields seen: %s)",
+            ", ".join(unknown), sampled, ", ".join(sorted(seen)),
+        )
 
 
 def _load_embedder(settings: Settings, model: str):

@@ -145,6 +145,15 @@ FILTER_TYPES = (Compare, In, Exists, StartsWith, Not, And, Or)
 FilterInput = Union[str, Mapping[str, Any], Compare, In, Exists, StartsWith, Not, And, Or]
 
 
+def filter_fields(node: Filter) -> set[str]:
+    """Every payload field a filter names (e.g. to warn about a misspelt one)."""
+    if isinstance(node, Not):
+        return filter_fields(node.operand)
+    if isinstance(node, (And, Or)):
+        return set().union(*(filter_fields(op) for op in node.operands))
+    return {node.field}
+
+
 def parse_filter(source: FilterInput) -> Filter:
     """Parse filter text or its dict form into the AST (an AST is returned unchanged).
 
