@@ -161,3 +161,19 @@ def test_cron_wrapper_fails_loudly(code, tmp_path):
     assert proc.returncode == code
     assert f"clip-ingest FAILED with exit {code}" in proc.stderr
     assert alerts.read_text().startswith(f"{code} clip-ingest FAILED")
+
+
+def test_the_readme_framework_snippet_runs_as_written(tmp_path):
+    """The README's adapters block, run from the checkout root with the bundled starter model:
+    each query finds the picture it names."""
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if b.startswith("# LangChain"))
+    script = tmp_path / "snippet.py"
+    script.write_text(block)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HAYSTACK_TELEMETRY_ENABLED": "False"}
+    done = subprocess.run([sys.executable, str(script)], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = done.stdout.split()
+    assert len(printed) == 3 and all(Path(root, p).is_file() for p in printed)
+    assert ["penguin" in printed[0], "apple" in printed[1], "penguin" in printed[2]] == [True] * 3
