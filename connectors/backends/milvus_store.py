@@ -356,23 +356,24 @@ class MilvusStore(VectorStore):
 
     # -- collection ------------------------------------------------------------------------
 
-    def collection_model(self) -> tuple[str, int] | None:
+    def _properties(self) -> dict[str, Any] | None:
+        """The collection's properties (where the model record lives), or None if it does not exist."""
         client = self._conn()
         with self._errors("describe"):
             if not client.has_collection(self.collection, timeout=self.timeout):
                 return None
-            properties = client.describe_collection(self.collection, timeout=self.timeout).get("properties") or {}
+            return client.describe_collection(self.collection, timeout=self.timeout).get("properties") or {}
+
+    def collection_model(self) -> tuple[str, int] | None:
+        properties = self._properties()
+        if properties is None:
+            return None
         if MODEL_PROPERTY not in properties or DIM_PROPERTY not in properties:
             return (UNKNOWN_MODEL, self._schema_dim())
         return (properties[MODEL_PROPERTY], int(properties[DIM_PROPERTY]))
 
     def collection_model_spec(self) -> str | None:
-        client = self._conn()
-        with self._errors("describe"):
-            if not client.has_collection(self.collection, timeout=self.timeout):
-                return None
-            properties = client.describe_collection(self.collection, timeout=self.timeout).get("properties") or {}
-        return properties.get(SPEC_PROPERTY) or None
+        return (self._properties() or {}).get(SPEC_PROPERTY) or None
 
     def _schema_dim(self) -> int:
         with self._errors("describe"):

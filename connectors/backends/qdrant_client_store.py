@@ -201,11 +201,17 @@ class QdrantClientStore(VectorStore):
 
     # -- collection -----------------------------------------------------------------------
 
-    def collection_model(self) -> tuple[str, int] | None:
+    def _config(self) -> models.CollectionConfig | None:
+        """The collection's config (its metadata holds the model record), or None if it does not exist."""
         with self._translated("read collection"):
             if not self._client.collection_exists(self.collection):
                 return None
-            config = self._client.get_collection(self.collection).config
+            return self._client.get_collection(self.collection).config
+
+    def collection_model(self) -> tuple[str, int] | None:
+        config = self._config()
+        if config is None:
+            return None
         record = (config.metadata or {}).get(METADATA_KEY)
         if isinstance(record, dict) and "model_id" in record and "dim" in record:
             return str(record["model_id"]), int(record["dim"])
@@ -213,11 +219,8 @@ class QdrantClientStore(VectorStore):
         return UNKNOWN_MODEL, int(vectors.size) if isinstance(vectors, models.VectorParams) else 0
 
     def collection_model_spec(self) -> str | None:
-        with self._translated("read collection"):
-            if not self._client.collection_exists(self.collection):
-                return None
-            config = self._client.get_collection(self.collection).config
-        record = (config.metadata or {}).get(METADATA_KEY)
+        config = self._config()
+        record = (config.metadata or {}).get(METADATA_KEY) if config is not None else None
         spec = record.get("model_spec") if isinstance(record, dict) else None
         return spec if isinstance(spec, str) else None
 

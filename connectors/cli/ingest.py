@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from ..backends.common import redact_uri
 from ..config import Setting, Settings
 from ..ingest.lock import LockedError, RunLock, default_lock_path, run_file_stem
 from ..ingest.plan import Shard
@@ -168,6 +169,11 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
     missing = [p for p in settings.sources if not os.path.isdir(p)] + [m for m in settings.manifest if not os.path.isfile(m)]
     if missing:  # before the model loads (seconds): a typo is reported at once
         fatal(f"not found: {', '.join(missing)} (sources are folders, --manifest takes files)", EXIT_USAGE)
+    def summarise(stats: Any, **extra: Any) -> dict[str, Any]:
+        """The JSON summary of this run (finished or interrupted)."""
+        return stats.to_dict(model_id=embedder.model_id, target=target.target, location=target.location,
+                             collection=settings.collection, dry_run=settings.dry_run, **extra)
+
     signals: list[int] = []
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: _stop(signals, signum))
     embedder = None
@@ -180,10 +186,7 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
         saved = exc.stats if isinstance(exc, IngestInterrupted) else None
         code = EXIT_TERMINATED if signals else EXIT_INTERRUPTED
         if saved is not None and settings.summary and embedder is not None:
-            write_summary(settings.summary, saved.to_dict(
-                model_id=embedder.model_id, target=target.target, location=target.location,
-                collection=settings.collection, dry_run=settings.dry_run, interrupted=True,
-            ))
+            write_summary(settings.summary, summarise(saved, interrupted=True))
         done = ("nothing written yet" if saved is None else
                 f"saved {saved.new} new, {saved.updated} updated, {saved.moved} moved ({saved.embedded} embedded)")
         fatal(f"interrupted by {'SIGTERM' if signals else 'Ctrl-C'}: {done}; the lock is released and "
@@ -198,14 +201,7 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
         fatal(str(exc))
     finally:
         signal.signal(signal.SIGTERM, previous)
-    summary = stats.to_dict(
-        model_id=embedder.model_id,
-        target=target.target,
-        location=target.location,
-        collection=settings.collection,
-        dry_run=settings.dry_run,
-        dead_letter=None if settings.dry_run else dead_letter,
-    )
+    summary = summarise(stats, dead_letter=None if settings.dry_run else dead_letter)
     if settings.summary:
         write_summary(settings.summary, summary)
     if settings.dry_run:
@@ -226,17 +222,14 @@ def _stop(signals: list[int], signum: int) -> None:
 
 
 def _next_command(settings: Settings) -> str:
-    """The clip-search command line that queries what this run wrote (no secrets: none are options)."""
+    """The clip-search command line that queries what this run wrote (no secrets: keys are not
+    options, and credentials inside a URL are redacted)."""
     parts = ["clip-search", "--target", settings.target]
     for flag, value, default in (("--collection", settings.collection, "images"), ("--data-dir", settings.data_dir, "clip-ingest-data"),
                                  ("--qdrant-url", settings.qdrant_url, None), ("--qdrant-path", settings.qdrant_path, None),
                                  ("--milvus-uri", settings.milvus_uri, None), ("--model", settings.model, "starter")):
         if value and value != default:
-            text = str(value)
-            if "@" in text and "://" in text:  # never echo credentials inside a URL
-                scheme, rest = text.split("://", 1)
-                text = f"{scheme}://{rest.split('@', 1)[1]}"
-            parts += [flag, shlex.quote(text)]
+            parts += [flag, shlex.quote(redact_uri(str(value)))]  # never echo credentials inside a URL
     return " ".join(parts + ["--text", shlex.quote("a photo of a dog")])
 
 
