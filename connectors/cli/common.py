@@ -63,6 +63,23 @@ def common_options(fn: F) -> F:
     return fn
 
 
+class DefaultCommandGroup(click.Group):
+    """A group whose first argument may be a subcommand, else everything goes to ``default``.
+
+    ``clip-search --text dog`` runs the default (search) command, ``clip-search serve`` the
+    subcommand; ``clip-search --help`` shows the default command's help, which names the others.
+    """
+
+    def __init__(self, *args: Any, default: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.default = default
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or args[0] not in self.commands:
+            args = [self.default, *args]
+        return super().parse_args(ctx, args)
+
+
 def load_settings(params: Mapping[str, Any], extra: Sequence[Setting], section: str) -> Settings:
     """Resolve the command's parameters; config errors become click usage errors (exit 2)."""
     try:
@@ -76,6 +93,16 @@ def open_target_store(target: StoreTarget, collection: str) -> VectorStore:
     from ..backends import open_store
 
     return open_store(target.target, collection, **{k: v for k, v in target.options.items() if v is not None})
+
+
+def load_query_embedder(settings: Settings, store: VectorStore) -> Any:
+    """The query model: ``--model`` when given, else the model the collection records, else the default."""
+    from ..openclip_embedder import OpenClipEmbedder
+
+    model = settings.model
+    if settings.origins.get("model") == "default":  # the model the collection was built with
+        model = store.collection_model_spec() or model
+    return OpenClipEmbedder(model, device=settings.device, batch_size=settings.get("batch_size", 32))
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
@@ -93,5 +120,5 @@ def fatal(message: str, code: int = EXIT_FATAL) -> None:
 
 __all__ = [
     "EXIT_FAILED_FILES", "EXIT_FATAL", "EXIT_INTERRUPTED", "EXIT_LOCKED", "EXIT_OK", "EXIT_TERMINATED", "EXIT_USAGE",
-    "common_options", "fatal", "load_settings", "open_target_store", "setup_logging", "store_target",
+    "DefaultCommandGroup", "common_options", "fatal", "load_query_embedder", "load_settings", "open_target_store", "setup_logging", "store_target",
 ]

@@ -17,7 +17,8 @@ from typing import Any, Sequence
 import click
 
 from ..config import Setting, Settings
-from .common import EXIT_OK, common_options, fatal, load_settings, open_target_store, setup_logging, store_target
+from ..search.results import hit_dict, result_document
+from .common import EXIT_OK, DefaultCommandGroup, common_options, fatal, load_query_embedder, load_settings, open_target_store, setup_logging, store_target
 
 SEARCH_SETTINGS: tuple[Setting, ...] = (
     Setting("k", int, 10, help="hits per query"),
@@ -28,7 +29,12 @@ SEARCH_SETTINGS: tuple[Setting, ...] = (
 TABLE_FIELDS = ("path",)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=DefaultCommandGroup, default="query", context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Search a clip-ingest collection (``clip-search --text ...``) or serve it (``clip-search serve``)."""
+
+
+@main.command("query", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--text", "texts", multiple=True, help="Find images matching this text (repeatable: one model load, results per query).")
 @click.option("--image", "images", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Find images similar to this image file (repeatable).")
 @click.option("--like", "likes", multiple=True, help="Find images similar to a stored point (ID) or an image file (PATH), excluding it (repeatable).")
@@ -43,7 +49,7 @@ TABLE_FIELDS = ("path",)
 @common_options
 @click.option("-v", "--verbose", count=True, help="Debug logging.")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
-def main(
+def query(
     texts: tuple[str, ...], images: tuple[str, ...], likes: tuple[str, ...], filter_text: str | None, offset: int,
     min_score: float | None, as_json: bool, as_jsonl: bool, html_file: str | None, verbose: int, quiet: bool,
     **params: Any,
@@ -53,6 +59,8 @@ def main(
     Each of --text, --image and --like may be repeated, and mixed: the model loads once and
     the results are printed per query: every --text (embedded in one batch), then every
     --image, then every --like, each in the order given.
+
+    To serve a search page and an HTTP API over the collection instead: clip-search serve --help
     """
     from ..search.filters import FilterSyntaxError, parse_filter
 
@@ -78,15 +86,15 @@ def main(
         with open(html_file, "w", encoding="utf-8") as out:
             out.write(render_html(title, results[0], first_rank=offset + 1))
     if as_json:
-        groups = [{"query": {kind: value}, "hits": [_hit_dict(rank, hit) for rank, hit in enumerate(hits, offset + 1)]}
+        groups = [result_document({kind: value}, hits, offset=offset, filter_text=filter_text)
                   for (kind, value), hits in zip(queries, results)]
-        document: dict[str, Any] = {"filter": filter_text}
-        document.update(groups[0] if len(groups) == 1 else {"results": groups})
+        document: dict[str, Any] = groups[0] if len(groups) == 1 else {
+            "filter": filter_text, "results": [{"query": g["query"], "hits": g["hits"]} for g in groups]}
         click.echo(json.dumps(document, ensure_ascii=False, default=str))
     elif as_jsonl:
         for (kind, value), hits in zip(queries, results):
             for rank, hit in enumerate(hits, offset + 1):
-                line = _hit_dict(rank, hit) if len(queries) == 1 else {"query": {kind: value}, **_hit_dict(rank, hit)}
+                line = hit_dict(rank, hit) if len(queries) == 1 else {"query": {kind: value}, **hit_dict(rank, hit)}
                 click.echo(json.dumps(line, ensure_ascii=False, default=str))
     else:
         for i, ((kind, value), hits) in enumerate(zip(queries, results)):
@@ -109,10 +117,7 @@ def _run(
     k = settings.k
     try:
         with open_target_store(store_target(settings), settings.collection) as store:
-            model = settings.model
-            if settings.origins.get("model") == "default":  # the model the collection was built with
-                model = store.collection_model_spec() or model
-            embedder = _load_embedder(settings, model)
+            embedder = load_query_embedder(settings, store)
             searcher = Searcher(store, embedder)
             searcher.verify_model()
             texts = [value for kind, value in queries if kind == "text"]
@@ -165,16 +170,6 @@ def _warn_unknown_fields(store: Any, filter: Any) -> None:
         )
 
 
-def _load_embedder(settings: Settings, model: str):
-    from ..openclip_embedder import OpenClipEmbedder
-
-    return OpenClipEmbedder(model, device=settings.device, batch_size=settings.batch_size)
-
-
-def _hit_dict(rank: int, hit: Any) -> dict[str, Any]:
-    return {"rank": rank, "id": hit.id, "score": hit.score, "payload": hit.payload}
-
-
 def format_table(hits: Sequence[Any], offset: int = 0) -> str:
     """Hits as an aligned text table: rank, score, id and the ``path`` payload field."""
     if not hits:
@@ -194,4 +189,12 @@ def _cell(value: Any) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
-__all__ = ["SEARCH_SETTINGS", "format_table", "main"]
+from .serve import serve  # noqa: E402  (a subcommand of main)
+
+main.add_command(serve)
+
+__all__ = ["SEARCH_SETTINGS", "format_table", "main", "query"]
+
+
+if __name__ == "__main__":
+    main()

@@ -32,8 +32,8 @@ pre { font-size: 0.75em; white-space: pre-wrap; word-break: break-all; }
 """
 
 
-def thumbnail_data_uri(path: str, size: int = THUMBNAIL_SIZE) -> str | None:
-    """A JPEG ``data:`` URI of the image at ``path`` scaled to ``size`` px, or None if unreadable."""
+def thumbnail_jpeg(path: str, size: int = THUMBNAIL_SIZE) -> bytes | None:
+    """JPEG bytes of the image at ``path`` scaled to fit ``size`` px, or None if unreadable."""
     try:
         decoded = decode_image(path, draft_size=size)
     except (ImageDecodeError, OSError):
@@ -42,7 +42,13 @@ def thumbnail_data_uri(path: str, size: int = THUMBNAIL_SIZE) -> str | None:
     image.thumbnail((size, size))
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
+
+
+def thumbnail_data_uri(path: str, size: int = THUMBNAIL_SIZE) -> str | None:
+    """A JPEG ``data:`` URI of the image at ``path`` scaled to ``size`` px, or None if unreadable."""
+    jpeg = thumbnail_jpeg(path, size)
+    return None if jpeg is None else "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
 def render_html(title: str, hits: Sequence[Hit], first_rank: int = 1) -> str:
@@ -69,4 +75,4 @@ def _card(rank: int, hit: Hit) -> str:
     )
 
 
-__all__ = ["PATH_FIELD", "render_html", "thumbnail_data_uri"]
+__all__ = ["PATH_FIELD", "render_html", "thumbnail_data_uri", "thumbnail_jpeg"]

@@ -98,12 +98,23 @@ class Searcher:
                     f"{item!r} is neither an existing image file nor a point id (point ids are UUIDs, "
                     "as printed by clip-search): check the path"
                 )
-            return self._similar_to_point(item, k, parsed, offset, score_threshold)
+            return self.search_like_point(item, k, parsed, offset, score_threshold)
         content = _image_bytes(item)
         vector = self.embedder.embed_images([content if content is not None else item])[0]
         if content is None:  # a PIL image: no file bytes to recognise it by
             return self._search(vector, k, parsed, offset, score_threshold)
         return self._search(vector, k, _excluding_sha256(parsed, hashlib.sha256(content).hexdigest()), offset, score_threshold)
+
+    def search_like_point(
+        self, point_id: str, k: int = 10, filter: FilterInput | None = None, offset: int = 0,
+        score_threshold: float | None = None,
+    ) -> list[Hit]:
+        """The images most similar to the stored point ``point_id``, excluding it; never reads a file
+        (for ids that come from a request). Raises :class:`PointNotFoundError` for an unknown id."""
+        parsed = _parse_optional(filter)
+        if not _is_uuid(point_id):
+            raise PointNotFoundError(f"{point_id!r} is not a point id (point ids are UUIDs)")
+        return self._similar_to_point(point_id, k, parsed, offset, score_threshold)
 
     # -- batches
     def search_texts(

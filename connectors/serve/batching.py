@@ -1,0 +1,92 @@
+"""Dynamic micro-batching: concurrent text queries share one forward pass.
+
+A request's texts join a queue; one worker thread takes the first waiting request, waits at
+most ``max_wait_s`` for more (or until ``max_batch`` texts), embeds them all in one call and
+hands each request its rows. At concurrency 1 a query waits ``max_wait_s`` at most; under load
+the model runs fewer, larger batches (FastEmbed / Infinity serve embeddings the same way).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from typing import Callable, Sequence
+
+import numpy as np
+
+#: called with the number of texts in each forward pass (metrics)
+BatchObserver = Callable[[int], None]
+
+
+class MicroBatcher:
+    """Embed text lists from many threads with shared forward passes of ``embed``."""
+
+    def __init__(self, embed: Callable[[list[str]], np.ndarray], *, max_batch: int = 64, max_wait_s: float = 0.002,
+                 on_batch: BatchObserver | None = None) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self._embed = embed
+        self._max_batch = max_batch
+        self._max_wait_s = max_wait_s
+        self._on_batch = on_batch
+        self._queue: queue.Queue[tuple[list[str], Future] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="clip-search-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, texts: Sequence[str]) -> Future:
+        """A future of the ``(len(texts), dim)`` vectors; it raises what ``embed`` raised."""
+        future: Future = Future()
+        self._queue.put((list(texts), future))
+        return future
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Blocking form of :meth:`submit`."""
+        return self.submit(texts).result()
+
+    def close(self) -> None:
+        """Finish the queued requests, then stop the worker."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            size = len(first[0])
+            deadline = time.monotonic() + self._max_wait_s
+            stop = False
+            while size < self._max_batch:
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+                size += len(item[0])
+            self._run_batch(batch)
+            if stop:
+                return
+
+    def _run_batch(self, batch: list[tuple[list[str], Future]]) -> None:
+        texts = [text for request, _ in batch for text in request]
+        try:
+            vectors = self._embed(texts)
+        except BaseException as exc:  # every waiting request learns why
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        if self._on_batch is not None:
+            self._on_batch(len(texts))
+        start = 0
+        for request, future in batch:
+            future.set_result(vectors[start : start + len(request)])
+            start += len(request)
+
+
+__all__ = ["BatchObserver", "MicroBatcher"]

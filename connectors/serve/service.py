@@ -1,0 +1,175 @@
+"""The serving core, without HTTP: one store, one embedder, shared forward passes, safe thumbnails.
+
+Embedded stores (Qdrant local, Qdrant Edge, Milvus Lite) are not made for concurrent callers, so
+every store call goes through one lock; server stores are called concurrently. Text queries go
+through a :class:`~.batching.MicroBatcher`. Nothing here takes a file path from a caller: a
+thumbnail is read only from the ``path`` that ingestion stored in the item's payload.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from ..backends.base import Hit, Point, StoreError, VectorStore, check_point_id
+from ..decode import ImageInput
+from ..embedder import Embedder
+from ..search.html import PATH_FIELD, thumbnail_jpeg
+from ..search.searcher import PointNotFoundError, Searcher
+from .batching import BatchObserver, MicroBatcher
+
+#: thumbnail edge lengths a client may ask for (bounded, so the cache cannot be flooded)
+THUMBNAIL_SIZES = (64, 128, 160, 256, 384, 512)
+#: thumbnails kept in memory (about 10-30 KB each)
+THUMBNAIL_CACHE = 2048
+
+
+class ThumbnailUnavailable(LookupError):
+    """The item has no readable image file (no ``path`` payload, or the file is gone)."""
+
+
+class LockedStore:
+    """``store`` with every method call serialised by one lock (embedded stores: one caller at a time)."""
+
+    def __init__(self, store: VectorStore) -> None:
+        self._store = store
+        self._lock = threading.RLock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if not callable(attr):
+            return attr
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return locked
+
+    def __repr__(self) -> str:
+        return repr(self._store)
+
+
+class _BatchedEmbedder:
+    """An :class:`Embedder` whose text embeddings go through a micro-batcher."""
+
+    def __init__(self, embedder: Embedder, batcher: MicroBatcher) -> None:
+        self._embedder = embedder
+        self._batcher = batcher
+
+    @property
+    def dim(self) -> int:
+        return self._embedder.dim
+
+    @property
+    def model_id(self) -> str:
+        return self._embedder.model_id
+
+    def embed_images(self, items: Iterable[ImageInput]) -> np.ndarray:
+        return self._embedder.embed_images(items)
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self._batcher.embed(texts)
+
+
+class SearchService:
+    """Everything ``clip-search serve`` answers, as blocking, thread-safe calls.
+
+    ``store`` must hold a collection built with ``embedder``'s model (checked here, so a server
+    never starts on a mismatch). ``serialise_store`` wraps it in :class:`LockedStore`.
+    """
+
+    def __init__(self, store: VectorStore, embedder: Embedder, *, serialise_store: bool, collection: str,
+                 max_batch: int = 64, max_wait_s: float = 0.002, on_batch: BatchObserver | None = None) -> None:
+        self.store: Any = LockedStore(store) if serialise_store else store
+        self.embedder = embedder
+        self.collection = collection
+        self.batcher = MicroBatcher(embedder.embed_texts, max_batch=max_batch, max_wait_s=max_wait_s, on_batch=on_batch)
+        self.searcher = Searcher(self.store, _BatchedEmbedder(embedder, self.batcher))
+        self.searcher.verify_model()
+        self._thumbs: OrderedDict[tuple, bytes] = OrderedDict()
+        self._thumbs_lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        return self.embedder.model_id
+
+    def close(self) -> None:
+        self.batcher.close()
+
+    # -- search
+    def search(self, kind: str, value: Any, **options: Any) -> list[Hit]:
+        """``kind`` ``text`` (a string), ``image`` (bytes) or ``like`` (a point id), with the
+        :class:`Searcher` options ``k``, ``filter``, ``offset``, ``score_threshold``."""
+        run: dict[str, Callable[..., list[Hit]]] = {
+            "text": self.searcher.search_text, "image": self.searcher.search_image, "like": self.searcher.search_like_point,
+        }
+        return run[kind](value, **options)
+
+    # -- embeddings
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self.batcher.embed(texts)
+
+    def embed_images(self, images: Sequence[bytes]) -> np.ndarray:
+        return self.embedder.embed_images(list(images))
+
+    # -- items
+    def item(self, point_id: str) -> Point:
+        """The stored point (payload only); :class:`PointNotFoundError` for an unknown or malformed id."""
+        try:
+            canonical = check_point_id(point_id)
+        except StoreError:
+            raise PointNotFoundError(f"{point_id!r} is not a point id (point ids are UUIDs)") from None
+        found = self.store.retrieve([canonical])
+        if not found:
+            raise PointNotFoundError(f"no point with id {point_id!r}")
+        return found[0]
+
+    def thumbnail(self, point_id: str, size: int) -> bytes:
+        """A JPEG of the item's image fitting ``size`` px, cached while the file is unchanged."""
+        if size not in THUMBNAIL_SIZES:
+            raise ValueError(f"size must be one of {', '.join(map(str, THUMBNAIL_SIZES))}")
+        path = self.item(point_id).payload.get(PATH_FIELD)
+        if not isinstance(path, str):
+            raise ThumbnailUnavailable(f"item {point_id} has no stored image path")
+        try:
+            info = os.stat(path)
+        except OSError:
+            raise ThumbnailUnavailable(f"the image file of item {point_id} is gone") from None
+        if not stat.S_ISREG(info.st_mode):  # never open a FIFO or a device named by a payload
+            raise ThumbnailUnavailable(f"the image of item {point_id} is not a regular file")
+        key = (point_id, size, info.st_mtime_ns, info.st_size)
+        with self._thumbs_lock:
+            if key in self._thumbs:
+                self._thumbs.move_to_end(key)
+                return self._thumbs[key]
+        jpeg = thumbnail_jpeg(path, size)
+        if jpeg is None:
+            raise ThumbnailUnavailable(f"the image file of item {point_id} cannot be decoded")
+        with self._thumbs_lock:
+            self._thumbs[key] = jpeg
+            while len(self._thumbs) > THUMBNAIL_CACHE:
+                self._thumbs.popitem(last=False)
+        return jpeg
+
+    # -- health
+    def readiness(self) -> str | None:
+        """None when the model is loaded and the collection answers, else why not."""
+        try:
+            stored = self.store.collection_model()
+        except StoreError as exc:
+            return f"database: {exc}"
+        if stored is None:
+            return f"collection {self.collection!r} does not exist"
+        return None
+
+    def count(self) -> int:
+        return self.store.count()
+
+
+__all__ = ["LockedStore", "SearchService", "THUMBNAIL_SIZES", "ThumbnailUnavailable"]

@@ -1,0 +1,263 @@
+"""``clip-search serve``'s HTTP API over real embedded stores (Qdrant Edge, Milvus Lite), on a real
+uvicorn server: every endpoint, and every error case of the issue."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from clip_ingest.connectors.backends import TransientStoreError, open_store
+from clip_ingest.connectors.search.searcher import Searcher
+
+from serve_helpers import PLANTED_TEXT, plant_collection, running_server
+
+
+@pytest.fixture(scope="module", params=["qdrant-edge", "milvus"])
+def served(request, tmp_path_factory, tiny_embedder):
+    root = tmp_path_factory.mktemp(f"serve-{request.param}")
+    from imagegen import write_shape_folder
+
+    folder = write_shape_folder(root / "photos", n=12)
+    location = {"qdrant-edge": {"path": str(root / "edge")}, "milvus": {"uri": str(root / "milvus.db")}}[request.param]
+    store = open_store(request.param, "shapes", **location)
+    points, planted = plant_collection(store, tiny_embedder, folder)
+    with running_server(store, tiny_embedder) as (url, service):
+        with httpx.Client(base_url=url, timeout=30) as client:
+            yield client, service, points, planted, folder
+    store.close()
+
+
+def test_text_search_finds_the_planted_answer_in_the_cli_json_schema(served, tiny_embedder):
+    client, service, points, planted, _ = served
+    response = client.get("/v1/search", params={"text": PLANTED_TEXT, "k": 5})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"filter", "query", "hits", "model_id"} and body["query"] == {"text": PLANTED_TEXT}
+    assert body["model_id"] == tiny_embedder.model_id
+    assert body["hits"][0]["id"] == planted.id and body["hits"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert [h["rank"] for h in body["hits"]] == [1, 2, 3, 4, 5]
+    # the same answers as the in-process Searcher, in the same order
+    expected = Searcher(service.store, tiny_embedder).search_text(PLANTED_TEXT, k=5)
+    assert [h["id"] for h in body["hits"]] == [h.id for h in expected]
+
+
+def test_filter_offset_and_min_score(served):
+    client, *_ = served
+    red = client.get("/v1/search", params={"text": PLANTED_TEXT, "filter": 'colour = "red"', "k": 10}).json()
+    assert red["hits"] and all(h["payload"]["colour"] == "red" for h in red["hits"])
+    page2 = client.get("/v1/search", params={"text": PLANTED_TEXT, "k": 2, "offset": 1}).json()
+    full = client.get("/v1/search", params={"text": PLANTED_TEXT, "k": 3}).json()
+    assert [h["id"] for h in page2["hits"]] == [h["id"] for h in full["hits"][1:3]] and page2["hits"][0]["rank"] == 2
+    high = client.post("/v1/search", json={"text": PLANTED_TEXT, "min_score": 0.999, "k": 10}).json()
+    assert len(high["hits"]) == 1
+
+
+def test_uploaded_and_base64_images_find_themselves(served):
+    client, _, points, _, _ = served
+    target = points[4]
+    content = open(target.payload["path"], "rb").read()
+    upload = client.post("/v1/search/image", files={"file": ("q.png", content, "image/png")}, data={"k": "3"})
+    assert upload.status_code == 200, upload.text
+    assert upload.json()["hits"][0]["id"] == target.id
+    posted = client.post("/v1/search", json={"image": base64.b64encode(content).decode(), "k": 3}).json()
+    assert posted["hits"][0]["id"] == target.id and posted["query"] == {"image": f"<{len(content)} bytes>"}
+
+
+def test_more_like_this_excludes_the_item_and_matches_in_process(served, tiny_embedder):
+    client, service, points, _, _ = served
+    target = points[0]
+    body = client.get("/v1/search", params={"like": target.id, "k": 4}).json()
+    ids = [h["id"] for h in body["hits"]]
+    assert target.id not in ids and len(ids) == 4
+    assert ids == [h.id for h in Searcher(service.store, tiny_embedder).search_similar(target.id, k=4)]
+
+
+def test_items_and_thumbnails(served):
+    client, _, points, _, _ = served
+    target = points[2]
+    item = client.get(f"/v1/items/{target.id}").json()
+    assert item == {"id": target.id, "payload": target.payload}
+    thumb = client.get(f"/v1/items/{target.id}/thumbnail", params={"size": 64})
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    image = Image.open(io.BytesIO(thumb.content))
+    assert image.format == "JPEG" and max(image.size) == 64
+    assert client.get(f"/v1/items/{target.id}/thumbnail", params={"size": 63}).status_code == 400
+
+
+def test_a_request_never_names_a_file(served, tmp_path):
+    client, *_ = served
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8)).save(secret)
+    for path in (str(secret), "/etc/passwd", "../../etc/passwd"):
+        assert client.get("/v1/search", params={"like": path}).status_code == 404
+        assert client.get("/v1/items/x/thumbnail", params={"size": 64, "path": path}).status_code == 404
+
+
+def test_error_cases(served):
+    client, *_ = served
+    bad = client.get("/v1/search", params={"text": "x", "filter": 'colour = "red" and'})
+    assert bad.status_code == 400 and bad.json()["position"] == 18
+    assert client.get("/v1/filter/validate", params={"filter": "colour = "}).json()["valid"] is False
+    assert client.get("/v1/filter/validate", params={"filter": 'colour = "red"'}).json() == {"valid": True, "error": None, "position": None}
+    unknown = "00000000-0000-0000-0000-000000000000"
+    assert client.get(f"/v1/items/{unknown}").status_code == 404
+    assert client.get("/v1/search", params={"like": unknown}).status_code == 404
+    notimage = client.post("/v1/search/image", files={"file": ("x.png", b"not an image at all", "image/png")})
+    assert notimage.status_code == 400 and notimage.json()["reason"] == "not_an_image"
+    assert client.post("/v1/search", json={"image": "%%%"}).status_code == 400
+    assert client.post("/v1/search", json={"text": "a", "like": unknown}).status_code == 400
+    assert client.get("/v1/search", params={"text": "a", "k": 0}).status_code == 422
+
+
+def test_bombs_and_oversized_uploads(tmp_path, tiny_embedder):
+    store = open_store("qdrant-edge", "shapes", path=str(tmp_path / "edge"))
+    from imagegen import write_shape_folder
+
+    plant_collection(store, tiny_embedder, write_shape_folder(tmp_path / "p", n=4))
+    buffer = io.BytesIO()
+    Image.new("L", (12000, 12000)).save(buffer, "PNG")  # 144 MP of zeros: a few hundred KB
+    with running_server(store, tiny_embedder, max_upload_bytes=1 << 20) as (url, _):
+        with httpx.Client(base_url=url, timeout=30) as client:
+            bomb = client.post("/v1/search/image", files={"file": ("b.png", buffer.getvalue(), "image/png")})
+            assert bomb.status_code == 400 and bomb.json()["reason"] == "too_large"
+            big = client.post("/v1/search/image", files={"file": ("b.png", b"\0" * (2 << 20), "image/png")})
+            assert big.status_code == 413
+    store.close()
+
+
+def test_embeddings_and_the_unmodified_openai_client(served, tiny_embedder):
+    import openai
+
+    client, *_ = served
+    texts = ["a red circle", "a blue square"]
+    body = client.post("/v1/embed/text", json={"texts": texts}).json()
+    expected = tiny_embedder.embed_texts(texts)
+    assert body["model_id"] == tiny_embedder.model_id and np.allclose(body["vectors"], expected, atol=1e-5)
+    sdk = openai.OpenAI(base_url=str(client.base_url).rstrip("/") + "/v1", api_key="unused")
+    result = sdk.embeddings.create(model="anything", input=texts)  # the SDK asks for base64 by default
+    assert result.model == tiny_embedder.model_id
+    assert np.allclose([d.embedding for d in result.data], expected, atol=1e-5)
+    floats = sdk.embeddings.create(model="x", input="a red circle", encoding_format="float")
+    assert np.allclose(floats.data[0].embedding, expected[0], atol=1e-5)
+    assert client.post("/v1/embeddings", json={"input": [[1, 2, 3]]}).status_code == 400
+    image = client.post("/v1/embed/image", files=[("files", ("a.png", _png(), "image/png"))]).json()
+    assert len(image["vectors"]) == 1 and len(image["vectors"][0]) == tiny_embedder.dim
+
+
+def test_health_readiness_metrics_and_openapi(served):
+    client, *_ = served
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["status"] == "ready"
+    client.get("/v1/search", params={"text": "x"})
+    metrics = client.get("/metrics").text
+    assert 'clip_search_requests_total{endpoint="/v1/search",method="GET",status="200"}' in metrics
+    assert "clip_search_embed_batch_size_count" in metrics and "clip_search_request_seconds_bucket" in metrics
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/search", "/v1/search/image", "/v1/embeddings", "/v1/items/{item_id}/thumbnail"} <= set(paths)
+    page = client.get("/")
+    assert page.status_code == 200 and "<script>" in page.text and "http" not in page.text.split("<script>")[1].split("fetch")[0]
+
+
+def test_api_key_is_required_and_never_logged(tmp_path, tiny_embedder, caplog):
+    store = open_store("qdrant-edge", "shapes", path=str(tmp_path / "edge"))
+    from imagegen import write_shape_folder
+
+    plant_collection(store, tiny_embedder, write_shape_folder(tmp_path / "p", n=4))
+    key = "s3cret-key-value"
+    caplog.set_level(logging.DEBUG)
+    with running_server(store, tiny_embedder, api_key=key) as (url, _):
+        with httpx.Client(base_url=url, timeout=30) as client:
+            assert client.get("/v1/search", params={"text": "x"}).status_code == 401
+            assert client.get("/v1/search", params={"text": "x"}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+            assert client.get("/v1/search", params={"text": "x"}, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+            assert client.get("/v1/info", headers={"X-API-Key": key}).json()["count"] == 5
+            assert client.get("/healthz").status_code == 200
+    assert key not in caplog.text
+    store.close()
+
+
+class _FailingStore:
+    """Failure injection around a real store: every call raises while ``down`` is set."""
+
+    def __init__(self, store) -> None:
+        self.store, self.down = store, False
+
+    def __getattr__(self, name):
+        attr = getattr(self.store, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            if self.down:
+                raise TransientStoreError("connection refused (injected)")
+            return attr(*args, **kwargs)
+
+        return call
+
+
+def test_database_down_gives_503_with_retry_after_and_recovers(tmp_path, tiny_embedder):
+    real = open_store("qdrant-edge", "shapes", path=str(tmp_path / "edge"))
+    from imagegen import write_shape_folder
+
+    _, planted = plant_collection(real, tiny_embedder, write_shape_folder(tmp_path / "p", n=4))
+    store = _FailingStore(real)
+    with running_server(store, tiny_embedder) as (url, _):
+        with httpx.Client(base_url=url, timeout=30) as client:
+            store.down = True
+            down = client.get("/v1/search", params={"text": PLANTED_TEXT})
+            assert down.status_code == 503 and down.headers["retry-after"] == "5"
+            assert client.get("/readyz").status_code == 503
+            store.down = False
+            assert client.get("/v1/search", params={"text": PLANTED_TEXT}).json()["hits"][0]["id"] == planted.id
+            assert client.get("/readyz").status_code == 200
+    real.close()
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_the_serve_command_serves_the_collection_and_stops_cleanly(tmp_path, tiny_embedder):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from imagegen import write_shape_folder
+    from serve_helpers import free_port
+
+    store = open_store("qdrant-edge", "shapes", path=str(tmp_path / "data" / "qdrant-edge"))
+    _, planted = plant_collection(store, tiny_embedder, write_shape_folder(tmp_path / "p", n=4))
+    store.close()
+    port = free_port()
+    command = [sys.executable, "-m", "clip_ingest.connectors.cli.search", "serve", "--target", "qdrant-edge",
+               "--collection", "shapes", "--data-dir", str(tmp_path / "data"), "--model", "clip-ingest-tiny", "--port", str(port)]
+    missing = subprocess.run(command[:7] + ["nothing-here"] + command[8:], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, server.stdout.read() if server.poll() is not None else "timeout"
+            time.sleep(0.3)
+        hits = httpx.get(f"http://127.0.0.1:{port}/v1/search", params={"text": PLANTED_TEXT}, timeout=30).json()["hits"]
+        assert hits[0]["id"] == planted.id
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=60)[0]
+    # a clean shutdown; recent uvicorn then re-raises the signal it caught (exit by SIGTERM)
+    assert server.returncode in (0, -signal.SIGTERM) and "shutdown complete" in output, output
