@@ -161,7 +161,8 @@ def test_health_readiness_metrics_and_openapi(served):
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/search", "/v1/search/image", "/v1/embeddings", "/v1/items/{item_id}/thumbnail"} <= set(paths)
     page = client.get("/")
-    assert page.status_code == 200 and "<script>" in page.text and "http" not in page.text.split("<script>")[1].split("fetch")[0]
+    # self-contained: no CDN, no external address of any kind
+    assert page.status_code == 200 and "<script>" in page.text and "http://" not in page.text and "https://" not in page.text
 
 
 def test_api_key_is_required_and_never_logged(tmp_path, tiny_embedder, caplog):
