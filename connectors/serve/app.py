@@ -278,9 +278,9 @@ async def _search(service: SearchService, body: SearchRequest, max_upload_bytes:
 
 async def _run_search(service: SearchService, kind: str, value: Any, query: dict[str, Any], filter_text: str | None,
                       k: int, offset: int, min_score: float | None) -> dict[str, Any]:
-    if filter_text is not None:  # before any embedding: a bad filter fails fast, with its position
-        await _call(parse_filter, filter_text)
-    hits = await _call(service.search, kind, value, k=k, filter=filter_text, offset=offset, score_threshold=min_score)
+    # parsed once, before any embedding: a bad filter fails fast, with its position
+    parsed = None if filter_text is None else await _call(parse_filter, filter_text)
+    hits = await _call(service.search, kind, value, k=k, filter=parsed, offset=offset, score_threshold=min_score)
     document = result_document(query, hits, offset=offset, filter_text=filter_text)
     document["model_id"] = service.model_id
     return document
