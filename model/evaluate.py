@@ -110,11 +110,13 @@ class EvalReport:
 
 
 def resolve_data_root(explicit: str | os.PathLike | None) -> Path:
-    """``explicit``, else ``$CLIP_INGEST_DATA``; raises :class:`DatasetMissingError` if neither names a folder."""
+    """``explicit``, else ``$CLIP_INGEST_DATA``, made absolute; raises :class:`DatasetMissingError` if
+    neither names a folder. Absolute, because manifests written from it are read relative to the
+    manifest's own folder: a relative ``../shared/data`` would point somewhere else there."""
     root = explicit or os.environ.get(DATA_ENV)
     if not root:
         raise DatasetMissingError(f"no data root: pass --data-root or set {DATA_ENV} (e.g. /work/shared/data)")
-    path = Path(root).expanduser()
+    path = Path(root).expanduser().resolve()
     if not path.is_dir():
         raise DatasetMissingError(f"data root {path} is not a folder")
     return path

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
 import threading
 import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
+import httpx
 import uvicorn
 
 from clip_ingest.connectors.backends import Point
 from clip_ingest.connectors.serve.app import Metrics, create_app
+from clip_ingest.connectors.serve.scheduled_ingest import ScheduledIngest
 from clip_ingest.connectors.serve.service import SearchService
 
 from imagegen import make_shape_image
@@ -42,11 +46,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(store, embedder, *, serialise_store: bool = True, **app_options) -> Iterator[tuple[str, SearchService]]:
-    """``(base_url, service)`` of a server running in a thread until the block ends."""
+def running_server(store, embedder, *, serialise_store: bool = True, collection: str = "shapes",
+                   ingest: Callable[[SearchService, Metrics], ScheduledIngest] | None = None,
+                   **app_options) -> Iterator[tuple[str, SearchService]]:
+    """``(base_url, service)`` of a server running in a thread until the block ends; ``ingest``
+    makes the server's scheduled ingestion from its service (started with the server)."""
     metrics = Metrics()
-    service = SearchService(store, embedder, serialise_store=serialise_store, collection="shapes", on_batch=metrics.batch.observe)
-    app = create_app(service, metrics=metrics, **app_options)
+    service = SearchService(store, embedder, serialise_store=serialise_store, collection=collection, on_batch=metrics.batch.observe)
+    scheduled = ingest(service, metrics) if ingest else None
+    app = create_app(service, metrics=metrics, ingest=scheduled, **app_options)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -56,9 +64,37 @@ def running_server(store, embedder, *, serialise_store: bool = True, **app_optio
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)
+    if scheduled:
+        scheduled.start()
     try:
         yield f"http://127.0.0.1:{port}", service
     finally:
         server.should_exit = True
         thread.join(10)
+        if scheduled:
+            scheduled.close()
         service.close()
+
+
+@contextmanager
+def serve_process(command: list[str], port: int, timeout_s: float = 120) -> Iterator[subprocess.Popen]:
+    """A ``clip-search serve`` subprocess, once ``/readyz`` answers 200; stopped by SIGTERM at the
+    end (its output is then in ``process.output``)."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None:
+                raise AssertionError(f"the server exited {process.returncode}: {process.stdout.read()}")
+            if time.monotonic() > deadline:
+                raise AssertionError("the server did not become ready")
+            time.sleep(0.3)
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.output = process.communicate(timeout=60)[0]

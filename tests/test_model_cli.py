@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -168,6 +169,19 @@ def test_manifest_of_eth80_labels_objects_and_captions_categories(tmp_path, eval
     assert {r["label"] for r in rows} == {"circle7", "square7"} and len(rows) == 6
     assert {tuple(r["captions"]) for r in rows} == {("a photo of a circle",), ("a photo of a square",)}
     assert invoke("manifest", "eth80", "--data-root", str(eval_data), "--objects", "x", "-o", str(out)).exit_code == 2
+
+
+def test_a_manifest_from_a_relative_data_root_is_readable_from_its_own_folder(tmp_path, eval_data, monkeypatch):
+    """Manifest paths are read relative to the manifest's folder, so a relative data root (the
+    recipes' ``CLIP_INGEST_DATA=../shared/data``) must be written as absolute paths."""
+    from clip_ingest.model.data import read_manifest
+
+    monkeypatch.chdir(eval_data.parent)
+    out = tmp_path / "runs" / "x" / "eth80.jsonl"
+    out.parent.mkdir(parents=True)
+    assert invoke("manifest", "eth80", "--data-root", eval_data.name, "--objects", "7-7", "-o", str(out)).exit_code == 0
+    samples = read_manifest(out)
+    assert len(samples) == 6 and all(Path(s.path).is_absolute() and Path(s.path).is_file() for s in samples)
 
 
 def test_published_lists_aliases_and_flags_unverified_urls():

@@ -150,6 +150,20 @@ def test_embeddings_and_the_unmodified_openai_client(served, tiny_embedder):
     assert len(image["vectors"]) == 1 and len(image["vectors"][0]) == tiny_embedder.dim
 
 
+def test_langchains_openai_embeddings_class_works_against_the_server(served, tiny_embedder):
+    """LangChain's ``OpenAIEmbeddings``, unmodified, pointed at the server. Its token-length check
+    needs tiktoken's downloaded encodings and an OpenAI model name, so it is switched off, as
+    LangChain documents for OpenAI-compatible servers."""
+    from langchain_openai import OpenAIEmbeddings
+
+    client, *_ = served
+    embeddings = OpenAIEmbeddings(base_url=str(client.base_url).rstrip("/") + "/v1", api_key="unused",
+                                  model=tiny_embedder.model_id, check_embedding_ctx_length=False)
+    texts = ["a red circle", "a blue square", "a green triangle"]
+    assert np.allclose(embeddings.embed_documents(texts), tiny_embedder.embed_texts(texts), atol=1e-5)
+    assert np.allclose(embeddings.embed_query(PLANTED_TEXT), tiny_embedder.embed_texts([PLANTED_TEXT])[0], atol=1e-5)
+
+
 def test_health_readiness_metrics_and_openapi(served):
     client, *_ = served
     assert client.get("/healthz").json() == {"status": "ok"}
@@ -227,14 +241,12 @@ def _png() -> bytes:
 
 
 def test_the_serve_command_serves_the_collection_and_stops_cleanly(tmp_path, tiny_embedder):
-    import os
     import signal
     import subprocess
     import sys
-    import time
 
     from imagegen import write_shape_folder
-    from serve_helpers import free_port
+    from serve_helpers import free_port, serve_process
 
     store = open_store("qdrant-edge", "shapes", path=str(tmp_path / "data" / "qdrant-edge"))
     _, planted = plant_collection(store, tiny_embedder, write_shape_folder(tmp_path / "p", n=4))
@@ -244,21 +256,9 @@ def test_the_serve_command_serves_the_collection_and_stops_cleanly(tmp_path, tin
                "--collection", "shapes", "--data-dir", str(tmp_path / "data"), "--model", "clip-ingest-tiny", "--port", str(port)]
     missing = subprocess.run(command[:7] + ["nothing-here"] + command[8:], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, server.stdout.read() if server.poll() is not None else "timeout"
-            time.sleep(0.3)
+    with serve_process(command, port) as server:
         hits = httpx.get(f"http://127.0.0.1:{port}/v1/search", params={"text": PLANTED_TEXT}, timeout=30).json()["hits"]
         assert hits[0]["id"] == planted.id
-    finally:
-        server.send_signal(signal.SIGTERM)
-        output = server.communicate(timeout=60)[0]
+    output = server.output
     # a clean shutdown; recent uvicorn then re-raises the signal it caught (exit by SIGTERM)
     assert server.returncode in (0, -signal.SIGTERM) and "shutdown complete" in output, output

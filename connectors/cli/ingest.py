@@ -13,12 +13,13 @@ import os
 import shlex
 import signal
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import click
 
 from ..backends.common import redact_uri
-from ..config import Setting, Settings
+from ..config import Setting, Settings, StoreTarget
 from ..ingest.lock import LockedError, RunLock, default_lock_path, run_file_stem
 from ..ingest.plan import Shard
 from ..ingest.scan import DEFAULT_EXTENSIONS, ManifestError, normalise_extensions
@@ -134,10 +135,26 @@ def main(verbose: int, quiet: bool, **params: Any) -> None:
 _DRY_RUN_VERBS = {"new": "add", "updated": "update", "moved": "move", "pruned": "prune", "deleted": "delete point"}
 
 
-def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
-    from ..backends.base import InvalidSettingError, ModelMismatchError, StoreError
-    from ..factory import ModelLoadError
-    from ..ingest.pipeline import IngestInterrupted, IngestOptions, run_ingest
+@dataclass(frozen=True)
+class IngestJob:
+    """One configured ingestion: what ``clip-ingest`` runs once and ``clip-search serve
+    --ingest-every`` runs on a schedule, with the same lock, dead-letter file and summary."""
+
+    target: StoreTarget
+    options: Any  # IngestOptions (imported lazily: the pipeline pulls in the model stack)
+    lock_path: str
+    dead_letter: str
+    summary_path: str | None
+
+    def summary_fields(self, collection: str) -> dict[str, Any]:
+        """The fields of a run summary that come from the configuration, not the run."""
+        return {"target": self.target.target, "location": self.target.location, "collection": collection,
+                "dry_run": self.options.dry_run}
+
+
+def plan_job(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> IngestJob:
+    """The :class:`IngestJob` that ``settings`` (resolved with :data:`INGEST_SETTINGS`) describe."""
+    from ..ingest.pipeline import IngestOptions
 
     target = store_target(settings)
     run_dir = os.path.join(settings.data_dir, "dead-letter")
@@ -165,14 +182,28 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
         retry_for=settings.retry_for,
         model_spec=os.path.abspath(settings.model) if os.path.isdir(settings.model) else settings.model,
     )
+    return IngestJob(target, options, lock_path, dead_letter, settings.summary)
+
+
+def missing_sources(settings: Settings) -> list[str]:
+    """Configured folders and manifests that do not exist (reported before the model loads)."""
+    return [p for p in settings.sources if not os.path.isdir(p)] + [m for m in settings.manifest if not os.path.isfile(m)]
+
+
+def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
+    from ..backends.base import InvalidSettingError, ModelMismatchError, StoreError
+    from ..factory import ModelLoadError
+    from ..ingest.pipeline import IngestInterrupted, run_ingest
+
+    job = plan_job(settings, shard, index_fields)
+    target, options, dead_letter, lock_path = job.target, job.options, job.dead_letter, job.lock_path
     on_change = (lambda kind, path: click.echo(f"would {_DRY_RUN_VERBS.get(kind, kind)}: {path}")) if settings.dry_run else None
-    missing = [p for p in settings.sources if not os.path.isdir(p)] + [m for m in settings.manifest if not os.path.isfile(m)]
+    missing = missing_sources(settings)
     if missing:  # before the model loads (seconds): a typo is reported at once
         fatal(f"not found: {', '.join(missing)} (sources are folders, --manifest takes files)", EXIT_USAGE)
     def summarise(stats: Any, **extra: Any) -> dict[str, Any]:
         """The JSON summary of this run (finished or interrupted)."""
-        return stats.to_dict(model_id=embedder.model_id, target=target.target, location=target.location,
-                             collection=settings.collection, dry_run=settings.dry_run, **extra)
+        return stats.to_dict(model_id=embedder.model_id, **job.summary_fields(settings.collection), **extra)
 
     signals: list[int] = []
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: _stop(signals, signum))
@@ -239,4 +270,8 @@ def _load_embedder(settings: Settings):
     return OpenClipEmbedder(settings.model, device=settings.device, batch_size=settings.batch_size)
 
 
-__all__ = ["INGEST_SETTINGS", "main", "parse_index_fields"]
+__all__ = ["INGEST_SETTINGS", "IngestJob", "main", "missing_sources", "parse_index_fields", "plan_job"]
+
+
+if __name__ == "__main__":
+    main()

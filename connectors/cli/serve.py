@@ -8,12 +8,16 @@ collection missing, model mismatch or not loadable), 2 usage error.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import click
 
-from ..config import Setting
-from .common import common_options, fatal, load_query_embedder, load_settings, open_target_store, setup_logging, store_target
+from ..config import Setting, Settings
+from ..ingest.plan import Shard
+from .common import (EXIT_USAGE, common_options, fatal, load_query_embedder, load_settings, open_target_store,
+                     setup_logging, store_target)
+from .ingest import INGEST_SETTINGS, IngestJob, missing_sources, parse_index_fields, plan_job
 
 SERVE_SETTINGS: tuple[Setting, ...] = (
     Setting("host", str, "127.0.0.1"),
@@ -22,7 +26,19 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
     Setting("cors_origin", list, []),
     Setting("api_key", str, None, secret=True),
     Setting("batch_size", int, 64),
+    Setting("ingest_every", str, None),
 )
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``"90"``, ``"30s"``, ``"15m"``, ``"1h"``, ``"1d"`` -> seconds (positive)."""
+    match = _DURATION.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise click.UsageError(f"--ingest-every {text!r}: expected a positive duration such as 30s, 15m, 1h or 1d")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
 @click.command("serve", context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,6 +47,12 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
 @click.option("--max-upload-mb", type=click.FloatRange(0.001), default=None, help="Largest image upload, MB [default: 20].")
 @click.option("--cors-origin", multiple=True, help="Allow browser pages of this origin to call the API (repeatable; default: none).")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Most texts per shared forward pass [default: 64].")
+@click.option("--ingest-every", default=None, metavar="DURATION",
+              help="Run the incremental ingestion inside the server now and then every DURATION (30m, 1h, 1d): "
+              "the way to keep an embedded store fresh while serving it. Sources: --ingest, or the [ingest] "
+              "section of the config file, which also sets every other clip-ingest option.")
+@click.option("--ingest", "ingest_sources", multiple=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="A folder for --ingest-every (repeatable).")
 @common_options
 @click.option("-v", "--verbose", count=True, help="Debug logging.")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
@@ -42,38 +64,75 @@ def serve(verbose: int, quiet: bool, **params: Any) -> None:
     the [serve] section of the config file; never a flag) protects /v1/* and /metrics.
     Health: /healthz, readiness: /readyz, Prometheus metrics: /metrics.
 
-    An embedded store (the default) can be open in one process only: stop the server while
-    clip-ingest updates it, or use a Qdrant or Milvus server, where serve and a cron
-    clip-ingest run side by side.
+    Fresh data while serving: an embedded store (the default) can be open in one process only,
+    so let the server ingest (--ingest-every 1h --ingest DIR: the same incremental run, lock,
+    dead-letter file and summary as clip-ingest; POST /v1/ingest runs it at once, /v1/info
+    shows the last pass). With a Qdrant or Milvus server, serve and a cron clip-ingest simply
+    run side by side.
     """
     import uvicorn
 
     from ..backends.base import StoreError
     from ..factory import ModelLoadError
     from ..serve.app import Metrics, create_app
+    from ..serve.scheduled_ingest import ScheduledIngest
     from ..serve.service import SearchService
 
     setup_logging(verbose, quiet)
     params["cors_origin"] = list(params["cors_origin"]) or None
+    ingest_sources = params.pop("ingest_sources")
     settings = load_settings(params, SERVE_SETTINGS, section="serve")
+    job = _ingest_job(settings, params, ingest_sources)
     target = store_target(settings)
     metrics = Metrics()
+    log = logging.getLogger("clip_ingest.serve")
     try:
         with open_target_store(target, settings.collection) as store:
             embedder = load_query_embedder(settings, store)
             service = SearchService(store, embedder, serialise_store=target.embedded, collection=settings.collection,
                                     max_batch=settings.batch_size, on_batch=metrics.batch.observe)
+            ingest = None
+            if job is not None:  # through the service's store handle: searches and writes take turns
+                ingest = ScheduledIngest(service.store, embedder, job.options, every_s=parse_duration(settings.ingest_every),
+                                         lock_path=job.lock_path, summary_path=job.summary_path,
+                                         summary_fields=job.summary_fields(settings.collection),
+                                         on_outcome=lambda outcome: metrics.ingest_runs.labels(outcome).inc())
             app = create_app(service, max_upload_bytes=int(settings.max_upload_mb * (1 << 20)), api_key=settings.api_key,
-                             cors_origins=tuple(settings.cors_origin), metrics=metrics)
-            logging.getLogger("clip_ingest.serve").info(
-                "serving %s collection %r (%d items, model %s) at http://%s:%d/", target.target, settings.collection,
-                service.count(), embedder.model_id, settings.host, settings.port)
+                             cors_origins=tuple(settings.cors_origin), metrics=metrics, ingest=ingest)
+            log.info("serving %s collection %r (%d items, model %s) at http://%s:%d/", target.target, settings.collection,
+                     service.count(), embedder.model_id, settings.host, settings.port)
+            if ingest is not None:
+                log.info("ingesting %s now and every %s (lock %s)", ", ".join(job.options.directories + job.options.manifests),
+                         settings.ingest_every, job.lock_path)
+                ingest.start()
             try:
                 uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning" if quiet else "info")
             finally:
+                if ingest is not None:
+                    ingest.close()
                 service.close()
     except (StoreError, ModelLoadError) as exc:
         fatal(str(exc))
 
 
-__all__ = ["SERVE_SETTINGS", "serve"]
+def _ingest_job(settings: Settings, params: dict[str, Any], sources: tuple[str, ...]) -> IngestJob | None:
+    """The scheduled ingestion ``--ingest-every`` asks for: the ``[ingest]`` settings of the config
+    file (as a cron ``clip-ingest`` would read them) with ``--ingest`` folders as its sources."""
+    if not settings.ingest_every:
+        if sources:
+            raise click.UsageError("--ingest needs --ingest-every (how often to look for new files)")
+        return None
+    parse_duration(settings.ingest_every)
+    common = {k: v for k, v in params.items() if k not in {s.name for s in SERVE_SETTINGS}}
+    ingest = load_settings({**common, "sources": sources or None}, INGEST_SETTINGS, section="ingest")
+    if not ingest.sources and not ingest.manifest:
+        raise click.UsageError("--ingest-every: give the folders with --ingest DIR (or sources / manifest under [ingest])")
+    if ingest.recreate or ingest.dry_run:
+        raise click.UsageError("--ingest-every: recreate and dry_run cannot run on a schedule; run clip-ingest for them")
+    missing = missing_sources(ingest)
+    if missing:
+        fatal(f"not found: {', '.join(missing)} (--ingest takes folders, manifest files)", EXIT_USAGE)
+    return plan_job(ingest, Shard(), parse_index_fields(ingest.index_field))
+
+
+__all__ = ["SERVE_SETTINGS", "parse_duration", "serve"]

@@ -158,11 +158,14 @@ def run_ingest(
     options: IngestOptions,
     *,
     on_change: ChangeSink | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> RunStats:
     """Ingest the sources of ``options`` into ``store``; returns the run's statistics.
 
     Files that cannot be ingested are counted in ``stats.failed`` and written to
     the dead-letter file; store errors other than transient ones propagate.
+    ``should_stop`` (asked between images) stops the run like Ctrl-C does, for a run in a
+    thread that cannot receive one (``clip-search serve --ingest-every``).
     """
     stats = RunStats()
     spec = CollectionSpec(options.collection, embedder.dim, embedder.model_id, dict(options.index_fields),
@@ -203,6 +206,8 @@ def run_ingest(
                 # enough decodes in flight to fill the next batch while the model runs on this one
                 window = max(4 * options.workers, 2 * options.batch_size)
                 for result in ordered_map(pool, decode, planner, window=window):
+                    if should_stop is not None and should_stop():
+                        raise KeyboardInterrupt
                     if isinstance(result, Failed):
                         fail(result.path, result.reason, result.detail)
                     else:
@@ -211,7 +216,7 @@ def run_ingest(
                     progress.advance()
                 for op in embed.flush():
                     writer_thread.put(op)
-            except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI
+            except KeyboardInterrupt:  # Ctrl-C, SIGTERM turned into one by the CLI, or should_stop
                 interrupted = True
                 pool.shutdown(wait=False, cancel_futures=True)  # the batch being decoded is abandoned
             finally:

@@ -4,7 +4,8 @@ Errors: malformed filter -> 400 with ``position``; undecodable or bomb image -> 
 decoder's reason; upload over ``max_upload_bytes`` -> 413; unknown id -> 404; database down or
 collection missing -> 503 with ``Retry-After`` (the next request tries again, so the server
 recovers by itself). Blocking work (model, database, decoding) runs in worker threads, never on
-the event loop. With ``api_key`` set, ``/v1/*`` and ``/metrics`` need ``Authorization: Bearer KEY``
+the event loop. ``/v1/ingest`` triggers and ``/v1/info`` reports the server's own scheduled
+ingestion (``--ingest-every``). With ``api_key`` set, ``/v1/*`` and ``/metrics`` need ``Authorization: Bearer KEY``
 (or ``X-API-Key``); the key is compared in constant time and never logged.
 """
 
@@ -29,6 +30,7 @@ from ..decode import ImageDecodeError
 from ..search.filters import FilterError, FilterSyntaxError, parse_filter
 from ..search.results import result_document
 from ..search.searcher import PointNotFoundError
+from .scheduled_ingest import ScheduledIngest
 from .service import SearchService, ThumbnailUnavailable
 
 #: default upload limit (bytes of one image)
@@ -79,11 +81,15 @@ class Metrics:
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         self.batch = Histogram("clip_search_embed_batch_size", "texts per shared forward pass", registry=self.registry,
                                buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+        self.ingest_runs = Counter("clip_search_ingest_runs_total", "scheduled ingestion passes (--ingest-every) by outcome",
+                                   ["outcome"], registry=self.registry)
 
 
 def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYTES, api_key: str | None = None,
-               cors_origins: tuple[str, ...] = (), metrics: Metrics | None = None) -> FastAPI:
-    """The ASGI app over ``service`` (which the caller closes)."""
+               cors_origins: tuple[str, ...] = (), metrics: Metrics | None = None,
+               ingest: ScheduledIngest | None = None) -> FastAPI:
+    """The ASGI app over ``service`` (which the caller closes), with ``ingest``'s status and trigger
+    when the server runs the scheduled ingestion itself."""
     metrics = metrics or Metrics()
     app = FastAPI(title="clip-search", version="1", description="Text, image and more-like-this search over one "
                   "clip-ingest collection, and its embedder as a service.")
@@ -185,7 +191,14 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
     @app.get("/v1/info", summary="Model and collection")
     async def info() -> dict[str, Any]:
         count = await _call(service.count)
-        return {"model_id": service.model_id, "dim": service.embedder.dim, "collection": service.collection, "count": count}
+        return {"model_id": service.model_id, "dim": service.embedder.dim, "collection": service.collection, "count": count,
+                "ingest": ingest.status() if ingest else None}
+
+    @app.post("/v1/ingest", status_code=202, summary="Run the scheduled ingestion now (with --ingest-every)")
+    async def ingest_now() -> dict[str, Any]:
+        if ingest is None:
+            raise ApiError(404, "this server does not ingest: start it with --ingest-every")
+        return {"started": ingest.trigger(), **ingest.status()}
 
     # -- the page
     page = (Path(__file__).with_name("page.html")).read_bytes()

@@ -1,0 +1,185 @@
+"""The served search page in a real headless Chromium (Debian's ``chromium``, driven by Playwright
+with ``executable_path``; no browser download), over a real uvicorn server and Qdrant Edge.
+
+Each test drives the page as a user does: type words, upload an image, click "more like this",
+type a broken filter, go back and forward. The screenshots in the README come from here
+(``CLIP_INGEST_SCREENSHOTS=DIR`` writes them)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from playwright import sync_api
+
+from clip_ingest.connectors.backends import open_store
+
+from serve_helpers import PLANTED_TEXT, plant_collection, running_server
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None:  # .ci/run installs it; a developer machine without it says so plainly
+    pytest.fail("Chromium is not installed (apt-get install chromium); the browser tests need it", pytrace=False)
+
+TIMEOUT_MS = 20_000
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, tiny_embedder):
+    from imagegen import write_shape_folder
+
+    root = tmp_path_factory.mktemp("browser")
+    folder = write_shape_folder(root / "photos", n=12)
+    store = open_store("qdrant-edge", "shapes", path=str(root / "edge"))
+    points, planted = plant_collection(store, tiny_embedder, folder)
+    with running_server(store, tiny_embedder) as (url, _service):
+        yield url, points, planted
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def screenshot(page, name: str) -> None:
+    out = os.environ.get("CLIP_INGEST_SCREENSHOTS")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(out) / f"{name}.png"))
+
+
+def card_ids(page) -> list[str]:
+    return page.locator("#grid .hit").evaluate_all("cards => cards.map(c => c.dataset.id)")
+
+
+def search_words(page, url: str, words: str, filter_text: str = "") -> None:
+    page.goto(url + "/")
+    page.fill("#q", words)
+    if filter_text:
+        page.fill("#filter", filter_text)
+    page.press("#q", "Enter")
+    page.wait_for_selector("#grid .hit")
+
+
+def wait_thumbnails(page) -> None:
+    """Every card's thumbnail was fetched and decoded (a real image, not a broken one)."""
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#grid .hit img')].every(i => i.complete && i.naturalWidth > 0)")
+
+
+def test_typed_words_show_the_planted_answer_first_with_its_thumbnail(page, site):
+    url, points, planted = site
+    search_words(page, url, PLANTED_TEXT)
+    ids = card_ids(page)
+    assert ids[0] == planted.id and len(ids) == len(points) + 1  # k=24 > items: all of them
+    wait_thumbnails(page)
+    first = page.locator("#grid .hit").first
+    assert first.locator(".rank").inner_text() == "1"
+    assert float(first.locator(".score").inner_text()) == pytest.approx(1.0, abs=1e-3)
+    assert "planted" in first.locator(".payload").inner_text()
+    assert page.locator("#status").inner_text() == f"{len(ids)} result(s)"
+    for box in ("#q", "#filter"):  # one line high, wide enough to type in
+        size = page.locator(box).bounding_box()
+        assert size["height"] < 60 and size["width"] > 150, (box, size)
+    screenshot(page, "serve-text-search")
+
+
+def test_an_uploaded_image_finds_itself(page, site):
+    url, points, _ = site
+    target = points[5]
+    page.goto(url + "/")
+    page.set_input_files("#file", target.payload["path"])
+    page.wait_for_selector("#grid .hit")
+    assert card_ids(page)[0] == target.id
+
+
+def test_more_like_this_searches_by_that_result_and_updates_the_url(page, site):
+    url, points, planted = site
+    search_words(page, url, PLANTED_TEXT)
+    second = card_ids(page)[1]
+    page.locator("#grid .hit").nth(1).locator("button.more").click()
+    page.wait_for_function("id => document.querySelector('#grid .hit') && "
+                           "![...document.querySelectorAll('#grid .hit')].some(c => c.dataset.id === id)", arg=second)
+    assert parse_qs(urlparse(page.url).query)["like"] == [second]
+    assert second not in card_ids(page) and len(card_ids(page)) == len(points)  # all but itself
+    wait_thumbnails(page)
+    screenshot(page, "serve-more-like-this")
+
+
+def test_an_invalid_filter_shows_the_position_and_keeps_the_previous_results(page, site):
+    url, _, planted = site
+    search_words(page, url, PLANTED_TEXT)
+    before = card_ids(page)
+    page.fill("#filter", 'colour = "red" and')
+    error = page.locator("#filter-error")
+    sync_api.expect(error).to_contain_text("position", timeout=TIMEOUT_MS)  # validated as you type
+    assert "^" in error.inner_text()
+    page.press("#q", "Enter")
+    sync_api.expect(page.locator("#status")).to_contain_text("fix the filter")
+    assert card_ids(page) == before
+    screenshot(page, "serve-filter-error")
+    page.fill("#filter", 'colour = "red"')
+    sync_api.expect(error).to_have_text("")
+    page.press("#q", "Enter")
+    page.wait_for_function("n => document.querySelectorAll('#grid .hit').length < n", arg=len(before))
+    payloads = page.locator("#grid .hit .payload").all_inner_texts()
+    assert payloads and all('"colour": "red"' in text for text in payloads)
+
+
+def test_the_url_round_trips_the_query_and_back_restores_it(page, site):
+    url, _, planted = site
+    search_words(page, url, PLANTED_TEXT, filter_text='shape = "planted"')
+    query = parse_qs(urlparse(page.url).query)
+    assert query["text"] == [PLANTED_TEXT] and query["filter"] == ['shape = "planted"']
+    assert card_ids(page) == [planted.id]
+    shared = page.url
+    # a shared link, opened fresh, fills the form and shows the same results
+    other = page.context.new_page()
+    other.goto(shared)
+    other.wait_for_selector("#grid .hit")
+    assert other.input_value("#q") == PLANTED_TEXT and other.input_value("#filter") == 'shape = "planted"'
+    assert card_ids(other) == [planted.id]
+    other.close()
+    # a second search, then Back: the first query is restored
+    page.fill("#filter", "")
+    page.fill("#q", "a blue circle")
+    page.press("#q", "Enter")
+    page.wait_for_function("() => document.querySelectorAll('#grid .hit').length > 1")
+    page.go_back()
+    page.wait_for_function("() => document.querySelectorAll('#grid .hit').length === 1")
+    assert page.input_value("#q") == PLANTED_TEXT and card_ids(page) == [planted.id]
+
+
+def test_keyboard_slash_focuses_the_search_box_and_a_phone_window_has_one_column(browser, site):
+    url, *_ = site
+    context = browser.new_context(viewport={"width": 375, "height": 700})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    search_words(page, url, PLANTED_TEXT)
+    page.locator("#grid .hit button.more").first.focus()
+    page.keyboard.press("/")
+    assert page.evaluate("document.activeElement.id") == "q"
+    boxes = [page.locator("#grid .hit").nth(i).bounding_box() for i in range(2)]
+    assert boxes[1]["y"] > boxes[0]["y"] and boxes[0]["x"] == boxes[1]["x"]  # stacked, one column
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375  # no sideways scrolling
+    wait_thumbnails(page)
+    screenshot(page, "serve-phone")
+    context.close()
