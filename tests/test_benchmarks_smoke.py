@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import ingest, memory, query, rerun, training  # importable via pytest's pythonpath
+from benchmarks import ingest, memory, query, rerun, serve, training  # importable via pytest's pythonpath
 
 
 def run(module, tmp_path: Path, *args: str) -> dict:
@@ -93,3 +93,12 @@ def test_memory_measures_two_sizes_in_subprocesses(tmp_path: Path) -> None:
     rows = only_table(result)
     assert [r["images"] for r in rows] == [r["embedded"] for r in rows] == [20, 60]
     assert all(r["peak_after_mb"] >= r["peak_before_mb"] > 0 for r in rows)
+
+
+def test_serve_measures_in_process_and_every_concurrency_over_http(tmp_path: Path) -> None:
+    result = run(serve, tmp_path, "--concurrency", "1", "4")
+    rows = {r["mode"]: r for r in only_table(result)}
+    assert set(rows) == {"in-process", "served c=1", "served c=4"}
+    assert all(r["queries"] > 0 and r["errors"] == 0 and r["p50_ms"] > 0 for r in rows.values())
+    assert rows["served c=4"]["mean_batch"] >= 1.0
+    assert [r["name"] for r in result["ratios"]] == ["served c=1 p50 / in-process p50", "queries/s c=4 / c=1"]
