@@ -21,7 +21,6 @@ import time
 from typing import Any, Iterator, Sequence
 
 import httpx
-import numpy as np
 
 from clip_ingest.connectors.backends.base import CollectionSpec
 from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder

@@ -46,6 +46,10 @@ class Setting:
         return ENV_PREFIX + self.name.upper()
 
 
+#: what computes the vectors (see :mod:`clip_ingest.connectors.runtime`)
+RUNTIMES = ("torch", "onnx")
+QUANTIZATIONS = ("none", "int8")
+
 COMMON_SETTINGS: tuple[Setting, ...] = (
     Setting("target", str, "qdrant", help="qdrant, qdrant-edge or milvus"),
     Setting("collection", str, "images"),
@@ -55,6 +59,8 @@ COMMON_SETTINGS: tuple[Setting, ...] = (
     Setting("milvus_consistency", str, "Strong", help="consistency level of Milvus searches"),
     Setting("model", str, "starter", help="model spec (see clip_ingest.connectors.factory)"),
     Setting("device", str, "auto"),
+    Setting("runtime", str, "torch", help="torch or onnx (ONNX Runtime)"),
+    Setting("quantize", str, "none", help="none or int8 (ONNX Runtime only)"),
     Setting("data_dir", str, DEFAULT_DATA_DIR, help="where embedded stores and run files live"),
     Setting("qdrant_api_key", str, None, secret=True),
     Setting("milvus_token", str, None, secret=True),

@@ -183,6 +183,15 @@ def _read_metadata(directory: Path) -> dict[str, Any]:
     return {}
 
 
+def open_clip_name(parsed: ModelSpec) -> str:
+    """The name open_clip builds ``parsed``'s tokenizer (and, for directories and hubs, its model) from."""
+    if parsed.kind == "local-dir":
+        return f"local-dir:{Path(parsed.source).resolve()}"
+    if parsed.kind == "hf-hub":
+        return f"hf-hub:{parsed.source}"
+    return str(parsed.arch)
+
+
 def load_model(spec: str | ModelSpec, *, device: str | torch.device = "cpu") -> LoadedModel:
     """Build the model named by ``spec`` in eval mode on ``device`` (fp32 weights)."""
     parsed = parse_model_spec(spec) if isinstance(spec, str) else spec
@@ -190,17 +199,12 @@ def load_model(spec: str | ModelSpec, *, device: str | torch.device = "cpu") -> 
     if parsed.kind in ("pretrained", "hf-hub"):
         _ensure_downloadable(parsed)
     try:
-        if parsed.kind == "local-dir":
-            name = f"local-dir:{parsed.source}"
-            metadata = _read_metadata(Path(parsed.source))
+        if parsed.kind in ("local-dir", "hf-hub"):
+            name = open_clip_name(parsed)
+            metadata = _read_metadata(Path(parsed.source)) if parsed.kind == "local-dir" else {}
             model, _, preprocess = open_clip.create_model_and_transforms(name, device=device)
             tokenizer = open_clip.get_tokenizer(name)
-            display = metadata.get("name") or Path(parsed.source).name
-        elif parsed.kind == "hf-hub":
-            name = f"hf-hub:{parsed.source}"
-            model, _, preprocess = open_clip.create_model_and_transforms(name, device=device)
-            tokenizer = open_clip.get_tokenizer(name)
-            display = parsed.source
+            display = (metadata.get("name") or Path(parsed.source).name) if parsed.kind == "local-dir" else parsed.source
         else:
             # random weights are seeded so that a spec like "ViT-B-32" always means the same model
             with torch.random.fork_rng(devices=[]):
@@ -208,7 +212,7 @@ def load_model(spec: str | ModelSpec, *, device: str | torch.device = "cpu") -> 
                 model, _, preprocess = open_clip.create_model_and_transforms(
                     parsed.arch, pretrained=parsed.source, device=device, weights_only=True
                 )
-            tokenizer = open_clip.get_tokenizer(parsed.arch)
+            tokenizer = open_clip.get_tokenizer(open_clip_name(parsed))
             display = parsed.arch
     except ModelLoadError:
         raise

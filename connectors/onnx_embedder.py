@@ -1,7 +1,7 @@
 """An :class:`~clip_ingest.connectors.embedder.Embedder` that runs an exported model with onnxruntime.
 
 It reads an export directory written by ``clip-model export --onnx`` (see
-``clip_ingest.model.export``): the ONNX towers for the forward passes, the same
+``clip_ingest.model.export``), or an entry of the ``--runtime onnx`` cache (:mod:`.runtime`): the ONNX towers for the forward passes, the same
 open_clip preprocessing (from ``open_clip_config.json``) and tokenizer, and the
 ``model_id`` recorded with the weights the graphs were exported from. Its vectors
 match :class:`~clip_ingest.connectors.openclip_embedder.OpenClipEmbedder` on the same
@@ -68,7 +68,8 @@ class OnnxEmbedder:
         pp = PreprocessCfg(**config["preprocess_cfg"])
         self._transform = image_transform_v2(pp, is_train=False)
         self.image_size = int(pp.size[0] if isinstance(pp.size, (tuple, list)) else pp.size)
-        self._tokenizer = open_clip.get_tokenizer(f"local-dir:{directory}")
+        # an export carries its tokenizer config; a runtime cache entry names its model's tokenizer
+        self._tokenizer = open_clip.get_tokenizer(metadata.get("tokenizer") or f"local-dir:{directory}")
         providers = list(providers or ["CPUExecutionProvider"])
         self._image = ort.InferenceSession(str(directory / onnx_files["image"]), providers=providers)
         self._text = ort.InferenceSession(str(directory / onnx_files["text"]), providers=providers)

@@ -7,7 +7,7 @@ The export is open_clip's ``local-dir:`` layout, loadable by
     open_clip_config.json         {"model_cfg": ..., "preprocess_cfg": ...}
     open_clip_model.safetensors   weights (fp32, or fp16 with ``fp16=True``); never a pickle
     clip_ingest.json              name, model_id, base model, recipe, data summary, metrics
-    onnx/image.onnx, text.onnx    only with ``onnx=True`` (see :mod:`.onnx_export`)
+    onnx/image.onnx, text.onnx    only with ``onnx=True`` (see :mod:`clip_ingest.connectors.onnx_export`)
 
 ``model_id`` is computed exactly as the embedders compute it
 (:func:`~clip_ingest.connectors.openclip_embedder.compute_model_id`) on the weights
@@ -25,13 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from clip_ingest.connectors.factory import LoadedModel, load_model
 from clip_ingest.connectors.openclip_embedder import compute_model_id
+from clip_ingest.connectors.onnx_export import context_length_of, export_onnx
 
 from .checkpoint import model_config_for_spec, save_local_dir
-from .onnx_export import export_onnx
 
 EXPORT_FORMAT_VERSION = 1
 
@@ -47,14 +45,6 @@ class ExportResult:
     path: Path
     model_id: str
     metadata: dict[str, Any]
-
-
-def context_length_of(model: torch.nn.Module) -> int:
-    """The text tower's token count (``CLIP`` keeps it on the model, ``CustomTextCLIP`` on ``.text``)."""
-    length = getattr(model, "context_length", None) or getattr(getattr(model, "text", None), "context_length", None)
-    if not length:
-        raise ExportError(f"cannot find the text context length of {type(model).__name__}")
-    return int(length)
 
 
 def build_metadata(

@@ -35,10 +35,11 @@ def require(module: str, framework: str) -> ModuleType:
 
 
 def resolve_embedder(embedder: Embedder | str | None, **options: Any) -> Embedder:
-    """An :class:`Embedder` as given, or an :class:`OpenClipEmbedder` for a model spec (None: the starter model).
+    """An :class:`Embedder` as given, or one loaded by :func:`~clip_ingest.connectors.runtime.load_embedder`
+    for a model spec (None: the starter model).
 
-    ``options`` (device, batch_size, ...) are passed to ``OpenClipEmbedder`` and are an error
-    with a ready embedder, whose settings are already fixed.
+    ``options`` (``runtime="onnx"``, ``quantize="int8"``, device, batch_size, ...) are passed to
+    ``load_embedder`` and are an error with a ready embedder, whose settings are already fixed.
     """
     if embedder is not None and not isinstance(embedder, str):
         if not isinstance(embedder, Embedder):
@@ -47,9 +48,9 @@ def resolve_embedder(embedder: Embedder | str | None, **options: Any) -> Embedde
             raise TypeError(f"{', '.join(sorted(options))} only apply when a model spec is given, not an Embedder")
         return embedder
     from ..factory import DEFAULT_MODEL_SPEC
-    from ..openclip_embedder import OpenClipEmbedder
+    from ..runtime import load_embedder
 
-    return OpenClipEmbedder(embedder or DEFAULT_MODEL_SPEC, **options)
+    return load_embedder(embedder or DEFAULT_MODEL_SPEC, **options)
 
 
 def image_source(uri: ImageInput) -> ImageInput:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 import click
 
 from ..backends.base import MILVUS_CONSISTENCY_LEVELS, VectorStore
-from ..config import COMMON_SETTINGS, TARGETS, ConfigError, Setting, Settings, StoreTarget, resolve_settings, store_target
+from ..config import COMMON_SETTINGS, QUANTIZATIONS, RUNTIMES, TARGETS, ConfigError, Setting, Settings, StoreTarget, resolve_settings, store_target
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,6 +49,16 @@ _COMMON_OPTIONS = (
     click.option("--data-dir", default=None, help="Folder for embedded databases and run files [default: clip-ingest-data]."),
     click.option("--model", default=None, help="Model spec, e.g. starter, ViT-B-32:laion2b_s34b_b79k, /path/to/export [default: starter]."),
     click.option("--device", default=None, help="auto, cpu, cuda, cuda:1, mps [default: auto]."),
+    click.option(
+        "--runtime", type=click.Choice(RUNTIMES), default=None,
+        help="What computes the vectors: torch, or onnx (ONNX Runtime; the model is exported once and "
+        "cached in ~/.cache/clip-ingest, same vectors and model id as torch) [default: torch].",
+    ),
+    click.option(
+        "--quantize", type=click.Choice(QUANTIZATIONS), default=None,
+        help="int8: dynamic int8 quantization on ONNX Runtime (faster on a CPU; slightly different "
+        "vectors, so a model id of its own: it cannot share a collection with fp32) [default: none].",
+    ),
     click.option(
         "--config", "config_file", type=click.Path(dir_okay=False), default=None,
         help="TOML config file [default: ./clip-ingest.toml if present].",
@@ -97,12 +107,22 @@ def open_target_store(target: StoreTarget, collection: str) -> VectorStore:
 
 def load_query_embedder(settings: Settings, store: VectorStore) -> Any:
     """The query model: ``--model`` when given, else the model the collection records, else the default."""
-    from ..openclip_embedder import OpenClipEmbedder
-
     model = settings.model
     if settings.origins.get("model") == "default":  # the model the collection was built with
         model = store.collection_model_spec() or model
-    return OpenClipEmbedder(model, device=settings.device, batch_size=settings.get("batch_size", 32))
+    return load_settings_embedder(settings, model, settings.get("batch_size", 32))
+
+
+def load_settings_embedder(settings: Settings, model: str, batch_size: int) -> Any:
+    """``model`` on the runtime, quantization and device the settings name (a bad combination
+    is a usage error, exit 2)."""
+    from ..runtime import load_embedder
+
+    try:
+        return load_embedder(model, runtime=settings.runtime, quantize=settings.quantize, device=settings.device,
+                             batch_size=batch_size)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
@@ -120,5 +140,5 @@ def fatal(message: str, code: int = EXIT_FATAL) -> None:
 
 __all__ = [
     "EXIT_FAILED_FILES", "EXIT_FATAL", "EXIT_INTERRUPTED", "EXIT_LOCKED", "EXIT_OK", "EXIT_TERMINATED", "EXIT_USAGE",
-    "DefaultCommandGroup", "common_options", "fatal", "load_query_embedder", "load_settings", "open_target_store", "setup_logging", "store_target",
+    "DefaultCommandGroup", "common_options", "fatal", "load_query_embedder", "load_settings", "load_settings_embedder", "open_target_store", "setup_logging", "store_target",
 ]

@@ -35,6 +35,7 @@ from .common import (
     common_options,
     fatal,
     load_settings,
+    load_settings_embedder,
     open_target_store,
     setup_logging,
     store_target,
@@ -265,9 +266,7 @@ def _next_command(settings: Settings) -> str:
 
 
 def _load_embedder(settings: Settings):
-    from ..openclip_embedder import OpenClipEmbedder
-
-    return OpenClipEmbedder(settings.model, device=settings.device, batch_size=settings.batch_size)
+    return load_settings_embedder(settings, settings.model, settings.batch_size)
 
 
 __all__ = ["INGEST_SETTINGS", "IngestJob", "main", "missing_sources", "parse_index_fields", "plan_job"]

@@ -45,6 +45,8 @@ class ImageEncoder:
     def embed(self, inputs: Sequence[Any]) -> np.ndarray:
         """Model inputs from :meth:`prepare` -> ``(n, dim)`` float32 rows."""
         if self.split:
+            if isinstance(inputs[0], np.ndarray):  # ONNX Runtime's inputs are numpy arrays
+                return self.embedder.embed_pixels(np.stack(inputs))  # type: ignore[attr-defined]
             import torch
 
             return self.embedder.embed_pixels(torch.stack(list(inputs)))  # type: ignore[attr-defined]

@@ -62,7 +62,7 @@ class Searcher:
         if (model_id, dim) != (self.embedder.model_id, self.embedder.dim):
             raise ModelMismatchError(
                 f"the collection was built with model {model_id!r} (dim {dim}) but the query model is "
-                f"{self.embedder.model_id!r} (dim {self.embedder.dim}); pass the same --model as at ingestion"
+                f"{self.embedder.model_id!r} (dim {self.embedder.dim}); pass the same --model (and --quantize) as at ingestion"
             )
 
     # -- single queries

@@ -1,4 +1,5 @@
-"""Export the image and text towers of an open_clip model to ONNX.
+"""Export the image and text towers of an open_clip model to ONNX (``clip-model export --onnx``,
+and the ``--runtime onnx`` cache of :mod:`.runtime`).
 
 Each tower becomes its own graph with a dynamic batch axis and the
 L2-normalisation *inside*, so an ONNX runtime alone (no torch) produces exactly
@@ -65,6 +66,14 @@ def _trace(tower: nn.Module, example: torch.Tensor, path: Path, input_name: str,
         opset_version=opset,
         dynamo=False,  # the TorchScript exporter needs no onnxscript and handles open_clip's towers
     )
+
+
+def context_length_of(model: nn.Module) -> int:
+    """The text tower's token count (``CLIP`` keeps it on the model, ``CustomTextCLIP`` on ``.text``)."""
+    length = getattr(model, "context_length", None) or getattr(getattr(model, "text", None), "context_length", None)
+    if not length:
+        raise ValueError(f"cannot find the text context length of {type(model).__name__}")
+    return int(length)
 
 
 def export_onnx(

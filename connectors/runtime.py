@@ -1,0 +1,142 @@
+"""Pick the runtime that computes the vectors: torch (``OpenClipEmbedder``) or ONNX Runtime
+(``OnnxEmbedder``), optionally int8 (dynamic quantization), for any model spec.
+
+``load_embedder(spec, runtime="onnx")`` exports the model's two towers to ONNX once and caches
+them under ``$CLIP_INGEST_CACHE/onnx/<model_id>/`` (default ``~/.cache/clip-ingest``); later
+loads only hash the weights (to find the cache entry) and open the graphs. An export directory
+that already holds ONNX towers (``clip-model export --onnx``) is used as it is.
+
+Which vectors may share a collection: fp32 ONNX agrees with torch to cosine distance < 1e-4
+(tested), so it keeps the model's ``model_id`` and a collection ingested with one runtime is
+searched with the other. int8 vectors differ more, so an int8 model reports
+``<model_id>+onnx-int8`` and a collection refuses to mix it with fp32 vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .config import QUANTIZATIONS, RUNTIMES
+from .embedder import Embedder
+from .factory import DEFAULT_MODEL_SPEC, METADATA_FILE, ModelLoadError, load_model, open_clip_name, parse_model_spec
+
+CACHE_ENV = "CLIP_INGEST_CACHE"
+#: appended to the ``model_id`` of int8 models: their vectors must not mix with fp32 ones
+INT8_SUFFIX = "+onnx-int8"
+
+
+def cache_root() -> Path:
+    """``$CLIP_INGEST_CACHE``, else ``$XDG_CACHE_HOME/clip-ingest``, else ``~/.cache/clip-ingest``."""
+    given = os.environ.get(CACHE_ENV)
+    if given:
+        return Path(given).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clip-ingest"
+
+
+def load_embedder(spec: str = DEFAULT_MODEL_SPEC, *, runtime: str = "torch", quantize: str = "none",
+                  device: str | None = "auto", batch_size: int = 32, **options: Any) -> Embedder:
+    """The embedder for ``spec`` on ``runtime`` (``torch`` or ``onnx``), ``quantize`` ``none`` or
+    ``int8`` (ONNX only); ``options`` go to the embedder (e.g. ``max_megapixels``, torch's ``precision``)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, not {quantize!r}")
+    if runtime == "torch":
+        if quantize != "none":
+            raise ValueError("int8 quantization runs on ONNX Runtime: add --runtime onnx")
+        from .openclip_embedder import OpenClipEmbedder
+
+        return OpenClipEmbedder(spec, device=device, batch_size=batch_size, **options)
+    from .onnx_embedder import OnnxEmbedder
+
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if str(device or "").startswith("cuda") else None
+    return OnnxEmbedder(onnx_model_dir(spec, quantize=quantize), batch_size=batch_size, providers=providers, **options)
+
+
+def onnx_model_dir(spec: str, *, quantize: str = "none") -> Path:
+    """A directory :class:`~.onnx_embedder.OnnxEmbedder` loads for ``spec``: the spec itself when
+    it is an export with ONNX towers, else the cache entry (built on first use)."""
+    parsed = parse_model_spec(spec)
+    if parsed.kind == "local-dir" and quantize == "none":
+        meta_file = Path(parsed.source) / METADATA_FILE
+        if meta_file.is_file() and json.loads(meta_file.read_text(encoding="utf-8")).get("onnx"):
+            return Path(parsed.source)
+    from .openclip_embedder import compute_model_id
+
+    loaded = load_model(parsed)
+    model_id = compute_model_id(loaded.name, loaded.model, loaded.preprocess_cfg)
+    entry = cache_root() / "onnx" / re.sub(r"[^A-Za-z0-9._-]+", "_", model_id)
+    fp32 = entry / "fp32"
+    if not (fp32 / METADATA_FILE).is_file():
+        _publish(fp32, lambda staging: _export(loaded, model_id, open_clip_name(parsed), spec, staging))
+    if quantize == "none":
+        return fp32
+    int8 = entry / "int8"
+    if not (int8 / METADATA_FILE).is_file():
+        _publish(int8, lambda staging: _quantize(fp32, staging))
+    return int8
+
+
+def _publish(final: Path, build) -> None:
+    """Build into a private staging folder, then rename it into place: a reader never sees half an
+    entry, and of two processes building the same entry the second simply uses the first's."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.with_name(f".{final.name}.{uuid.uuid4().hex}.partial")
+    try:
+        build(staging)
+        try:
+            os.rename(staging, final)
+        except OSError:
+            if not (final / METADATA_FILE).is_file():
+                raise
+    except Exception as exc:
+        raise ModelLoadError(f"could not build the ONNX runtime files in {final}: {exc}") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_metadata(folder: Path, metadata: dict, preprocess_cfg: dict) -> None:
+    (folder / "open_clip_config.json").write_text(json.dumps({"preprocess_cfg": preprocess_cfg}, indent=2), encoding="utf-8")
+    (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+
+
+def _export(loaded, model_id: str, tokenizer: str, spec: str, staging: Path) -> None:
+    from .onnx_export import context_length_of, export_onnx
+
+    size = loaded.preprocess_cfg["size"]
+    onnx = export_onnx(loaded.model, staging, image_size=int(size[0] if isinstance(size, (list, tuple)) else size),
+                       context_length=context_length_of(loaded.model))
+    _write_metadata(staging, {"name": loaded.name, "model_id": model_id, "source": spec, "tokenizer": tokenizer,
+                              "onnx": onnx, "quantize": "none"}, loaded.preprocess_cfg)
+
+
+def _quantize(fp32: Path, staging: Path) -> None:
+    """Dynamic int8 quantization of the fp32 graphs' matrix products (weights int8, activations
+    quantized on the fly): the transformer's cost; the patch convolution stays fp32."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    metadata = json.loads((fp32 / METADATA_FILE).read_text(encoding="utf-8"))
+    config = json.loads((fp32 / "open_clip_config.json").read_text(encoding="utf-8"))
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs advice about static pre-processing through the root logger
+    try:
+        for tower in ("image", "text"):
+            source = fp32 / metadata["onnx"][tower]
+            target = staging / metadata["onnx"][tower]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    finally:
+        root.setLevel(level)
+    metadata.update(model_id=metadata["model_id"] + INT8_SUFFIX, quantize="int8")
+    _write_metadata(staging, metadata, config["preprocess_cfg"])
+
+
+__all__ = ["CACHE_ENV", "INT8_SUFFIX", "QUANTIZATIONS", "RUNTIMES", "cache_root", "load_embedder", "onnx_model_dir"]
