@@ -25,9 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from clip_ingest.connectors.backends.base import CollectionSpec, Point
+from clip_ingest.connectors.embedder import Embedder
 from clip_ingest.connectors.ingest.pipeline import IngestOptions, ordered_map, run_ingest
 from clip_ingest.connectors.ingest.plan import Planner
 from clip_ingest.connectors.ingest.scan import Scan
@@ -48,12 +50,13 @@ def collection_name(*parts: Any) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", "_".join(map(str, parts)))
 
 
-def forward_throughput(embedder: OpenClipEmbedder, paths: Sequence[Path], n: int, batch_size: int) -> float:
+def forward_throughput(embedder: Embedder, paths: Sequence[Path], n: int, batch_size: int) -> float:
     """(a) images/s of ``embed_pixels`` over ``n`` images in batches of ``batch_size`` (inputs pre-built)."""
     pool = [embedder.preprocess(embedder.decode(p).image) for p in paths[:FORWARD_POOL]]
-    full = torch.stack([pool[i % len(pool)] for i in range(batch_size)])
+    stack = np.stack if isinstance(pool[0], np.ndarray) else torch.stack  # ONNX Runtime takes numpy
+    full = stack([pool[i % len(pool)] for i in range(batch_size)])
     sizes = [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
-    partial = full[: n % batch_size].clone()
+    partial = full[: n % batch_size].copy() if isinstance(full, np.ndarray) else full[: n % batch_size].clone()
     seconds = 0.0
     for size in sizes:
         batch = full if size == batch_size else partial
@@ -62,7 +65,7 @@ def forward_throughput(embedder: OpenClipEmbedder, paths: Sequence[Path], n: int
     return n / seconds
 
 
-def decode_throughput(embedder: OpenClipEmbedder, folder: Path, workers: int) -> float:
+def decode_throughput(embedder: Embedder, folder: Path, workers: int) -> float:
     """(b) images/s of the pipeline's own decode stage (read, hash, decode, preprocess) on its thread pool."""
     state = StoredState()
     decode = DecodeStage(ImageEncoder(embedder), "bench", state)
@@ -77,7 +80,7 @@ def decode_throughput(embedder: OpenClipEmbedder, folder: Path, workers: int) ->
 
 
 def ingest_throughput(
-    embedder: OpenClipEmbedder, folder: Path, target: str, root: Path, collection: str,
+    embedder: Embedder, folder: Path, target: str, root: Path, collection: str,
     workers: int, batch_size: int, milvus_uri: str | None,
 ) -> float:
     """(c) images/s of ``run_ingest`` into a fresh collection of ``target`` (store connection not timed)."""

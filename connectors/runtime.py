@@ -54,6 +54,11 @@ def load_embedder(spec: str = DEFAULT_MODEL_SPEC, *, runtime: str = "torch", qua
         from .openclip_embedder import OpenClipEmbedder
 
         return OpenClipEmbedder(spec, device=device, batch_size=batch_size, **options)
+    try:
+        import onnx  # noqa: F401 - the exporter writes with it
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise ModelLoadError(f"--runtime onnx needs onnx and onnxruntime ({exc}): pip install 'clip-ingest[onnx]'") from None
     from .onnx_embedder import OnnxEmbedder
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if str(device or "").startswith("cuda") else None

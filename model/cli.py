@@ -313,6 +313,9 @@ def mine_captions(**flags: Any) -> None:
 @click.option("--out", "-o", "out_dir", metavar="DIR", help="Write eval.json and eval.md here.")
 @click.option("--device", help="auto, cpu, cuda ...")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Images per forward pass.")
+@click.option("--runtime", "runtimes", multiple=True, type=click.Choice(["torch", "onnx", "onnx-int8"]),
+              help="Evaluate each model on these runtimes, side by side (repeatable; default torch): "
+              "the quality cost of a faster runtime.")
 @out_root_option
 def eval_command(**flags: Any) -> None:
     """Compare models on ETH-80 (instance + category mAP/R@1, unseen objects 7-10),
@@ -338,6 +341,7 @@ def eval_command(**flags: Any) -> None:
         max_per_class=flags["max_per_class"] or cfg.get("max_per_class"),
         device=flags["device"] or cfg.get("device", "auto"),
         batch_size=flags["batch_size"] or cfg.get("batch_size", 64),
+        runtimes=tuple(flags["runtimes"] or cfg.get("runtimes") or ("torch",)),
     ))
     report = run_or_fail(lambda: evaluate_models(models, options))
     click.echo(render_markdown(report), nl=False)

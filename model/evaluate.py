@@ -79,6 +79,13 @@ class EvalOptions:
     max_per_class: int | None = None
     device: str = "auto"
     batch_size: int = 64
+    runtimes: tuple[str, ...] = ("torch",)
+    """Each model is evaluated on each of these: ``torch``, ``onnx`` or ``onnx-int8`` (the
+    quality cost of a faster runtime, measured on the same vectors a collection would hold)."""
+
+
+#: ``--runtime`` values of ``clip-model eval`` -> (runtime, quantize) of :func:`load_embedder`
+EVAL_RUNTIMES = {"torch": ("torch", "none"), "onnx": ("onnx", "none"), "onnx-int8": ("onnx", "int8")}
 
 
 @dataclass
@@ -304,20 +311,26 @@ def evaluate_embedder_per_query(embedder: Embedder, options: EvalOptions, missin
 
 
 def evaluate_models(specs: Sequence[str], options: EvalOptions) -> EvalReport:
-    """Evaluate each model spec in turn (one model in memory at a time)."""
-    from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
+    """Evaluate each model spec on each runtime in turn (one model in memory at a time)."""
+    from clip_ingest.connectors.runtime import load_embedder
 
     unknown = sorted(set(options.benchmarks) - set(BENCHMARKS))
     if unknown:
         raise ValueError(f"unknown benchmark(s) {unknown}; choose from {sorted(BENCHMARKS)}")
+    bad = sorted(set(options.runtimes) - set(EVAL_RUNTIMES))
+    if bad:
+        raise ValueError(f"unknown runtime(s) {bad}; choose from {sorted(EVAL_RUNTIMES)}")
     missing: dict[str, str] = {}
     models = []
     for spec in specs:
-        embedder = OpenClipEmbedder(spec, device=options.device, batch_size=options.batch_size)
-        per_query = evaluate_embedder_per_query(embedder, options, missing)
-        scores = {name: float(values.mean()) for name, values in per_query.items()}
-        models.append(ModelResult(spec, embedder.name, embedder.model_id, scores, per_query))
-        del embedder
+        for runtime in options.runtimes:
+            engine, quantize = EVAL_RUNTIMES[runtime]
+            embedder = load_embedder(spec, runtime=engine, quantize=quantize, device=options.device, batch_size=options.batch_size)
+            per_query = evaluate_embedder_per_query(embedder, options, missing)
+            scores = {name: float(values.mean()) for name, values in per_query.items()}
+            name = embedder.name if runtime == "torch" else f"{embedder.name} [{runtime}]"
+            models.append(ModelResult(spec, name, embedder.model_id, scores, per_query))
+            del embedder
     settings = {
         "data_root": str(options.data_root),
         "benchmarks": list(options.benchmarks),

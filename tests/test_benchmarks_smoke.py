@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import ingest, memory, query, rerun, serve, training  # importable via pytest's pythonpath
+from benchmarks import ingest, memory, query, rerun, runtimes, serve, training  # importable via pytest's pythonpath
 
 
 def run(module, tmp_path: Path, *args: str) -> dict:
@@ -102,3 +102,13 @@ def test_serve_measures_in_process_and_every_concurrency_over_http(tmp_path: Pat
     assert all(r["queries"] > 0 and r["errors"] == 0 and r["p50_ms"] > 0 for r in rows.values())
     assert rows["served c=4"]["mean_batch"] >= 1.0
     assert [r["name"] for r in result["ratios"]] == ["served c=1 p50 / in-process p50", "queries/s c=4 / c=1"]
+
+
+def test_runtimes_measures_each_runtime_and_its_agreement_with_torch(tmp_path: Path) -> None:
+    result = run(runtimes, tmp_path)
+    rows = {r["runtime"]: r for r in only_table(result)}
+    assert set(rows) == {"torch", "onnx", "onnx-int8"}
+    assert rows["onnx"]["model_id"] == rows["torch"]["model_id"] and rows["onnx-int8"]["model_id"].endswith("+onnx-int8")
+    assert rows["onnx"]["cos_distance_to_torch_max"] < 1e-4 and rows["torch"]["cos_distance_to_torch_max"] < 1e-6
+    assert all(r["forward_images_per_s"] > 0 and r["ingest_images_per_s"] > 0 for r in rows.values())
+    assert "onnx / torch, end to end (c)" in [r["name"] for r in result["ratios"]]

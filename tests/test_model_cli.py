@@ -124,6 +124,20 @@ def test_eval_reports_missing_datasets_and_still_runs_the_rest(tmp_path, eval_da
     assert "**flickr8k missing**" in table and "| eth80 instance mAP |" in table
 
 
+def test_eval_compares_runtimes_side_by_side(tmp_path, eval_data, tiny_embedder, monkeypatch):
+    """The quality cost of a runtime: the same model on torch, ONNX and int8 in one table."""
+    monkeypatch.setenv("CLIP_INGEST_CACHE", str(tmp_path / "cache"))
+    result = invoke("eval", "--model", "clip-ingest-tiny", "--data-root", str(eval_data), "-b", "eth80", "-b", "cifar10",
+                    "--runtime", "torch", "--runtime", "onnx", "--runtime", "onnx-int8", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.output.splitlines() if line.startswith("| metric"))
+    assert header == "| metric | clip-ingest-tiny | clip-ingest-tiny [onnx] | clip-ingest-tiny [onnx-int8] |"
+    row = next(line for line in result.output.splitlines() if line.startswith("| eth80 instance mAP"))
+    torch_value, onnx_value, _ = (float(cell) for cell in row.strip("|").split("|")[1:])
+    assert abs(torch_value - onnx_value) <= 0.1  # same vectors to 1e-4: the same numbers
+    assert f"{tiny_embedder.model_id}+onnx-int8" in result.output
+
+
 def test_eval_fails_when_every_dataset_is_missing(tmp_path):
     (tmp_path / "empty").mkdir()
     result = invoke("eval", "--model", "clip-ingest-tiny", "--data-root", str(tmp_path / "empty"), "--device", "cpu")
