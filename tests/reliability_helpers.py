@@ -181,7 +181,16 @@ class ClientFaults:
     qdrant_client: bool = False
 
 
-Hook = KillPoint | PausePoint | DeleteBeforeRead | ClientFaults
+@dataclass(frozen=True)
+class StallRead:
+    """Reading a file whose name ends with ``name`` hangs for good (a stalled network mount), after
+    creating ``reached``: what a read blocked in the kernel looks like from Python."""
+
+    name: str
+    reached: str
+
+
+Hook = KillPoint | PausePoint | DeleteBeforeRead | ClientFaults | StallRead
 Action = Callable[[], None]
 
 
@@ -253,6 +262,32 @@ def _install(hook: Hook | None) -> None:
         stages.DecodeStage.__call__ = vanishing
     elif isinstance(hook, ClientFaults):
         _install_client_faults(hook)
+    elif isinstance(hook, StallRead):
+        install_stalled_read(hook.name, hook.reached)
+
+
+def install_stalled_read(name: str, reached: str | None = None) -> Callable[[], None]:
+    """Make reads of files named ``*name`` hang (until the returned ``release`` is called)."""
+    import threading
+
+    from clip_ingest.connectors.ingest import reader
+
+    original, released = reader.read_file, threading.Event()
+
+    def stalling(path: str) -> bytes:
+        if path.endswith(name):
+            if reached:
+                Path(reached).write_text(str(os.getpid()))
+            released.wait()
+        return original(path)
+
+    reader.read_file = stalling
+
+    def release() -> None:
+        released.set()
+        reader.read_file = original
+
+    return release
 
 
 def _kill_self() -> None:
@@ -644,7 +679,7 @@ def dead_letter_reasons(records: Iterable[Mapping[str, Any]], root: Path) -> dic
 
 
 __all__ = [
-    "CliResult", "CliRun", "ClientFaults", "DeleteBeforeRead", "FaultSchedule", "FlakyClient", "KillPoint", "Target", "check_store", "run_forked", "PHASES", "PausePoint", "TINY_MODEL", "assert_exactly_once", "cli_env",
+    "CliResult", "CliRun", "ClientFaults", "DeleteBeforeRead", "FaultSchedule", "FlakyClient", "KillPoint", "Target", "check_store", "run_forked", "PHASES", "PausePoint", "StallRead", "install_stalled_read", "TINY_MODEL", "assert_exactly_once", "cli_env",
     "dead_letter_reasons", "delete_image", "move_image", "numbered_image", "on_disk", "read_json", "run_cli",
     "run_executable", "start_cli", "wait_for_file", "write_corpus", "write_numbered", "write_png_bomb",
 ]

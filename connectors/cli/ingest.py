@@ -22,6 +22,7 @@ from ..backends.common import redact_uri
 from ..config import Setting, Settings, StoreTarget
 from ..ingest.lock import LockedError, RunLock, default_lock_path, run_file_stem
 from ..ingest.plan import Shard
+from ..ingest.reader import DEFAULT_READ_TIMEOUT_S
 from ..ingest.scan import DEFAULT_EXTENSIONS, ManifestError, normalise_extensions
 from ..ingest.summary import write_summary
 from ..ingest.writer import RETRY_FOR_S
@@ -60,6 +61,7 @@ INGEST_SETTINGS: tuple[Setting, ...] = (
     Setting("lock_file", str, None),
     Setting("lock_timeout", float, 0.0),
     Setting("retry_for", float, RETRY_FOR_S),
+    Setting("read_timeout", float, DEFAULT_READ_TIMEOUT_S),
     Setting("summary", str, None),
     Setting("workers", int, 4),
     Setting("batch_size", int, 32),
@@ -103,6 +105,11 @@ def _split_commas(values: tuple[str, ...]) -> tuple[str, ...]:
     "--retry-for", default=None, type=click.FloatRange(0), metavar="SECONDS",
     help=f"How long a failing database call is retried (connection refused, unavailable, timeout) "
     f"before the run exits 1; a re-run resumes [default: {RETRY_FOR_S:g}].",
+)
+@click.option(
+    "--read-timeout", default=None, type=click.FloatRange(0, min_open=True), metavar="SECONDS",
+    help=f"Longest read of one file; a file on a stalled network mount then fails alone (dead-letter "
+    f"reason 'timeout') and the run goes on [default: {DEFAULT_READ_TIMEOUT_S:g}].",
 )
 @click.option("--summary", default=None, type=click.Path(dir_okay=False), help="Write a JSON run summary here.")
 @click.option("--workers", default=None, type=click.IntRange(1), help="Decode threads [default: 4].")
@@ -181,6 +188,7 @@ def plan_job(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> 
         batch_size=settings.batch_size,
         max_batch_bytes=WRITE_BATCH_BYTES[target.target],
         retry_for=settings.retry_for,
+        read_timeout=settings.read_timeout,
         model_spec=os.path.abspath(settings.model) if os.path.isdir(settings.model) else settings.model,
     )
     return IngestJob(target, options, lock_path, dead_letter, settings.summary)

@@ -22,6 +22,7 @@ from ..backends.base import CollectionSpec, ModelMismatchError, StoreError, Tran
 from ..embedder import Embedder
 from .deadletter import DeadLetter
 from .plan import Planner, Shard
+from .reader import DEFAULT_READ_TIMEOUT_S, TimedReader
 from .scan import DEFAULT_EXTENSIONS, Scan
 from .stages import DecodeStage, EmbedStage, Failed, ImageEncoder, WriteOp
 from .state import StoredState
@@ -58,6 +59,8 @@ class IngestOptions:
     retry_for: float = RETRY_FOR_S
     model_spec: str | None = None
     """Recorded with a new collection so that ``clip-search`` can default to the same model."""
+    read_timeout: float = DEFAULT_READ_TIMEOUT_S
+    """Seconds one file may take to read before it fails alone (reason ``timeout``)."""
 
 
 def ordered_map(pool: Executor, fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:
@@ -191,7 +194,8 @@ def run_ingest(
     )
     planner = Planner(scan, state, options.shard, on_unchanged=lambda: progress.advance())
     encoder = ImageEncoder(embedder)
-    decode = DecodeStage(encoder, options.collection, state, decode=not options.dry_run)
+    reader = TimedReader(options.workers, options.read_timeout)
+    decode = DecodeStage(encoder, options.collection, state, decode=not options.dry_run, read=reader.read)
     embed = EmbedStage(encoder, embedder.model_id, options.batch_size, embed=not options.dry_run)
     writer = Writer(
         store, stats, dead, dry_run=options.dry_run, max_batch_bytes=options.max_batch_bytes,
@@ -219,6 +223,7 @@ def run_ingest(
             except KeyboardInterrupt:  # Ctrl-C, SIGTERM turned into one by the CLI, or should_stop
                 interrupted = True
                 pool.shutdown(wait=False, cancel_futures=True)  # the batch being decoded is abandoned
+                reader.abort()  # a worker waiting on a hung read returns now
             finally:
                 writer_thread.close()
         stats.scanned, stats.unchanged = planner.scanned, planner.unchanged
@@ -232,6 +237,7 @@ def run_ingest(
             writer.prune(planner.gone_paths())
         writer.finish()
     finally:
+        reader.close()
         progress.close()
         dead.close()
         stats.finish()

@@ -9,7 +9,7 @@ model and turns results into write operations for the :class:`~.writer.Writer`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from ..embedder import Embedder
 from .ids import point_id, sha256_bytes
 from .payload import clean_metadata, new_payload
 from .plan import Candidate
+from .reader import ReadTimeout, read_file
 from .scan import read_sidecar
 from .state import StoredState
 
@@ -99,20 +100,25 @@ WriteOp = NewPoint | KnownContent
 class DecodeStage:
     """Read one candidate: hash it, and decode + preprocess it only when its content is new.
 
-    With ``decode=False`` (dry run) new content is hashed but not decoded.
+    With ``decode=False`` (dry run) new content is hashed but not decoded. ``read`` reads one
+    file (default: plainly; the pipeline passes a :class:`~.reader.TimedReader`'s, so a stalled
+    read fails that file with reason ``timeout``).
     """
 
-    def __init__(self, encoder: ImageEncoder, collection: str, state: StoredState, *, decode: bool = True) -> None:
+    def __init__(self, encoder: ImageEncoder, collection: str, state: StoredState, *, decode: bool = True,
+                 read: Callable[[str], bytes] = read_file) -> None:
         self.encoder = encoder
         self.collection = collection
         self.state = state
         self.decode = decode
+        self.read = read
 
     def __call__(self, candidate: Candidate) -> Loaded | Failed:
         path = candidate.file.path
         try:
-            with open(path, "rb") as fh:
-                data = fh.read()
+            data = self.read(path)
+        except ReadTimeout as exc:
+            return Failed(path, "timeout", str(exc))
         except FileNotFoundError:
             return Failed(path, "missing", "file disappeared during the run")
         except OSError as exc:
