@@ -120,3 +120,39 @@ def test_run_lock_excludes_a_second_run_and_names_the_holder(tmp_path):
             RunLock(tmp_path / "run.lock", timeout=0.3, poll=0.05).acquire()
     with RunLock(tmp_path / "run.lock", timeout=0):  # released: taken at once
         pass
+
+
+def test_file_names_that_are_not_utf8_are_ingested_losslessly_and_stay_incremental(tmp_path, tiny_embedder):
+    """Latin-1 and Shift-JIS names from old archives: stored as valid UTF-8 (JSON payloads) that maps
+    back to the exact bytes; a re-run skips them, a move is a move, --prune keeps them."""
+    from clip_ingest.connectors.backends import open_store
+    from clip_ingest.connectors.ingest.scan import os_path, path_key
+
+    from imagegen import make_shape_image
+    from ingest_helpers import all_paths, ingest
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    raw_names = [b"caf\xe9.png", b"\x83e\x83X\x83g.png", b"plain.png"]  # Latin-1, Shift-JIS, ASCII
+    for i, raw in enumerate(raw_names):
+        make_shape_image(["red", "green", "blue"][i], "circle", size=48, variant=i).save(os.path.join(os.fsencode(root), raw))
+    store = open_store("qdrant-edge", "images", path=str(tmp_path / "edge"))
+    first = ingest(store, tiny_embedder, root, collection="images", prune=True)
+    assert (first.new, first.failed) == (3, 0)
+    stored = all_paths(store)
+    assert all(p.encode("utf-8") for p in stored)  # every stored path is valid UTF-8
+    assert sorted(os.fsencode(os_path(p)) for p in stored) == sorted(os.path.join(os.fsencode(root), r) for r in raw_names)
+    assert path_key(str(root / "plain.png")) == str(root / "plain.png")  # usual names are unchanged
+    again = ingest(store, tiny_embedder, root, collection="images", prune=True)
+    assert (again.unchanged, again.embedded, again.pruned) == (3, 0, 0)
+    os.rename(os.path.join(os.fsencode(root), raw_names[0]), os.path.join(os.fsencode(root), b"moved-\xe9.png"))
+    moved = ingest(store, tiny_embedder, root, collection="images", prune=True)
+    assert (moved.moved, moved.embedded) == (1, 0)
+    assert path_key(os.fsdecode(os.path.join(os.fsencode(root), b"moved-\xe9.png"))) in all_paths(store)
+    from clip_ingest.connectors.serve.service import SearchService
+
+    service = SearchService(store, tiny_embedder, serialise_store=True, collection="images")
+    latin = next(p for p in store.scroll() if "moved-" in p.payload["path"])
+    assert service.thumbnail(latin.id, 64)[:2] == b"\xff\xd8"  # the served thumbnail opens the real bytes
+    service.close()
+    store.close()

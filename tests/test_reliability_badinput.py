@@ -17,6 +17,7 @@ import pytest
 from badfiles import write_awkward_but_valid, write_bad_corpus
 from clip_ingest.connectors.backends import open_store
 from clip_ingest.connectors.ingest.deadletter import read_dead_letter
+from clip_ingest.connectors.ingest.scan import path_key
 from reliability_helpers import (
     DeleteBeforeRead,
     dead_letter_reasons,
@@ -58,8 +59,8 @@ def write_hostile_folder(root: Path) -> tuple[dict[str, str], set[str]]:
     quoted = "it's a \"quoted\" name.png"
     numbered_image(2).save(root / quoted)
     good.add(quoted)
-    numbered_image(3).save(root / os.fsdecode(b"caf\xe9-latin1.png"))  # cannot be stored as a JSON string
-    bad["caf\\xe9-latin1.png"] = "bad_name"  # reported with the byte escaped
+    numbered_image(3).save(root / os.fsdecode(b"caf\xe9-latin1.png"))  # not UTF-8: ingested, stored losslessly
+    good.add(path_key(os.fsdecode(b"caf\xe9-latin1.png")))
     if can_make_unreadable():
         numbered_image(4).save(root / "locked.png")
         os.chmod(root / "locked.png", 0)

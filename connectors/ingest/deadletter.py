@@ -2,8 +2,8 @@
 
 Each record is ``{"path", "reason", "detail", "time"}``; ``reason`` is one of
 :class:`~clip_ingest.connectors.decode.ImageDecodeError`'s reasons or a scan/
-metadata reason (``outside_root``, ``bad_manifest_entry``, ``bad_metadata``, ``bad_name``,
-``not_a_regular_file``: a FIFO, socket or device, never opened).
+metadata reason (``outside_root``, ``bad_manifest_entry``, ``bad_metadata``,
+``not_a_regular_file``: a FIFO, socket or device, never opened; ``timeout``: a read that hung).
 Failed files are never written to the database, so the next run retries them
 automatically; each run rewrites the file with its own failures only.
 """

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from .ids import shard_of
-from .scan import Scan, SourceFile
+from .scan import Scan, SourceFile, os_path
 from .state import StoredState
 
 
@@ -96,10 +96,10 @@ class Planner:
         for path, entries in self.state.by_path.items():
             if path in self._seen:
                 continue
-            root = self._owning_root(path)
+            root = self._owning_root(os_path(path))
             if root is None or any(path.startswith(b) for b in blind):
                 continue
-            if not self.shard.owns(os.path.relpath(path, root)):
+            if not self.shard.owns(os.path.relpath(os_path(path), root)):
                 continue
             for point_id, _ in entries:
                 yield point_id, path

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +31,9 @@ class SourceFile:
     """An image file found by a scan.
 
     ``path`` is absolute (symlinks in it are kept, not resolved) and is what the
-    payload records; ``rel`` is relative to ``root`` (the scanned folder, or the
-    manifest's folder) and decides the shard.
+    payload records, in its stored form (:func:`path_key`: a name that is not UTF-8 is kept
+    losslessly; open it at :func:`os_path`); ``rel`` is relative to ``root`` (the scanned
+    folder, or the manifest's folder) and decides the shard.
     """
 
     path: str
@@ -77,6 +79,25 @@ def printable_path(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+#: a file name byte that is not UTF-8 (``os`` keeps byte B as the lone surrogate U+DC00+B) is stored
+#: as the private-use character U+F700+B: valid UTF-8 (payloads are JSON), and reversible
+_SURROGATES = re.compile("[\udc80-\udcff]")
+_ESCAPED = re.compile("[\uf780-\uf7ff]")
+
+
+def path_key(os_path: str) -> str:
+    """The form of a file path that is stored and compared: ``os_path`` itself when it is valid
+    UTF-8 (every usual name), else each undecodable byte B as U+F700+B (lossless; see
+    :func:`os_path`). A name that really contains U+F780-U+F7FF, private-use characters no
+    keyboard produces, would be read back as bytes: the one case this scheme gets wrong."""
+    return _SURROGATES.sub(lambda m: chr(ord(m.group()) - 0xDC00 + 0xF700), os_path)
+
+
+def os_path(key: str) -> str:
+    """The path to open for a stored ``key`` (the inverse of :func:`path_key`)."""
+    return _ESCAPED.sub(lambda m: chr(ord(m.group()) - 0xF700 + 0xDC00), key)
+
+
 _FILE_KINDS = (
     (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
     (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
@@ -94,13 +115,13 @@ def _stat_file(path: str, report: ProblemSink) -> os.stat_result | None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        report(ScanProblem(path, "missing", "file does not exist (or is a broken symlink)"))
+        report(ScanProblem(path_key(path), "missing", "file does not exist (or is a broken symlink)"))
         return None
     except OSError as exc:
-        report(ScanProblem(path, "unreadable", str(exc)))
+        report(ScanProblem(path_key(path), "unreadable", path_key(str(exc))))
         return None
     if not stat.S_ISREG(st.st_mode):
-        report(ScanProblem(path, "not_a_regular_file", f"{file_kind(st.st_mode)}, not a regular file: skipped unread"))
+        report(ScanProblem(path_key(path), "not_a_regular_file", f"{file_kind(st.st_mode)}, not a regular file: skipped unread"))
         return None
     return st
 
@@ -157,9 +178,9 @@ class Scan:
         seen_dirs: set[tuple[int, int]] = set()
 
         def on_error(exc: OSError) -> None:
-            path = exc.filename or root
-            self.blind_spots.append(os.fspath(path))
-            self.report(ScanProblem(os.fspath(path), "unreadable", f"cannot list folder: {exc.strerror or exc}"))
+            path = os.fspath(exc.filename or root)
+            self.blind_spots.append(path_key(path))
+            self.report(ScanProblem(path_key(path), "unreadable", f"cannot list folder: {exc.strerror or exc}"))
 
         for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=on_error):
             try:
@@ -182,15 +203,12 @@ class Scan:
                 if name.rsplit(".", 1)[-1].lower() not in self.extensions or "." not in name:
                     continue
                 path = os.path.join(dirpath, name)
-                if printable_path(path) != path:  # payloads are JSON/UTF-8: such a path cannot be stored
-                    self.report(ScanProblem(printable_path(path), "bad_name", "file name is not valid UTF-8; rename it"))
-                    continue
                 st_file = _stat_file(path, self.report)
                 if st_file is None:
                     continue
                 rel = os.path.join(rel_dir, name)
-                metadata = _folder_label(rel) if self.label_from_folder else {}
-                yield SourceFile(path, rel, root, st_file.st_size, st_file.st_mtime_ns, metadata)
+                metadata = _folder_label(path_key(rel)) if self.label_from_folder else {}
+                yield SourceFile(path_key(path), rel, root, st_file.st_size, st_file.st_mtime_ns, metadata)
 
     def _manifest(self, manifest: str) -> Iterator[SourceFile]:
         root = os.path.dirname(manifest)

@@ -19,7 +19,7 @@ from .ids import point_id, sha256_bytes
 from .payload import clean_metadata, new_payload
 from .plan import Candidate
 from .reader import ReadTimeout, read_file
-from .scan import read_sidecar
+from .scan import os_path, read_sidecar
 from .state import StoredState
 
 
@@ -116,7 +116,7 @@ class DecodeStage:
     def __call__(self, candidate: Candidate) -> Loaded | Failed:
         path = candidate.file.path
         try:
-            data = self.read(path)
+            data = self.read(os_path(path))
         except ReadTimeout as exc:
             return Failed(path, "timeout", str(exc))
         except FileNotFoundError:
@@ -131,7 +131,7 @@ class DecodeStage:
         if not data:
             return Failed(path, "empty", "file is empty (0 bytes)")
         try:
-            metadata = {**read_sidecar(path), **candidate.file.metadata}
+            metadata = {**read_sidecar(os_path(path)), **candidate.file.metadata}
             loaded.decoded, loaded.pixels = self.encoder.prepare(data)
         except ImageDecodeError as exc:
             return Failed(path, exc.reason, exc.detail)

@@ -25,6 +25,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_before_delay, wait_
 from ..backends.base import Point, TransientStoreError, VectorStore
 from .deadletter import DeadLetter
 from .payload import path_entries, with_path, without_paths
+from .scan import os_path
 from .stages import KnownContent, NewPoint, WriteOp
 from .summary import RunStats
 
@@ -180,7 +181,7 @@ class Writer:
         """The stored payload with the op's path added (paths gone from disk replaced: a move), and the change kind."""
         file, cand = op.candidate.file, op.candidate
         already_listed = op.point_id in cand.previous_ids
-        gone = [] if already_listed else [p for p, _ in path_entries(payload) if p != file.path and not os.path.exists(p)]
+        gone = [] if already_listed else [p for p, _ in path_entries(payload) if p != file.path and not os.path.exists(os_path(p))]
         updated = with_path(payload, file.path, file.mtime_ns, replace=gone)
         if already_listed or cand.previous_ids:
             return updated, "updated"

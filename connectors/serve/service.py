@@ -19,6 +19,7 @@ import numpy as np
 from ..backends.base import Hit, Point, StoreError, VectorStore, check_point_id
 from ..decode import ImageInput
 from ..embedder import Embedder
+from ..ingest.scan import os_path
 from ..search.html import PATH_FIELD, thumbnail_jpeg
 from ..search.searcher import PointNotFoundError, Searcher
 from .batching import BatchObserver, MicroBatcher
@@ -137,6 +138,7 @@ class SearchService:
         path = self.item(point_id).payload.get(PATH_FIELD)
         if not isinstance(path, str):
             raise ThumbnailUnavailable(f"item {point_id} has no stored image path")
+        path = os_path(path)  # a stored name that was not UTF-8 is opened by its real bytes
         try:
             info = os.stat(path)
         except OSError:
