@@ -117,6 +117,8 @@ class OpenClipEmbedder:
         return self.loaded.preprocess(image)
 
     def _forward(self, fn, batch: torch.Tensor) -> np.ndarray:
+        if self.device.type == "cuda":  # page-locked memory makes the non-blocking copy really asynchronous
+            batch = batch.pin_memory()
         with torch.inference_mode(), torch.autocast("cuda", enabled=self.autocast):
             out = fn(batch.to(self.device, non_blocking=True))
         return l2_normalise(out.float().cpu().numpy())
