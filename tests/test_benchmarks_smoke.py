@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import ingest, memory, query, rerun, runtimes, serve, training  # importable via pytest's pythonpath
+from benchmarks import ingest, memory, peers, query, rerun, runtimes, serve, training  # importable via pytest's pythonpath
 
 
 def run(module, tmp_path: Path, *args: str) -> dict:
@@ -112,3 +112,14 @@ def test_runtimes_measures_each_runtime_and_its_agreement_with_torch(tmp_path: P
     assert rows["onnx"]["cos_distance_to_torch_max"] < 1e-4 and rows["torch"]["cos_distance_to_torch_max"] < 1e-6
     assert all(r["forward_images_per_s"] > 0 and r["ingest_images_per_s"] > 0 for r in rows.values())
     assert "onnx / torch, end to end (c)" in [r["name"] for r in result["ratios"]]
+
+
+def test_peers_races_every_contender_on_the_same_weights(tmp_path: Path) -> None:
+    result = run(peers, tmp_path)
+    rows = {r["contender"]: r for r in only_table(result)}
+    for runtime in ("torch", "onnx", "onnx-int8"):
+        assert rows[f"clip-ingest {runtime}"]["images_per_s"] > 0 and f"clip-ingest {runtime} forward bound" in rows
+    assert rows["fastembed"]["images_per_s"] > 0
+    assert rows["clip-ingest onnx"]["cos_min"] >= 0.9999  # same weights, same preprocessing
+    assert rows["fastembed"]["cos_mean"] > 0.99  # same ONNX file; its crop may shift a pixel
+    assert any("clip-retrieval" in note for note in result["notes"])  # said, not silently dropped
