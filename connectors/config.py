@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 ENV_PREFIX = "CLIP_INGEST_"
 DEFAULT_CONFIG_FILE = "clip-ingest.toml"
 DEFAULT_DATA_DIR = "clip-ingest-data"
-TARGETS = ("qdrant", "qdrant-edge", "milvus")
+TARGETS = ("qdrant", "qdrant-edge", "milvus", "parquet")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -51,7 +51,8 @@ RUNTIMES = ("torch", "onnx")
 QUANTIZATIONS = ("none", "int8")
 
 COMMON_SETTINGS: tuple[Setting, ...] = (
-    Setting("target", str, "qdrant", help="qdrant, qdrant-edge or milvus"),
+    Setting("target", str, "qdrant", help="qdrant, qdrant-edge, milvus or parquet (a portable artifact)"),
+    Setting("out", str, None, help="folder of the parquet target (default DATA_DIR/parquet)"),
     Setting("collection", str, "images"),
     Setting("qdrant_url", str, None, help="Qdrant server URL (default: embedded local folder)"),
     Setting("qdrant_path", str, None, help="local Qdrant folder (default DATA_DIR/qdrant)"),
@@ -203,6 +204,9 @@ def store_target(settings: Settings) -> StoreTarget:
         return StoreTarget(target, options, _strip_credentials(settings.qdrant_url), embedded=False)
     if target in ("qdrant", "qdrant-edge"):
         path = os.path.abspath(settings.qdrant_path or data_dir / target)
+        return StoreTarget(target, {"path": path}, path, embedded=True)
+    if target == "parquet":
+        path = os.path.abspath(settings.out or data_dir / "parquet")
         return StoreTarget(target, {"path": path}, path, embedded=True)
     uri = settings.milvus_uri or str(data_dir / "milvus.db")
     server = "://" in uri

@@ -26,6 +26,7 @@ BACKENDS: dict[str, str] = {
     "qdrant": "clip_ingest.connectors.backends:open_qdrant",
     "qdrant-edge": "clip_ingest.connectors.backends.qdrant_edge_store:QdrantEdgeStore",
     "milvus": "clip_ingest.connectors.backends.milvus_store:MilvusStore",
+    "parquet": "clip_ingest.connectors.backends.parquet_store:ParquetStore",
 }
 
 

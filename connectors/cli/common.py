@@ -35,7 +35,9 @@ EXIT_TERMINATED = 143
 """Stopped by SIGTERM (Kubernetes, systemd); what was embedded until then is saved (128 + 15)."""
 
 _COMMON_OPTIONS = (
-    click.option("--target", type=click.Choice(TARGETS), default=None, help="Vector database [default: qdrant]."),
+    click.option("--target", type=click.Choice(TARGETS), default=None,
+                 help="Vector database, or parquet: a portable folder of Parquet shards (--out) [default: qdrant]."),
+    click.option("--out", default=None, help="Folder of the parquet target [default: DATA_DIR/parquet]."),
     click.option("--collection", default=None, help="Collection name [default: images]."),
     click.option("--qdrant-url", default=None, help="Qdrant server URL (default: embedded local folder)."),
     click.option("--qdrant-path", default=None, help="Embedded Qdrant folder [default: DATA_DIR/qdrant]."),

@@ -63,12 +63,13 @@ INGEST_SETTINGS: tuple[Setting, ...] = (
     Setting("retry_for", float, RETRY_FOR_S),
     Setting("read_timeout", float, DEFAULT_READ_TIMEOUT_S),
     Setting("summary", str, None),
+    Setting("from_parquet", str, None),
     Setting("workers", int, 4),
     Setting("batch_size", int, 32),
 )
 
 #: write batch size by target: Qdrant's default request limit is 32 MB, Milvus' gRPC limit 64 MB
-WRITE_BATCH_BYTES = {"qdrant": 4 << 20, "qdrant-edge": 4 << 20, "milvus": 16 << 20}
+WRITE_BATCH_BYTES = {"qdrant": 4 << 20, "qdrant-edge": 4 << 20, "milvus": 16 << 20, "parquet": 64 << 20}
 
 
 def parse_index_fields(specs: list[str]) -> dict[str, str]:
@@ -112,6 +113,11 @@ def _split_commas(values: tuple[str, ...]) -> tuple[str, ...]:
     f"reason 'timeout') and the run goes on [default: {DEFAULT_READ_TIMEOUT_S:g}].",
 )
 @click.option("--summary", default=None, type=click.Path(dir_okay=False), help="Write a JSON run summary here.")
+@click.option(
+    "--from-parquet", default=None, type=click.Path(file_okay=False), metavar="DIR",
+    help="Load a Parquet artifact (a folder written by --target parquet) into the target collection "
+    "instead of embedding images: no model runs; the model-safety check still applies.",
+)
 @click.option("--workers", default=None, type=click.IntRange(1), help="Decode threads [default: 4].")
 @click.option("--batch-size", default=None, type=click.IntRange(1), help="Images per model forward pass [default: 32].")
 @click.option("-v", "--verbose", count=True, help="Debug logging.")
@@ -127,6 +133,10 @@ def main(verbose: int, quiet: bool, **params: Any) -> None:
     setup_logging(verbose, quiet)
     params["ext"] = _split_commas(params["ext"])
     settings = load_settings(params, INGEST_SETTINGS, section="ingest")
+    if settings.from_parquet:
+        if settings.sources or settings.manifest:
+            raise click.UsageError("--from-parquet loads embeddings that exist: give no folders or manifests with it")
+        sys.exit(_load_artifact(settings))
     if not settings.sources and not settings.manifest:
         raise click.UsageError("give at least one folder to ingest or --manifest FILE")
     try:
@@ -252,6 +262,61 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
     if stats.failed:
         log.warning("%d file(s) failed; see %s (they are retried on the next run)", stats.failed, dead_letter)
         return EXIT_FAILED_FILES
+    return EXIT_OK
+
+
+def _load_artifact(settings: Settings) -> int:
+    """``--from-parquet``: batched, retried upserts of an artifact's points into the target
+    collection (idempotent: the same ids, so a re-run or an interrupted load simply converges)."""
+    from pathlib import Path
+
+    from ..backends.base import CollectionSpec, InvalidSettingError, ModelMismatchError, Point, StoreError
+    from ..backends.parquet_store import ParquetStore
+    from ..ingest.summary import RunStats
+    from ..ingest.writer import make_retrying
+
+    source = Path(settings.from_parquet)
+    artifact = ParquetStore(source.name, path=str(source.parent))
+    recorded = artifact.spec
+    if recorded is None:
+        fatal(f"{source} is not a Parquet artifact (no collection.json; write one with --target parquet --out DIR)", EXIT_USAGE)
+    target = store_target(settings)
+    if target.target == "parquet":
+        fatal("--from-parquet loads into a database: choose --target qdrant, qdrant-edge or milvus", EXIT_USAGE)
+    lock_path = settings.lock_file or default_lock_path(target.target, target.location, settings.collection)
+    spec = CollectionSpec(settings.collection, recorded.dim, recorded.model_id, recorded.indexed_fields, recorded.model_spec)
+    retrying = make_retrying(settings.retry_for)
+    stats = RunStats()
+    try:
+        with RunLock(lock_path, timeout=settings.lock_timeout), open_target_store(target, settings.collection) as store:
+            retrying(store.ensure_collection, spec, recreate=settings.recreate)
+            batch: list[Point] = []
+            budget = WRITE_BATCH_BYTES[target.target] // (4 * recorded.dim + 2048)
+            for point in artifact.points():
+                batch.append(point)
+                if len(batch) >= budget:
+                    retrying(store.upsert, batch)
+                    stats.new += len(batch)
+                    batch = []
+            if batch:
+                retrying(store.upsert, batch)
+                stats.new += len(batch)
+            retrying(store.flush)
+    except LockedError as exc:
+        fatal(str(exc), EXIT_LOCKED)
+    except InvalidSettingError as exc:
+        fatal(str(exc), EXIT_USAGE)
+    except ModelMismatchError as exc:
+        fatal(f"{exc}\nThe artifact holds vectors of {recorded.model_id!r}; load it into a collection of that model.")
+    except StoreError as exc:
+        fatal(str(exc))
+    stats.finish()
+    summary = stats.to_dict(model_id=recorded.model_id, target=target.target, location=target.location,
+                            collection=settings.collection, source=str(source), dry_run=False)
+    if settings.summary:
+        write_summary(settings.summary, summary)
+    log.info("loaded %d points of %s from %s into %s collection %r", stats.new, recorded.model_id, source, target.target,
+             settings.collection)
     return EXIT_OK
 
 

@@ -1,0 +1,127 @@
+"""The Parquet artifact: ``clip-ingest --target parquet --out DIR`` (the same incremental pipeline)
+and ``--from-parquet DIR`` into real Qdrant Edge and Milvus Lite collections, without the model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from clip_ingest.connectors.backends import open_store
+from clip_ingest.connectors.backends.parquet_store import ParquetStore
+from clip_ingest.connectors.cli.ingest import main as ingest_main
+from clip_ingest.connectors.cli.search import main as search_main
+
+from conftest import TINY_SPEC
+from imagegen import make_shape_image
+
+MODEL = ["--model", TINY_SPEC]
+
+
+def _ingest(*args: str):
+    return CliRunner().invoke(ingest_main, [*args, *MODEL, "-q"])
+
+
+@pytest.fixture
+def artifact(tmp_path, shape_folder):
+    out = tmp_path / "artifact"
+    result = _ingest(str(shape_folder), "--target", "parquet", "--out", str(out), "--collection", "shapes",
+                     "--data-dir", str(tmp_path / "data"), "--summary", str(tmp_path / "first.json"))
+    assert result.exit_code == 0, result.output
+    return out / "shapes", shape_folder
+
+
+def test_the_artifact_is_plain_parquet_with_ids_vectors_payloads_and_the_model(artifact, tiny_embedder):
+    folder, photos = artifact
+    manifest = json.loads((folder / "collection.json").read_text())
+    assert manifest["model_id"] == tiny_embedder.model_id and manifest["dim"] == tiny_embedder.dim
+    table = pq.read_table(folder / manifest["data"])  # any Parquet reader, no clip-ingest needed
+    assert table.num_rows == manifest["count"] == len(list(photos.rglob("*.png")))
+    assert table.schema.metadata[b"clip_ingest.model_id"].decode() == tiny_embedder.model_id
+    vectors = np.array(table.column("vector").to_pylist(), dtype=np.float32)
+    payloads = [json.loads(p) for p in table.column("payload").to_pylist()]
+    expected = tiny_embedder.embed_images([p["path"] for p in payloads])
+    assert np.allclose(vectors, expected, atol=1e-5)
+
+
+def test_an_artifact_is_incremental_like_a_database(artifact, tmp_path):
+    folder, photos = artifact
+    args = [str(photos), "--target", "parquet", "--out", str(folder.parent), "--collection", "shapes",
+            "--data-dir", str(tmp_path / "data"), "--prune", "--summary", str(tmp_path / "s.json")]
+    assert _ingest(*args).exit_code == 0
+    again = json.loads((tmp_path / "s.json").read_text())
+    assert again["embedded"] == 0 and again["new"] == 0
+    make_shape_image("green", "square", size=64, variant=7).save(photos / "extra.png")
+    gone = sorted(photos.rglob("*.png"))[0]
+    gone.unlink()
+    assert _ingest(*args).exit_code == 0
+    changed = json.loads((tmp_path / "s.json").read_text())
+    assert (changed["new"], changed["pruned"]) == (1, 1)
+    store = ParquetStore("shapes", path=str(folder.parent))
+    paths = {p.payload["path"] for p in store.scroll()}
+    assert str(photos / "extra.png") in paths and str(gone) not in paths
+    assert len(list(folder.glob("v-*"))) == 1  # old versions are cleaned up
+
+
+@pytest.mark.parametrize("target", ["qdrant-edge", "milvus"])
+def test_from_parquet_loads_a_collection_without_the_model_and_is_idempotent(artifact, tmp_path, target, tiny_embedder):
+    folder, _ = artifact
+    data = tmp_path / f"db-{target}"
+    args = ["--from-parquet", str(folder), "--target", target, "--collection", "loaded", "--data-dir", str(data),
+            "--summary", str(tmp_path / "load.json")]
+    result = CliRunner().invoke(ingest_main, [*args, "-q"])  # no --model: none is loaded
+    assert result.exit_code == 0, result.output
+    source = ParquetStore("shapes", path=str(folder.parent))
+    location = {"qdrant-edge": {"path": str(data / "qdrant-edge")}, "milvus": {"uri": str(data / "milvus.db")}}[target]
+    with open_store(target, "loaded", **location) as store:
+        assert store.collection_model() == (tiny_embedder.model_id, tiny_embedder.dim)
+        loaded = {p.id: p for p in store.retrieve([p.id for p in source.points()], with_vectors=True)}
+        assert store.count() == source.count() == len(loaded)
+        for point in source.points():
+            got, want = dict(loaded[point.id].payload), dict(point.payload)
+            assert got.pop("mtime") == pytest.approx(want.pop("mtime"))  # a store may round a float payload
+            assert got == want
+            assert np.allclose(loaded[point.id].vector, point.vector, atol=1e-6)
+    assert json.loads((tmp_path / "load.json").read_text())["new"] == source.count()
+    assert CliRunner().invoke(ingest_main, [*args, "-q"]).exit_code == 0  # again: same ids, same count
+    with open_store(target, "loaded", **location) as store:
+        assert store.count() == source.count()
+    search = CliRunner().invoke(search_main, ["--target", target, "--collection", "loaded", "--data-dir", str(data),
+                                              *MODEL, "--text", "a red circle", "--json"])
+    assert search.exit_code == 0 and json.loads(search.stdout)["hits"], search.output
+
+
+def test_from_parquet_keeps_the_model_safety_check_and_refuses_bad_sources(artifact, tmp_path, shape_folder):
+    folder, _ = artifact
+    data = tmp_path / "db"
+    other = CliRunner().invoke(ingest_main, [str(shape_folder), "--target", "qdrant-edge", "--collection", "other",
+                                             "--data-dir", str(data), "--model", "clip-ingest-photo", "-q"])  # another model
+    assert other.exit_code == 0, other.output
+    mixed = CliRunner().invoke(ingest_main, ["--from-parquet", str(folder), "--target", "qdrant-edge", "--collection", "other",
+                                             "--data-dir", str(data), "-q"])
+    assert mixed.exit_code == 1 and "was built with model" in mixed.output
+    not_one = CliRunner().invoke(ingest_main, ["--from-parquet", str(tmp_path), "--data-dir", str(data)])
+    assert not_one.exit_code == 2 and "not a Parquet artifact" in not_one.output
+    both = CliRunner().invoke(ingest_main, [str(shape_folder), "--from-parquet", str(folder)])
+    assert both.exit_code == 2
+
+
+def test_a_failed_flush_leaves_the_previous_artifact_whole(artifact, monkeypatch):
+    folder, _ = artifact
+    before = (folder / "collection.json").read_text()
+    store = ParquetStore("shapes", path=str(folder.parent))
+    count = store.count()
+    store.delete([next(store.scroll()).id])
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pq, "write_table", broken)
+    with pytest.raises(OSError, match="disk full"):
+        store.flush()
+    monkeypatch.undo()
+    assert (folder / "collection.json").read_text() == before
+    assert ParquetStore("shapes", path=str(folder.parent)).count() == count
