@@ -52,3 +52,22 @@ def test_max_batch_is_respected(tiny_embedder):
     assert all(f.result(30).shape == (1, tiny_embedder.dim) for f in futures)
     batcher.close()
     assert max(batches) <= 4 and sum(batches) == 10
+
+
+def test_without_a_wait_requests_that_queue_during_a_forward_pass_form_the_next_batch(tiny_embedder):
+    import time
+
+    def slow(texts):  # the real model, made slow enough that requests queue behind it
+        time.sleep(0.2)
+        return tiny_embedder.embed_texts(texts)
+
+    batches: list[int] = []
+    batcher = MicroBatcher(slow, on_batch=batches.append)  # default: no wait at all
+    start = threading.Barrier(8)
+    threads = [threading.Thread(target=lambda i=i: (start.wait(), batcher.embed([f"t{i}"]))) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    batcher.close()
+    assert sum(batches) == 8 and len(batches) <= 3 and max(batches) >= 4, batches

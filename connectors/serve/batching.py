@@ -1,9 +1,11 @@
 """Dynamic micro-batching: concurrent text queries share one forward pass.
 
-A request's texts join a queue; one worker thread takes the first waiting request, waits at
-most ``max_wait_s`` for more (or until ``max_batch`` texts), embeds them all in one call and
-hands each request its rows. At concurrency 1 a query waits ``max_wait_s`` at most; under load
-the model runs fewer, larger batches (FastEmbed / Infinity serve embeddings the same way).
+A request's texts join a queue; one worker thread takes the first waiting request plus every
+request that is already waiting (after at most ``max_wait_s`` more, up to ``max_batch`` texts),
+embeds them all in one call and hands each request its rows. The default wait is 0: requests
+that arrive while the model runs queue up and form the next batch by themselves (continuous
+batching, as Infinity and text-embeddings-inference do), so a lone query never waits and a busy
+server still runs few, large batches.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ BatchObserver = Callable[[int], None]
 class MicroBatcher:
     """Embed text lists from many threads with shared forward passes of ``embed``."""
 
-    def __init__(self, embed: Callable[[list[str]], np.ndarray], *, max_batch: int = 64, max_wait_s: float = 0.002,
+    def __init__(self, embed: Callable[[list[str]], np.ndarray], *, max_batch: int = 64, max_wait_s: float = 0.0,
                  on_batch: BatchObserver | None = None) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")

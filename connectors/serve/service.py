@@ -86,7 +86,7 @@ class SearchService:
     """
 
     def __init__(self, store: VectorStore, embedder: Embedder, *, serialise_store: bool, collection: str,
-                 max_batch: int = 64, max_wait_s: float = 0.002, on_batch: BatchObserver | None = None) -> None:
+                 max_batch: int = 64, max_wait_s: float = 0.0, on_batch: BatchObserver | None = None) -> None:
         self.store: Any = LockedStore(store) if serialise_store else store
         self.embedder = embedder
         self.collection = collection
