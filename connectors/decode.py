@@ -21,6 +21,11 @@ from typing import IO, Union
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+try:  # libjpeg-turbo without Pillow's per-image overhead; Pillow decodes everything when it is missing
+    import simplejpeg
+except ImportError:  # pragma: no cover - simplejpeg is a dependency, absent only on exotic platforms
+    simplejpeg = None
+
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, IO[bytes], Image.Image]
 """Anything the embedders and the ingestion pipeline accept as an image."""
 
@@ -95,7 +100,9 @@ def describe_source(item: object) -> str:
     return str(name) if isinstance(name, str) else f"<{type(item).__name__}>"
 
 
-def _open(item: ImageInput, source: str) -> Image.Image:
+def _open(item: ImageInput, source: str) -> tuple[Image.Image, bytes | None]:
+    """The lazily opened image, and its encoded bytes when this call read them (paths, bytes)."""
+    data: bytes | None = None
     if isinstance(item, (str, os.PathLike)):
         path = Path(os.fsdecode(item))
         try:
@@ -103,7 +110,7 @@ def _open(item: ImageInput, source: str) -> Image.Image:
                 raise ImageDecodeError(source, "is_directory", "is a directory, not an image file")
             if path.stat().st_size == 0:
                 raise ImageDecodeError(source, "empty", "file is empty (0 bytes)")
-            fp: IO[bytes] = io.BytesIO(path.read_bytes())
+            data = path.read_bytes()
         except FileNotFoundError as exc:
             raise ImageDecodeError(source, "missing", "file does not exist (deleted or moved?)") from exc
         except PermissionError as exc:
@@ -113,13 +120,12 @@ def _open(item: ImageInput, source: str) -> Image.Image:
     elif isinstance(item, (bytes, bytearray, memoryview)):
         if len(item) == 0:
             raise ImageDecodeError(source, "empty", "no bytes given")
-        fp = io.BytesIO(bytes(item))
-    else:
-        fp = item  # type: ignore[assignment]
+        data = bytes(item)
+    fp: IO[bytes] = io.BytesIO(data) if data is not None else item  # type: ignore[assignment]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(fp)
+            return Image.open(fp), data
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(source, "not_an_image", "not a recognised image format") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -153,6 +159,30 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image
 
 
+#: EXIF orientation -> the transpose that makes the image upright (as ``ImageOps.exif_transpose``)
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _decode_scaled_jpeg(data: bytes, size: int, orientation: int) -> Image.Image | None:
+    """A colour JPEG decoded by libjpeg-turbo (simplejpeg) at the smallest DCT scale leaving both sides >= ``size``.
+
+    The same pixels as Pillow's ``draft`` + ``load`` (same library, same scale; tested), with less
+    overhead per image: ~1.5x faster decode (``benchmarks/decode.py``). ``None`` for anything it
+    will not decode strictly (corrupt, truncated, unusual encodings): Pillow then decodes the file
+    or says precisely what is wrong with it.
+    """
+    try:
+        pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=size, min_height=size, strict=True)
+    except ValueError:
+        return None
+    image = Image.fromarray(pixels)
+    return image.transpose(_UPRIGHT[orientation]) if orientation in _UPRIGHT else image
+
+
 def decode_image(
     item: ImageInput,
     *,
@@ -173,7 +203,7 @@ def decode_image(
         ImageDecodeError: for any file that cannot be turned into an image.
     """
     source = describe_source(item)
-    image = item if isinstance(item, Image.Image) else _open(item, source)
+    image, data = (item, None) if isinstance(item, Image.Image) else _open(item, source)
     fmt = image.format
     try:
         width, height = image.size
@@ -186,6 +216,10 @@ def decode_image(
         orientation = image.getexif().get(0x0112, 1) if fmt else 1
         if orientation in (5, 6, 7, 8):
             width, height = height, width
+        if draft_size and fmt == "JPEG" and image.mode == "RGB" and data is not None and simplejpeg is not None:
+            fast = _decode_scaled_jpeg(data, draft_size, orientation)
+            if fast is not None:
+                return DecodedImage(fast, width, height, fmt)
         if draft_size and fmt == "JPEG" and image.mode in ("RGB", "L", "CMYK"):
             image.draft(image.mode, (draft_size, draft_size))
         if getattr(image, "n_frames", 1) > 1:

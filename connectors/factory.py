@@ -31,6 +31,8 @@ from urllib.parse import urlparse
 import open_clip
 import torch
 
+from .preprocess import fast_transform
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 MODEL_CONFIG_DIR = PACKAGE_DIR / "model_configs"
 STARTER_DIR = PACKAGE_DIR / "starter"
@@ -220,4 +222,4 @@ def load_model(spec: str | ModelSpec, *, device: str | torch.device = "cpu") -> 
         raise ModelLoadError(f"could not load model {parsed.raw!r}: {exc}") from exc
     model.eval()
     pp_cfg = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
-    return LoadedModel(model, preprocess, tokenizer, display, pp_cfg, metadata)
+    return LoadedModel(model, fast_transform(preprocess), tokenizer, display, pp_cfg, metadata)

@@ -24,6 +24,7 @@ from PIL import Image
 from .decode import DEFAULT_MAX_MEGAPIXELS, DecodedImage, ImageInput, decode_image
 from .embedder import check_texts, embed_in_batches, l2_normalise
 from .factory import METADATA_FILE, ModelLoadError
+from .preprocess import fast_transform
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -66,7 +67,7 @@ class OnnxEmbedder:
         self._model_id = str(metadata["model_id"])
         self._name = str(metadata.get("name") or directory.name)
         pp = PreprocessCfg(**config["preprocess_cfg"])
-        self._transform = image_transform_v2(pp, is_train=False)
+        self._transform = fast_transform(image_transform_v2(pp, is_train=False))
         self.image_size = int(pp.size[0] if isinstance(pp.size, (tuple, list)) else pp.size)
         # an export carries its tokenizer config; a runtime cache entry names its model's tokenizer
         self._tokenizer = open_clip.get_tokenizer(metadata.get("tokenizer") or f"local-dir:{directory}")

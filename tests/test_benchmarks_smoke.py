@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import ingest, memory, peers, query, rerun, runtimes, serve, training  # importable via pytest's pythonpath
+from benchmarks import decode, ingest, memory, peers, query, rerun, runtimes, serve, training  # importable via pytest's pythonpath
 
 
 def run(module, tmp_path: Path, *args: str) -> dict:
@@ -102,6 +102,15 @@ def test_serve_measures_in_process_and_every_concurrency_over_http(tmp_path: Pat
     assert all(r["queries"] > 0 and r["errors"] == 0 and r["p50_ms"] > 0 for r in rows.values())
     assert rows["served c=4"]["mean_batch"] >= 1.0
     assert [r["name"] for r in result["ratios"]] == ["served c=1 p50 / in-process p50", "queries/s c=4 / c=1"]
+
+
+def test_decode_compares_the_pipeline_before_and_now(tmp_path: Path) -> None:
+    result = run(decode, tmp_path)
+    rows = only_table(result)
+    assert {r["variant"] for r in rows} == {decode.BEFORE, "pillow + fused tail", decode.NOW}
+    assert {r["measure"] for r in rows} == {"decode stage", "decode, 1 thread", "preprocess, 1 thread"}
+    assert all(r["images_per_s"] > 0 and r["max_abs_diff_vs_before"] <= 1e-5 for r in rows)
+    assert any(r["name"].startswith(f"clip-ingest-tiny: {decode.NOW}") and r["target"] == 1.5 for r in result["ratios"])
 
 
 def test_runtimes_measures_each_runtime_and_its_agreement_with_torch(tmp_path: Path) -> None:

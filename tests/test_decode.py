@@ -126,3 +126,41 @@ def test_jpeg_draft_decodes_large_images_at_reduced_size_but_reports_original_si
 def test_to_rgb_palette_without_transparency():
     pal = make_shape_image("blue", "square").convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
     assert to_rgb(pal).mode == "RGB"
+
+
+def _photo(size=(300, 200)) -> Image.Image:
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0 : size[1], 0 : size[0]]
+    smooth = np.stack([xx % 256, yy % 256, (xx + yy) % 256], axis=-1)
+    return Image.fromarray(np.clip(smooth + rng.normal(0, 20, smooth.shape), 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("draft_size", [32, 100, 224])
+def test_fast_jpeg_path_gives_pillows_pixels_in_every_orientation(monkeypatch, orientation, draft_size):
+    import clip_ingest.connectors.decode as decode
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = jpeg_bytes(_photo(), quality=90, exif=exif.tobytes())
+    assert decode.simplejpeg is not None  # a dependency: the fast path is what ingestion uses
+    fast = decode_image(data, draft_size=draft_size)
+    monkeypatch.setattr(decode, "simplejpeg", None)  # Pillow alone: draft + load + exif_transpose
+    slow = decode_image(data, draft_size=draft_size)
+    assert (fast.width, fast.height, fast.format) == (slow.width, slow.height, slow.format)
+    assert fast.image.mode == slow.image.mode == "RGB"
+    assert np.array_equal(np.asarray(fast.image), np.asarray(slow.image))
+    assert min(fast.image.size) >= min(draft_size, 200)
+
+
+def test_fast_jpeg_path_leaves_bad_and_unusual_jpegs_to_pillow(tmp_path):
+    good = jpeg_bytes(_photo(), quality=90)
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(good[: len(good) // 2], draft_size=64)  # truncated: still an error, with its reason
+    assert info.value.reason == "truncated"
+    cmyk = io.BytesIO()
+    _photo().convert("CMYK").save(cmyk, "JPEG")
+    grey = jpeg_bytes(_photo().convert("L"))
+    for data in (cmyk.getvalue(), grey):
+        decoded = decode_image(data, draft_size=64)
+        assert decoded.image.mode == "RGB" and min(decoded.image.size) >= 64

@@ -1,0 +1,136 @@
+"""Decode stage side by side: the pipeline before and after its faster decode and preprocessing.
+
+Run ``python -m benchmarks.decode --images /work/shared/data/caltech101``. For each model's input
+size (default: ``clip-ingest-tiny``, 32 px, the model that decode bounds, and ViT-B-32, 224 px),
+in every round and for each variant:
+
+- ``decode stage``: read + hash + decode + preprocess on the pipeline's own ``DecodeStage`` and
+  worker threads, no model (what bounds ingestion of a small model);
+- ``decode`` and ``preprocess`` alone, one thread, per image (where the time goes).
+
+Variants: ``pillow + open_clip tail`` (the pipeline before: Pillow's JPEG draft + load, then the
+eval transform as open_clip builds it), ``pillow + fused tail`` (the same resize and crop, then one
+uint8 -> normalised float pass) and ``simplejpeg + fused tail`` (the pipeline now: libjpeg-turbo
+through simplejpeg at the same DCT scale). Every variant's model inputs are compared with the
+first's (max abs difference). Target: the pipeline now >= 1.5x before, on the decode stage of the
+model that decode bounds.
+"""
+
+from __future__ import annotations
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from open_clip.transform import PreprocessCfg, image_transform_v2
+from PIL import Image
+
+from clip_ingest.connectors.decode import DecodedImage, decode_image
+from clip_ingest.connectors.ingest.pipeline import IngestOptions, ordered_map
+from clip_ingest.connectors.ingest.plan import Planner
+from clip_ingest.connectors.ingest.scan import Scan
+from clip_ingest.connectors.ingest.stages import DecodeStage, ImageEncoder
+from clip_ingest.connectors.ingest.state import StoredState
+from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
+
+from . import common
+from .ingest import TINY
+
+DEFAULT_MODELS = (TINY, "ViT-B-32")
+PER_IMAGE = 300  # images timed one by one per round
+
+
+class _Variant:
+    """An embedder's decode/preprocess pair, swappable, with the pipeline's split-stage interface."""
+
+    def __init__(self, embedder: OpenClipEmbedder, decode: Callable[[Any], DecodedImage], preprocess: Callable) -> None:
+        self.decode, self.preprocess, self.embed_pixels = decode, preprocess, embedder.embed_pixels
+
+
+def _pillow_decoder(embedder: OpenClipEmbedder) -> Callable[[Any], DecodedImage]:
+    """Pillow alone (draft + load): a lazily opened PIL image takes ``decode_image``'s Pillow path."""
+    return lambda data: decode_image(Image.open(io.BytesIO(Path(data).read_bytes() if isinstance(data, (str, Path)) else data)),
+                                     max_megapixels=embedder.max_megapixels, draft_size=embedder.image_size)
+
+
+BEFORE, NOW = "pillow + open_clip tail", "simplejpeg + fused tail"
+
+
+def variants(embedder: OpenClipEmbedder) -> dict[str, _Variant]:
+    reference = image_transform_v2(PreprocessCfg(**embedder.loaded.preprocess_cfg), is_train=False)
+    pillow = _pillow_decoder(embedder)
+    return {BEFORE: _Variant(embedder, pillow, reference),
+            "pillow + fused tail": _Variant(embedder, pillow, embedder.preprocess),
+            NOW: _Variant(embedder, embedder.decode, embedder.preprocess)}
+
+
+def stage_throughput(variant: _Variant, folder: Path, workers: int) -> float:
+    """Images/s of the pipeline's ``DecodeStage`` on its thread pool."""
+    state = StoredState()
+    stage = DecodeStage(ImageEncoder(variant), "bench", state)  # type: ignore[arg-type]
+    planner = Planner(Scan([str(folder)], on_problem=lambda p: None), state)
+
+    def run() -> int:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return sum(1 for _ in ordered_map(pool, stage, planner, window=4 * workers))
+
+    seconds, count = common.timed(run)
+    return count / seconds
+
+
+def per_image(variant: _Variant, datas: Sequence[bytes]) -> tuple[float, float]:
+    """(decode images/s, preprocess images/s), one thread."""
+    seconds, images = common.timed(lambda: [variant.decode(d).image for d in datas])
+    pre, _ = common.timed(lambda: [variant.preprocess(i) for i in images])
+    return len(datas) / seconds, len(datas) / pre
+
+
+def max_difference(variant: _Variant, reference: _Variant, datas: Sequence[bytes]) -> float:
+    return max(float((variant.preprocess(variant.decode(d).image) - reference.preprocess(reference.decode(d).image)).abs().max())
+               for d in datas)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = common.base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, help="images [default: 2000; smoke: 12]")
+    parser.add_argument("--images", help="a real image folder (e.g. /work/shared/data/caltech101) instead of generated images")
+    parser.add_argument("--models", nargs="+", help=f"model specs [default: {' '.join(DEFAULT_MODELS)}; smoke: {TINY}]")
+    parser.add_argument("--workers", type=int, default=IngestOptions.workers, help="decode threads [default: pipeline's]")
+    parser.add_argument("--repeats", type=int, help="interleaved rounds, medians reported [default: 2; smoke: 1]")
+    args = parser.parse_args(argv)
+    args.n = args.n or (12 if args.smoke else 2000)
+    args.models = args.models or ([TINY] if args.smoke else list(DEFAULT_MODELS))
+    args.repeats = args.repeats or (1 if args.smoke else 2)
+    work = common.Workdir.create(args.workdir)
+    samples: dict[tuple[str, str, str], list[float]] = {}
+    differences: dict[tuple[str, str], float] = {}
+    notes: list[str] = []
+    try:
+        paths, source = common.input_images(args.images, args.n, work.path / "images", 256)
+        datas = [Path(p).read_bytes() for p in paths[:PER_IMAGE]]
+        per_model = {model: variants(OpenClipEmbedder(model, device="cpu")) for model in args.models}
+        for model, found in per_model.items():
+            for name, variant in found.items():
+                differences[(model, name)] = max_difference(variant, found[BEFORE], datas[:50])
+        for _ in range(args.repeats):
+            for model, found in per_model.items():
+                for name, variant in found.items():
+                    samples.setdefault((model, name, "decode stage"), []).append(stage_throughput(variant, work.path / "images", args.workers))
+                    decode, pre = per_image(variant, datas)
+                    samples.setdefault((model, name, "decode, 1 thread"), []).append(decode)
+                    samples.setdefault((model, name, "preprocess, 1 thread"), []).append(pre)
+    finally:
+        work.close()
+    rows = [{"model": m, "variant": v, "measure": what, "images_per_s": common.median(values),
+             "max_abs_diff_vs_before": differences[(m, v)]} for (m, v, what), values in samples.items()]
+    rate = {(r["model"], r["variant"], r["measure"]): r["images_per_s"] for r in rows}
+    ratios = [common.Ratio(f"{model}: {name} / {BEFORE}, decode stage",
+                           rate[(model, name, "decode stage")] / rate[(model, BEFORE, "decode stage")], 1.5 if name == NOW else None)
+              for model, found in per_model.items() for name in found if name != BEFORE]
+    config = {"images": len(paths), "source": source, "models": args.models, "workers": args.workers, "repeats": args.repeats}
+    return common.report("decode", config, {"images/s (median of rounds)": rows}, ratios, args.json, notes)
+
+
+if __name__ == "__main__":
+    main()
