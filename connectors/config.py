@@ -92,6 +92,12 @@ class Settings(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._values)
 
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with some values changed (their origin becomes ``derived``)."""
+        copy = Settings({**self._values, **changes}, (), {**self.origins, **{k: "derived" for k in changes}})
+        copy._secret = set(self._secret)
+        return copy
+
     def public(self) -> dict[str, Any]:
         """Every non-secret value (safe to log or write into a summary)."""
         return {k: v for k, v in self._values.items() if k not in self._secret}

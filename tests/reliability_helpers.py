@@ -344,7 +344,7 @@ def _child(args: Sequence[str], cwd: str, env: Mapping[str, str], hook: Hook | N
     sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
     sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
     _install(hook)
-    from clip_ingest.connectors.cli.ingest import main
+    from clip_ingest.connectors.cli.clip_ingest import main
 
     try:
         main.main(args=list(args), prog_name="clip-ingest")
@@ -362,7 +362,7 @@ def _context() -> multiprocessing.context.BaseContext:
     if _CONTEXT is None:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload([
-            "reliability_helpers", "torch", "open_clip", "clip_ingest.connectors.cli.ingest",
+            "reliability_helpers", "torch", "open_clip", "clip_ingest.connectors.cli.clip_ingest",
             "clip_ingest.connectors.ingest.pipeline", "clip_ingest.connectors.openclip_embedder",
         ])
         _CONTEXT = ctx
@@ -400,10 +400,11 @@ def start_cli(
     hook: Hook | None = None,
     model: str = TINY_MODEL,
 ) -> CliRun:
-    """Start ``clip-ingest --model MODEL --workers 1 ARGS`` in ``cwd`` (a forked process)."""
+    """Start ``clip-ingest [migrate] --model MODEL --workers 1 ARGS`` in ``cwd`` (a forked process)."""
     n = len(list(cwd.glob("run-*.out")))
     out, err = cwd / f"run-{n}.out", cwd / f"run-{n}.err"
-    full = ["--model", model, "--workers", "1", *args]
+    command = [args[0]] if args and args[0] == "migrate" else []  # the subcommand comes first
+    full = [*command, "--model", model, "--workers", "1", *args[len(command):]]
     process = _context().Process(target=_child, args=(full, str(cwd), cli_env(env), hook, str(out), str(err)))
     process.start()
     return CliRun(process, out, err)

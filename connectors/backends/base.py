@@ -101,6 +101,16 @@ def check_collection_model(collection: str, spec: CollectionSpec, stored: tuple[
     )
 
 
+def refuse_recreate_through_alias(store: "VectorStore") -> None:
+    """``--recreate`` on an alias would drop what every client reads: refused, with the way out."""
+    target = store.alias_target()
+    if target is not None:
+        raise InvalidSettingError(
+            f"{store.collection!r} is an alias of collection {target!r}; --recreate would drop it under every "
+            "client. Build the new collection with `clip-ingest migrate` (it switches the alias when ready)."
+        )
+
+
 def check_vector(vector: Any, dim: int) -> np.ndarray:
     """``vector`` as a 1-D float32 array of length ``dim``; :class:`DimensionMismatchError` otherwise.
 
@@ -212,6 +222,48 @@ class VectorStore(ABC):
     @abstractmethod
     def count(self, filter: Any | None = None) -> int:
         """Exact number of points (matching ``filter`` when given)."""
+
+    # -- aliases: the name clients use, switched atomically between physical collections (migration)
+    def alias_target(self) -> str | None:
+        """The physical collection this store's name points to when the name is an alias, else None."""
+        return None
+
+    def refresh(self) -> None:
+        """Forget what is cached about the collection behind the name (its dimension): called
+        when an alias switch is seen, so the next request describes the new collection."""
+
+    def aliases(self) -> dict[str, str]:
+        """Every alias of this database (or storage folder) and the collection it points to."""
+        raise StoreError(f"{self.backend} does not support collection aliases")
+
+    def collections(self) -> list[str]:
+        """The physical collections of this database (or storage folder), aliases not included."""
+        raise StoreError(f"{self.backend} does not support collection aliases")
+
+    def switch_alias(self, alias: str, collection: str) -> None:
+        """Point ``alias`` at ``collection`` in one atomic step (created if missing): a client
+        resolving the alias sees the old collection or the new one, never neither."""
+        raise StoreError(f"{self.backend} does not support collection aliases")
+
+    def adopt(self, physical: str) -> None:
+        """Turn this store's plain collection into ``physical`` with this store's name as its alias.
+
+        Done once, before a collection's first migration. Renamed where the database can rename
+        (Qdrant Edge folders, Milvus); copied where it cannot (Qdrant: vectors and payloads,
+        no model run). Between dropping the name and creating the alias the name is missing for
+        a few milliseconds; ``Searcher`` waits through that gap.
+        """
+        raise StoreError(f"{self.backend} does not support collection aliases")
+
+    def drop_collection(self, collection: str) -> None:
+        """Delete the physical ``collection`` of this database; refused while an alias points to it."""
+        raise StoreError(f"{self.backend} does not support collection aliases")
+
+    def _check_droppable(self, collection: str) -> None:
+        """Refuse to drop a collection that an alias still points to (what clients would lose)."""
+        users = sorted(alias for alias, target in self.aliases().items() if target == collection)
+        if users:
+            raise StoreError(f"collection {collection!r} is what alias {users[0]!r} points to; switch the alias first")
 
     def flush(self) -> None:
         """Make every acknowledged write durable and visible (no-op where writes already are)."""

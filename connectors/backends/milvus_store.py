@@ -66,6 +66,7 @@ from .base import (
     check_collection_model,
     check_point_id,
     check_vector,
+    refuse_recreate_through_alias,
 )
 from .common import redact_uri, scrub_secrets
 
@@ -393,6 +394,7 @@ class MilvusStore(VectorStore):
         client = self._conn()
         stored = self.collection_model()
         if stored is not None and recreate:
+            refuse_recreate_through_alias(self)
             with self._errors("drop collection"):
                 client.drop_collection(self.collection, timeout=self.admin_timeout)
             stored = None
@@ -425,6 +427,52 @@ class MilvusStore(VectorStore):
                             **({SPEC_PROPERTY: spec.model_spec} if spec.model_spec else {})},
                 timeout=self.admin_timeout,
             )
+
+    # -- aliases: Milvus's own, resolved by the server on every request
+
+    def alias_target(self) -> str | None:
+        with self._errors("resolve alias"):
+            real = self._conn().list_aliases(self.collection, timeout=self.timeout).get("collection_name")
+        return real if real and real != self.collection else None
+
+    def refresh(self) -> None:
+        self._dim = None
+
+    def aliases(self) -> dict[str, str]:
+        client = self._conn()
+        found: dict[str, str] = {}
+        with self._errors("list aliases"):
+            for collection in client.list_collections(timeout=self.timeout):
+                for alias in client.list_aliases(collection, timeout=self.timeout).get("aliases", []):
+                    found[alias] = collection
+        return found
+
+    def collections(self) -> list[str]:
+        with self._errors("list collections"):
+            return sorted(self._conn().list_collections(timeout=self.timeout))
+
+    def switch_alias(self, alias: str, collection: str) -> None:
+        client = self._conn()
+        with self._errors("switch alias"):
+            client.load_collection(collection, timeout=self.admin_timeout)  # searchable before anyone is sent there
+            if alias in self.aliases():
+                client.alter_alias(collection, alias, timeout=self.admin_timeout)  # atomic on the server
+            else:
+                client.create_alias(collection, alias, timeout=self.admin_timeout)
+        self._dim = None
+
+    def adopt(self, physical: str) -> None:
+        if self.alias_target() is not None:
+            raise StoreError(f"{self.collection!r} is an alias already")
+        client = self._conn()
+        with self._errors("rename collection"):
+            client.rename_collection(self.collection, physical, timeout=self.admin_timeout)
+        self.switch_alias(self.collection, physical)
+
+    def drop_collection(self, collection: str) -> None:
+        self._check_droppable(collection)
+        with self._errors("drop collection"):
+            self._conn().drop_collection(collection, timeout=self.admin_timeout)
 
     def _load(self) -> None:
         """Load the collection for reads (Milvus Lite reopens collections released)."""

@@ -40,6 +40,7 @@ from .base import (
     check_collection_model,
     check_point_id,
     check_vector,
+    refuse_recreate_through_alias,
 )
 from .common import redact_uri, scrub_secrets
 
@@ -230,6 +231,8 @@ class QdrantClientStore(VectorStore):
         if stored is not None and not recreate:
             check_collection_model(self.collection, spec, stored)
         else:
+            if stored is not None:
+                refuse_recreate_through_alias(self)
             self._create(spec, drop=stored is not None)
         self._dim = spec.dim
         self._ensure_indexes(spec)
@@ -361,6 +364,57 @@ class QdrantClientStore(VectorStore):
     def count(self, filter: Any | None = None) -> int:
         with self._translated("count"):
             return int(self._client.count(self.collection, count_filter=_compile(filter), exact=True).count)
+
+    # -- aliases: Qdrant's own, resolved by the server on every request
+
+    def alias_target(self) -> str | None:
+        return self.aliases().get(self.collection)
+
+    def refresh(self) -> None:
+        self._dim = None
+
+    def aliases(self) -> dict[str, str]:
+        with self._translated("list aliases"):
+            return {a.alias_name: a.collection_name for a in self._client.get_aliases().aliases}
+
+    def collections(self) -> list[str]:
+        with self._translated("list collections"):
+            return sorted(c.name for c in self._client.get_collections().collections)
+
+    def switch_alias(self, alias: str, collection: str) -> None:
+        operations: list[Any] = [models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=collection, alias_name=alias))]
+        if alias in self.aliases():  # delete + create in one request: Qdrant applies them atomically
+            operations.insert(0, models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+        with self._translated("switch alias"):
+            self._client.update_collection_aliases(change_aliases_operations=operations)
+        self._dim = None
+
+    def adopt(self, physical: str) -> None:
+        if self.alias_target() is not None:
+            raise StoreError(f"{self.collection!r} is an alias already")
+        config = self._config()
+        if config is None:
+            raise StoreError(f"collection {self.collection!r} does not exist at {self._where}")
+        with self._translated("copy collection"):  # Qdrant cannot rename: copy points, vectors included
+            self._client.create_collection(physical, vectors_config=config.params.vectors, metadata=config.metadata)
+            offset = None
+            while True:
+                records, offset = self._client.scroll(self.collection, limit=256, offset=offset, with_payload=True, with_vectors=True)
+                if records:
+                    self._client.upsert(physical, [models.PointStruct(id=r.id, vector=r.vector, payload=r.payload) for r in records], wait=True)
+                if offset is None:
+                    break
+            schema = self._client.get_collection(self.collection).payload_schema
+            for name, info in schema.items():
+                if not self._local:
+                    self._client.create_payload_index(physical, name, field_schema=info.data_type, wait=True)
+            self._client.delete_collection(self.collection)
+        self.switch_alias(self.collection, physical)
+
+    def drop_collection(self, collection: str) -> None:
+        self._check_droppable(collection)
+        with self._translated("drop collection"):
+            self._client.delete_collection(collection)
 
     def close(self) -> None:
         with self._translated("close"):

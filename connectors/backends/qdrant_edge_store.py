@@ -38,6 +38,7 @@ from .base import (
     check_collection_model,
     check_point_id,
     check_vector,
+    refuse_recreate_through_alias,
 )
 from .qdrant_client_store import (
     check_index_types,
@@ -74,9 +75,11 @@ class QdrantEdgeStore(VectorStore):
                 "(it names a folder under the storage path)"
             )
         self.collection = collection
-        self._root = Path(path) / collection
+        self._base = Path(path)
+        self._root = self._base / collection  # an alias is a symbolic link to its collection's folder
         self._shard: edge.EdgeShard | None = None
         self._dim: int | None = None
+        self._loaded_from: str | None = None  # the real folder of the loaded shard
 
     def __repr__(self) -> str:
         return f"QdrantEdgeStore(collection={self.collection!r}, path={str(self._root.parent)!r})"
@@ -126,6 +129,8 @@ class QdrantEdgeStore(VectorStore):
         if stored is not None and not recreate:
             check_collection_model(self.collection, spec, stored)
         else:
+            if stored is not None:
+                refuse_recreate_through_alias(self)
             self._drop()
             self._write_record(spec)
         self._dim = spec.dim
@@ -137,6 +142,7 @@ class QdrantEdgeStore(VectorStore):
             )
             with self._translated("create collection"):
                 self._shard = edge.EdgeShard.create(str(self._root / SHARD_DIR), config)
+                self._loaded_from = os.path.realpath(self._root)
         shard = self._open()
         with self._translated("create payload index"):
             existing = shard.info().payload_schema
@@ -156,17 +162,33 @@ class QdrantEdgeStore(VectorStore):
         tmp.write_text(json.dumps(metadata_record(spec)), encoding="utf-8")
         os.replace(tmp, self._root / RECORD_FILE)
 
+    def _follow(self) -> None:
+        """After an alias switch, drop the shard and dimension of the collection it pointed to before."""
+        if self._loaded_from is not None and os.path.realpath(self._root) != self._loaded_from:
+            moved = not os.path.exists(self._loaded_from)  # adopted: this very folder was renamed
+            try:
+                self.close()
+            except StoreError:
+                if not moved:
+                    raise
+                self._shard = None  # its flush wrote to the old path; the WAL in the renamed folder has every write
+            self._dim = None
+
     def _open(self) -> edge.EdgeShard:
         """The loaded shard (loaded on first use), or StoreError if the collection does not exist."""
+        self._follow()
         if self._shard is None:
             if not (self._root / SHARD_DIR).is_dir():
                 raise StoreError(f"collection {self.collection!r} does not exist at {self._root.parent}; ingest first")
             with self._translated("open"):
-                self._shard = edge.EdgeShard.load(str(self._root / SHARD_DIR))
+                real = os.path.realpath(self._root)  # not through an alias: a switch must not move its files
+                self._shard = edge.EdgeShard.load(os.path.join(real, SHARD_DIR))
+            self._loaded_from = real
         return self._shard
 
     def _collection_dim(self) -> int:
         """The collection's dimension from its record (cached)."""
+        self._follow()
         if self._dim is None:
             stored = self.collection_model()
             if stored is None:
@@ -258,9 +280,58 @@ class QdrantEdgeStore(VectorStore):
             with self._translated("flush"):
                 self._shard.flush()
 
+    # -- aliases: symbolic links beside the collection folders, switched by an atomic rename
+
+    def alias_target(self) -> str | None:
+        return os.readlink(self._root) if self._root.is_symlink() else None
+
+    def aliases(self) -> dict[str, str]:
+        if not self._base.is_dir():
+            return {}
+        return {entry.name: os.readlink(entry) for entry in sorted(self._base.iterdir())
+                if entry.is_symlink() and not entry.name.startswith(".")}
+
+    def collections(self) -> list[str]:
+        if not self._base.is_dir():
+            return []
+        return [entry.name for entry in sorted(self._base.iterdir())
+                if not entry.is_symlink() and (entry / SHARD_DIR).is_dir() and not entry.name.startswith(".")]
+
+    def switch_alias(self, alias: str, collection: str) -> None:
+        if collection not in self.collections():
+            raise StoreError(f"no collection {collection!r} at {self._base} to point alias {alias!r} at")
+        link = self._base / alias
+        if link.exists() and not link.is_symlink():
+            raise StoreError(f"{alias!r} is a collection at {self._base}, not an alias (migrate adopts it first)")
+        tmp = self._base / f".{alias}.alias-tmp"
+        tmp.unlink(missing_ok=True)
+        os.symlink(collection, tmp)  # relative: the storage folder can move
+        os.replace(tmp, link)  # rename(2) over the old link: readers see the old target or the new one
+
+    def adopt(self, physical: str) -> None:
+        if self.alias_target() is not None:
+            raise StoreError(f"{self.collection!r} is an alias already")
+        if (self._base / physical).exists():
+            raise StoreError(f"{physical!r} exists at {self._base}")
+        self.close()
+        tmp = self._base / f".{self.collection}.alias-tmp"
+        tmp.unlink(missing_ok=True)
+        os.symlink(physical, tmp)
+        os.rename(self._root, self._base / physical)
+        os.replace(tmp, self._root)  # the name is missing between these two renames: microseconds
+
+    def drop_collection(self, collection: str) -> None:
+        self._check_droppable(collection)
+        if collection not in self.collections():
+            raise StoreError(f"no collection {collection!r} at {self._base}")
+        if os.path.realpath(self._root) == os.path.realpath(self._base / collection):
+            self.close()
+        shutil.rmtree(self._base / collection)
+
     def close(self) -> None:
         if self._shard is not None:
             shard, self._shard = self._shard, None
+            self._loaded_from = None
             with self._translated("close"):
                 shard.flush()
                 shard.close()

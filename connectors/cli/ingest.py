@@ -14,7 +14,7 @@ import shlex
 import signal
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import click
 
@@ -43,6 +43,8 @@ from .common import (
 )
 
 log = logging.getLogger("clip_ingest.ingest")
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 INDEX_TYPES = ("keyword", "integer", "float", "bool", "datetime")
 
@@ -87,41 +89,50 @@ def _split_commas(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(v for value in values for v in value.split(",") if v.strip())
 
 
+def source_options(fn: F) -> F:
+    """The options of every command that embeds sources: ``clip-ingest`` and ``clip-ingest migrate``."""
+    for option in reversed([
+        click.argument("sources", nargs=-1, type=click.Path(file_okay=False)),
+        common_options,
+        click.option("--manifest", multiple=True, type=click.Path(dir_okay=False), help="CSV/JSONL manifest: path + metadata columns (repeatable)."),
+        click.option("--ext", multiple=True, help="File extensions to take from folders, e.g. --ext jpg,png [default: common image types]."),
+        click.option("--include-hidden/--no-include-hidden", default=None, help="Also ingest hidden files and folders."),
+        click.option("--label-from-folder/--no-label-from-folder", default=None, help="Add label = parent folder name."),
+        click.option("--index-field", multiple=True, metavar="NAME:TYPE", help=f"Payload field to index for filtering ({', '.join(INDEX_TYPES)})."),
+        click.option("--dead-letter", default=None, type=click.Path(dir_okay=False), help="JSONL of failed files [default: DATA_DIR/dead-letter/TARGET-COLLECTION[-shard-I-of-N].jsonl]."),
+        click.option("--lock-timeout", default=None, type=float, help="Seconds to wait for a running ingestion [default: 0, exit 4 at once]."),
+        click.option(
+            "--retry-for", default=None, type=click.FloatRange(0), metavar="SECONDS",
+            help=f"How long a failing database call is retried (connection refused, unavailable, timeout) "
+            f"before the run exits 1; a re-run resumes [default: {RETRY_FOR_S:g}].",
+        ),
+        click.option(
+            "--read-timeout", default=None, type=click.FloatRange(0, min_open=True), metavar="SECONDS",
+            help=f"Longest read of one file; a file on a stalled network mount then fails alone (dead-letter "
+            f"reason 'timeout') and the run goes on [default: {DEFAULT_READ_TIMEOUT_S:g}].",
+        ),
+        click.option("--summary", default=None, type=click.Path(dir_okay=False), help="Write a JSON run summary here."),
+        click.option("--workers", default=None, type=click.IntRange(1), help="Decode threads [default: 4]."),
+        click.option("--batch-size", default=None, type=click.IntRange(1), help="Images per model forward pass [default: 32]."),
+        click.option("-v", "--verbose", count=True, help="Debug logging."),
+        click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("sources", nargs=-1, type=click.Path(file_okay=False))
-@common_options
-@click.option("--manifest", multiple=True, type=click.Path(dir_okay=False), help="CSV/JSONL manifest: path + metadata columns (repeatable).")
-@click.option("--ext", multiple=True, help="File extensions to take from folders, e.g. --ext jpg,png [default: common image types].")
-@click.option("--include-hidden/--no-include-hidden", default=None, help="Also ingest hidden files and folders.")
-@click.option("--label-from-folder/--no-label-from-folder", default=None, help="Add label = parent folder name.")
-@click.option("--index-field", multiple=True, metavar="NAME:TYPE", help=f"Payload field to index for filtering ({', '.join(INDEX_TYPES)}).")
+@source_options
 @click.option("--prune/--no-prune", default=None, help="Remove paths (and points left without one) whose files are gone.")
 @click.option("--recreate", is_flag=True, default=None, help="Drop the collection and re-embed everything.")
 @click.option("--dry-run", is_flag=True, default=None, help="Print what would change; write nothing.")
 @click.option("--shard", default=None, metavar="I/N", help="Only this worker's share of the files (hash of the relative path).")
-@click.option("--dead-letter", default=None, type=click.Path(dir_okay=False), help="JSONL of failed files [default: DATA_DIR/dead-letter/TARGET-COLLECTION[-shard-I-of-N].jsonl].")
 @click.option("--lock-file", default=None, type=click.Path(dir_okay=False), help="Run lock file [default: derived from target + collection].")
-@click.option("--lock-timeout", default=None, type=float, help="Seconds to wait for a running ingestion [default: 0, exit 4 at once].")
-@click.option(
-    "--retry-for", default=None, type=click.FloatRange(0), metavar="SECONDS",
-    help=f"How long a failing database call is retried (connection refused, unavailable, timeout) "
-    f"before the run exits 1; a re-run resumes [default: {RETRY_FOR_S:g}].",
-)
-@click.option(
-    "--read-timeout", default=None, type=click.FloatRange(0, min_open=True), metavar="SECONDS",
-    help=f"Longest read of one file; a file on a stalled network mount then fails alone (dead-letter "
-    f"reason 'timeout') and the run goes on [default: {DEFAULT_READ_TIMEOUT_S:g}].",
-)
-@click.option("--summary", default=None, type=click.Path(dir_okay=False), help="Write a JSON run summary here.")
 @click.option(
     "--from-parquet", default=None, type=click.Path(file_okay=False), metavar="DIR",
     help="Load a Parquet artifact (a folder written by --target parquet) into the target collection "
     "instead of embedding images: no model runs; the model-safety check still applies.",
 )
-@click.option("--workers", default=None, type=click.IntRange(1), help="Decode threads [default: 4].")
-@click.option("--batch-size", default=None, type=click.IntRange(1), help="Images per model forward pass [default: 32].")
-@click.option("-v", "--verbose", count=True, help="Debug logging.")
-@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
 def main(verbose: int, quiet: bool, **params: Any) -> None:
     """Embed every image under SOURCES (folders) or in --manifest files into a vector database.
 
@@ -209,7 +220,9 @@ def missing_sources(settings: Settings) -> list[str]:
     return [p for p in settings.sources if not os.path.isdir(p)] + [m for m in settings.manifest if not os.path.isfile(m)]
 
 
-def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
+def _run(settings: Settings, shard: Shard, index_fields: dict[str, str], preloaded: Any = None) -> int:
+    """One ingestion run with the CLI's lock, signals, summary and exit codes (``preloaded``: an
+    embedder already loaded, e.g. by ``migrate``, which runs several passes with one model)."""
     from ..backends.base import InvalidSettingError, ModelMismatchError, StoreError
     from ..factory import ModelLoadError
     from ..ingest.pipeline import IngestInterrupted, run_ingest
@@ -229,7 +242,7 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
     embedder = None
     try:
         with RunLock(lock_path, timeout=settings.lock_timeout):
-            embedder = _load_embedder(settings)
+            embedder = preloaded or _load_embedder(settings)
             with open_target_store(target, settings.collection) as store:
                 stats = run_ingest(store, embedder, options, on_change=on_change)
     except (IngestInterrupted, KeyboardInterrupt) as exc:
@@ -246,7 +259,8 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> int:
     except (FileNotFoundError, ManifestError, InvalidSettingError) as exc:
         fatal(str(exc), EXIT_USAGE)
     except ModelMismatchError as exc:
-        fatal(f"{exc}\nUse --recreate to re-embed everything with the new model, or another --collection.")
+        fatal(f"{exc}\nTo move the collection to the new model while it keeps serving, run `clip-ingest migrate` "
+              "with the new --model; --recreate re-embeds in place (an outage); or choose another --collection.")
     except (StoreError, ModelLoadError) as exc:
         fatal(str(exc))
     finally:

@@ -15,8 +15,8 @@ import click
 
 from ..config import Setting, Settings
 from ..ingest.plan import Shard
-from .common import (EXIT_USAGE, common_options, fatal, load_query_embedder, load_settings, open_target_store,
-                     setup_logging, store_target)
+from .common import (EXIT_USAGE, common_options, fatal, load_query_embedder, load_settings, load_settings_embedder,
+                     open_target_store, setup_logging, store_target)
 from .ingest import INGEST_SETTINGS, IngestJob, missing_sources, parse_index_fields, plan_job
 
 SERVE_SETTINGS: tuple[Setting, ...] = (
@@ -90,7 +90,8 @@ def serve(verbose: int, quiet: bool, **params: Any) -> None:
         with open_target_store(target, settings.collection) as store:
             embedder = load_query_embedder(settings, store)
             service = SearchService(store, embedder, serialise_store=target.embedded, collection=settings.collection,
-                                    max_batch=settings.batch_size, on_batch=metrics.batch.observe)
+                                    max_batch=settings.batch_size, on_batch=metrics.batch.observe,
+                                    load_model=lambda spec: load_settings_embedder(settings, spec or settings.model, settings.batch_size))
             ingest = None
             if job is not None:  # through the service's store handle: searches and writes take turns
                 ingest = ScheduledIngest(service.store, embedder, job.options, every_s=parse_duration(settings.ingest_every),

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 import uuid
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Callable, Sequence, TypeVar, Union
 
 import numpy as np
 from PIL import Image
@@ -21,11 +23,22 @@ from ..decode import ImageInput
 from ..embedder import Embedder
 from .filters import And, Compare, Filter, FilterInput, Not, parse_filter
 
+#: how long a search waits for a collection name that is being turned into an alias
+ALIAS_WAIT_S = 2.0
+
 #: payload field holding the sha256 of an image's bytes (written by ingestion)
 SHA256_FIELD = "sha256"
 
 #: a stored point (its id) or an image given as a file path / bytes / PIL image
 SimilarTo = Union[str, os.PathLike, bytes, Image.Image]
+
+
+_T = TypeVar("_T")
+_UNSEEN = object()
+
+
+class _AliasMoved(Exception):
+    """The alias was switched while a query ran: its result is thrown away and it runs again."""
 
 
 class PointNotFoundError(LookupError):
@@ -42,9 +55,17 @@ class Searcher:
     :class:`~.filters.FilterSyntaxError`.
     """
 
-    def __init__(self, store: VectorStore, embedder: Embedder) -> None:
+    def __init__(self, store: VectorStore, embedder: Embedder, *,
+                 load_model: Callable[[str | None], Embedder] | None = None) -> None:
+        """``load_model(spec)`` (optional) loads the query model of a collection that an alias
+        switch put behind the name (``spec``: the model spec it records): without it a switch to
+        another model raises :class:`ModelMismatchError`."""
         self.store = store
         self.embedder = embedder
+        self.load_model = load_model
+        self._target: str | None | object = _UNSEEN  # the collection behind the name (verified on the first query)
+        self._generation = 0  # counts alias switches seen: a query runs within one generation
+        self._switching = threading.Lock()
 
     def verify_model(self) -> None:
         """Fail unless the collection exists and was built with this embedder's model.
@@ -100,10 +121,14 @@ class Searcher:
                 )
             return self.search_like_point(item, k, parsed, offset, score_threshold)
         content = _image_bytes(item)
-        vector = self.embedder.embed_images([content if content is not None else item])[0]
-        if content is None:  # a PIL image: no file bytes to recognise it by
-            return self._search(vector, k, parsed, offset, score_threshold)
-        return self._search(vector, k, _excluding_sha256(parsed, hashlib.sha256(content).hexdigest()), offset, score_threshold)
+        if content is not None:
+            parsed = _excluding_sha256(parsed, hashlib.sha256(content).hexdigest())
+
+        def run(generation: int) -> list[Hit]:
+            vector = self.embedder.embed_images([content if content is not None else item])[0]
+            return self._search(vector, k, parsed, offset, score_threshold, generation)
+
+        return self._fresh(run)
 
     def search_like_point(
         self, point_id: str, k: int = 10, filter: FilterInput | None = None, offset: int = 0,
@@ -114,7 +139,7 @@ class Searcher:
         parsed = _parse_optional(filter)
         if not _is_uuid(point_id):
             raise PointNotFoundError(f"{point_id!r} is not a point id (point ids are UUIDs)")
-        return self._similar_to_point(point_id, k, parsed, offset, score_threshold)
+        return self._fresh(lambda generation: self._similar_to_point(point_id, k, parsed, offset, score_threshold, generation))
 
     # -- batches
     def search_texts(
@@ -123,8 +148,8 @@ class Searcher:
     ) -> list[list[Hit]]:
         """One hit list per text (texts are embedded in one batch)."""
         parsed = _parse_optional(filter)
-        vectors = self.embedder.embed_texts(list(texts))
-        return [self._search(v, k, parsed, offset, score_threshold) for v in vectors]
+        return self._fresh(lambda generation: [self._search(v, k, parsed, offset, score_threshold, generation)
+                                               for v in self.embedder.embed_texts(list(texts))])
 
     def search_images(
         self, images: Sequence[ImageInput], k: int = 10, filter: FilterInput | None = None, offset: int = 0,
@@ -132,19 +157,67 @@ class Searcher:
     ) -> list[list[Hit]]:
         """One hit list per image (images are embedded in one batch)."""
         parsed = _parse_optional(filter)
-        vectors = self.embedder.embed_images(list(images))
-        return [self._search(v, k, parsed, offset, score_threshold) for v in vectors]
+        return self._fresh(lambda generation: [self._search(v, k, parsed, offset, score_threshold, generation)
+                                               for v in self.embedder.embed_images(list(images))])
 
-    # -- internals
-    def _search(self, vector: np.ndarray, k: int, filter: Filter | None, offset: int, score_threshold: float | None) -> list[Hit]:
+    # -- internals: every query runs within one generation of the alias (see _fresh)
+    def _fresh(self, run: Callable[[int], _T]) -> _T:
+        """``run(generation)`` after following the alias, again if the alias moved while it ran.
+
+        ``clip-ingest migrate`` switches a name between collections (and models). A query whose
+        vectors were computed, or whose hits were found, in another collection than the one now
+        behind the name is thrown away and run again, so no result mixes two collections or
+        two models. A collection name missing for the milliseconds of a first migration's
+        adoption is waited for (up to ``ALIAS_WAIT_S``).
+        """
+        deadline = time.monotonic() + ALIAS_WAIT_S
+        while True:
+            generation = self._follow_alias()
+            try:
+                result = run(generation)
+            except _AliasMoved:
+                continue
+            except StoreError:
+                if self._follow_alias() != generation:
+                    continue  # the alias moved under the query (e.g. to a collection of another dimension)
+                if time.monotonic() > deadline or self.store.collection_model() is not None:
+                    raise
+                time.sleep(0.02)  # the name is being turned into an alias: gone for milliseconds
+                continue
+            if self._follow_alias() == generation:
+                return result
+
+    def _follow_alias(self) -> int:
+        """The current generation, after taking in an alias switch (new model loaded or refused)."""
+        target = self.store.alias_target()
+        if target != self._target:
+            with self._switching:  # one thread takes in the switch (and loads the model) for all
+                if target != self._target:
+                    self._take_in(target)
+        return self._generation
+
+    def _take_in(self, target: str | None) -> None:
+        """Adopt the collection now behind the name: its dimension, its model (loaded or refused)."""
+        self.store.refresh()
+        stored = self.store.collection_model()
+        if stored is not None and self.load_model is not None and stored[0] != self.embedder.model_id:
+            self.embedder = self.load_model(self.store.collection_model_spec())
+        self.verify_model()
+        self._target = target
+        self._generation += 1
+
+    def _search(self, vector: np.ndarray, k: int, filter: Filter | None, offset: int, score_threshold: float | None,
+                generation: int) -> list[Hit]:
         if k < 1:
             raise ValueError("k must be >= 1")
         if offset < 0:
             raise ValueError("offset must be >= 0")
+        if self._generation != generation:  # a switch seen since the query started (checked again after it)
+            raise _AliasMoved
         return self.store.search(vector, k=k, filter=filter, offset=offset, score_threshold=score_threshold)
 
     def _similar_to_point(
-        self, point_id: str, k: int, filter: Filter | None, offset: int, score_threshold: float | None
+        self, point_id: str, k: int, filter: Filter | None, offset: int, score_threshold: float | None, generation: int
     ) -> list[Hit]:
         found = self.store.retrieve([point_id], with_vectors=True)
         if not found or found[0].vector is None:
@@ -152,9 +225,9 @@ class Searcher:
         point = found[0]
         sha = point.payload.get(SHA256_FIELD)
         if isinstance(sha, str):
-            return self._search(point.vector, k, _excluding_sha256(filter, sha), offset, score_threshold)
+            return self._search(point.vector, k, _excluding_sha256(filter, sha), offset, score_threshold, generation)
         # no content hash to filter on: fetch one extra hit from the start and drop the point itself
-        hits = self._search(point.vector, offset + k + 1, filter, 0, score_threshold)
+        hits = self._search(point.vector, offset + k + 1, filter, 0, score_threshold, generation)
         return [hit for hit in hits if hit.id != point.id][offset : offset + k]
 
 

@@ -86,13 +86,31 @@ class SearchService:
     """
 
     def __init__(self, store: VectorStore, embedder: Embedder, *, serialise_store: bool, collection: str,
-                 max_batch: int = 64, max_wait_s: float = 0.0, on_batch: BatchObserver | None = None) -> None:
+                 max_batch: int = 64, max_wait_s: float = 0.0, on_batch: BatchObserver | None = None,
+                 load_model: Callable[[str | None], Embedder] | None = None) -> None:
+        """``load_model(spec)``: how to load the query model of a collection that ``clip-ingest
+        migrate`` switches the name to (None: such a switch is refused with a model mismatch)."""
         self.store: Any = LockedStore(store) if serialise_store else store
-        self.embedder = embedder
         self.collection = collection
-        self.batcher = MicroBatcher(embedder.embed_texts, max_batch=max_batch, max_wait_s=max_wait_s, on_batch=on_batch)
-        self.searcher = Searcher(self.store, _BatchedEmbedder(embedder, self.batcher))
+        self._batching = {"max_batch": max_batch, "max_wait_s": max_wait_s, "on_batch": on_batch}
+        self._load_model = load_model
+        batched = self._use(embedder)
+        self.searcher = Searcher(self.store, batched, load_model=self._switch_model if load_model else None)
         self.searcher.verify_model()
+
+    def _use(self, embedder: Embedder) -> Embedder:
+        """Make ``embedder`` the query model (its texts micro-batched); returns the batched embedder."""
+        self.embedder = embedder
+        self.batcher = MicroBatcher(embedder.embed_texts, **self._batching)
+        return _BatchedEmbedder(embedder, self.batcher)
+
+    def _switch_model(self, spec: str | None) -> Embedder:
+        """The collection behind the name changed model (a migration): load it, retire the old one."""
+        assert self._load_model is not None
+        old = self.batcher
+        batched = self._use(self._load_model(spec))
+        old.close()
+        return batched
         self._thumbs: OrderedDict[tuple, bytes] = OrderedDict()
         self._thumbs_lock = threading.Lock()
 
