@@ -6,7 +6,9 @@ in every round and for each variant:
 
 - ``decode stage``: read + hash + decode + preprocess on the pipeline's own ``DecodeStage`` and
   worker threads, no model (what bounds ingestion of a small model);
-- ``decode`` and ``preprocess`` alone, one thread, per image (where the time goes).
+- ``decode`` and ``preprocess`` alone, one thread, per image (where the time goes);
+- ``decode stage`` on generated 3000x3000 JPEGs (camera-sized: the DCT scaling at work), which
+  says how many CPU cores a GPU needs to be kept fed.
 
 Variants: ``pillow + open_clip tail`` (the pipeline before: Pillow's JPEG draft + load, then the
 eval transform as open_clip builds it), ``pillow + fused tail`` (the same resize and crop, then one
@@ -38,7 +40,8 @@ from . import common
 from .ingest import TINY
 
 DEFAULT_MODELS = (TINY, "ViT-B-32")
-PER_IMAGE = 300  # images timed one by one per round
+PER_IMAGE = 600  # images timed one by one per round
+LARGE_SIDE = 3000  # a 9-megapixel photo, as cameras and phones write them
 
 
 class _Variant:
@@ -97,11 +100,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--images", help="a real image folder (e.g. /work/shared/data/caltech101) instead of generated images")
     parser.add_argument("--models", nargs="+", help=f"model specs [default: {' '.join(DEFAULT_MODELS)}; smoke: {TINY}]")
     parser.add_argument("--workers", type=int, default=IngestOptions.workers, help="decode threads [default: pipeline's]")
-    parser.add_argument("--repeats", type=int, help="interleaved rounds, medians reported [default: 2; smoke: 1]")
+    parser.add_argument("--large", type=int, help=f"generated {LARGE_SIDE}x{LARGE_SIDE} JPEGs (camera-sized) [default: 40; smoke: 2]")
+    parser.add_argument("--repeats", type=int, help="interleaved rounds, medians reported [default: 3; smoke: 1]")
     args = parser.parse_args(argv)
     args.n = args.n or (12 if args.smoke else 2000)
+    args.large = args.large or (2 if args.smoke else 40)
     args.models = args.models or ([TINY] if args.smoke else list(DEFAULT_MODELS))
-    args.repeats = args.repeats or (1 if args.smoke else 2)
+    args.repeats = args.repeats or (1 if args.smoke else 3)
     work = common.Workdir.create(args.workdir)
     samples: dict[tuple[str, str, str], list[float]] = {}
     differences: dict[tuple[str, str], float] = {}
@@ -109,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     try:
         paths, source = common.input_images(args.images, args.n, work.path / "images", 256)
         datas = [Path(p).read_bytes() for p in paths[:PER_IMAGE]]
+        common.generate_images(work.path / "large", args.large, size=LARGE_SIDE)
         per_model = {model: variants(OpenClipEmbedder(model, device="cpu")) for model in args.models}
         for model, found in per_model.items():
             for name, variant in found.items():
@@ -120,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     decode, pre = per_image(variant, datas)
                     samples.setdefault((model, name, "decode, 1 thread"), []).append(decode)
                     samples.setdefault((model, name, "preprocess, 1 thread"), []).append(pre)
+                    samples.setdefault((model, name, f"decode stage, {LARGE_SIDE} px JPEG"), []).append(
+                        stage_throughput(variant, work.path / "large", args.workers))
     finally:
         work.close()
     rows = [{"model": m, "variant": v, "measure": what, "images_per_s": common.median(values),
@@ -128,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ratios = [common.Ratio(f"{model}: {name} / {BEFORE}, decode stage",
                            rate[(model, name, "decode stage")] / rate[(model, BEFORE, "decode stage")], 1.5 if name == NOW else None)
               for model, found in per_model.items() for name in found if name != BEFORE]
-    config = {"images": len(paths), "source": source, "models": args.models, "workers": args.workers, "repeats": args.repeats}
+    config = {"images": len(paths), "source": source, "large_images": args.large, "models": args.models, "workers": args.workers, "repeats": args.repeats}
     return common.report("decode", config, {"images/s (median of rounds)": rows}, ratios, args.json, notes)
 
 

@@ -104,6 +104,7 @@ def test_migration_switches_models_while_queries_keep_working(backend, tmp_path,
     old_id, new_id = models[TINY_SPEC].model_id, models[NEW_SPEC].model_id
 
     with open_store(target, collection, **options) as store:
+        ids_before = {p.id for p in store.scroll()}
         loop = QueryLoop(store, models, paths)
         loop.start()
         try:
@@ -116,6 +117,7 @@ def test_migration_switches_models_while_queries_keep_working(backend, tmp_path,
         assert store.alias_target() == physical_name(collection, new_id)
         assert store.collection_model() == (new_id, models[NEW_SPEC].dim)
         migrated = _contents(store)
+        assert {p.id for p in store.scroll()} == ids_before  # an id a client kept still names its image
 
         fresh = [*args, "--collection", collection + "_fresh"]
         assert _cli(str(photos), *fresh, "--model", NEW_SPEC).exit_code == 0

@@ -211,6 +211,7 @@ def plan_job(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> 
         retry_for=settings.retry_for,
         read_timeout=settings.read_timeout,
         model_spec=os.path.abspath(settings.model) if os.path.isdir(settings.model) else settings.model,
+        id_namespace=settings.get("id_namespace"),
     )
     return IngestJob(target, options, lock_path, dead_letter, settings.summary)
 

@@ -126,7 +126,8 @@ def _migrate(settings: Settings, index_fields: dict[str, str], *, switch_after: 
         fatal(str(exc), EXIT_LOCKED)
     except StoreError as exc:
         fatal(str(exc))
-    build = settings.replace(collection=physical, prune=True, recreate=False, dry_run=False, lock_file=None)
+    build = settings.replace(collection=physical, id_namespace=settings.collection, prune=True, recreate=False,
+                             dry_run=False, lock_file=None)
     log.info("building %s with model %s (the name keeps serving the old one)", physical, embedder.model_id)
     code = _run(build, Shard.parse("0/1"), index_fields, preloaded=embedder)
     if not switch_after:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Callable
 
 from ..backends.base import StoreError, VectorStore
 
@@ -46,24 +47,28 @@ class MigrationState:
         return {"collection": self.alias, "points_to": self.live, "model_id": self.live_model, "versions": self.versions}
 
 
-def state(store: VectorStore, model_of: "ModelOf") -> MigrationState:
-    """The migration state of ``store``'s name (``model_of(name)`` reads a collection's model id)."""
-    prefix = store.collection + SEPARATOR
-    versions = {name: model_of(name) for name in store.collections() if name.startswith(prefix)}
-    stored = store.collection_model()
-    return MigrationState(store.collection, store.alias_target(), stored[0] if stored else None, versions)
-
-
 class ModelOf:
     """Reads the model id of another collection of the same database through a second store."""
 
-    def __init__(self, open_collection) -> None:
+    def __init__(self, open_collection: Callable[[str], VectorStore]) -> None:
         self._open = open_collection
 
     def __call__(self, name: str) -> str:
         with self._open(name) as other:
             stored = other.collection_model()
         return stored[0] if stored else "<missing>"
+
+
+class AlreadyMigrated(Exception):
+    """The collection's name already points to a collection of the requested model."""
+
+
+def state(store: VectorStore, model_of: ModelOf) -> MigrationState:
+    """The migration state of ``store``'s name (``model_of(name)`` reads a collection's model id)."""
+    prefix = store.collection + SEPARATOR
+    versions = {name: model_of(name) for name in store.collections() if name.startswith(prefix)}
+    stored = store.collection_model()
+    return MigrationState(store.collection, store.alias_target(), stored[0] if stored else None, versions)
 
 
 def prepare(store: VectorStore, new_model_id: str) -> str:
@@ -80,10 +85,6 @@ def prepare(store: VectorStore, new_model_id: str) -> str:
     if store.alias_target() is None:
         store.adopt(physical_name(store.collection, stored[0]))
     return physical_name(store.collection, new_model_id)
-
-
-class AlreadyMigrated(Exception):
-    """The collection's name already points to a collection of the requested model."""
 
 
 def switch(store: VectorStore, physical: str) -> str | None:

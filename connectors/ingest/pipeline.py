@@ -61,6 +61,9 @@ class IngestOptions:
     """Recorded with a new collection so that ``clip-search`` can default to the same model."""
     read_timeout: float = DEFAULT_READ_TIMEOUT_S
     """Seconds one file may take to read before it fails alone (reason ``timeout``)."""
+    id_namespace: str | None = None
+    """The name point ids derive from (default: ``collection``). ``clip-ingest migrate`` builds
+    ``NAME__<model>`` with ``NAME``'s ids, so an id a client kept stays valid after the switch."""
 
 
 def ordered_map(pool: Executor, fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:
@@ -195,7 +198,7 @@ def run_ingest(
     planner = Planner(scan, state, options.shard, on_unchanged=lambda: progress.advance())
     encoder = ImageEncoder(embedder)
     reader = TimedReader(options.workers, options.read_timeout)
-    decode = DecodeStage(encoder, options.collection, state, decode=not options.dry_run, read=reader.read)
+    decode = DecodeStage(encoder, options.id_namespace or options.collection, state, decode=not options.dry_run, read=reader.read)
     embed = EmbedStage(encoder, embedder.model_id, options.batch_size, embed=not options.dry_run)
     writer = Writer(
         store, stats, dead, dry_run=options.dry_run, max_batch_bytes=options.max_batch_bytes,
