@@ -97,6 +97,8 @@ class SearchService:
         batched = self._use(embedder)
         self.searcher = Searcher(self.store, batched, load_model=self._switch_model if load_model else None)
         self.searcher.verify_model()
+        self._thumbs: OrderedDict[tuple, bytes] = OrderedDict()
+        self._thumbs_lock = threading.Lock()
 
     def _use(self, embedder: Embedder) -> Embedder:
         """Make ``embedder`` the query model (its texts micro-batched); returns the batched embedder."""
@@ -111,8 +113,6 @@ class SearchService:
         batched = self._use(self._load_model(spec))
         old.close()
         return batched
-        self._thumbs: OrderedDict[tuple, bytes] = OrderedDict()
-        self._thumbs_lock = threading.Lock()
 
     @property
     def model_id(self) -> str:
