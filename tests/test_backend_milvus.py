@@ -312,7 +312,7 @@ def test_bad_options_are_refused(options: dict[str, Any]) -> None:
 
 
 def test_capabilities_by_version() -> None:
-    assert Capabilities.from_version("v2.3.5") == Capabilities("v2.3.5", False, False, False)
+    assert Capabilities.from_version("v2.3.5") == Capabilities("v2.3.5", False, False, False, list_aliases=False)
     assert Capabilities.from_version("v2.5.3") == Capabilities("v2.5.3", False, True, False)
     assert Capabilities.from_version("2.6.1") == Capabilities("2.6.1", False, True, True)
     assert Capabilities.from_version("milvus_lite-3.2.2") == Capabilities("milvus_lite-3.2.2", True, False, False)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import decode, ingest, memory, peers, query, rerun, runtimes, serve, training  # importable via pytest's pythonpath
+from benchmarks import decode, duplicates, ingest, memory, peers, query, rerun, runtimes, serve, training  # importable via pytest's pythonpath
 
 
 def run(module, tmp_path: Path, *args: str) -> dict:
@@ -112,6 +112,16 @@ def test_decode_compares_the_pipeline_before_and_now(tmp_path: Path) -> None:
                                             f"decode stage, {decode.LARGE_SIDE} px JPEG"}
     assert all(r["images_per_s"] > 0 and r["max_abs_diff_vs_before"] <= 1e-5 for r in rows)
     assert any(r["name"].startswith(f"clip-ingest-tiny: {decode.NOW}") and r["target"] == 1.5 for r in result["ratios"])
+
+
+def test_duplicates_reports_precision_and_recall_per_relevance(tmp_path: Path) -> None:
+    result = run(duplicates, tmp_path)
+    rows = only_table(result)
+    assert [r["relevance"] for r in rows] == [0.5, 0.9, 0.99]
+    thresholds = [r["threshold"] for r in rows]
+    assert thresholds == sorted(thresholds)  # a higher relevance is a higher raw threshold
+    measured = [r for r in rows if r["precision"] != "-"]
+    assert measured and all(0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1 for r in measured)
 
 
 def test_runtimes_measures_each_runtime_and_its_agreement_with_torch(tmp_path: Path) -> None:

@@ -208,3 +208,23 @@ def test_cron_runs_during_a_migration_lose_nothing_and_a_killed_migration_resume
     with open_store("qdrant", old, path=str(tmp_path / "data" / "qdrant")) as kept:
         kept_paths = {path for point in kept.scroll() for path in point.payload["paths"]}
         assert kept_paths == listed  # the old version, still complete for a rollback
+
+
+def test_serve_follows_a_migration_and_loads_the_new_model(tmp_path, request, models):
+    from clip_ingest.connectors.serve.service import SearchService
+
+    photos = write_shape_folder(tmp_path / "photos", n=6)
+    args, target, options = _where("qdrant-edge", tmp_path, request)
+    assert _cli(str(photos), *args, "--model", TINY_SPEC).exit_code == 0
+    with open_store(target, "images", **options) as store:
+        service = SearchService(store, models[TINY_SPEC], serialise_store=True, collection="images",
+                                load_model=lambda spec: models[spec])
+        try:
+            assert len(service.search("text", QUERY, k=3)) == 3
+            migrated = _cli("migrate", str(photos), *args, "--model", NEW_SPEC)
+            assert migrated.exit_code == 0, migrated.output
+            hits = service.search("text", QUERY, k=3)
+            assert len(hits) == 3 and service.model_id == models[NEW_SPEC].model_id
+            assert service.embed_texts([QUERY]).shape == (1, models[NEW_SPEC].dim)  # the API's embeddings follow too
+        finally:
+            service.close()

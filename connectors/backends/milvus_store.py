@@ -121,6 +121,9 @@ class Capabilities:
     lite: bool
     filter_params: bool
     json_path_index: bool
+    list_aliases: bool = True
+    """``ListAliases`` answers for a collection or an alias (Lite, servers >= 2.4); before, the
+    collection's description names its aliases."""
 
     @classmethod
     def from_version(cls, version: str) -> "Capabilities":
@@ -134,6 +137,7 @@ class Capabilities:
             lite=lite,
             filter_params=server and numbers >= (2, 5, 0),
             json_path_index=server and numbers >= (2, 5, 11),
+            list_aliases=lite or numbers >= (2, 4, 0),
         )
 
 
@@ -431,19 +435,26 @@ class MilvusStore(VectorStore):
     # -- aliases: Milvus's own, resolved by the server on every request
 
     def alias_target(self) -> str | None:
+        client = self._conn()
         with self._errors("resolve alias"):
-            real = self._conn().list_aliases(self.collection, timeout=self.timeout).get("collection_name")
+            if self.capabilities.list_aliases:
+                real = client.list_aliases(self.collection, timeout=self.timeout).get("collection_name")
+            elif client.has_collection(self.collection, timeout=self.timeout):
+                real = client.describe_collection(self.collection, timeout=self.timeout).get("collection_name")
+            else:
+                real = None
         return real if real and real != self.collection else None
-
-    def refresh(self) -> None:
-        self._dim = None
 
     def aliases(self) -> dict[str, str]:
         client = self._conn()
         found: dict[str, str] = {}
         with self._errors("list aliases"):
             for collection in client.list_collections(timeout=self.timeout):
-                for alias in client.list_aliases(collection, timeout=self.timeout).get("aliases", []):
+                if self.capabilities.list_aliases:
+                    names = client.list_aliases(collection, timeout=self.timeout).get("aliases", [])
+                else:
+                    names = client.describe_collection(collection, timeout=self.timeout).get("aliases", [])
+                for alias in names:
                     found[alias] = collection
         return found
 

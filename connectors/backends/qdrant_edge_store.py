@@ -165,7 +165,8 @@ class QdrantEdgeStore(VectorStore):
     def _follow(self) -> None:
         """After an alias switch, drop the shard and dimension of the collection it pointed to before."""
         if self._loaded_from is not None and os.path.realpath(self._root) != self._loaded_from:
-            moved = not os.path.exists(self._loaded_from)  # adopted: this very folder was renamed
+            # adopted: the folder itself was renamed, and its old name is now the alias (a link)
+            moved = os.path.islink(self._loaded_from) or not os.path.isdir(self._loaded_from)
             try:
                 self.close()
             except StoreError:

@@ -18,6 +18,7 @@ from ..config import Settings
 from ..ingest.lock import LockedError, RunLock, default_lock_path
 from ..ingest.migration import AlreadyMigrated, ModelOf, prepare, rollback_target, state, switch
 from ..ingest.plan import Shard
+from ..search.duplicates import carry_reviews
 from ..ingest.scan import normalise_extensions
 from .common import EXIT_FAILED_FILES, EXIT_LOCKED, EXIT_OK, fatal, load_settings, open_target_store, setup_logging, store_target
 from .ingest import INGEST_SETTINGS, _load_embedder, _run, _split_commas, parse_index_fields, source_options
@@ -106,6 +107,19 @@ def _live_lock(settings: Settings) -> str:
     return settings.lock_file if settings.get("lock_file") else default_lock_path(target.target, target.location, settings.collection)
 
 
+def _carry_reviews(target: Any, live: str, physical: str) -> int:
+    """Copy near-duplicate review decisions into the new collection; -1 when the live one cannot be
+    read now (an embedded Qdrant Edge collection open in a serving process)."""
+    from ..backends.base import StoreError
+
+    try:
+        with open_target_store(target, live) as store, open_target_store(target, physical) as built:
+            return carry_reviews(store, built)
+    except StoreError as exc:
+        log.warning("review decisions not carried over (%s); they stay in the old version", exc)
+        return -1
+
+
 def _migrate(settings: Settings, index_fields: dict[str, str], *, switch_after: bool) -> int:
     from ..backends.base import StoreError
     from ..factory import ModelLoadError
@@ -137,14 +151,16 @@ def _migrate(settings: Settings, index_fields: dict[str, str], *, switch_after: 
         with RunLock(_live_lock(settings), timeout=settings.lock_timeout):  # no cron run between catch-up and switch
             log.info("catching up with what changed during the build")
             code = _run(build, Shard.parse("0/1"), index_fields, preloaded=embedder)
+            carried = _carry_reviews(target, settings.collection, physical)
             with open_target_store(target, settings.collection) as store:
                 before = switch(store, physical)
     except LockedError as exc:
         fatal(f"{exc} (the new collection is built; run migrate again to catch up and switch)", EXIT_LOCKED)
     except StoreError as exc:
         fatal(str(exc))
-    log.info("%r now points to %s (model %s; before: %s). Update the cron job's --model; "
-             "`clip-ingest migrate --rollback` points it back", settings.collection, physical, embedder.model_id, before)
+    log.info("%r now points to %s (model %s; before: %s; %d review decisions carried over). Update the cron job's "
+             "--model; `clip-ingest migrate --rollback` points it back", settings.collection, physical, embedder.model_id,
+             before, carried)
     return EXIT_FAILED_FILES if code == EXIT_FAILED_FILES else EXIT_OK
 
 

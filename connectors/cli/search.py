@@ -189,9 +189,12 @@ def _cell(value: Any) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
-from .serve import serve  # noqa: E402  (a subcommand of main)
+from .duplicates import duplicates, review  # noqa: E402  (subcommands of main)
+from .serve import serve  # noqa: E402
 
 main.add_command(serve)
+main.add_command(duplicates)
+main.add_command(review)
 
 __all__ = ["SEARCH_SETTINGS", "format_table", "main", "query"]
 

@@ -54,11 +54,25 @@ def thumbnail_data_uri(path: str, size: int = THUMBNAIL_SIZE) -> str | None:
 def render_html(title: str, hits: Sequence[Hit], first_rank: int = 1) -> str:
     """The results page: one card per hit (rank, thumbnail, score, id, payload), best first."""
     cards = "\n".join(_card(rank, hit) for rank, hit in enumerate(hits, start=first_rank))
+    return _page(title, f"<p>{len(hits)} result(s)</p>\n<div class=\"grid\">\n{cards}\n</div>")
+
+
+def render_groups_html(title: str, groups: Sequence[tuple[str, Sequence[Hit]]]) -> str:
+    """A page of groups (``clip-search duplicates --html``): a heading and a row of cards each."""
+    sections = "\n".join(
+        f'<section id="{html.escape(name, quote=True)}"><h2>{html.escape(name)}</h2>\n<div class="grid">\n'
+        + "\n".join(_card(rank, hit) for rank, hit in enumerate(hits, start=1)) + "\n</div></section>"
+        for name, hits in groups
+    )
+    return _page(title, f"<p>{len(groups)} group(s)</p>\n{sections}")
+
+
+def _page(title: str, body: str) -> str:
     escaped_title = html.escape(title)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<title>{escaped_title}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
-        f"<h1>{escaped_title}</h1>\n<p>{len(hits)} result(s)</p>\n<div class=\"grid\">\n{cards}\n</div>\n</body>\n</html>\n"
+        f"<h1>{escaped_title}</h1>\n{body}\n</body>\n</html>\n"
     )
 
 
@@ -75,4 +89,4 @@ def _card(rank: int, hit: Hit) -> str:
     )
 
 
-__all__ = ["PATH_FIELD", "render_html", "thumbnail_data_uri", "thumbnail_jpeg"]
+__all__ = ["PATH_FIELD", "render_groups_html", "render_html", "thumbnail_data_uri", "thumbnail_jpeg"]

@@ -1,0 +1,171 @@
+"""What a similarity score means for one model: raw cosine -> probability of a near-duplicate.
+
+Raw cosine scores are not comparable across models: for the random-weight tiny model two
+unrelated images score 0.95 on average; for the starter model an image and its JPEG re-encode
+score 0.996 while two unrelated photos score 0.32. A threshold tuned for one model is wrong for
+the next, and retrieval fine-tuning changes the scale again.
+
+:func:`calibrate` measures the scale of one model on images it is given: each is edited the way
+near-duplicates arise (a crop, a strong JPEG re-encode, a brightness change, a downscale), and
+the similarities of image and edit (matches) are set against those of two different images
+(non-matches). A logistic fit of match against cosine (Platt scaling, equal weight to both
+classes) gives a monotone mapping to a *relevance* in [0, 1] and back: ``--min-relevance 0.9``
+then means "pairs that are near-duplicates 9 times in 10 at equal prior" whatever the model.
+The fit is deterministic (seeded edits, fixed image order) and cached per ``model_id`` under
+``$CLIP_INGEST_CACHE/calibration`` (default ``~/.cache/clip-ingest``), so a model is
+calibrated once, when first used.
+
+Where this departs from what was asked for text queries: a query-dependent mapping (the
+"Cosine Adapter" idea) is not implemented; text scores stay raw cosine.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageEnhance
+
+from .decode import ImageInput, decode_image
+from .embedder import Embedder
+
+CALIBRATION_VERSION = 1
+MIN_IMAGES = 8
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """``relevance(s) = 1 / (1 + exp(-(slope * s + intercept)))``, fitted for one model."""
+
+    model_id: str
+    slope: float
+    intercept: float
+    images: int
+    matches: int
+    non_matches: int
+    version: int = CALIBRATION_VERSION
+
+    def relevance(self, score: float | np.ndarray) -> float | np.ndarray:
+        """Raw cosine -> probability that the pair is a near-duplicate (at equal prior)."""
+        z = self.slope * np.asarray(score, dtype=np.float64) + self.intercept
+        value = 1.0 / (1.0 + np.exp(-z))
+        return float(value) if np.ndim(value) == 0 else value
+
+    def threshold(self, relevance: float) -> float:
+        """The raw cosine at which :meth:`relevance` equals ``relevance`` (the inverse mapping)."""
+        if not 0.0 < relevance < 1.0:
+            raise ValueError("a relevance is strictly between 0 and 1")
+        return (math.log(relevance / (1.0 - relevance)) - self.intercept) / self.slope
+
+
+def edits(image: Image.Image) -> list[Image.Image]:
+    """The near-duplicates of ``image`` the calibration expects a finder to catch."""
+    width, height = image.size
+    crop = image.crop((round(width * 0.06), round(height * 0.06), round(width * 0.94), round(height * 0.94)))
+    encoded = io.BytesIO()
+    image.save(encoded, "JPEG", quality=40)
+    return [
+        crop.resize((width, height), Image.Resampling.BICUBIC),
+        Image.open(io.BytesIO(encoded.getvalue())).convert("RGB"),
+        ImageEnhance.Brightness(image).enhance(1.15),
+        image.resize((max(1, width // 2), max(1, height // 2)), Image.Resampling.BICUBIC),
+    ]
+
+
+def _fit_logistic(scores: np.ndarray, labels: np.ndarray, iterations: int = 100) -> tuple[float, float]:
+    """Class-balanced logistic regression of ``labels`` on ``scores`` by Newton's method.
+
+    Scores are standardised for the fit (cosines of one model often sit within 0.05 of each
+    other) and the tiny ridge keeps a perfectly separable set finite.
+    """
+    centre, spread = float(scores.mean()), float(scores.std()) or 1.0
+    x = np.stack([(scores - centre) / spread, np.ones_like(scores)], axis=1)
+    weights = np.where(labels == 1, 0.5 / labels.sum(), 0.5 / (len(labels) - labels.sum()))
+    theta = np.zeros(2)
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(x @ theta)))
+        gradient = x.T @ (weights * (p - labels)) + 1e-3 * theta
+        hessian = (x * (weights * p * (1 - p))[:, None]).T @ x + 1e-3 * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        theta -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    slope = theta[0] / spread
+    return float(slope), float(theta[1] - slope * centre)
+
+
+def calibrate(embedder: Embedder, images: Sequence[ImageInput]) -> Calibration:
+    """Fit the score scale of ``embedder`` on ``images`` (at least ``MIN_IMAGES`` distinct ones)."""
+    decoded = [decode_image(item).image for item in images]
+    if len(decoded) < MIN_IMAGES:
+        raise ValueError(f"calibration needs at least {MIN_IMAGES} images, got {len(decoded)}")
+    originals = embedder.embed_images(decoded)
+    matches = [embedder.embed_images(edits(image)) @ vector for image, vector in zip(decoded, originals)]
+    similarity = originals @ originals.T
+    upper = np.triu_indices(len(decoded), 1)
+    positives, negatives = np.concatenate(matches), similarity[upper]
+    scores = np.concatenate([positives, negatives]).astype(np.float64)
+    labels = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives))])
+    slope, intercept = _fit_logistic(scores, labels)
+    if slope <= 0:
+        raise ValueError("edited copies are not more similar than different images for this model: it cannot be calibrated")
+    return Calibration(embedder.model_id, slope, intercept, len(decoded), len(positives), len(negatives))
+
+
+def pick_diverse(vectors: np.ndarray, n: int) -> list[int]:
+    """Indices of ``n`` rows chosen by farthest-point sampling (deterministic: starts at row 0).
+
+    Calibrating on a collection's own images would count its near-duplicates as non-matches;
+    picking images far from each other leaves at most one of each group of copies.
+    """
+    if len(vectors) == 0:
+        return []
+    chosen = [0]
+    closest = vectors @ vectors[0]
+    while len(chosen) < min(n, len(vectors)):
+        index = int(np.argmin(closest))
+        chosen.append(index)
+        closest = np.maximum(closest, vectors @ vectors[index])
+    return chosen
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CLIP_INGEST_CACHE") or Path.home() / ".cache" / "clip-ingest") / "calibration"
+
+
+def _cache_file(model_id: str) -> Path:
+    safe = "".join(ch if ch.isalnum() or ch in "-_.@+" else "_" for ch in model_id)
+    return cache_dir() / f"{safe}.json"
+
+
+def load_calibration(model_id: str) -> Calibration | None:
+    """The cached calibration of ``model_id`` (None: not calibrated yet, or an older format)."""
+    try:
+        data = json.loads(_cache_file(model_id).read_text(encoding="utf-8"))
+        found = Calibration(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+    return found if found.model_id == model_id and found.version == CALIBRATION_VERSION else None
+
+
+def calibration_for(embedder: Embedder, images: Sequence[ImageInput]) -> Calibration:
+    """The cached calibration of the embedder's model, else one fitted on ``images`` and cached."""
+    found = load_calibration(embedder.model_id)
+    if found is not None:
+        return found
+    fitted = calibrate(embedder, images)
+    path = _cache_file(embedder.model_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(fitted), indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+    return fitted
+
+
+__all__ = ["Calibration", "calibrate", "calibration_for", "edits", "load_calibration", "pick_diverse"]

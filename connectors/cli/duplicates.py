@@ -1,0 +1,154 @@
+"""``clip-search duplicates`` and ``clip-search review``: near-duplicate groups and decisions on them.
+
+Exit codes: 0 done, 1 fatal (store, model), 2 usage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from ..config import Setting, Settings
+from .common import EXIT_OK, common_options, fatal, load_query_embedder, load_settings, open_target_store, setup_logging, store_target
+
+log = logging.getLogger("clip_ingest.duplicates")
+
+DUPLICATES_SETTINGS: tuple[Setting, ...] = (Setting("batch_size", int, 32),)
+DEFAULT_MIN_RELEVANCE = 0.9
+CALIBRATION_IMAGES = 64
+CANDIDATES = 1024  # stored images the calibration set is picked from
+
+
+@click.command("duplicates", context_settings={"help_option_names": ["-h", "--help"]})
+@common_options
+@click.option("--min-relevance", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=DEFAULT_MIN_RELEVANCE,
+              show_default=True, help="Calibrated: the probability that a pair is a near-duplicate (the same for every model).")
+@click.option("--threshold", type=click.FloatRange(-1, 1), default=None, help="A raw cosine similarity instead (model-dependent).")
+@click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True, help="Neighbours looked at per image.")
+@click.option("--include-resolved", is_flag=True, help="Also list groups that a review resolved.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, writable=True), default=None, help="Also write an HTML page of the groups.")
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Model batch size for the calibration [default: 32].")
+@click.option("-v", "--verbose", count=True, help="Debug logging.")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
+def duplicates(min_relevance: float, threshold: float | None, k: int, include_resolved: bool, as_json: bool,
+               html_file: str | None, verbose: int, quiet: bool, **params: Any) -> None:
+    """List groups of near-duplicate images (edits, crops, re-encodes) of a collection.
+
+    Exact copies are already one point. Each image's nearest neighbours come from the database's
+    own k-NN, so memory stays small at any size. --min-relevance is calibrated per model: the
+    first use measures the model's score scale on edited copies of up to 64 of the collection's
+    images (picked far apart, so that its own copies do not count as non-matches) and caches it. Decide on a group with `clip-search review`: a resolved group is not
+    listed again unless a new image joins it.
+    """
+    setup_logging(verbose, quiet)
+    settings = load_settings(params, DUPLICATES_SETTINGS, section="search")
+    from ..backends.base import StoreError
+    from ..factory import ModelLoadError
+    from ..search.duplicates import find_groups
+
+    try:
+        with open_target_store(store_target(settings), settings.collection) as store:
+            raw, calibration = threshold, None
+            if raw is None:
+                calibration = _calibration(settings, store)
+                raw = calibration.threshold(min_relevance)
+                if raw > 1.0:
+                    raise ValueError(f"no pair reaches relevance {min_relevance:g} with this model (it would take a "
+                                     f"cosine of {raw:.4f} > 1): give a lower --min-relevance")
+            groups = find_groups(store, raw, k=k, include_resolved=include_resolved)
+    except (StoreError, ModelLoadError, ValueError) as exc:
+        fatal(str(exc))
+    document = {"collection": settings.collection, "threshold": raw, "min_relevance": None if threshold is not None else min_relevance,
+                "calibration": None if calibration is None else calibration.__dict__,
+                "groups": [g.to_dict() for g in groups]}
+    if html_file:
+        _write_html(html_file, settings.collection, groups, calibration)
+    if as_json:
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+    else:
+        for group in groups:
+            click.echo(f"group {group.id}  {len(group.members)} images  best {group.best_score:.4f}"
+                       + (f"  [{group.review['decision']}]" if group.review else ""))
+            for point in group.members:
+                click.echo(f"  {point.id}  {point.payload.get('path')}")
+        click.echo(f"{len(groups)} group(s) at cosine >= {raw:.4f}")
+    sys.exit(EXIT_OK)
+
+
+def _calibration(settings: Settings, store: Any):
+    """The collection model's calibration: cached, or measured now on some of its images."""
+    from ..calibration import MIN_IMAGES, calibration_for, load_calibration, pick_diverse
+
+    embedder = load_query_embedder(settings, store)
+    stored = store.collection_model()
+    if stored is not None and stored[0] != embedder.model_id:
+        raise ValueError(f"the collection was built with {stored[0]!r}, not {embedder.model_id!r}: pass its --model")
+    found = load_calibration(embedder.model_id)
+    if found is not None:
+        return found
+    ids = sorted(p.id for p in store.scroll(fields=[]))[:CANDIDATES]
+    stored_points = sorted(store.retrieve(ids, with_vectors=True), key=lambda p: p.id)
+    readable = [p for p in stored_points if isinstance(p.payload.get("path"), str) and os.path.isfile(p.payload["path"])]
+    if len(readable) < MIN_IMAGES:
+        raise ValueError(f"calibrating the model needs {MIN_IMAGES} readable images of the collection; "
+                         f"found {len(readable)}: give --threshold (a raw cosine) instead")
+    # far apart, and at most half of them: one of each group of copies, not the copies themselves
+    picked = pick_diverse(np.array([p.vector for p in readable]), max(MIN_IMAGES, min(CALIBRATION_IMAGES, len(readable) // 2)))
+    images = [readable[i].payload["path"] for i in picked]
+    log.info("calibrating %s on %d of the collection's images (once per model)", embedder.model_id, len(images))
+    return calibration_for(embedder, images)
+
+
+def _write_html(path: str, collection: str, groups: list, calibration: Any) -> None:
+    from ..backends.base import Hit
+    from ..search.html import render_groups_html
+
+    sections = []
+    for group in groups:
+        label = f"group {group.id} ({len(group.members)} images" + (f", {group.review['decision']}" if group.review else "") + ")"
+        score = calibration.relevance(group.best_score) if calibration is not None else group.best_score
+        sections.append((label, [Hit(p.id, score, p.payload) for p in group.members]))
+    Path(path).write_text(render_groups_html(f"Near-duplicates in {collection}", sections), encoding="utf-8")
+
+
+@click.command("review", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("members", nargs=-1, required=True)
+@common_options
+@click.option("--decision", type=click.Choice(["keep-all", "not-duplicates", "keep-one"]), required=True,
+              help="keep-all: duplicates, all kept; not-duplicates: a false alarm; keep-one: duplicates, --keep is the one to keep.")
+@click.option("--keep", default=None, metavar="ID", help="With keep-one: the member to keep.")
+@click.option("-v", "--verbose", count=True, help="Debug logging.")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
+def review(members: tuple[str, ...], decision: str, keep: str | None, verbose: int, quiet: bool, **params: Any) -> None:
+    """Record a decision on the group made of MEMBERS (the point ids `clip-search duplicates` lists).
+
+    The decision is stored in each member's payload (field duplicate_review): it survives
+    re-runs, moves and `clip-ingest migrate`. clip-ingest deletes no file.
+    """
+    setup_logging(verbose, quiet)
+    settings = load_settings(params, DUPLICATES_SETTINGS, section="search")
+    from ..backends.base import StoreError
+    from ..search.duplicates import record_review
+
+    if len(set(members)) < 2:
+        raise click.UsageError("a group has at least two members")
+    try:
+        with open_target_store(store_target(settings), settings.collection) as store:
+            written = record_review(store, list(members), decision, keep)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    except StoreError as exc:
+        fatal(str(exc))
+    click.echo(json.dumps(written))
+    sys.exit(EXIT_OK)
+
+
+__all__ = ["duplicates", "review"]
