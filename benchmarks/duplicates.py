@@ -110,7 +110,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     try:
         embedder = OpenClipEmbedder(args.model, device="cpu")
-        paths, source = common.input_images(args.images, args.n, work.path / "source", 256)
+        if args.images:  # spread over the whole folder: its first N files are one class
+            every = sorted(p for p in Path(args.images).rglob("*") if p.suffix.lower() in common.IMAGE_SUFFIXES)
+            paths = every[:: max(1, len(every) // args.n)][: args.n]
+            source = f"{args.images} ({len(paths)} images, every {max(1, len(every) // args.n)}th)"
+        else:
+            paths, source = common.input_images(None, args.n, work.path / "source", 256)
         truth = plant(paths, work.path / "planted")
         rows += measure(embedder, work.path / "planted", truth, work.path / "db", "planted", args.relevance)
         if args.eth80:

@@ -9,6 +9,7 @@ L2-normalised float32 rows and the score of a hit is the cosine similarity.
 
 from __future__ import annotations
 
+import copy
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -232,6 +233,13 @@ class VectorStore(ABC):
         """Forget what is cached about the collection behind the name (its dimension): called
         when an alias switch is seen, so the next request describes the new collection."""
 
+    def pinned(self, collection: str) -> "VectorStore":
+        """A view of this store that sends every request to the physical ``collection``, sharing
+        the connection (never closed on its own). ``Searcher`` queries through it, so a search
+        reaches exactly the collection it verified. Default: this store itself (Qdrant Edge
+        follows its alias link at each request)."""
+        return self
+
     def aliases(self) -> dict[str, str]:
         """Every alias of this database (or storage folder) and the collection it points to."""
         raise StoreError(f"{self.backend} does not support collection aliases")
@@ -276,3 +284,22 @@ class VectorStore(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ServerStore(VectorStore):
+    """A store talking to a database over one client, caching its collection's dimension.
+
+    Such databases resolve aliases themselves at every request, so after a switch only the
+    cached dimension is stale (:meth:`refresh`), and a view pinned to a physical collection is
+    a copy sharing the client (:meth:`pinned`).
+    """
+
+    _dim: int | None = None
+
+    def refresh(self) -> None:
+        self._dim = None
+
+    def pinned(self, collection: str) -> "VectorStore":
+        view = copy.copy(self)  # the same client: never closed through the view
+        view.collection, view._dim = collection, None
+        return view

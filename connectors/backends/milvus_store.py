@@ -62,7 +62,7 @@ from .base import (
     StoreError,
     TransientStoreError,
     UNKNOWN_MODEL,
-    VectorStore,
+    ServerStore,
     check_collection_model,
     check_point_id,
     check_vector,
@@ -224,7 +224,7 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
         yield list(items[start : start + size])
 
 
-class MilvusStore(VectorStore):
+class MilvusStore(ServerStore):
     """A clip-ingest collection in Milvus or Milvus Lite (see the module docstring)."""
 
     backend = "milvus"

@@ -36,7 +36,7 @@ from .base import (
     StoreError,
     TransientStoreError,
     UNKNOWN_MODEL,
-    VectorStore,
+    ServerStore,
     check_collection_model,
     check_point_id,
     check_vector,
@@ -128,7 +128,7 @@ def scored_to_hit(scored: Any) -> Hit:
     return Hit(id=str(scored.id), score=float(scored.score), payload=dict(scored.payload or {}))
 
 
-class QdrantClientStore(VectorStore):
+class QdrantClientStore(ServerStore):
     """A clip-ingest collection in Qdrant, reached through ``qdrant_client.QdrantClient``.
 
     Give exactly one of ``url`` (a server, e.g. ``http://localhost:6333``), ``path`` (local mode
@@ -369,9 +369,6 @@ class QdrantClientStore(VectorStore):
 
     def alias_target(self) -> str | None:
         return self.aliases().get(self.collection)
-
-    def refresh(self) -> None:
-        self._dim = None
 
     def aliases(self) -> dict[str, str]:
         with self._translated("list aliases"):

@@ -140,6 +140,8 @@ def main(verbose: int, quiet: bool, **params: Any) -> None:
     moved ones recognised by content. Exit codes: 0 done, 1 fatal, 2 usage,
     3 some files failed (see the dead-letter file), 4 locked by another run,
     130 / 143 stopped by Ctrl-C / SIGTERM (what was embedded is saved; re-run to resume).
+
+    Another model for an existing collection, without downtime: `clip-ingest migrate --help`.
     """
     setup_logging(verbose, quiet)
     params["ext"] = _split_commas(params["ext"])

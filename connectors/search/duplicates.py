@@ -3,8 +3,10 @@
 Exact copies are already one point (ids come from the content hash). What is left are edits,
 crops and re-encodes: images whose vectors are nearly identical. :func:`find_groups` asks the
 database for each point's nearest neighbours above a similarity threshold (batched reads of the
-stored vectors, one k-NN search per point: never an all-pairs matrix in memory) and joins the
-pairs into groups with a union-find.
+stored vectors, one k-NN search per point: never an all-pairs matrix in memory) and forms groups
+around leaders: the image with the most such neighbours takes them all, then the next image
+among those left, and so on. Every member is similar to its group's leader itself, so a chain
+of small steps never joins unrelated images (as single linkage would).
 
 A review decision (``keep-all``, ``not-duplicates``, ``keep-one``) is written into the payload
 of every member (field ``duplicate_review``, with the member ids it was made on). Payload fields
@@ -29,13 +31,13 @@ _LISTED_FIELDS = ("path", "paths", "sha256", "width", "height", REVIEW_FIELD)
 
 @dataclass
 class Group:
-    """Points whose vectors are nearly identical (each joined to another by a similarity >= threshold)."""
+    """Points whose vectors are nearly identical to the group's leader (similarity >= threshold)."""
 
     id: str
     """Stable while the members stay the same: a hash of the sorted member ids."""
     members: list[Point]
     best_score: float
-    """The highest similarity of a pair inside the group."""
+    """The highest similarity of a member to the leader."""
     review: dict[str, Any] | None = None
     """The decision that resolves this group (None: open)."""
 
@@ -51,24 +53,6 @@ class Group:
 
 def group_id(member_ids: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(member_ids)).encode()).hexdigest()[:16]
-
-
-class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
-
-    def find(self, item: str) -> str:
-        root = self.parent.setdefault(item, item)
-        while root != self.parent[root]:
-            root = self.parent[root]
-        while item != root:  # path compression
-            self.parent[item], item = root, self.parent[item]
-        return root
-
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
 
 
 def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
@@ -89,33 +73,32 @@ def find_groups(
         raise ValueError("threshold is a cosine similarity, between -1 and 1")
     listed = {p.id: p for p in store.scroll(fields=list(_LISTED_FIELDS))}
     ids = sorted(listed)
-    links, best = _UnionFind(), {}
+    neighbours: dict[str, dict[str, float]] = {}
     done = 0
     for batch in _batches(ids, batch_size):
         for point in store.retrieve(list(batch), with_vectors=True):
             if point.vector is None:
                 raise StoreError(f"point {point.id} came back without its vector")
-            for hit in store.search(point.vector, k=k + 1, score_threshold=threshold):
-                if hit.id != point.id and hit.id in listed:
-                    links.union(point.id, hit.id)
-                    pair = tuple(sorted((point.id, hit.id)))
-                    best[pair] = max(best.get(pair, -1.0), hit.score)
+            found = {hit.id: hit.score for hit in store.search(point.vector, k=k + 1, score_threshold=threshold)
+                     if hit.id != point.id and hit.id in listed}
+            if found:
+                neighbours[point.id] = found
         done += len(batch)
         if on_progress:
             on_progress(done, len(ids))
-    members: dict[str, list[str]] = {}
-    for point_id in links.parent:
-        members.setdefault(links.find(point_id), []).append(point_id)
-    top: dict[str, float] = {}
-    for (a, _), score in best.items():
-        root = links.find(a)
-        top[root] = max(top.get(root, -1.0), score)
     groups = []
-    for root, found in members.items():
-        if len(found) < 2:
+    assigned: set[str] = set()
+    # leaders first by how many neighbours they have, then by id: every member is similar to its
+    # group's leader itself, so no chain of small steps joins unrelated images
+    for leader in sorted(neighbours, key=lambda i: (-len(neighbours[i]), i)):
+        if leader in assigned:
             continue
-        found.sort()
-        group = Group(group_id(found), [listed[i] for i in found], top[root], review=resolving_review(listed, found))
+        members = sorted({leader, *(i for i in neighbours[leader] if i not in assigned)})
+        if len(members) < 2:
+            continue
+        assigned.update(members)
+        best = max(score for i, score in neighbours[leader].items() if i in members)
+        group = Group(group_id(members), [listed[i] for i in members], best, review=resolving_review(listed, members))
         if group.review is None or include_resolved:
             groups.append(group)
     return sorted(groups, key=lambda g: (-len(g.members), -g.best_score, g.id))

@@ -61,6 +61,7 @@ class Searcher:
         switch put behind the name (``spec``: the model spec it records): without it a switch to
         another model raises :class:`ModelMismatchError`."""
         self.store = store
+        self._view = store  # where queries go: the collection behind the name, once verified
         self.embedder = embedder
         self.load_model = load_model
         self._target: str | None | object = _UNSEEN  # the collection behind the name (verified on the first query)
@@ -73,7 +74,7 @@ class Searcher:
         Raises :class:`StoreError` for a missing collection and :class:`ModelMismatchError`
         when its vectors come from another model (their scores would be meaningless).
         """
-        stored = self.store.collection_model()
+        stored = self._view.collection_model()
         if stored is None:
             raise StoreError(
                 f"the collection does not exist in {self.store!r} (ingest images first, or check "
@@ -197,11 +198,18 @@ class Searcher:
         return self._generation
 
     def _take_in(self, target: str | None) -> None:
-        """Adopt the collection now behind the name: its dimension, its model (loaded or refused)."""
+        """Adopt the collection now behind the name: its dimension, its model (loaded or refused).
+
+        Queries then go to that physical collection itself (:meth:`VectorStore.pinned`), not
+        through the alias: a server that is still spreading the alias change to its proxies
+        (Milvus) cannot send them elsewhere.
+        """
         self.store.refresh()
-        stored = self.store.collection_model()
+        view = self.store.pinned(target) if target is not None else self.store
+        stored = view.collection_model()
         if stored is not None and self.load_model is not None and stored[0] != self.embedder.model_id:
-            self.embedder = self.load_model(self.store.collection_model_spec())
+            self.embedder = self.load_model(view.collection_model_spec())
+        self._view = view
         self.verify_model()
         self._target = target
         self._generation += 1
@@ -214,12 +222,12 @@ class Searcher:
             raise ValueError("offset must be >= 0")
         if self._generation != generation:  # a switch seen since the query started (checked again after it)
             raise _AliasMoved
-        return self.store.search(vector, k=k, filter=filter, offset=offset, score_threshold=score_threshold)
+        return self._view.search(vector, k=k, filter=filter, offset=offset, score_threshold=score_threshold)
 
     def _similar_to_point(
         self, point_id: str, k: int, filter: Filter | None, offset: int, score_threshold: float | None, generation: int
     ) -> list[Hit]:
-        found = self.store.retrieve([point_id], with_vectors=True)
+        found = self._view.retrieve([point_id], with_vectors=True)
         if not found or found[0].vector is None:
             raise PointNotFoundError(f"no point with id {point_id!r} in the collection, and no file of that name")
         point = found[0]
