@@ -21,7 +21,6 @@ model that decode bounds.
 from __future__ import annotations
 
 import io
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -29,15 +28,11 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
 from clip_ingest.connectors.decode import DecodedImage, decode_image
-from clip_ingest.connectors.ingest.pipeline import IngestOptions, ordered_map
-from clip_ingest.connectors.ingest.plan import Planner
-from clip_ingest.connectors.ingest.scan import Scan
-from clip_ingest.connectors.ingest.stages import DecodeStage, ImageEncoder
-from clip_ingest.connectors.ingest.state import StoredState
+from clip_ingest.connectors.ingest.pipeline import IngestOptions
 from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
 
 from . import common
-from .ingest import TINY
+from .ingest import TINY, decode_throughput
 
 DEFAULT_MODELS = (TINY, "ViT-B-32")
 PER_IMAGE = 600  # images timed one by one per round
@@ -66,20 +61,6 @@ def variants(embedder: OpenClipEmbedder) -> dict[str, _Variant]:
     return {BEFORE: _Variant(embedder, pillow, reference),
             "pillow + fused tail": _Variant(embedder, pillow, embedder.preprocess),
             NOW: _Variant(embedder, embedder.decode, embedder.preprocess)}
-
-
-def stage_throughput(variant: _Variant, folder: Path, workers: int) -> float:
-    """Images/s of the pipeline's ``DecodeStage`` on its thread pool."""
-    state = StoredState()
-    stage = DecodeStage(ImageEncoder(variant), "bench", state)  # type: ignore[arg-type]
-    planner = Planner(Scan([str(folder)], on_problem=lambda p: None), state)
-
-    def run() -> int:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return sum(1 for _ in ordered_map(pool, stage, planner, window=4 * workers))
-
-    seconds, count = common.timed(run)
-    return count / seconds
 
 
 def per_image(variant: _Variant, datas: Sequence[bytes]) -> tuple[float, float]:
@@ -122,12 +103,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for _ in range(args.repeats):
             for model, found in per_model.items():
                 for name, variant in found.items():
-                    samples.setdefault((model, name, "decode stage"), []).append(stage_throughput(variant, work.path / "images", args.workers))
+                    samples.setdefault((model, name, "decode stage"), []).append(decode_throughput(variant, work.path / "images", args.workers))
                     decode, pre = per_image(variant, datas)
                     samples.setdefault((model, name, "decode, 1 thread"), []).append(decode)
                     samples.setdefault((model, name, "preprocess, 1 thread"), []).append(pre)
                     samples.setdefault((model, name, f"decode stage, {LARGE_SIDE} px JPEG"), []).append(
-                        stage_throughput(variant, work.path / "large", args.workers))
+                        decode_throughput(variant, work.path / "large", args.workers))
     finally:
         work.close()
     rows = [{"model": m, "variant": v, "measure": what, "images_per_s": common.median(values),
