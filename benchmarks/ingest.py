@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,7 +29,8 @@ import torch
 
 from clip_ingest.connectors.backends.base import CollectionSpec, Point
 from clip_ingest.connectors.embedder import Embedder
-from clip_ingest.connectors.ingest.pipeline import IngestOptions, ordered_map, run_ingest
+from clip_ingest.connectors.ingest.executor import LocalExecutor
+from clip_ingest.connectors.ingest.pipeline import IngestOptions, run_ingest
 from clip_ingest.connectors.ingest.plan import Planner
 from clip_ingest.connectors.ingest.scan import Scan
 from clip_ingest.connectors.ingest.stages import DecodeStage, ImageEncoder
@@ -71,11 +71,7 @@ def decode_throughput(embedder: Embedder, folder: Path, workers: int) -> float:
     decode = DecodeStage(ImageEncoder(embedder), "bench", state)
     planner = Planner(Scan([str(folder)], on_problem=lambda p: None), state)
 
-    def run() -> int:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return sum(1 for _ in ordered_map(pool, decode, planner, window=4 * workers))
-
-    seconds, count = common.timed(run)
+    seconds, count = common.timed(lambda: sum(1 for _ in LocalExecutor(workers, window=4 * workers).results(planner, decode)))
     return count / seconds
 
 

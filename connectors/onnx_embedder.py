@@ -21,10 +21,10 @@ import open_clip
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
-from .decode import DEFAULT_MAX_MEGAPIXELS, DecodedImage, ImageInput, decode_image
+from .decode import DEFAULT_MAX_MEGAPIXELS, DecodedImage, ImageInput
 from .embedder import check_texts, embed_in_batches, l2_normalise
 from .factory import METADATA_FILE, ModelLoadError
-from .preprocess import fast_transform
+from .preprocess import Preparer, fast_transform
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -67,8 +67,9 @@ class OnnxEmbedder:
         self._model_id = str(metadata["model_id"])
         self._name = str(metadata.get("name") or directory.name)
         pp = PreprocessCfg(**config["preprocess_cfg"])
-        self._transform = fast_transform(image_transform_v2(pp, is_train=False))
         self.image_size = int(pp.size[0] if isinstance(pp.size, (tuple, list)) else pp.size)
+        self.preparer = Preparer(fast_transform(image_transform_v2(pp, is_train=False)), self.image_size,
+                                 max_megapixels, as_numpy=True)
         # an export carries its tokenizer config; a runtime cache entry names its model's tokenizer
         self._tokenizer = open_clip.get_tokenizer(metadata.get("tokenizer") or f"local-dir:{directory}")
         providers = list(providers or ["CPUExecutionProvider"])
@@ -90,11 +91,11 @@ class OnnxEmbedder:
 
     def decode(self, item: ImageInput) -> DecodedImage:
         """Decode one item the way this embedder wants it (JPEG draft at its input size)."""
-        return decode_image(item, max_megapixels=self.max_megapixels, draft_size=self.image_size)
+        return self.preparer.decode(item)
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """An RGB image -> the model's input ``(3, S, S)`` float32 array (open_clip's transform)."""
-        return self._transform(image).numpy()
+        return self.preparer.preprocess(image)
 
     def _tokens(self, texts: Sequence[str]) -> np.ndarray:
         return self._tokenizer(list(texts)).numpy().astype(np.int64)

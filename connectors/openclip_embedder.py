@@ -10,9 +10,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .decode import DEFAULT_MAX_MEGAPIXELS, DecodedImage, ImageInput, decode_image
+from .decode import DEFAULT_MAX_MEGAPIXELS, DecodedImage, ImageInput
 from .embedder import check_texts, embed_in_batches, l2_normalise
 from .factory import DEFAULT_MODEL_SPEC, LoadedModel, load_model
+from .preprocess import Preparer
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -93,6 +94,7 @@ class OpenClipEmbedder:
         self.autocast = self.device.type == "cuda" and precision in ("auto", "fp16")
         size = loaded.preprocess_cfg.get("size") or self.model.visual.image_size
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self.preparer = Preparer(loaded.preprocess, self.image_size, max_megapixels)
         with torch.inference_mode():
             self._dim = int(self.embed_texts(["a"]).shape[1])
 
@@ -110,11 +112,11 @@ class OpenClipEmbedder:
 
     def decode(self, item: ImageInput) -> DecodedImage:
         """Decode one item the way this embedder wants it (JPEG draft at its input size)."""
-        return decode_image(item, max_megapixels=self.max_megapixels, draft_size=self.image_size)
+        return self.preparer.decode(item)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """An RGB image -> the model's input tensor ``(3, S, S)``."""
-        return self.loaded.preprocess(image)
+        return self.preparer.preprocess(image)
 
     def _forward(self, fn, batch: torch.Tensor) -> np.ndarray:
         if self.device.type == "cuda":  # page-locked memory makes the non-blocking copy really asynchronous

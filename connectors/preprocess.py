@@ -13,6 +13,7 @@ with unusual preprocessing stays correct, only slower.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -20,7 +21,29 @@ import torch
 from PIL import Image
 from torchvision.transforms import Compose, Normalize, ToTensor
 
+from .decode import DEFAULT_MAX_MEGAPIXELS, DecodedImage, ImageInput, decode_image
+
 Transform = Callable[[Any], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Preparer:
+    """An embedder's input path without its model: decode (JPEG draft at the input size, the
+    size limit) and the eval transform. It pickles, so decode workers in other processes (the
+    Ray executor's) build exactly the inputs the embedder would build itself."""
+
+    transform: Transform
+    image_size: int
+    max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+    as_numpy: bool = False
+    """ONNX Runtime takes numpy arrays, torch tensors."""
+
+    def decode(self, item: ImageInput) -> DecodedImage:
+        return decode_image(item, max_megapixels=self.max_megapixels, draft_size=self.image_size)
+
+    def preprocess(self, image: Image.Image) -> Any:
+        pixels = self.transform(image)
+        return pixels.numpy() if self.as_numpy else pixels
 
 
 class FusedToNormalisedTensor:

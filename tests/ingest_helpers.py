@@ -122,7 +122,9 @@ def ingest(store: VectorStore, embedder: Any, *directories: Path, **options: Any
     options.setdefault("workers", 2)
     options.setdefault("batch_size", 8)
     options.setdefault("progress", False)
-    return run_ingest(store, embedder, IngestOptions(directories=[str(d) for d in directories], **options))
+    executor = options.pop("executor", None)
+    return run_ingest(store, embedder, IngestOptions(directories=[str(d) for d in directories], **options),
+                      executor=executor)
 
 
 def points_by_path(store: VectorStore) -> dict[str, dict[str, Any]]:

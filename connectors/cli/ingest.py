@@ -68,6 +68,11 @@ INGEST_SETTINGS: tuple[Setting, ...] = (
     Setting("from_parquet", str, None),
     Setting("workers", int, 4),
     Setting("batch_size", int, 32),
+    Setting("executor", str, "local"),
+    Setting("ray_address", str, None),
+    Setting("ray_workers", int, None),
+    Setting("num_gpus_per_worker", float, 0.0),
+    Setting("num_cpus_per_worker", float, 1.0),
 )
 
 #: write batch size by target: Qdrant's default request limit is 32 MB, Milvus' gRPC limit 64 MB
@@ -133,6 +138,19 @@ def source_options(fn: F) -> F:
     help="Load a Parquet artifact (a folder written by --target parquet) into the target collection "
     "instead of embedding images: no model runs; the model-safety check still applies.",
 )
+@click.option(
+    "--executor", type=click.Choice(["local", "ray"]), default=None,
+    help="Where decoding and embedding run: threads on this machine, or a Ray Data pipeline on a Ray "
+    "cluster (extra `ray`). Same ids, skips, --prune, dead letters and summary either way [default: local].",
+)
+@click.option("--ray-address", default=None, metavar="ADDR",
+              help="Ray cluster to run on [default: $RAY_ADDRESS, else a local Ray instance].")
+@click.option("--ray-workers", default=None, type=click.IntRange(1),
+              help="Embedding actors [default: one per GPU, or per --num-cpus-per-worker CPUs].")
+@click.option("--num-gpus-per-worker", default=None, type=click.FloatRange(0), metavar="N",
+              help="GPUs per embedding actor; a fraction shares a GPU [default: 0, embed on CPUs].")
+@click.option("--num-cpus-per-worker", default=None, type=click.FloatRange(0, min_open=True), metavar="N",
+              help="CPUs (and torch threads) per CPU embedding actor [default: 1].")
 def main(verbose: int, quiet: bool, **params: Any) -> None:
     """Embed every image under SOURCES (folders) or in --manifest files into a vector database.
 
@@ -246,8 +264,9 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str], preload
     try:
         with RunLock(lock_path, timeout=settings.lock_timeout):
             embedder = preloaded or _load_embedder(settings)
+            executor = _executor(settings) if settings.get("executor") == "ray" else None
             with open_target_store(target, settings.collection) as store:
-                stats = run_ingest(store, embedder, options, on_change=on_change)
+                stats = run_ingest(store, embedder, options, on_change=on_change, executor=executor)
     except (IngestInterrupted, KeyboardInterrupt) as exc:
         saved = exc.stats if isinstance(exc, IngestInterrupted) else None
         code = EXIT_TERMINATED if signals else EXIT_INTERRUPTED
@@ -357,6 +376,26 @@ def _next_command(settings: Settings) -> str:
 
 def _load_embedder(settings: Settings):
     return load_settings_embedder(settings, settings.model, settings.batch_size)
+
+
+def _executor(settings: Settings) -> Any:
+    """``--executor ray``: the run's model, runtime and batch size, rebuilt inside each Ray actor."""
+    import functools
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        fatal("--executor ray needs Ray Data: pip install 'clip-ingest[ray]'", EXIT_USAGE)
+    from ..ingest.ray_executor import RayExecutor
+    from ..runtime import load_embedder
+
+    model = os.path.abspath(settings.model) if os.path.isdir(settings.model) else settings.model
+    factory = functools.partial(load_embedder, model, runtime=settings.runtime, quantize=settings.quantize,
+                                batch_size=settings.batch_size)
+    return RayExecutor(factory, address=settings.ray_address, embed_workers=settings.ray_workers,
+                       num_gpus_per_worker=settings.num_gpus_per_worker, num_cpus_per_worker=settings.num_cpus_per_worker,
+                       batch_size=settings.batch_size, read_timeout=settings.read_timeout,
+                       device=None if settings.device in (None, "auto") else settings.device,
+                       progress=bool(sys.stderr.isatty()))
 
 
 __all__ = ["INGEST_SETTINGS", "IngestJob", "main", "missing_sources", "parse_index_fields", "plan_job"]

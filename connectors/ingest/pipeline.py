@@ -1,11 +1,11 @@
-"""The ingestion run: scan -> plan -> decode workers -> embed -> writer.
+"""The ingestion run: scan -> plan -> read + decode (an executor) -> embed -> writer.
 
-Stages are connected by bounded buffers (a window of in-flight decode futures,
+Stages are connected by bounded buffers (the executor's window of in-flight decodes,
 a bounded queue to the writer thread), so memory stays flat however many files
-are scanned. Decoding runs in a thread pool: Pillow's decoders, resizing and
-hashlib release the GIL, and threads avoid pickling every preprocessed tensor
-back from worker processes (threads vs processes is not benchmarked yet on
-large photos).
+are scanned. The executor (:mod:`.executor`: threads on this machine by default,
+:mod:`.ray_executor` for a Ray cluster) only changes where decoding (and possibly
+embedding) happens; ids, the skip of unchanged files, prune, dead letters and the
+exactly-once writes are decided here, on the driver, for every executor.
 """
 
 from __future__ import annotations
@@ -13,16 +13,15 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections import deque
-from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import Callable, Mapping, Sequence
 
 from ..backends.base import CollectionSpec, ModelMismatchError, StoreError, TransientStoreError, VectorStore
 from ..embedder import Embedder
 from .deadletter import DeadLetter
+from .executor import LocalExecutor, StageExecutor
 from .plan import Planner, Shard
-from .reader import DEFAULT_READ_TIMEOUT_S, TimedReader
+from .reader import DEFAULT_READ_TIMEOUT_S
 from .scan import DEFAULT_EXTENSIONS, Scan
 from .stages import DecodeStage, EmbedStage, Failed, ImageEncoder, WriteOp
 from .state import StoredState
@@ -30,9 +29,6 @@ from .summary import Progress, RunStats
 from .writer import RETRY_FOR_S, ChangeSink, Writer, make_retrying
 
 log = logging.getLogger("clip_ingest.ingest")
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -64,17 +60,6 @@ class IngestOptions:
     id_namespace: str | None = None
     """The name point ids derive from (default: ``collection``). ``clip-ingest migrate`` builds
     ``NAME__<model>`` with ``NAME``'s ids, so an id a client kept stays valid after the switch."""
-
-
-def ordered_map(pool: Executor, fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:
-    """``map`` over a pool with at most ``window`` items in flight, results in input order."""
-    in_flight: deque = deque()
-    for item in items:
-        in_flight.append(pool.submit(fn, item))
-        if len(in_flight) >= window:
-            yield in_flight.popleft().result()
-    while in_flight:
-        yield in_flight.popleft().result()
 
 
 class WriterThread:
@@ -165,13 +150,16 @@ def run_ingest(
     *,
     on_change: ChangeSink | None = None,
     should_stop: Callable[[], bool] | None = None,
+    executor: StageExecutor | None = None,
 ) -> RunStats:
     """Ingest the sources of ``options`` into ``store``; returns the run's statistics.
 
     Files that cannot be ingested are counted in ``stats.failed`` and written to
     the dead-letter file; store errors other than transient ones propagate.
     ``should_stop`` (asked between images) stops the run like Ctrl-C does, for a run in a
-    thread that cannot receive one (``clip-search serve --ingest-every``).
+    thread that cannot receive one (``clip-search serve --ingest-every``). ``executor`` runs
+    the read + decode stage (default: :class:`~.executor.LocalExecutor` with ``options.workers``
+    threads).
     """
     stats = RunStats()
     spec = CollectionSpec(options.collection, embedder.dim, embedder.model_id, dict(options.index_fields),
@@ -197,9 +185,12 @@ def run_ingest(
     )
     planner = Planner(scan, state, options.shard, on_unchanged=lambda: progress.advance())
     encoder = ImageEncoder(embedder)
-    reader = TimedReader(options.workers, options.read_timeout)
-    decode = DecodeStage(encoder, options.id_namespace or options.collection, state, decode=not options.dry_run, read=reader.read)
+    decode = DecodeStage(encoder, options.id_namespace or options.collection, state, decode=not options.dry_run)
     embed = EmbedStage(encoder, embedder.model_id, options.batch_size, embed=not options.dry_run)
+    if executor is None:
+        # enough decodes in flight to fill the next batch while the model runs on this one
+        window = max(4 * options.workers, 2 * options.batch_size)
+        executor = LocalExecutor(options.workers, options.read_timeout, window)
     writer = Writer(
         store, stats, dead, dry_run=options.dry_run, max_batch_bytes=options.max_batch_bytes,
         on_change=on_change, retrying=retrying,
@@ -207,28 +198,28 @@ def run_ingest(
     progress = Progress(stats, planner, enabled=options.progress)
     interrupted = False
     try:
-        with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="clip-ingest-decode") as pool:
-            writer_thread = WriterThread(writer, options.queue_size)
+        writer_thread = WriterThread(writer, options.queue_size)
+        results = executor.results(planner, decode)
+        try:
+            for result in results:
+                if should_stop is not None and should_stop():
+                    raise KeyboardInterrupt
+                if isinstance(result, Failed):
+                    fail(result.path, result.reason, result.detail)
+                else:
+                    for op in embed.feed(result):
+                        writer_thread.put(op)
+                progress.advance()
+            for op in embed.flush():
+                writer_thread.put(op)
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM turned into one by the CLI, or should_stop
+            interrupted = True  # the batch being decoded is abandoned
+        finally:
             try:
-                # enough decodes in flight to fill the next batch while the model runs on this one
-                window = max(4 * options.workers, 2 * options.batch_size)
-                for result in ordered_map(pool, decode, planner, window=window):
-                    if should_stop is not None and should_stop():
-                        raise KeyboardInterrupt
-                    if isinstance(result, Failed):
-                        fail(result.path, result.reason, result.detail)
-                    else:
-                        for op in embed.feed(result):
-                            writer_thread.put(op)
-                    progress.advance()
-                for op in embed.flush():
-                    writer_thread.put(op)
-            except KeyboardInterrupt:  # Ctrl-C, SIGTERM turned into one by the CLI, or should_stop
+                results.close()  # type: ignore[attr-defined]
+            except KeyboardInterrupt:  # a second Ctrl-C while the executor stops
                 interrupted = True
-                pool.shutdown(wait=False, cancel_futures=True)  # the batch being decoded is abandoned
-                reader.abort()  # a worker waiting on a hung read returns now
-            finally:
-                writer_thread.close()
+            writer_thread.close()
         stats.scanned, stats.unchanged = planner.scanned, planner.unchanged
         if interrupted:  # keep what was embedded: write it, make it durable, then stop
             writer.flush_points()
@@ -240,7 +231,6 @@ def run_ingest(
             writer.prune(planner.gone_paths())
         writer.finish()
     finally:
-        reader.close()
         progress.close()
         dead.close()
         stats.finish()
@@ -252,4 +242,4 @@ def run_ingest(
     return stats
 
 
-__all__ = ["IngestInterrupted", "IngestOptions", "WriterThread", "load_state", "ordered_map", "run_ingest"]
+__all__ = ["IngestInterrupted", "IngestOptions", "WriterThread", "load_state", "run_ingest"]

@@ -9,9 +9,10 @@ model and turns results into write operations for the :class:`~.writer.Writer`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
+from PIL import Image
 
 from ..decode import DecodedImage, ImageDecodeError, decode_image
 from ..embedder import Embedder
@@ -22,36 +23,46 @@ from .reader import ReadTimeout, read_file
 from .scan import os_path, read_sidecar
 from .state import StoredState
 
+if TYPE_CHECKING:
+    from ..preprocess import Preparer
+
 
 class ImageEncoder:
     """Adapts any :class:`Embedder` to the split decode (in workers) / embed (batched) pipeline.
 
-    Embedders with ``decode``/``preprocess``/``embed_pixels`` (e.g. ``OpenClipEmbedder``)
-    get their input tensors built in the worker threads; any other embedder gets
-    decoded PIL images passed to ``embed_images``.
+    Embedders with a ``preparer`` (:class:`~..preprocess.Preparer`) or with ``decode`` /
+    ``preprocess`` / ``embed_pixels`` (e.g. ``OpenClipEmbedder``) get their input tensors built
+    in the decode workers; any other embedder gets decoded PIL images passed to ``embed_images``.
+    ``ImageEncoder(None, preparer)`` only prepares: what a decode worker without the model runs.
     """
 
-    def __init__(self, embedder: Embedder) -> None:
+    def __init__(self, embedder: Embedder | None, preparer: Preparer | None = None) -> None:
         self.embedder = embedder
-        self.split = all(hasattr(embedder, a) for a in ("decode", "preprocess", "embed_pixels"))
+        self.preparer = preparer if embedder is None else getattr(embedder, "preparer", None)
+        self.split = self.preparer is not None or all(
+            hasattr(embedder, a) for a in ("decode", "preprocess", "embed_pixels"))
 
     def prepare(self, data: bytes) -> tuple[DecodedImage, Any]:
         """Decode raw file bytes -> (facts about the image, model input)."""
+        if self.preparer is not None:
+            decoded = self.preparer.decode(data)
+            return decoded, self.preparer.preprocess(decoded.image)
         if self.split:
-            decoded = self.embedder.decode(data)  # type: ignore[attr-defined]
-            return decoded, self.embedder.preprocess(decoded.image)  # type: ignore[attr-defined]
+            decoded = self.embedder.decode(data)  # type: ignore[union-attr]
+            return decoded, self.embedder.preprocess(decoded.image)  # type: ignore[union-attr]
         decoded = decode_image(data)
         return decoded, decoded.image
 
     def embed(self, inputs: Sequence[Any]) -> np.ndarray:
         """Model inputs from :meth:`prepare` -> ``(n, dim)`` float32 rows."""
-        if self.split:
-            if isinstance(inputs[0], np.ndarray):  # ONNX Runtime's inputs are numpy arrays
-                return self.embedder.embed_pixels(np.stack(inputs))  # type: ignore[attr-defined]
-            import torch
+        assert self.embedder is not None, "a prepare-only encoder cannot embed"
+        if isinstance(inputs[0], Image.Image):
+            return self.embedder.embed_images(list(inputs))
+        if isinstance(inputs[0], np.ndarray):  # ONNX Runtime's inputs are numpy arrays
+            return self.embedder.embed_pixels(np.stack(inputs))  # type: ignore[attr-defined]
+        import torch
 
-            return self.embedder.embed_pixels(torch.stack(list(inputs)))  # type: ignore[attr-defined]
-        return self.embedder.embed_images(list(inputs))
+        return self.embedder.embed_pixels(torch.stack(list(inputs)))  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -65,6 +76,8 @@ class Loaded:
     decoded: DecodedImage | None = None
     pixels: Any = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    vector: np.ndarray | None = None
+    """Set by an executor that embeds where it decodes (:class:`~.ray_executor.RayExecutor`)."""
 
 
 @dataclass(frozen=True)
@@ -97,21 +110,20 @@ class KnownContent:
 WriteOp = NewPoint | KnownContent
 
 
+@dataclass
 class DecodeStage:
     """Read one candidate: hash it, and decode + preprocess it only when its content is new.
 
     With ``decode=False`` (dry run) new content is hashed but not decoded. ``read`` reads one
-    file (default: plainly; the pipeline passes a :class:`~.reader.TimedReader`'s, so a stalled
+    file (default: plainly; executors pass a :class:`~.reader.TimedReader`'s, so a stalled
     read fails that file with reason ``timeout``).
     """
 
-    def __init__(self, encoder: ImageEncoder, collection: str, state: StoredState, *, decode: bool = True,
-                 read: Callable[[str], bytes] = read_file) -> None:
-        self.encoder = encoder
-        self.collection = collection
-        self.state = state
-        self.decode = decode
-        self.read = read
+    encoder: ImageEncoder
+    collection: str
+    state: StoredState
+    decode: bool = field(default=True, kw_only=True)
+    read: Callable[[str], bytes] = field(default=read_file, kw_only=True)
 
     def __call__(self, candidate: Candidate) -> Loaded | Failed:
         path = candidate.file.path
@@ -169,11 +181,11 @@ class EmbedStage:
         """Embed what is batched and yield every pending op."""
         batch, self._batch, self._to_embed = self._batch, [], 0
         new = [b for b in batch if isinstance(b, Loaded)]
-        vectors: Iterable[np.ndarray | None] = [None] * len(new)
-        if new and self.embed:
-            vectors = self.encoder.embed([b.pixels for b in new])
-            self.embedded += len(new)
-        by_item = dict(zip(map(id, new), vectors))
+        by_item: dict[int, np.ndarray | None] = {id(b): b.vector for b in new}
+        todo = [b for b in new if b.vector is None]
+        if todo and self.embed:
+            by_item.update(zip(map(id, todo), self.encoder.embed([b.pixels for b in todo])))
+            self.embedded += len(todo)
         for b in batch:
             yield b if isinstance(b, KnownContent) else self._new_point(b, by_item[id(b)])
 
