@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import decode, duplicates, ingest, memory, peers, query, rerun, runtimes, serve, training  # importable via pytest's pythonpath
+from benchmarks import decode, duplicates, executors, ingest, memory, peers, query, rerun, runtimes, serve, training  # importable via pytest's pythonpath
 
 
 def run(module, tmp_path: Path, *args: str) -> dict:
@@ -143,3 +143,11 @@ def test_peers_races_every_contender_on_the_same_weights(tmp_path: Path) -> None
     assert rows["clip-ingest onnx"]["cos_min"] >= 0.9999  # same weights, same preprocessing
     assert rows["fastembed"]["cos_mean"] > 0.99  # same ONNX file; its crop may shift a pixel
     assert any("clip-retrieval" in note for note in result["notes"])  # said, not silently dropped
+
+
+def test_executors_benchmark_measures_ray_beside_local_and_the_parquet_path(tmp_path: Path) -> None:
+    result = run(executors, tmp_path)
+    rows = result["tables"]["ingestion (images/s)"]
+    assert [r["executor"].split()[0] for r in rows] == ["local", "ray"]
+    assert all(r["images_per_s"] > 0 for r in rows)
+    assert {r["name"] for r in result["ratios"]} == {"ray / local throughput", "parquet load rate / embed rate"}

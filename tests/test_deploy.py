@@ -190,3 +190,22 @@ def test_flag_extraction_finds_wrong_flags():
     assert _invocations(text) == [("clip-ingest", {"--target", "--bogus"}), ("clip-search", {"--text"})]
     assert _argv_text(None, ["--prune", "/images"]) == "clip-ingest --prune /images"
     assert _argv_text(["/bin/sh", "-c"], ["exec clip-search --like x"]) == "exec clip-search --like x"
+
+
+def test_the_rayjob_runs_a_valid_clip_ingest_command_in_valid_pods(tmp_path):
+    import shlex
+
+    (job,) = [d for d in yaml.safe_load_all((DEPLOY / "kubernetes" / "kuberay" / "rayjob.yaml").read_text()) if d]
+    assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
+    argv = shlex.split(job["spec"]["entrypoint"])
+    assert argv[0] == "clip-ingest" and argv[argv.index("--executor") + 1] == "ray"
+    ingest_main.make_context("clip-ingest", argv[1:])  # every option exists and parses (raises otherwise)
+    cluster = job["spec"]["rayClusterSpec"]
+    templates = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+    pods = []
+    for i, template in enumerate(templates):  # the CRD embeds plain pod templates: validate them as Pods
+        pod = tmp_path / f"pod-{i}.yaml"
+        pod.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"p{i}"}, **template}))
+        pods.append(str(pod))
+    proc = subprocess.run([str(VENV_BIN / "kubernetes-validate"), "--strict", *pods], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
