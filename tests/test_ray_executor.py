@@ -20,6 +20,7 @@ ray = pytest.importorskip("ray")
 
 from clip_ingest.connectors.backends import open_store  # noqa: E402
 from clip_ingest.connectors.cli.ingest import main as ingest_main  # noqa: E402
+from clip_ingest.connectors.ingest.ids import point_id  # noqa: E402
 
 from badfiles import write_bad_corpus  # noqa: E402
 from conftest import TINY_SPEC  # noqa: E402
@@ -54,19 +55,23 @@ def _ingest(folder: Path, args: list[str], collection: str, summary: Path, *extr
     return json.loads(summary.read_text())
 
 
-def _collection(target: str, options: dict, collection: str) -> dict[str, tuple[str, dict, np.ndarray]]:
-    """Primary path -> (point id, payload without the write time, vector)."""
+def _collection(target: str, options: dict, collection: str) -> dict[str, tuple[dict, np.ndarray]]:
+    """Primary path -> (payload without the write time, vector); every id checked to be the
+    content-addressed ``point_id(collection, sha256)`` (ids include the collection name, and the
+    Milvus-server case needs two names on one server)."""
     with open_store(target, collection, **options) as store:
         points = store.retrieve([p.id for p in store.scroll(fields=[])], with_vectors=True)
-    return {p.payload["path"]: (p.id, {k: v for k, v in p.payload.items() if k not in VOLATILE},
+    for p in points:
+        assert p.id == point_id(collection, p.payload["sha256"]), p.payload["path"]
+    return {p.payload["path"]: ({k: v for k, v in p.payload.items() if k not in VOLATILE},
                                 np.asarray(p.vector, dtype=np.float32)) for p in points}
 
 
 def _assert_same(local: dict, ray_made: dict) -> None:
     assert local.keys() == ray_made.keys()
-    for path, (pid, payload, vector) in local.items():
-        other_id, other_payload, other_vector = ray_made[path]
-        assert (other_id, other_payload) == (pid, payload), path
+    for path, (payload, vector) in local.items():
+        other_payload, other_vector = ray_made[path]
+        assert other_payload == payload, path
         assert np.allclose(other_vector, vector, atol=1e-5), path
 
 
@@ -113,7 +118,7 @@ def test_local_and_ray_executors_build_the_same_collection_and_stay_incremental(
         assert after["ray"][key] == after["local"][key], key
     ray_points = _collection(rt, ro, rn)
     _assert_same(_collection(lt, lo, ln), ray_points)
-    listed = sorted(path for _, payload, _ in ray_points.values() for path in payload["paths"])
+    listed = sorted(path for payload, _ in ray_points.values() for path in payload["paths"])
     assert listed == sorted(set(listed)) and len(listed) == 11  # every path once; one point per content
 
 
