@@ -20,6 +20,7 @@ import click
 
 from ..backends.common import redact_uri
 from ..config import Setting, Settings, StoreTarget
+from ..ingest import objectstore
 from ..ingest.lock import LockedError, RunLock, default_lock_path, run_file_stem
 from ..ingest.plan import Shard
 from ..ingest.reader import DEFAULT_READ_TIMEOUT_S
@@ -28,6 +29,7 @@ from ..ingest.summary import write_summary
 from ..ingest.writer import RETRY_FOR_S
 from .common import (
     EXIT_FAILED_FILES,
+    EXIT_FATAL,
     EXIT_INTERRUPTED,
     EXIT_LOCKED,
     EXIT_TERMINATED,
@@ -152,7 +154,9 @@ def source_options(fn: F) -> F:
 @click.option("--num-cpus-per-worker", default=None, type=click.FloatRange(0, min_open=True), metavar="N",
               help="CPUs (and torch threads) per CPU embedding actor [default: 1].")
 def main(verbose: int, quiet: bool, **params: Any) -> None:
-    """Embed every image under SOURCES (folders) or in --manifest files into a vector database.
+    """Embed every image under SOURCES (folders, or object-store prefixes such as
+    s3://bucket/photos with credentials from the environment) or in --manifest files into a
+    vector database.
 
     Re-running is incremental: unchanged files are skipped, changed ones updated,
     moved ones recognised by content. Exit codes: 0 done, 1 fatal, 2 usage,
@@ -237,8 +241,20 @@ def plan_job(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> 
 
 
 def missing_sources(settings: Settings) -> list[str]:
-    """Configured folders and manifests that do not exist (reported before the model loads)."""
-    return [p for p in settings.sources if not os.path.isdir(p)] + [m for m in settings.manifest if not os.path.isfile(m)]
+    """Configured folders (or object-store prefixes) and manifests that do not exist, reported
+    before the model loads; a store that cannot be reached is reported with its reason."""
+    return [p for p in settings.sources if not _is_source_folder(p)] + [m for m in settings.manifest if not os.path.isfile(m)]
+
+
+def _is_source_folder(source: str) -> bool:
+    if not objectstore.is_uri(source):
+        return os.path.isdir(source)
+    try:
+        return objectstore.is_folder(source)
+    except ValueError as exc:  # credentials in the URI
+        fatal(str(exc), EXIT_USAGE)
+    except OSError as exc:  # unreachable store, refused credentials
+        fatal(f"cannot list {source}: {exc}", EXIT_FATAL)
 
 
 def _run(settings: Settings, shard: Shard, index_fields: dict[str, str], preloaded: Any = None) -> int:

@@ -16,6 +16,8 @@ from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Callable
 
+from . import objectstore
+
 #: default limit for reading one file (seconds)
 DEFAULT_READ_TIMEOUT_S = 60.0
 
@@ -25,6 +27,9 @@ class ReadTimeout(OSError):
 
 
 def read_file(path: str) -> bytes:
+    """The bytes of a local file or of an object-store URI (``s3://…``)."""
+    if objectstore.is_uri(path):
+        return objectstore.read(path)
     with open(path, "rb") as fh:
         return fh.read()
 

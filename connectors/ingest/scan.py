@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from ..decode import OPTIONAL_FORMATS
+from . import objectstore
 
 DEFAULT_EXTENSIONS: tuple[str, ...] = (
     "jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff",
@@ -63,6 +64,12 @@ ProblemSink = Callable[[ScanProblem], None]
 def normalise_extensions(exts: Iterable[str]) -> frozenset[str]:
     """``[".JPG", "png"]`` -> ``{"jpg", "png"}``."""
     return frozenset(e.lower().lstrip(".") for e in exts if e.strip(". "))
+
+
+def _source_root(source: str) -> str:
+    """A source folder as scanned and stored: absolute for a local folder, the URI without a
+    trailing ``/`` for an object-store prefix."""
+    return source.rstrip("/") if objectstore.is_uri(source) else os.path.abspath(source)
 
 
 def _is_hidden(rel: str) -> bool:
@@ -153,10 +160,10 @@ class Scan:
         label_from_folder: bool = False,
         on_problem: ProblemSink = lambda problem: None,
     ) -> None:
-        self.directories = [os.path.abspath(os.fspath(d)) for d in directories]
+        self.directories = [_source_root(os.fspath(d)) for d in directories]
         self.manifests = [os.path.abspath(os.fspath(m)) for m in manifests]
         for folder in self.directories:
-            if not os.path.isdir(folder):
+            if not (objectstore.is_folder(folder) if objectstore.is_uri(folder) else os.path.isdir(folder)):
                 raise FileNotFoundError(f"source folder not found (or not a folder): {folder}")
         for manifest in self.manifests:
             if not os.path.isfile(manifest):
@@ -170,7 +177,7 @@ class Scan:
 
     def __iter__(self) -> Iterator[SourceFile]:
         for folder in self.directories:
-            yield from self._walk(folder)
+            yield from (self._walk_objects if objectstore.is_uri(folder) else self._walk)(folder)
         for manifest in self.manifests:
             yield from self._manifest(manifest)
 
@@ -210,6 +217,23 @@ class Scan:
                 metadata = _folder_label(path_key(rel)) if self.label_from_folder else {}
                 yield SourceFile(path_key(path), rel, root, st_file.st_size, st_file.st_mtime_ns, metadata)
 
+    def _walk_objects(self, root: str) -> Iterator[SourceFile]:
+        """An object-store prefix, filtered like a folder (hidden parts, extensions, labels)."""
+        try:
+            objects = list(objectstore.walk(root))
+        except OSError as exc:
+            self.blind_spots.append(root)
+            self.report(ScanProblem(root, "unreadable", f"cannot list objects: {exc}"))
+            return
+        for obj in objects:
+            name = obj.rel.rsplit("/", 1)[-1]
+            if not self.include_hidden and _is_hidden(obj.rel):
+                continue
+            if "." not in name or name.rsplit(".", 1)[-1].lower() not in self.extensions:
+                continue
+            metadata = _folder_label(obj.rel) if self.label_from_folder else {}
+            yield SourceFile(obj.uri, obj.rel, root, obj.size, obj.mtime_ns, metadata)
+
     def _manifest(self, manifest: str) -> Iterator[SourceFile]:
         root = os.path.dirname(manifest)
         real_root = os.path.realpath(root)
@@ -217,6 +241,10 @@ class Scan:
             raw = entry.pop("path", None)
             if not isinstance(raw, str) or not raw.strip():
                 self.report(ScanProblem(where, "bad_manifest_entry", "entry has no 'path'"))
+                continue
+            if objectstore.is_uri(raw):
+                self.report(ScanProblem(where, "bad_manifest_entry", "object-store URIs are sources, not manifest "
+                                        "entries: give the prefix (clip-ingest s3://bucket/prefix)"))
                 continue
             path = os.path.normpath(os.path.join(root, raw))
             real = os.path.realpath(path)
@@ -259,26 +287,39 @@ def _read_manifest(manifest: str) -> Iterator[tuple[dict[str, Any], str]]:
             raise ManifestError(f"{manifest}: manifest must be .csv or .jsonl")
 
 
+def _sidecar_text(candidate: str) -> str | None:
+    """The text of a sidecar file or object; ``None`` when there is none."""
+    if objectstore.is_uri(candidate):
+        try:
+            return objectstore.read(candidate).decode("utf-8") if objectstore.exists(candidate) else None
+        except FileNotFoundError:
+            return None
+    try:
+        mode = os.stat(candidate).st_mode
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(mode):  # opening a FIFO would block the run
+        raise ValueError(f"sidecar {candidate}: {file_kind(mode)}, not a regular file")
+    try:
+        with open(candidate, encoding="utf-8") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+
+
 def read_sidecar(path: str) -> dict[str, Any]:
-    """Metadata from ``IMAGE.jpg.json``, else ``IMAGE.json``; ``{}`` when neither exists.
+    """Metadata from ``IMAGE.jpg.json``, else ``IMAGE.json``; ``{}`` when neither exists (for an
+    object-store URI: the objects of those names).
 
     Raises:
-        ValueError: the sidecar exists but is not a JSON object.
+        ValueError: the sidecar exists but is unreadable or not a JSON object.
     """
     for candidate in (f"{path}.json", f"{os.path.splitext(path)[0]}.json"):
         try:
-            mode = os.stat(candidate).st_mode
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise ValueError(f"sidecar {candidate}: {exc}") from None
-        if not stat.S_ISREG(mode):  # opening a FIFO would block the run
-            raise ValueError(f"sidecar {candidate}: {file_kind(mode)}, not a regular file")
-        try:
-            with open(candidate, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except FileNotFoundError:
-            continue
+            text = _sidecar_text(candidate)
+            if text is None:
+                continue
+            data = json.loads(text)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"sidecar {candidate}: {exc}") from None
         if not isinstance(data, dict):
