@@ -403,7 +403,11 @@ def _object_range(text: str) -> tuple[int, ...]:
 @click.option("--data-root", metavar="DIR", help="Folder holding eth80/ and caltech101/ (default: $CLIP_INGEST_DATA).")
 @click.option("--objects", default="1-6", show_default=True, help="ETH-80 objects to include (7-10 are evaluated).")
 @click.option("--split", default="train", show_default=True, type=click.Choice(["train", "test"]), help="Caltech-101 split.")
-def manifest(source: str, output: str, data_root: str | None, objects: str, split: str) -> None:
+@click.option("--max-side", type=click.IntRange(16), default=None, metavar="PX",
+              help="Write copies at most PX on a side to --image-dir and list those (decoded once, not every epoch).")
+@click.option("--image-dir", default=None, metavar="DIR", help="Where --max-side copies go (reused when present).")
+def manifest(source: str, output: str, data_root: str | None, objects: str, split: str,
+             max_side: int | None, image_dir: str | None) -> None:
     """Write a training manifest (JSONL: path, label, captions) for a known data set.
 
     \b
@@ -426,7 +430,13 @@ def manifest(source: str, output: str, data_root: str | None, objects: str, spli
             return sources.flickr8k_rows(root / "flickr8k_train")
         return sources.caltech101_rows(root / "caltech101", split)
 
-    count = run_or_fail(lambda: sources.write_jsonl(rows(), Path(output)))
+    if (max_side is None) != (image_dir is None):
+        raise click.UsageError("--max-side and --image-dir go together")
+
+    def listed() -> Any:
+        return rows() if max_side is None else sources.shrunk_rows(rows(), Path(image_dir), max_side)
+
+    count = run_or_fail(lambda: sources.write_jsonl(listed(), Path(output)))
     if not count:
         raise click.ClickException(f"{source}: no images found, nothing written")
     click.echo(f"manifest: wrote {count} rows to {output}")

@@ -161,3 +161,38 @@ def write_jsonl(rows: Iterator[dict], out: Path) -> int:
             fh.write(json.dumps(row) + "\n")
             n += 1
     return n
+
+
+def _shrink(job: tuple[str, str, int]) -> str | None:
+    """Decode ``source`` (transparency on white, like training and ingestion do), shrink it to at
+    most ``max_side`` px and save it as PNG at ``target``; ``None`` when it cannot be decoded."""
+    from clip_ingest.connectors.decode import ImageDecodeError, decode_image
+
+    source, target, max_side = job
+    try:
+        image = decode_image(source, draft_size=(max_side, max_side)).image
+    except ImageDecodeError:
+        return None
+    image.thumbnail((max_side, max_side))
+    image.save(target, "PNG")
+    return target
+
+
+def shrunk_rows(rows: Iterator[dict], image_dir: Path, max_side: int, workers: int = 2) -> Iterator[dict]:
+    """The rows with each image replaced by a copy at most ``max_side`` px on a side in
+    ``image_dir`` (named by a hash of the source path; existing copies are reused), so that a
+    training run does not decode multi-megapixel originals (clip art PNGs reach 10k px) in every
+    epoch. Rows whose image cannot be decoded are dropped, as training would skip them."""
+    import hashlib
+    from concurrent.futures import ProcessPoolExecutor
+
+    image_dir = image_dir.resolve()  # manifests resolve relative paths against their own folder
+    image_dir.mkdir(parents=True, exist_ok=True)
+    rows = list(rows)
+    targets = [str(image_dir / (hashlib.sha1(row["path"].encode()).hexdigest()[:20] + ".png")) for row in rows]
+    todo = [(row["path"], target, max_side) for row, target in zip(rows, targets) if not Path(target).exists()]
+    with ProcessPoolExecutor(workers) as pool:
+        done = set(filter(None, pool.map(_shrink, todo, chunksize=16)))
+    for row, target in zip(rows, targets):
+        if target in done or Path(target).exists():
+            yield {**row, "path": target}

@@ -153,7 +153,7 @@ def test_shipped_recipes_build_valid_stage_configs(tmp_path):
     classes = {"pretrain": stages.PretrainConfig, "finetune": stages.FinetuneConfig,
                "realign": stages.RealignConfig, "mine-captions": MineConfig}
     names = sorted(p.stem for p in RECIPE_DIR.glob("*.toml"))
-    assert names == ["eth80-mcip", "photo-base", "photo-mcip", "starter", "tiny-smoke"]
+    assert names == ["eth80-mcip", "photo-base", "photo-base-s", "photo-mcip", "starter", "tiny-smoke"]
     for name in names:
         recipe = load_recipe(name)
         for stage, cls in classes.items():
@@ -196,6 +196,26 @@ def test_a_manifest_from_a_relative_data_root_is_readable_from_its_own_folder(tm
     assert invoke("manifest", "eth80", "--data-root", eval_data.name, "--objects", "7-7", "-o", str(out)).exit_code == 0
     samples = read_manifest(out)
     assert len(samples) == 6 and all(Path(s.path).is_absolute() and Path(s.path).is_file() for s in samples)
+
+
+def test_a_manifest_with_max_side_lists_small_copies_made_once(tmp_path, eval_data):
+    """``--max-side`` writes decoded copies (so training does not decode huge originals every
+    epoch), lists them by absolute path and reuses them on the next run; the flags go together."""
+    from PIL import Image
+
+    out, copies = tmp_path / "m.jsonl", tmp_path / "small"
+    args = ["manifest", "eth80", "--data-root", str(eval_data), "--objects", "7-7", "-o", str(out)]
+    assert invoke(*args, "--max-side", "16").exit_code == 2
+    result = invoke(*args, "--max-side", "16", "--image-dir", str(copies))
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 6 and {r["label"] for r in rows} == {"circle7", "square7"}
+    for row in rows:
+        assert Path(row["path"]).parent == copies.resolve()
+        assert max(Image.open(row["path"]).size) <= 16
+    stamps = {p: p.stat().st_mtime_ns for p in copies.iterdir()}
+    assert invoke(*args, "--max-side", "16", "--image-dir", str(copies)).exit_code == 0
+    assert {p: p.stat().st_mtime_ns for p in copies.iterdir()} == stamps
 
 
 def test_published_lists_aliases_and_flags_unverified_urls():
