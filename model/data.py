@@ -163,7 +163,8 @@ def class_index(samples: Iterable[Sample]) -> dict[str, int]:
 
 @dataclass
 class Batch:
-    """A collated batch: pixels ``(B, 3, S, S)``, the dataset indices of its images and the
+    """A collated batch: pixels ``(B, 3, S, S)`` (``(B, 2, 3, S, S)`` with two views of each
+    image), the dataset indices of its images and the
     number of images in it that could not be decoded and were dropped."""
 
     pixels: torch.Tensor
@@ -178,7 +179,11 @@ class Batch:
 
 
 class ImageDataset(Dataset):
-    """Decodes ``samples[i]`` and applies ``transform``; ``None`` for an undecodable image."""
+    """Decodes ``samples[i]`` and applies ``transform``; ``None`` for an undecodable image.
+
+    With ``views=2`` the image is decoded once and ``transform`` (random augmentation) applied
+    twice: the item is ``(2, 3, S, S)``, two views for an image-image loss.
+    """
 
     def __init__(
         self,
@@ -187,9 +192,13 @@ class ImageDataset(Dataset):
         *,
         max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
         draft_size: int | None = None,
+        views: int = 1,
     ) -> None:
+        if views not in (1, 2):
+            raise ValueError("views must be 1 or 2")
         self.samples = list(samples)
         self.transform = transform
+        self.views = views
         self.max_megapixels = max_megapixels
         self.draft_size = draft_size
 
@@ -204,6 +213,8 @@ class ImageDataset(Dataset):
         except ImageDecodeError as exc:
             log.warning("skipping image: %s", exc)
             return None
+        if self.views == 2:
+            return torch.stack([self.transform(image), self.transform(image)]), index
         return self.transform(image), index
 
 

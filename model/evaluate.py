@@ -15,6 +15,8 @@ layouts as described in that folder's ``README.md``):
                 and text-prompt classification with ``"a photo of a {class}."``. Not
                 zero-shot for our models, which train on Caltech-101 class captions.
 ``flickr8k``    text->image and image->text Recall@1/5/10 (five captions per image).
+``eth80-val``   the ETH-80 retrieval on objects 1-6 (not run by default): validation for
+                pretraining choices; fine-tuning trains on these objects.
 ``cifar10``     true zero-shot classification of the CIFAR-10 test split (10,000 images),
                 prompts :data:`CIFAR10_TEMPLATES` averaged per class (CLIP's protocol);
                 no training set or pseudo-caption set here contains these prompts.
@@ -216,16 +218,26 @@ PerQuery = dict[str, np.ndarray]
 statistics (:mod:`clip_ingest.model.stats`) resample them."""
 
 
-def eval_eth80(embedder: Embedder, options: EvalOptions) -> PerQuery:
-    """Instance- and category-level all-vs-all retrieval on the unseen ETH-80 objects."""
-    data = load_eth80(options.data_root, max_per_class=options.max_per_class)
+def _eth80_retrieval(embedder: Embedder, options: EvalOptions, objects: Sequence[int], prefix: str) -> PerQuery:
+    data = load_eth80(options.data_root, objects, max_per_class=options.max_per_class)
     emb = embedder.embed_images(data.paths)
     return {
-        "eth80 instance mAP": metrics.average_precisions(emb, data.objects),
-        "eth80 instance R@1": metrics.top1_hits(emb, data.objects),
-        "eth80 category mAP": metrics.average_precisions(emb, data.categories),
-        "eth80 category R@1": metrics.top1_hits(emb, data.categories),
+        f"{prefix} instance mAP": metrics.average_precisions(emb, data.objects),
+        f"{prefix} instance R@1": metrics.top1_hits(emb, data.objects),
+        f"{prefix} category mAP": metrics.average_precisions(emb, data.categories),
+        f"{prefix} category R@1": metrics.top1_hits(emb, data.categories),
     }
+
+
+def eval_eth80(embedder: Embedder, options: EvalOptions) -> PerQuery:
+    """Instance- and category-level all-vs-all retrieval on the unseen ETH-80 objects."""
+    return _eth80_retrieval(embedder, options, ETH80_EVAL_OBJECTS, "eth80")
+
+
+def eval_eth80_val(embedder: Embedder, options: EvalOptions) -> PerQuery:
+    """The same retrieval on ETH-80 objects 1-6: a *validation* set for choices made before any
+    fine-tuning on them (pretraining recipes), never a test number."""
+    return _eth80_retrieval(embedder, options, ETH80_TRAIN_OBJECTS, "eth80-val")
 
 
 def eval_caltech101(embedder: Embedder, options: EvalOptions) -> PerQuery:
@@ -290,6 +302,7 @@ def eval_cifar10(embedder: Embedder, options: EvalOptions) -> PerQuery:
 
 BENCHMARKS: dict[str, Callable[[Embedder, EvalOptions], PerQuery]] = {
     "eth80": eval_eth80,
+    "eth80-val": eval_eth80_val,
     "caltech101": eval_caltech101,
     "flickr8k": eval_flickr8k,
     "cifar10": eval_cifar10,

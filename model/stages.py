@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,12 @@ class PretrainConfig(StageConfig):
 
     label_smoothing: float = 0.0
     word_dropout: float = 0.0
+    image_ssl_weight: float = 0.0
+    """Weight of an image-image InfoNCE between two augmented views of each image (SLIP-style
+    self-supervision, Mu et al. 2022), added to the image-text loss; 0 turns it (and the
+    second view) off. Departs from SLIP: the term lives in the joint embedding space, not on
+    a separate MLP head, since that space is the one image search uses."""
+    image_ssl_temperature: float = 0.1
 
 
 @dataclass
@@ -225,8 +232,11 @@ class ContrastiveTrainer(nn.Module):
     With ``image_bank`` the image embeddings come from that cache (realignment: the image
     tower is never run); otherwise from ``model.encode_image`` on the batch pixels.
     ``label_smoothing`` and ``word_dropout`` are the small-data regularisers of Fini et al.
-    (2023); both default to off. :meth:`after_step` clamps the temperature parameter after each
-    optimiser step (see :meth:`InfoNCELoss.clamp_logit_scale`).
+    (2023); both default to off. With ``image_ssl_weight`` the batch holds two views of each
+    image: the first pairs with the caption, and an InfoNCE at the fixed
+    ``image_ssl_temperature`` pulls the two views together (see :class:`PretrainConfig`).
+    :meth:`after_step` clamps the temperature parameter after each optimiser step (see
+    :meth:`InfoNCELoss.clamp_logit_scale`).
     """
 
     def __init__(
@@ -238,12 +248,19 @@ class ContrastiveTrainer(nn.Module):
         *,
         label_smoothing: float = 0.0,
         word_dropout: float = 0.0,
+        image_ssl_weight: float = 0.0,
+        image_ssl_temperature: float = 0.1,
     ) -> None:
         super().__init__()
+        if image_ssl_weight < 0 or image_ssl_temperature <= 0:
+            raise ValueError("image_ssl_weight must be >= 0 and image_ssl_temperature > 0")
         self.model = model
         self.tokenizer = tokenizer
         self.captions = list(captions)
         self.loss = InfoNCELoss(label_smoothing)
+        self.view_loss = InfoNCELoss()
+        self.image_ssl_weight = image_ssl_weight
+        self.register_buffer("view_log_scale", torch.tensor(math.log(1.0 / image_ssl_temperature)), persistent=False)
         self.word_dropout = word_dropout
         self._words = random.Random(torch.initial_seed())
         self.register_buffer("image_bank", image_bank, persistent=False)
@@ -257,10 +274,12 @@ class ContrastiveTrainer(nn.Module):
         device = batch.indices.device
         txt = self.model.encode_text(self.tokenizer(texts).to(device))
         if self.image_bank is not None:
-            img = self.image_bank[batch.indices]
-        else:
-            img = self.model.encode_image(batch.pixels)
-        return self.loss(img, txt, self.model.logit_scale)
+            return self.loss(self.image_bank[batch.indices], txt, self.model.logit_scale)
+        if batch.pixels.ndim == 5:  # two views of each image
+            views = self.model.encode_image(batch.pixels.flatten(0, 1)).unflatten(0, (len(indices), 2))
+            loss = self.loss(views[:, 0], txt, self.model.logit_scale)
+            return loss + self.image_ssl_weight * self.view_loss(views[:, 0], views[:, 1], self.view_log_scale)
+        return self.loss(self.model.encode_image(batch.pixels), txt, self.model.logit_scale)
 
     def after_step(self) -> None:
         """Keep ``exp(logit_scale)`` within CLIP's ``[1, 100]``."""
@@ -291,11 +310,11 @@ def _prepare(cfg: StageConfig) -> _Prepared:
     return _Prepared(dist_info, device, loaded, model_config_for_spec(cfg.model), train, val)
 
 
-def _image_dataset(cfg: StageConfig, prep: _Prepared, samples: Sequence[Sample]) -> ImageDataset:
+def _image_dataset(cfg: StageConfig, prep: _Prepared, samples: Sequence[Sample], views: int = 1) -> ImageDataset:
     transform = train_transform(prep.loaded.preprocess_cfg, cfg.augment)
     size = prep.loaded.preprocess_cfg.get("size")
     draft = int(size[0] if isinstance(size, (list, tuple)) else size) if size else None
-    return ImageDataset(samples, transform, draft_size=draft)
+    return ImageDataset(samples, transform, draft_size=draft, views=views)
 
 
 def _captioned_val(prep: _Prepared) -> list[Sample]:
@@ -354,6 +373,7 @@ def run_pretrain(cfg: PretrainConfig) -> StageResult:
     module = ContrastiveTrainer(
         model, prep.loaded.tokenizer, [s.captions for s in samples],
         label_smoothing=cfg.label_smoothing, word_dropout=cfg.word_dropout,
+        image_ssl_weight=cfg.image_ssl_weight, image_ssl_temperature=cfg.image_ssl_temperature,
     )
     groups = decay_param_groups(model.named_parameters(), cfg.train.lr, cfg.train.weight_decay)
     val = _captioned_val(prep)
@@ -361,7 +381,8 @@ def run_pretrain(cfg: PretrainConfig) -> StageResult:
         CaptionMatchScore(model, prep.loaded.tokenizer, val, prep.device, preprocess=prep.loaded.preprocess)
         if val else None
     )
-    result = _fit(cfg, prep, module, groups, _image_dataset(cfg, prep, samples), collate_images, validate)
+    views = 2 if cfg.image_ssl_weight > 0 else 1
+    result = _fit(cfg, prep, module, groups, _image_dataset(cfg, prep, samples, views), collate_images, validate)
     return _finish(cfg, prep, result, "pretrain", {})
 
 

@@ -150,4 +150,7 @@ def test_executors_benchmark_measures_ray_beside_local_and_the_parquet_path(tmp_
     rows = result["tables"]["ingestion (images/s)"]
     assert [r["executor"].split()[0] for r in rows] == ["local", "ray"]
     assert all(r["images_per_s"] > 0 for r in rows)
-    assert {r["name"] for r in result["ratios"]} == {"ray / local throughput", "parquet load rate / embed rate"}
+    assert all("fixed_s" in r and r["marginal_per_s"] > 0 for r in rows)
+    assert [r["name"] for r in result["ratios"]] == [
+        "ray / local marginal throughput", "ray / local throughput, whole run of 24", "parquet load rate / embed rate"]
+    assert executors.fixed_and_marginal((10, 2.0), (50, 6.0)) == (1.0, 10.0)  # seconds(n) = 1 + n / 10

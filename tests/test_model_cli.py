@@ -153,7 +153,7 @@ def test_shipped_recipes_build_valid_stage_configs(tmp_path):
     classes = {"pretrain": stages.PretrainConfig, "finetune": stages.FinetuneConfig,
                "realign": stages.RealignConfig, "mine-captions": MineConfig}
     names = sorted(p.stem for p in RECIPE_DIR.glob("*.toml"))
-    assert names == ["eth80-mcip", "photo-base", "photo-base-s", "photo-mcip", "starter", "tiny-smoke"]
+    assert names == ["eth80-mcip", "photo-base", "photo-base-s", "photo-base-ssl", "photo-mcip", "starter", "tiny-smoke"]
     for name in names:
         recipe = load_recipe(name)
         for stage, cls in classes.items():
@@ -163,7 +163,9 @@ def test_shipped_recipes_build_valid_stage_configs(tmp_path):
                     extra["data"] = "photos"
                 cfg = build_dataclass(cls, section(recipe, stage, extra, str(tmp_path)), stage)
                 assert (cfg.output if stage == "mine-captions" else cfg.out_dir).startswith(str(tmp_path))
-                if name != "tiny-smoke":
+                if name == "photo-base-ssl":  # the same manifests as photo-base-s, by design
+                    assert cfg.data == "runs/photo-base-s/train.jsonl"
+                elif name != "tiny-smoke":
                     assert cfg.data.startswith(str(tmp_path))
         assert recipe["export"]["source"].startswith("{out_root}/")
         if "experiment" in recipe:
@@ -216,6 +218,28 @@ def test_a_manifest_with_max_side_lists_small_copies_made_once(tmp_path, eval_da
     stamps = {p: p.stat().st_mtime_ns for p in copies.iterdir()}
     assert invoke(*args, "--max-side", "16", "--image-dir", str(copies)).exit_code == 0
     assert {p: p.stat().st_mtime_ns for p in copies.iterdir()} == stamps
+
+
+def test_eth80_val_scores_objects_1_to_6_only_when_asked(tmp_path, eval_data):
+    """``-b eth80-val`` is the ETH-80 retrieval on objects 1-6 (a validation set); the default
+    run never scores it, and data without those objects is reported as missing."""
+    import shutil
+
+    spec = "clip-ingest-tiny"
+    out = tmp_path / "only-7-8"
+    result = invoke("eval", "-m", spec, "--data-root", str(eval_data), "-b", "eth80-val", "-b", "eth80", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert "eth80-val" in json.loads((out / "eval.json").read_text())["missing"]
+    for shape in ("circle", "square"):
+        shutil.copytree(eval_data / "eth80" / shape / f"{shape}7", eval_data / "eth80" / shape / f"{shape}1")
+        shutil.copytree(eval_data / "eth80" / shape / f"{shape}8", eval_data / "eth80" / shape / f"{shape}2")
+    out = tmp_path / "val"
+    assert invoke("eval", "-m", spec, "--data-root", str(eval_data), "-b", "eth80-val", "-b", "eth80", "-o", str(out)).exit_code == 0
+    scores = json.loads((out / "eval.json").read_text())["models"][0]["metrics"]
+    assert scores["eth80-val instance mAP"] == pytest.approx(scores["eth80 instance mAP"])  # the same images
+    out = tmp_path / "default"
+    assert invoke("eval", "-m", spec, "--data-root", str(eval_data), "-o", str(out)).exit_code == 0
+    assert not any(k.startswith("eth80-val") for k in json.loads((out / "eval.json").read_text())["models"][0]["metrics"])
 
 
 def test_published_lists_aliases_and_flags_unverified_urls():

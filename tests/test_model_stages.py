@@ -134,6 +134,46 @@ def test_pretrain_trains_both_towers_from_random_weights(images, tmp_path):
     assert any(n.startswith("visual.") for n in diff) and any(n.startswith("transformer.") for n in diff)
 
 
+def test_two_view_self_supervision_adds_an_image_image_infonce_and_changes_training(images, tmp_path):
+    """``image_ssl_weight``: the dataset yields two augmentations of one decode, the loss is the
+    image-text InfoNCE of the first view plus the weighted view-view InfoNCE, and it trains."""
+    import math
+
+    from clip_ingest.model.augment import AugmentConfig, train_transform
+    from clip_ingest.model.data import ImageDataset, collate_images
+    from clip_ingest.model.losses import InfoNCELoss
+    from clip_ingest.model.mining import with_template_captions
+    from clip_ingest.model.stages import ContrastiveTrainer
+
+    loaded = load_model(TINY)
+    samples = with_template_captions(load_samples(str(images)), TEMPLATES)
+    two = ImageDataset(samples, train_transform(loaded.preprocess_cfg, AugmentConfig()), views=2)
+    pixels, _ = two[0]
+    assert pixels.shape[0] == 2 and not torch.equal(pixels[0], pixels[1])  # two different crops
+    with pytest.raises(ValueError):
+        ImageDataset(samples, loaded.preprocess, views=3)
+
+    batch = collate_images([two[i] for i in range(4)])
+    model = loaded.model.eval()
+    captions = [s.captions for s in samples]
+    torch.manual_seed(0)
+    got = ContrastiveTrainer(model, loaded.tokenizer, captions, image_ssl_weight=0.5, image_ssl_temperature=0.2)(batch)
+    torch.manual_seed(0)
+    picks = torch.randint(0, 2**31 - 1, (4,)).tolist()
+    texts = [captions[i][p % len(captions[i])] for i, p in zip(batch.indices.tolist(), picks)]
+    with torch.no_grad():
+        txt = model.encode_text(loaded.tokenizer(texts))
+        a, b = model.encode_image(batch.pixels[:, 0]), model.encode_image(batch.pixels[:, 1])
+        expected = InfoNCELoss()(a, txt, model.logit_scale) + 0.5 * InfoNCELoss()(a, b, torch.tensor(math.log(5.0)))
+    assert torch.allclose(got.detach(), expected, atol=1e-5)
+
+    plain = run_pretrain(PretrainConfig(TINY, str(images), str(tmp_path / "plain"), train=_train(), templates=TEMPLATES))
+    ssl = run_pretrain(PretrainConfig(TINY, str(images), str(tmp_path / "ssl"), train=_train(), templates=TEMPLATES,
+                                      image_ssl_weight=1.0))
+    assert changed(snapshot(plain.model), snapshot(ssl.model))
+    assert ssl.metadata["config"]["image_ssl_weight"] == 1.0
+
+
 def test_pretrain_without_captions_is_a_clear_error(images, tmp_path):
     with pytest.raises(DataError, match="needs captions"):
         run_pretrain(PretrainConfig(TINY, str(images), str(tmp_path / "pre"), train=_train()))

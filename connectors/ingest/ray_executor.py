@@ -55,6 +55,10 @@ def _objects(items: list[Any]) -> np.ndarray:
     return column
 
 
+BATCHES_PER_BLOCK = 8
+"""Model batches per Ray Data block: a block is one task, whose scheduling and transfer cost is
+paid per block, not per image."""
+
 _STATES: dict[str, StoredState] = {}
 """The run's stored state, fetched once per Ray worker process (ids of every point: large)."""
 
@@ -142,8 +146,8 @@ class RayExecutor:
         gpu = self.num_gpus_per_worker > 0
         actors = self.embed_workers or max(1, int(resources.get("GPU", 0) / self.num_gpus_per_worker if gpu
                                                   else cpus / self.num_cpus_per_worker))
-        # a block is about one model batch, and there are enough of them to keep every CPU busy
-        blocks = max(min(cpus, len(items)), -(-len(items) // self.batch_size))
+        # blocks of several model batches, and enough of them to keep every CPU busy
+        blocks = max(min(4 * cpus, len(items)), -(-len(items) // (BATCHES_PER_BLOCK * self.batch_size)))
         dataset = ray.data.from_items([{"item": c} for c in items], override_num_blocks=blocks)
         dataset = dataset.map_batches(
             _decode_batch, batch_format="numpy", batch_size=self.batch_size, num_cpus=1,
