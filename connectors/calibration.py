@@ -27,7 +27,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, ImageEnhance
@@ -168,4 +168,38 @@ def calibration_for(embedder: Embedder, images: Sequence[ImageInput]) -> Calibra
     return fitted
 
 
-__all__ = ["Calibration", "calibrate", "calibration_for", "edits", "load_calibration", "pick_diverse"]
+CALIBRATION_IMAGES = 64
+CANDIDATES = 1024
+"""Stored images the calibration set of a collection is picked from."""
+
+
+def collection_calibration(embedder: Embedder, store: Any) -> Calibration:
+    """The calibration of the embedder's model: cached, or measured now on up to
+    :data:`CALIBRATION_IMAGES` of the collection's own images (read from their ``path``). They
+    are picked far apart in vector space, and at most half of the readable ones, so that copies
+    already in the collection do not count as non-matches. ``store`` is any clip-ingest store."""
+    found = load_calibration(embedder.model_id)
+    if found is not None:
+        return found
+    ids = sorted(p.id for p in store.scroll(fields=[]))[:CANDIDATES]
+    stored = sorted(store.retrieve(ids, with_vectors=True), key=lambda p: p.id)
+    readable = [p for p in stored if isinstance(p.payload.get("path"), str) and os.path.isfile(p.payload["path"])]
+    if len(readable) < MIN_IMAGES:
+        raise ValueError(f"calibrating the model needs {MIN_IMAGES} readable images of the collection; "
+                         f"found {len(readable)}: give a raw cosine threshold instead")
+    picked = pick_diverse(np.array([p.vector for p in readable]), max(MIN_IMAGES, min(CALIBRATION_IMAGES, len(readable) // 2)))
+    return calibration_for(embedder, [readable[i].payload["path"] for i in picked])
+
+
+def cosine_for(calibration: Calibration, min_relevance: float) -> float:
+    """The raw cosine at which ``calibration`` reaches ``min_relevance``; ``ValueError`` when no
+    pair can (it would take a cosine above 1)."""
+    raw = calibration.threshold(min_relevance)
+    if raw > 1.0:
+        raise ValueError(f"no pair reaches relevance {min_relevance:g} with this model (it would take a "
+                         f"cosine of {raw:.4f} > 1): give a lower --min-relevance")
+    return raw
+
+
+__all__ = ["Calibration", "calibrate", "calibration_for", "collection_calibration", "cosine_for", "edits",
+           "load_calibration", "pick_diverse"]

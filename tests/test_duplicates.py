@@ -155,3 +155,36 @@ def test_calibration_is_monotone_deterministic_stored_and_keeps_its_promise(tmp_
     tpr, fpr = float(np.mean(positives >= threshold)), float(np.mean(negatives >= threshold))
     balanced_precision = tpr / (tpr + fpr)
     assert balanced_precision >= 0.8 and tpr >= 0.5, (balanced_precision, tpr)
+
+
+def test_image_search_with_min_relevance_keeps_the_calibrated_near_duplicates_only(tmp_path, cache):
+    """``clip-search query --image X --min-relevance R``: the cut is the calibration's cosine for R
+    (measured on the collection at first use), so the query's edited copies come back and the
+    unrelated images do not; text queries, whose scores are not calibrated, are refused."""
+    from clip_ingest.connectors.calibration import cosine_for
+
+    photos = tmp_path / "photos"
+    truth = planted(photos, range(20), edited=6)
+    assert CliRunner().invoke(clip_ingest, ["run", str(photos), *_where(tmp_path), "-q"]).exit_code == 0
+    query = next(p for p in sorted(truth["0"]) if "-edit" not in p)
+
+    def search(*extra: str) -> dict:
+        result = CliRunner().invoke(clip_search, ["query", "--image", query, "-k", "40", "--json", "-q",
+                                                  *_where(tmp_path), *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    everything = search()
+    assert len(everything["hits"]) == len({p for g in truth.values() for p in g})  # no cut: every image
+    assert load_calibration(OpenClipEmbedder(MODEL).model_id) is None  # measured by the query below
+    hits = search("--min-relevance", "0.9")["hits"]
+    cut = cosine_for(load_calibration(OpenClipEmbedder(MODEL).model_id), 0.9)
+    assert hits and all(h["score"] >= cut for h in hits)
+    assert [h["id"] for h in hits] == [h["id"] for h in everything["hits"] if h["score"] >= cut]
+    found = {h["payload"]["path"] for h in hits}
+    assert len(found & truth["0"]) >= 3 and len(found - truth["0"]) <= len(found) // 2, found
+
+    for bad in (["--min-relevance", "0.9", "--min-score", "0.5"], ["--text", "a photo", "--min-relevance", "0.9"]):
+        result = CliRunner().invoke(clip_search, ["query", *(["--image", query] if "--text" not in bad else []),
+                                                  *bad, *_where(tmp_path)])
+        assert result.exit_code == 2, result.output

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 
 from ..config import Setting, Settings
 from .common import EXIT_OK, common_options, fatal, load_query_embedder, load_settings, open_target_store, setup_logging, store_target
@@ -22,8 +20,6 @@ log = logging.getLogger("clip_ingest.duplicates")
 
 DUPLICATES_SETTINGS: tuple[Setting, ...] = (Setting("batch_size", int, 32),)
 DEFAULT_MIN_RELEVANCE = 0.9
-CALIBRATION_IMAGES = 64
-CANDIDATES = 1024  # stored images the calibration set is picked from
 
 
 @click.command("duplicates", context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,11 +54,10 @@ def duplicates(min_relevance: float, threshold: float | None, k: int, include_re
         with open_target_store(store_target(settings), settings.collection) as store:
             raw, calibration = threshold, None
             if raw is None:
+                from ..calibration import cosine_for
+
                 calibration = _calibration(settings, store)
-                raw = calibration.threshold(min_relevance)
-                if raw > 1.0:
-                    raise ValueError(f"no pair reaches relevance {min_relevance:g} with this model (it would take a "
-                                     f"cosine of {raw:.4f} > 1): give a lower --min-relevance")
+                raw = cosine_for(calibration, min_relevance)
             groups = find_groups(store, raw, k=k, include_resolved=include_resolved)
     except (StoreError, ModelLoadError, ValueError) as exc:
         fatal(str(exc))
@@ -85,26 +80,15 @@ def duplicates(min_relevance: float, threshold: float | None, k: int, include_re
 
 def _calibration(settings: Settings, store: Any):
     """The collection model's calibration: cached, or measured now on some of its images."""
-    from ..calibration import MIN_IMAGES, calibration_for, load_calibration, pick_diverse
+    from ..calibration import collection_calibration, load_calibration
 
     embedder = load_query_embedder(settings, store)
     stored = store.collection_model()
     if stored is not None and stored[0] != embedder.model_id:
         raise ValueError(f"the collection was built with {stored[0]!r}, not {embedder.model_id!r}: pass its --model")
-    found = load_calibration(embedder.model_id)
-    if found is not None:
-        return found
-    ids = sorted(p.id for p in store.scroll(fields=[]))[:CANDIDATES]
-    stored_points = sorted(store.retrieve(ids, with_vectors=True), key=lambda p: p.id)
-    readable = [p for p in stored_points if isinstance(p.payload.get("path"), str) and os.path.isfile(p.payload["path"])]
-    if len(readable) < MIN_IMAGES:
-        raise ValueError(f"calibrating the model needs {MIN_IMAGES} readable images of the collection; "
-                         f"found {len(readable)}: give --threshold (a raw cosine) instead")
-    # far apart, and at most half of them: one of each group of copies, not the copies themselves
-    picked = pick_diverse(np.array([p.vector for p in readable]), max(MIN_IMAGES, min(CALIBRATION_IMAGES, len(readable) // 2)))
-    images = [readable[i].payload["path"] for i in picked]
-    log.info("calibrating %s on %d of the collection's images (once per model)", embedder.model_id, len(images))
-    return calibration_for(embedder, images)
+    if load_calibration(embedder.model_id) is None:
+        log.info("calibrating %s on the collection's images (once per model)", embedder.model_id)
+    return collection_calibration(embedder, store)
 
 
 def _write_html(path: str, collection: str, groups: list, calibration: Any) -> None:

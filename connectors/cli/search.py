@@ -42,6 +42,10 @@ def main() -> None:
 @click.option("-k", "k", type=click.IntRange(1, 10_000), default=None, help="Number of hits [default: 10].")
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True, help="Skip this many hits (paging).")
 @click.option("--min-score", type=float, default=None, help="Only hits with cosine similarity >= this.")
+@click.option("--min-relevance", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="--image / --like only: hits that are near-duplicates of the query with at least this calibrated "
+                   "probability, the same setting for every model (see clip-search duplicates --help). Text scores "
+                   "are not calibrated: use --min-score.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--jsonl", "as_jsonl", is_flag=True, help="Print one JSON object per hit.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, writable=True), default=None, help="Also write a self-contained HTML page of the results.")
@@ -51,8 +55,8 @@ def main() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
 def query(
     texts: tuple[str, ...], images: tuple[str, ...], likes: tuple[str, ...], filter_text: str | None, offset: int,
-    min_score: float | None, as_json: bool, as_jsonl: bool, html_file: str | None, verbose: int, quiet: bool,
-    **params: Any,
+    min_score: float | None, min_relevance: float | None, as_json: bool, as_jsonl: bool, html_file: str | None,
+    verbose: int, quiet: bool, **params: Any,
 ) -> None:
     """Search a clip-ingest collection by --text, --image or --like, optionally with --filter.
 
@@ -70,6 +74,11 @@ def query(
         raise click.UsageError("give at least one --text, --image or --like")
     if as_json and as_jsonl:
         raise click.UsageError("--json and --jsonl are exclusive")
+    if min_relevance is not None and min_score is not None:
+        raise click.UsageError("--min-relevance and --min-score are exclusive")
+    if min_relevance is not None and texts:
+        raise click.UsageError("--min-relevance is calibrated for image queries (--image, --like); text scores are "
+                               "raw cosine: use --min-score")
     if html_file and len(queries) > 1:
         raise click.UsageError("--html writes one query's page: give a single --text, --image or --like")
     try:
@@ -77,7 +86,7 @@ def query(
     except FilterSyntaxError as exc:
         raise click.UsageError(f"--filter: {exc}") from None
     settings = load_settings(params, SEARCH_SETTINGS, section="search")
-    results = _run(settings, queries, parsed, offset, min_score)
+    results = _run(settings, queries, parsed, offset, min_score, min_relevance)
     if html_file:
         from ..search.html import render_html
 
@@ -105,9 +114,11 @@ def query(
 
 
 def _run(
-    settings: Settings, queries: Sequence[tuple[str, str]], filter: Any, offset: int, min_score: float | None
+    settings: Settings, queries: Sequence[tuple[str, str]], filter: Any, offset: int, min_score: float | None,
+    min_relevance: float | None = None,
 ) -> list[list]:
-    """One hit list per query; texts are embedded in one batch."""
+    """One hit list per query; texts are embedded in one batch. ``min_relevance`` becomes a raw
+    cosine through the model's calibration (measured on the collection's images at first use)."""
     from ..backends.base import InvalidSettingError, StoreError
     from ..decode import ImageDecodeError
     from ..factory import ModelLoadError
@@ -120,6 +131,13 @@ def _run(
             embedder = load_query_embedder(settings, store)
             searcher = Searcher(store, embedder)
             searcher.verify_model()
+            if min_relevance is not None:
+                from ..calibration import collection_calibration, cosine_for
+
+                try:
+                    min_score = cosine_for(collection_calibration(embedder, store), min_relevance)
+                except ValueError as exc:
+                    raise click.UsageError(f"--min-relevance: {exc}") from None
             texts = [value for kind, value in queries if kind == "text"]
             by_text = iter(searcher.search_texts(texts, k=k, filter=filter, offset=offset, score_threshold=min_score)
                            if texts else [])
