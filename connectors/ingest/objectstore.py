@@ -13,8 +13,9 @@ Credentials and endpoints come only from the environment or the SDK's own config
 (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_PROFILE``, ``AWS_DEFAULT_REGION``,
 ``AWS_ENDPOINT_URL`` for MinIO, Ceph or any S3-compatible server; the Google / Azure equivalents),
 never from the URI: a URI is stored in every payload and printed in logs, so one carrying a
-query string (``?access_key=…``) is refused. Ray workers read the same variables: on a cluster,
-set them in the job's ``runtime_env`` (see ``deploy/kubernetes/kuberay``).
+query string (``?access_key=…``) is refused. Ray workers read objects themselves, so they need
+the same variables: ``deploy/kubernetes/kuberay/rayjob.yaml`` gives head and workers the
+``clip-ingest-secrets`` Secret as environment.
 """
 
 from __future__ import annotations
