@@ -190,9 +190,10 @@ def shrunk_rows(rows: Iterator[dict], image_dir: Path, max_side: int, workers: i
     image_dir.mkdir(parents=True, exist_ok=True)
     rows = list(rows)
     targets = [str(image_dir / (hashlib.sha1(row["path"].encode()).hexdigest()[:20] + ".png")) for row in rows]
-    todo = [(row["path"], target, max_side) for row, target in zip(rows, targets) if not Path(target).exists()]
+    ready = {target for target in targets if Path(target).exists()}
+    todo = [(row["path"], target, max_side) for row, target in zip(rows, targets) if target not in ready]
     with ProcessPoolExecutor(workers) as pool:
-        done = set(filter(None, pool.map(_shrink, todo, chunksize=16)))
+        ready.update(filter(None, pool.map(_shrink, todo, chunksize=16)))
     for row, target in zip(rows, targets):
-        if target in done or Path(target).exists():
+        if target in ready:
             yield {**row, "path": target}

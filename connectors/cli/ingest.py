@@ -20,11 +20,10 @@ import click
 
 from ..backends.common import redact_uri
 from ..config import Setting, Settings, StoreTarget
-from ..ingest import objectstore
 from ..ingest.lock import LockedError, RunLock, default_lock_path, run_file_stem
 from ..ingest.plan import Shard
 from ..ingest.reader import DEFAULT_READ_TIMEOUT_S
-from ..ingest.scan import DEFAULT_EXTENSIONS, ManifestError, normalise_extensions
+from ..ingest.scan import DEFAULT_EXTENSIONS, ManifestError, is_source_folder, normalise_extensions
 from ..ingest.summary import write_summary
 from ..ingest.writer import RETRY_FOR_S
 from .common import (
@@ -247,10 +246,9 @@ def missing_sources(settings: Settings) -> list[str]:
 
 
 def _is_source_folder(source: str) -> bool:
-    if not objectstore.is_uri(source):
-        return os.path.isdir(source)
+    """:func:`~..ingest.scan.is_source_folder`, its errors turned into exit codes."""
     try:
-        return objectstore.is_folder(source)
+        return is_source_folder(source)
     except ValueError as exc:  # credentials in the URI
         fatal(str(exc), EXIT_USAGE)
     except OSError as exc:  # unreachable store, refused credentials

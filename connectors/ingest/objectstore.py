@@ -105,12 +105,4 @@ def read(uri: str) -> bytes:
         return stream.read()
 
 
-def exists(uri: str) -> bool:
-    """Whether an object exists at ``uri`` (one HEAD request)."""
-    from pyarrow.fs import FileType
-
-    fs, path = _locate(uri)
-    return fs.get_file_info(path).type == FileType.File
-
-
-__all__ = ["ObjectInfo", "exists", "is_folder", "is_uri", "read", "walk"]
+__all__ = ["ObjectInfo", "is_folder", "is_uri", "read", "walk"]

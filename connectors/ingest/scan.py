@@ -72,6 +72,16 @@ def _source_root(source: str) -> str:
     return source.rstrip("/") if objectstore.is_uri(source) else os.path.abspath(source)
 
 
+def is_source_folder(source: str) -> bool:
+    """Whether ``source`` is a folder, or an object-store prefix that holds objects.
+
+    Raises:
+        ValueError: an object-store URI that carries credentials or a query.
+        OSError: the object store cannot be reached or refuses the credentials.
+    """
+    return objectstore.is_folder(source) if objectstore.is_uri(source) else os.path.isdir(source)
+
+
 def _is_hidden(rel: str) -> bool:
     return any(part.startswith(".") for part in Path(rel).parts)
 
@@ -163,7 +173,7 @@ class Scan:
         self.directories = [_source_root(os.fspath(d)) for d in directories]
         self.manifests = [os.path.abspath(os.fspath(m)) for m in manifests]
         for folder in self.directories:
-            if not (objectstore.is_folder(folder) if objectstore.is_uri(folder) else os.path.isdir(folder)):
+            if not is_source_folder(folder):
                 raise FileNotFoundError(f"source folder not found (or not a folder): {folder}")
         for manifest in self.manifests:
             if not os.path.isfile(manifest):
@@ -180,6 +190,10 @@ class Scan:
             yield from (self._walk_objects if objectstore.is_uri(folder) else self._walk)(folder)
         for manifest in self.manifests:
             yield from self._manifest(manifest)
+
+    def _wanted(self, name: str) -> bool:
+        """Whether a file name has one of the scanned extensions."""
+        return "." in name and name.rsplit(".", 1)[-1].lower() in self.extensions
 
     def _walk(self, root: str) -> Iterator[SourceFile]:
         seen_dirs: set[tuple[int, int]] = set()
@@ -207,7 +221,7 @@ class Scan:
             for name in sorted(filenames):
                 if not self.include_hidden and name.startswith("."):
                     continue
-                if name.rsplit(".", 1)[-1].lower() not in self.extensions or "." not in name:
+                if not self._wanted(name):
                     continue
                 path = os.path.join(dirpath, name)
                 st_file = _stat_file(path, self.report)
@@ -229,7 +243,7 @@ class Scan:
             name = obj.rel.rsplit("/", 1)[-1]
             if not self.include_hidden and _is_hidden(obj.rel):
                 continue
-            if "." not in name or name.rsplit(".", 1)[-1].lower() not in self.extensions:
+            if not self._wanted(name):
                 continue
             metadata = _folder_label(obj.rel) if self.label_from_folder else {}
             yield SourceFile(obj.uri, obj.rel, root, obj.size, obj.mtime_ns, metadata)
@@ -290,8 +304,8 @@ def _read_manifest(manifest: str) -> Iterator[tuple[dict[str, Any], str]]:
 def _sidecar_text(candidate: str) -> str | None:
     """The text of a sidecar file or object; ``None`` when there is none."""
     if objectstore.is_uri(candidate):
-        try:
-            return objectstore.read(candidate).decode("utf-8") if objectstore.exists(candidate) else None
+        try:  # one GET: a missing object raises FileNotFoundError, no HEAD needed first
+            return objectstore.read(candidate).decode("utf-8")
         except FileNotFoundError:
             return None
     try:
