@@ -34,6 +34,9 @@ from PIL import Image, ImageEnhance
 
 from .decode import ImageInput, decode_image
 from .embedder import Embedder
+from .ingest.objectstore import is_uri
+from .ingest.reader import read_file
+from .ingest.scan import os_path
 
 CALIBRATION_VERSION = 1
 MIN_IMAGES = 8
@@ -119,7 +122,8 @@ def calibrate(embedder: Embedder, images: Sequence[ImageInput]) -> Calibration:
 
 
 def pick_diverse(vectors: np.ndarray, n: int) -> list[int]:
-    """Indices of ``n`` rows chosen by farthest-point sampling (deterministic: starts at row 0).
+    """Indices of ``n`` distinct rows chosen by farthest-point sampling (deterministic: starts at
+    row 0); ``n = len(vectors)`` orders every row, farthest first.
 
     Calibrating on a collection's own images would count its near-duplicates as non-matches;
     picking images far from each other leaves at most one of each group of copies.
@@ -128,10 +132,12 @@ def pick_diverse(vectors: np.ndarray, n: int) -> list[int]:
         return []
     chosen = [0]
     closest = vectors @ vectors[0]
+    closest[0] = np.inf
     while len(chosen) < min(n, len(vectors)):
         index = int(np.argmin(closest))
         chosen.append(index)
         closest = np.maximum(closest, vectors @ vectors[index])
+        closest[chosen] = np.inf
     return chosen
 
 
@@ -173,22 +179,40 @@ CANDIDATES = 1024
 """Stored images the calibration set of a collection is picked from."""
 
 
+def _stored_image(path: str) -> bytes | None:
+    """The bytes behind a stored ``path`` payload (a local file, escaped names included, or an
+    object-store URI), or ``None`` when it cannot be read any more."""
+    try:
+        return read_file(path if is_uri(path) else os_path(path))
+    except OSError:
+        return None
+
+
 def collection_calibration(embedder: Embedder, store: Any) -> Calibration:
     """The calibration of the embedder's model: cached, or measured now on up to
-    :data:`CALIBRATION_IMAGES` of the collection's own images (read from their ``path``). They
-    are picked far apart in vector space, and at most half of the readable ones, so that copies
-    already in the collection do not count as non-matches. ``store`` is any clip-ingest store."""
+    :data:`CALIBRATION_IMAGES` of the collection's own images, read from their ``path`` (local
+    files and ``s3://`` objects alike). They are picked far apart in vector space, and at most
+    half of the stored ones, so that copies already in the collection do not count as
+    non-matches; an image that cannot be read any more is passed over for the next farthest.
+    ``store`` is any clip-ingest store."""
     found = load_calibration(embedder.model_id)
     if found is not None:
         return found
     ids = sorted(p.id for p in store.scroll(fields=[]))[:CANDIDATES]
-    stored = sorted(store.retrieve(ids, with_vectors=True), key=lambda p: p.id)
-    readable = [p for p in stored if isinstance(p.payload.get("path"), str) and os.path.isfile(p.payload["path"])]
-    if len(readable) < MIN_IMAGES:
+    stored = [p for p in sorted(store.retrieve(ids, with_vectors=True), key=lambda p: p.id)
+              if isinstance(p.payload.get("path"), str)]
+    wanted = max(MIN_IMAGES, min(CALIBRATION_IMAGES, len(stored) // 2))
+    images: list[bytes] = []
+    for index in pick_diverse(np.array([p.vector for p in stored]), len(stored)):
+        data = _stored_image(stored[index].payload["path"])
+        if data is not None:
+            images.append(data)
+            if len(images) == wanted:
+                break
+    if len(images) < MIN_IMAGES:
         raise ValueError(f"calibrating the model needs {MIN_IMAGES} readable images of the collection; "
-                         f"found {len(readable)}: give a raw cosine threshold instead")
-    picked = pick_diverse(np.array([p.vector for p in readable]), max(MIN_IMAGES, min(CALIBRATION_IMAGES, len(readable) // 2)))
-    return calibration_for(embedder, [readable[i].payload["path"] for i in picked])
+                         f"found {len(images)}: give a raw cosine threshold instead")
+    return calibration_for(embedder, images)
 
 
 def cosine_for(calibration: Calibration, min_relevance: float) -> float:

@@ -144,6 +144,24 @@ def test_an_s3_prefix_ingests_like_the_folder_it_was_uploaded_from_and_stays_inc
     assert len(paths) == 8 == len(set(paths)) and f"s3://{name}/{keys[1]}" not in paths
 
 
+def test_a_collection_from_a_bucket_is_calibrated_from_its_objects_like_its_folder(bucket, tmp_path, monkeypatch):
+    """``--min-relevance`` on an ``s3://`` collection: the calibration reads the picked images
+    through the object store and fits exactly what the same images in a local folder give."""
+    from clip_ingest.connectors.calibration import collection_calibration, load_calibration
+    from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
+
+    _, name, folder = bucket
+    embedder = OpenClipEmbedder("starter", device="cpu")
+    fitted = {}
+    for where, source in (("s3", f"s3://{name}/photos"), ("local", str(folder))):
+        _ingest(source, tmp_path / where, "imgs", tmp_path / f"{where}.json", "--model", "starter")
+        monkeypatch.setenv("CLIP_INGEST_CACHE", str(tmp_path / f"cache-{where}"))
+        with open_store("qdrant-edge", "imgs", path=str(tmp_path / where / "qdrant-edge")) as store:
+            fitted[where] = collection_calibration(embedder, store)
+        assert load_calibration(embedder.model_id) == fitted[where]  # measured once, cached
+    assert fitted["s3"] == fitted["local"] and fitted["s3"].images == 8 and fitted["s3"].slope > 0
+
+
 def test_the_ray_executor_reads_the_same_bucket_into_the_same_collection(bucket, tmp_path):
     ray = pytest.importorskip("ray")
     _, name, _ = bucket
