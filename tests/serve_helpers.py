@@ -13,14 +13,18 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import httpx
+import pytest
 import uvicorn
 
-from clip_ingest.connectors.backends import Point
+from clip_ingest.connectors.backends import Point, open_store
+from clip_ingest.connectors.ingest.pipeline import IngestOptions, run_ingest
+from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
 from clip_ingest.connectors.serve.app import Metrics, create_app
 from clip_ingest.connectors.serve.scheduled_ingest import ScheduledIngest
 from clip_ingest.connectors.serve.service import SearchService
 
 from imagegen import make_shape_image
+from planted_duplicates import planted
 from search_helpers import plant_shapes
 
 #: the text whose answer is planted: a point stored with exactly this text's vector
@@ -98,3 +102,22 @@ def serve_process(command: list[str], port: int, timeout_s: float = 120) -> Iter
     finally:
         process.send_signal(signal.SIGTERM)
         process.output = process.communicate(timeout=60)[0]
+
+
+@contextmanager
+def serving_planted_duplicates(root: Path, seeds: range, edited: int) -> Iterator[tuple[str, SearchService, dict[str, set[str]]]]:
+    """``(base_url, service, groups)``: the starter model (which calibrates) served over
+    :func:`planted_duplicates.planted` groups in Qdrant Edge, with its own calibration cache
+    under ``root`` (measured by the first request that needs it)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLIP_INGEST_CACHE", str(root / "cache"))
+        truth = planted(root / "photos", seeds, edited)
+        embedder = OpenClipEmbedder("starter", device="cpu")
+        store = open_store("qdrant-edge", "dups", path=str(root / "edge"))
+        try:
+            run_ingest(store, embedder, IngestOptions(collection="dups", directories=[str(root / "photos")], progress=False))
+            with running_server(store, embedder, collection="dups") as (url, service):
+                yield url, service, truth
+        finally:
+            store.close()
+

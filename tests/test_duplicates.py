@@ -21,40 +21,9 @@ from clip_ingest.connectors.ingest.pipeline import IngestOptions, run_ingest
 from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
 from clip_ingest.connectors.search.duplicates import find_groups, record_review
 
+from planted_duplicates import pair_scores, planted, texture
+
 MODEL = "starter"
-
-
-def texture(seed: int, size: int = 128) -> Image.Image:
-    """A distinct photo-like image: a smooth random colour field with grain."""
-    rng = np.random.default_rng(seed)
-    low = Image.fromarray((rng.random((6, 6, 3)) * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
-    pixels = np.asarray(low).astype(float) + rng.normal(0, 10, (size, size, 3))
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-
-
-def planted(root: Path, seeds: range, edited: int) -> dict[str, set[str]]:
-    """Write one image per seed, and 3 edited copies of the first ``edited``; returns {group: paths}."""
-    root.mkdir(parents=True, exist_ok=True)
-    groups: dict[str, set[str]] = {}
-    for n, seed in enumerate(seeds):
-        image = texture(seed)
-        original = root / f"img{seed:03d}.png"
-        image.save(original)
-        groups[str(seed)] = {str(original)}
-        if n < edited:
-            for i, copy in enumerate(edits(image)[:3]):  # crop, JPEG q40, brightness
-                path = root / f"img{seed:03d}-edit{i}.png"
-                copy.save(path)
-                groups[str(seed)].add(str(path))
-    return groups
-
-
-def pair_scores(found: list[set[str]], truth: dict[str, set[str]]) -> tuple[float, float]:
-    """(precision, recall) over pairs of images put in one group."""
-    def pairs(groups):
-        return {tuple(sorted((a, b))) for g in groups for a in g for b in g if a < b}
-    got, want = pairs(found), pairs(truth.values())
-    return (len(got & want) / len(got) if got else 1.0), len(got & want) / len(want)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from PIL import Image
 from clip_ingest.connectors.backends import TransientStoreError, open_store
 from clip_ingest.connectors.search.searcher import Searcher
 
-from serve_helpers import PLANTED_TEXT, plant_collection, running_server
+from serve_helpers import PLANTED_TEXT, plant_collection, running_server, serving_planted_duplicates
 
 
 @pytest.fixture(scope="module", params=["qdrant-edge", "milvus"])
@@ -262,3 +262,83 @@ def test_the_serve_command_serves_the_collection_and_stops_cleanly(tmp_path, tin
     output = server.output
     # a clean shutdown; recent uvicorn then re-raises the signal it caught (exit by SIGTERM)
     assert server.returncode in (0, -signal.SIGTERM) and "shutdown complete" in output, output
+
+
+@pytest.fixture(scope="module")
+def served_duplicates(tmp_path_factory):
+    with serving_planted_duplicates(tmp_path_factory.mktemp("serve-duplicates"), range(40, 56), edited=4) as (url, service, truth):
+        with httpx.Client(base_url=url, timeout=120) as client:
+            yield client, service, truth
+
+
+def test_duplicates_are_the_finders_groups_at_the_calibrated_cut_and_reviews_stick(served_duplicates):
+    from clip_ingest.connectors.calibration import cosine_for, load_calibration
+    from clip_ingest.connectors.search.duplicates import find_groups
+
+    client, service, truth = served_duplicates
+    response = client.get("/v1/duplicates", params={"min_relevance": 0.9})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    calibration = load_calibration(service.model_id)  # measured by that request, and cached
+    assert calibration is not None and body["threshold"] == pytest.approx(cosine_for(calibration, 0.9))
+    assert body["groups"] == [g.to_dict() for g in find_groups(service.store, body["threshold"])]
+    planted_pairs = {frozenset((a, b)) for g in truth.values() for a in g for b in g if a < b}
+    found_pairs = {frozenset((a["path"], b["path"])) for g in body["groups"] for a in g["members"] for b in g["members"] if a["path"] < b["path"]}
+    assert found_pairs & planted_pairs  # the planted edits are among what it groups
+
+    first = body["groups"][0]
+    ids = [m["id"] for m in first["members"]]
+    saved = client.post("/v1/duplicates/review", json={"members": ids, "decision": "keep-one", "keep": ids[0]})
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["decision"] == "keep-one" and saved.json()["members"] == sorted(ids)
+    again = client.get("/v1/duplicates", params={"min_relevance": 0.9}).json()
+    assert first["group"] not in {g["group"] for g in again["groups"]} and len(again["groups"]) == len(body["groups"]) - 1
+    resolved = client.get("/v1/duplicates", params={"min_relevance": 0.9, "include_resolved": True}).json()
+    assert {g["group"]: g["review"]["keep"] for g in resolved["groups"] if g["review"]} == {first["group"]: ids[0]}
+
+
+def test_review_and_duplicates_refuse_bad_input_with_clear_errors(served_duplicates):
+    import uuid
+
+    client, service, _ = served_duplicates
+    ids = [p.id for p in service.store.scroll(fields=["duplicate_review"]) if "duplicate_review" not in p.payload][:2]
+    cases = [
+        ({"members": ids, "decision": "delete"}, 422),  # not a decision
+        ({"members": ids[:1], "decision": "keep-all"}, 422),  # one member is no group
+        ({"members": ids, "decision": "keep-one"}, 400),  # which one?
+        ({"members": ids, "decision": "keep-all", "keep": ids[0]}, 400),
+        ({"members": [ids[0], str(uuid.uuid4())], "decision": "keep-all"}, 404),  # the group changed
+        ({"members": [ids[0], "../../etc/passwd"], "decision": "keep-all"}, 404),
+    ]
+    for body, status in cases:
+        response = client.post("/v1/duplicates/review", json=body)
+        assert response.status_code == status, (body, response.text)
+    assert all("duplicate_review" not in p.payload for p in service.store.retrieve(ids))  # nothing was written
+    assert client.get("/v1/duplicates", params={"min_relevance": 1.0}).status_code == 422
+
+
+def test_min_relevance_on_image_and_like_searches_is_the_calibrated_min_score(served_duplicates):
+    from clip_ingest.connectors.calibration import cosine_for, load_calibration
+
+    client, service, truth = served_duplicates
+    client.get("/v1/duplicates")  # calibrated by now
+    cut = cosine_for(load_calibration(service.model_id), 0.5)
+    query = next(p for p in sorted(truth["40"]) if "-edit" not in p)
+    with open(query, "rb") as fh:
+        image = base64.b64encode(fh.read()).decode()
+    like = next(p.id for p in service.store.scroll(fields=["path"]) if p.payload["path"] == query)
+    kept = {}
+    for request in ({"image": image}, {"like": like}):
+        relevant = kept[next(iter(request))] = client.post("/v1/search", json={**request, "k": 50, "min_relevance": 0.5}).json()
+        raw = client.post("/v1/search", json={**request, "k": 50, "min_score": cut}).json()
+        assert relevant["min_score"] == pytest.approx(cut) and relevant["min_relevance"] == 0.5
+        assert [h["id"] for h in relevant["hits"]] == [h["id"] for h in raw["hits"]]
+        everything = client.post("/v1/search", json={**request, "k": 50}).json()["hits"]
+        assert 0 < len(relevant["hits"]) < len(everything)  # the cut keeps some and drops the rest
+    uploaded = client.post("/v1/search/image", files={"file": ("q.png", base64.b64decode(image))}, data={"min_relevance": "0.5", "k": "50"})
+    assert uploaded.status_code == 200, uploaded.text
+    assert [h["id"] for h in uploaded.json()["hits"]] == [h["id"] for h in kept["image"]["hits"]]
+    for bad, status in (({"text": "a photo", "min_relevance": 0.5}, 400), ({"like": like, "min_relevance": 0.5, "min_score": 0.2}, 400),
+                        ({"like": like, "min_relevance": 1.5}, 422)):
+        response = client.post("/v1/search", json=bad)
+        assert response.status_code == status, (bad, response.text)

@@ -7,6 +7,7 @@ type a broken filter, go back and forward. The screenshots in the README come fr
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ from playwright import sync_api
 
 from clip_ingest.connectors.backends import open_store
 
-from serve_helpers import PLANTED_TEXT, plant_collection, running_server
+from serve_helpers import PLANTED_TEXT, plant_collection, running_server, serving_planted_duplicates
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:  # .ci/run installs it; a developer machine without it says so plainly
@@ -183,3 +184,65 @@ def test_keyboard_slash_focuses_the_search_box_and_a_phone_window_has_one_column
     wait_thumbnails(page)
     screenshot(page, "serve-phone")
     context.close()
+
+
+@pytest.fixture(scope="module")
+def dup_site(tmp_path_factory):
+    """The starter model (which calibrates) over planted near-duplicate groups, served."""
+    with serving_planted_duplicates(tmp_path_factory.mktemp("browser-dups"), range(60, 72), edited=4) as served:
+        yield served
+
+
+def group_ids(page) -> list[str]:
+    return page.locator("#grid .group").evaluate_all("groups => groups.map(g => g.dataset.group)")
+
+
+def test_duplicate_groups_are_reviewed_on_the_page_and_stay_reviewed(page, dup_site):
+    import httpx
+
+    url, service, _ = dup_site
+    expected = httpx.get(url + "/v1/duplicates", params={"min_relevance": 0.9}, timeout=120).json()["groups"]
+    assert len(expected) >= 2
+    page.goto(url + "/")
+    page.click("#dups")
+    page.wait_for_selector("#grid .group")
+    assert group_ids(page) == [g["group"] for g in expected]
+    assert parse_qs(urlparse(page.url).query) == {"duplicates": ["1"], "min_relevance": ["0.9"]}
+    first = page.locator("#grid .group").first
+    assert first.locator(".member").count() == expected[0]["size"]
+    page.wait_for_function("() => [...document.querySelectorAll('#grid .group img')].every(i => i.complete && i.naturalWidth > 0)")
+    screenshot(page, "serve-duplicates")
+    first.locator("button.not-duplicates").click()
+    page.wait_for_function("n => document.querySelectorAll('#grid .group').length === n", arg=len(expected) - 1)
+    assert page.locator("#status").inner_text().startswith("saved: not-duplicates")
+    second = page.locator("#grid .group").first
+    kept = second.locator(".member").nth(1).get_attribute("data-id")
+    second.locator(".member").nth(1).locator("button.keep-one").click()
+    page.wait_for_function("n => document.querySelectorAll('#grid .group').length === n", arg=len(expected) - 2)
+    page.reload()  # the URL brings the view back, without the two resolved groups
+    page.wait_for_function("() => /group\\(s\\)/.test(document.querySelector('#status').textContent)")
+    assert group_ids(page) == [g["group"] for g in expected[2:]]
+    reviews = {p.payload["duplicate_review"]["decision"]: p.payload["duplicate_review"]
+               for p in service.store.scroll(fields=["duplicate_review"]) if "duplicate_review" in p.payload}
+    assert set(reviews) == {"not-duplicates", "keep-one"} and reviews["keep-one"]["keep"] == kept
+
+
+def test_the_relevance_slider_cuts_image_searches_at_the_calibrated_score(page, dup_site):
+    import httpx
+
+    url, service, truth = dup_site
+    query = next(p for p in sorted(truth["60"]) if "-edit" not in p)
+    expected = httpx.post(url + "/v1/search", json={"image": base64.b64encode(Path(query).read_bytes()).decode(),
+                                                    "k": 24, "min_relevance": 0.5}, timeout=120).json()
+    page.goto(url + "/")
+    assert page.locator("#rel-out").inner_text() == "off"
+    page.eval_on_selector("#rel", "e => { e.value = '0.5'; e.dispatchEvent(new Event('input')); }")
+    assert page.locator("#rel-out").inner_text() == "0.50"
+    page.set_input_files("#file", query)
+    page.wait_for_function("() => /relevance >= 0.5/.test(document.querySelector('#status').textContent)")
+    assert card_ids(page) == [h["id"] for h in expected["hits"]] and 0 < len(expected["hits"]) < 24
+    assert f"cosine >= {expected['min_score']:.4f}" in page.locator("#status").inner_text()
+    page.fill("#q", "a photo")  # text scores are not calibrated: the page says so and does not cut them
+    page.press("#q", "Enter")
+    page.wait_for_function("() => /applies to image searches/.test(document.querySelector('#status').textContent)")
+    assert "min_relevance" not in parse_qs(urlparse(page.url).query)

@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from ..backends.base import StoreError
 from ..decode import ImageDecodeError
 from ..search.filters import FilterError, FilterSyntaxError, parse_filter
+from ..search.duplicates import DECISIONS
 from ..search.results import result_document
 from ..search.searcher import PointNotFoundError
 from .scheduled_ingest import ScheduledIngest
@@ -49,6 +50,17 @@ class SearchRequest(BaseModel):
     k: int = Field(10, ge=1, le=MAX_K)
     offset: int = Field(0, ge=0)
     min_score: Optional[float] = None
+    min_relevance: Optional[float] = Field(None, ge=0, lt=1, description=(
+        "image and like queries: keep hits at or above this calibrated relevance (the probability of a "
+        "near-duplicate, the same for every model) instead of a raw min_score"))
+
+
+class ReviewRequest(BaseModel):
+    """A decision on a near-duplicate group (``keep`` names the point to keep, for ``keep-one`` only)."""
+
+    members: list[str] = Field(..., min_length=2, max_length=MAX_K)
+    decision: Literal[DECISIONS]  # type: ignore[valid-type]
+    keep: Optional[str] = None
 
 
 class EmbedTextRequest(BaseModel):
@@ -126,8 +138,10 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
     @app.get("/v1/search", summary="Search by text or by a stored item (shareable URL form)")
     async def search_get(text: Optional[str] = Query(None, max_length=2000), like: Optional[str] = None,
                          filter: Optional[str] = None, k: int = Query(10, ge=1, le=MAX_K), offset: int = Query(0, ge=0),
-                         min_score: Optional[float] = None) -> dict[str, Any]:
-        return await _search(service, SearchRequest(text=text, like=like, filter=filter, k=k, offset=offset, min_score=min_score))
+                         min_score: Optional[float] = None,
+                         min_relevance: Optional[float] = Query(None, ge=0, lt=1)) -> dict[str, Any]:
+        return await _search(service, SearchRequest(text=text, like=like, filter=filter, k=k, offset=offset, min_score=min_score,
+                                                    min_relevance=min_relevance))
 
     @app.post("/v1/search", summary="Search by text, base64 image or stored item")
     async def search_post(body: SearchRequest) -> dict[str, Any]:
@@ -135,9 +149,11 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
 
     @app.post("/v1/search/image", summary="Search by an uploaded image (multipart)")
     async def search_upload(file: UploadFile = File(...), filter: Optional[str] = Form(None), k: int = Form(10, ge=1, le=MAX_K),
-                            offset: int = Form(0, ge=0), min_score: Optional[float] = Form(None)) -> dict[str, Any]:
+                            offset: int = Form(0, ge=0), min_score: Optional[float] = Form(None),
+                            min_relevance: Optional[float] = Form(None, ge=0, lt=1)) -> dict[str, Any]:
         content = await _read_upload(file, max_upload_bytes)
-        return await _run_search(service, "image", content, {"image": file.filename or "upload"}, filter, k, offset, min_score)
+        return await _run_search(service, "image", content, {"image": file.filename or "upload"}, filter, k, offset, min_score,
+                                 min_relevance)
 
     @app.get("/v1/filter/validate", summary="Check a filter; the error names its position")
     async def validate_filter(filter: str) -> dict[str, Any]:
@@ -146,6 +162,18 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
         except FilterSyntaxError as exc:
             return {"valid": False, "error": exc.reason, "position": exc.position}
         return {"valid": True, "error": None, "position": None}
+
+    # -- near-duplicates
+    @app.get("/v1/duplicates", summary="Near-duplicate groups at a calibrated relevance (one k-NN search per item)")
+    async def duplicates(min_relevance: float = Query(0.9, ge=0, lt=1), k: int = Query(10, ge=1, le=100),
+                         include_resolved: bool = False) -> dict[str, Any]:
+        cut, groups = await _call(service.duplicates, min_relevance, k=k, include_resolved=include_resolved)
+        return {"collection": service.collection, "model_id": service.model_id, "min_relevance": min_relevance,
+                "threshold": cut, "groups": [g.to_dict() for g in groups]}
+
+    @app.post("/v1/duplicates/review", summary="Store a decision on a group: it is not listed again unless a new member joins")
+    async def review(body: ReviewRequest) -> dict[str, Any]:
+        return await _call(service.review, body.members, body.decision, body.keep)
 
     # -- embeddings
     @app.post("/v1/embed/text", summary="Texts to vectors")
@@ -286,16 +314,24 @@ async def _search(service: SearchService, body: SearchRequest, max_upload_bytes:
         if len(value) > max_upload_bytes:
             raise ApiError(413, f"image over {max_upload_bytes} bytes")
         query = {"image": f"<{len(value)} bytes>"}
-    return await _run_search(service, kind, value, query, body.filter, body.k, body.offset, body.min_score)
+    return await _run_search(service, kind, value, query, body.filter, body.k, body.offset, body.min_score, body.min_relevance)
 
 
 async def _run_search(service: SearchService, kind: str, value: Any, query: dict[str, Any], filter_text: str | None,
-                      k: int, offset: int, min_score: float | None) -> dict[str, Any]:
+                      k: int, offset: int, min_score: float | None, min_relevance: float | None = None) -> dict[str, Any]:
     # parsed once, before any embedding: a bad filter fails fast, with its position
     parsed = None if filter_text is None else await _call(parse_filter, filter_text)
+    if min_relevance is not None:
+        if min_score is not None:
+            raise ApiError(400, "give min_score or min_relevance, not both")
+        if kind == "text":
+            raise ApiError(400, "min_relevance is calibrated for image and like queries; text scores are raw cosine (use min_score)")
+        min_score = await _call(service.relevance_cut, min_relevance)
     hits = await _call(service.search, kind, value, k=k, filter=parsed, offset=offset, score_threshold=min_score)
     document = result_document(query, hits, offset=offset, filter_text=filter_text)
     document["model_id"] = service.model_id
+    if min_relevance is not None:  # the cut the calibration gave, so a client can show it
+        document.update(min_relevance=min_relevance, min_score=min_score)
     return document
 
 

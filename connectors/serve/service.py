@@ -17,9 +17,11 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from ..backends.base import Hit, Point, StoreError, VectorStore, check_point_id
+from ..calibration import Calibration, collection_calibration, cosine_for
 from ..decode import ImageInput
 from ..embedder import Embedder
 from ..ingest.scan import os_path
+from ..search.duplicates import Group, find_groups, record_review
 from ..search.html import PATH_FIELD, thumbnail_jpeg
 from ..search.searcher import PointNotFoundError, Searcher
 from .batching import BatchObserver, MicroBatcher
@@ -99,6 +101,7 @@ class SearchService:
         self.searcher.verify_model()
         self._thumbs: OrderedDict[tuple, bytes] = OrderedDict()
         self._thumbs_lock = threading.Lock()
+        self._calibration_lock = threading.Lock()
 
     def _use(self, embedder: Embedder) -> Embedder:
         """Make ``embedder`` the query model (its texts micro-batched); returns the batched embedder."""
@@ -129,6 +132,38 @@ class SearchService:
             "text": self.searcher.search_text, "image": self.searcher.search_image, "like": self.searcher.search_like_point,
         }
         return run[kind](value, **options)
+
+    # -- calibrated thresholds and near-duplicates
+    def calibration(self) -> Calibration:
+        """The query model's calibration: cached, or measured once on the collection's images."""
+        with self._calibration_lock:  # two first requests must not both measure it
+            return collection_calibration(self.embedder, self.store)
+
+    def relevance_cut(self, min_relevance: float) -> float:
+        """The raw cosine at which the model's calibration reaches ``min_relevance``
+        (``ValueError`` when the collection cannot calibrate it, or no pair can reach it)."""
+        return cosine_for(self.calibration(), min_relevance)
+
+    def duplicates(self, min_relevance: float, *, k: int = 10, include_resolved: bool = False) -> tuple[float, list[Group]]:
+        """``(raw cosine, groups)``: :func:`~..search.duplicates.find_groups` at the calibrated
+        cut. One k-NN search per stored point, so it takes as long as a ``clip-search
+        duplicates`` run on the same collection."""
+        cut = self.relevance_cut(min_relevance)
+        return cut, find_groups(self.store, cut, k=k, include_resolved=include_resolved)
+
+    def review(self, member_ids: Sequence[str], decision: str, keep: str | None = None) -> dict[str, Any]:
+        """Store a decision on a group (see :func:`~..search.duplicates.record_review`)."""
+        try:
+            members = [check_point_id(point_id) for point_id in member_ids]
+            keep = None if keep is None else check_point_id(keep)
+        except StoreError:
+            raise PointNotFoundError("members and keep are point ids (UUIDs)") from None
+        if len(members) < 2:
+            raise ValueError("a group has at least 2 members")
+        missing = sorted(set(members) - {p.id for p in self.store.retrieve(members)})
+        if missing:
+            raise PointNotFoundError(f"no point {missing[0]} in the collection (find the groups again: this one changed)")
+        return record_review(self.store, members, decision, keep)
 
     # -- embeddings
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
