@@ -29,7 +29,7 @@ import torch
 
 from clip_ingest.connectors.backends.base import CollectionSpec, Point
 from clip_ingest.connectors.embedder import Embedder
-from clip_ingest.connectors.ingest.executor import LocalExecutor
+from clip_ingest.connectors.ingest.executor import LocalExecutor, StageExecutor
 from clip_ingest.connectors.ingest.pipeline import IngestOptions, run_ingest
 from clip_ingest.connectors.ingest.plan import Planner
 from clip_ingest.connectors.ingest.scan import Scan
@@ -65,13 +65,14 @@ def forward_throughput(embedder: Embedder, paths: Sequence[Path], n: int, batch_
     return n / seconds
 
 
-def decode_throughput(embedder: Embedder, folder: Path, workers: int) -> float:
-    """(b) images/s of the pipeline's own decode stage (read, hash, decode, preprocess) on its thread pool."""
+def decode_throughput(embedder: Embedder, folder: Path, workers: int, executor: StageExecutor | None = None) -> float:
+    """(b) images/s of the pipeline's own decode stage (read, hash, decode, preprocess) on its
+    thread pool, or on ``executor`` (its start-up included, as a run pays it)."""
     state = StoredState()
     decode = DecodeStage(ImageEncoder(embedder), "bench", state)
     planner = Planner(Scan([str(folder)], on_problem=lambda p: None), state)
-
-    seconds, count = common.timed(lambda: sum(1 for _ in LocalExecutor(workers, window=4 * workers).results(planner, decode)))
+    executor = executor or LocalExecutor(workers, window=4 * workers)
+    seconds, count = common.timed(lambda: sum(1 for _ in executor.results(planner, decode)))
     return count / seconds
 
 

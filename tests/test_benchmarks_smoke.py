@@ -107,11 +107,12 @@ def test_serve_measures_in_process_and_every_concurrency_over_http(tmp_path: Pat
 def test_decode_compares_the_pipeline_before_and_now(tmp_path: Path) -> None:
     result = run(decode, tmp_path)
     rows = only_table(result)
-    assert {r["variant"] for r in rows} == {decode.BEFORE, "pillow + fused tail", decode.NOW}
+    assert {r["variant"] for r in rows} == {decode.BEFORE, "pillow + fused tail", decode.NOW, decode.PROCESSES}
     assert {r["measure"] for r in rows} == {"decode stage", "decode, 1 thread", "preprocess, 1 thread",
                                             f"decode stage, {decode.LARGE_SIDE} px JPEG"}
     assert all(r["images_per_s"] > 0 and r["max_abs_diff_vs_before"] <= 1e-5 for r in rows)
     assert any(r["name"].startswith(f"clip-ingest-tiny: {decode.NOW}") and r["target"] == 1.5 for r in result["ratios"])
+    assert any(r["name"].startswith(f"clip-ingest-tiny: {decode.PROCESSES}") and r["target"] == 1.5 for r in result["ratios"])
 
 
 def test_duplicates_reports_precision_and_recall_per_relevance(tmp_path: Path) -> None:

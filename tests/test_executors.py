@@ -1,7 +1,8 @@
-"""``clip-ingest --executor ray``: a real local Ray instance (2 CPUs) running the Ray Data
-pipeline, against real Qdrant Edge, Milvus Lite and the Milvus server ``.ci/run`` starts. The same
-folder ingested by the local executor and by Ray must give the same collection: ids, payloads,
-paths, vectors and dead letters; re-runs are incremental; a killed worker costs no image."""
+"""``clip-ingest --executor ray`` (a real local Ray instance, 2 CPUs, running the Ray Data
+pipeline) and ``--executor processes`` (decode worker processes), against real Qdrant Edge, Milvus
+Lite and the Milvus server ``.ci/run`` starts. The same folder ingested by the local executor and
+by another must give the same collection: ids, payloads, paths, vectors and dead letters; re-runs
+are incremental; a killed Ray worker costs no image; a stopped run ends its decode processes."""
 
 from __future__ import annotations
 
@@ -80,27 +81,28 @@ def _dead_letters(summary: dict) -> list[tuple[str, str]]:
     return sorted((Path(r["path"]).name, r["reason"]) for r in rows)
 
 
-@pytest.mark.parametrize("backend", ["qdrant-edge", "milvus-lite", "milvus-server"])
-def test_local_and_ray_executors_build_the_same_collection_and_stay_incremental(backend, tmp_path, request):
+@pytest.mark.parametrize("backend, other", [("qdrant-edge", "ray"), ("milvus-lite", "ray"), ("milvus-server", "ray"),
+                                            ("qdrant-edge", "processes"), ("milvus-lite", "processes")])
+def test_local_and_other_executors_build_the_same_collection_and_stay_incremental(backend, other, tmp_path, request):
     folder = write_shape_folder(tmp_path / "photos", n=10)
     images = sorted(folder.rglob("*.png"))
     shutil.copy(images[0], folder / "copy-of-first.png")  # one content, two paths
     bad = write_bad_corpus(folder / "bad")  # bad files in the middle of the listing
-    collection = f"ray_{uuid.uuid4().hex[:8]}"
+    collection = f"ex_{uuid.uuid4().hex[:8]}"
     runs = {}
-    for executor in ("local", "ray"):
+    for executor in ("local", other):
         args, target, options = _target(backend, tmp_path, request, executor)
-        name = collection + ("_r" if executor == "ray" and backend == "milvus-server" else "")
+        name = collection + ("_r" if executor != "local" and backend == "milvus-server" else "")
         first = _ingest(folder, args, name, tmp_path / f"{executor}-1.json", "--executor", executor)
         runs[executor] = (args, target, options, name, first)
-    (_, lt, lo, ln, local_first), (ray_args, rt, ro, rn, ray_first) = runs["local"], runs["ray"]
+    (_, lt, lo, ln, local_first), (ray_args, rt, ro, rn, ray_first) = runs["local"], runs[other]
     for key in ("new", "embedded", "failed", "moved", "updated"):
         assert ray_first[key] == local_first[key], key
     assert ray_first["new"] == 11 and ray_first["embedded"] == 10 and ray_first["failed"] == len(bad) - 1  # folder.jpg is no file
     assert _dead_letters(ray_first) == _dead_letters(local_first)
     _assert_same(_collection(lt, lo, ln), _collection(rt, ro, rn))
 
-    again = _ingest(folder, ray_args, rn, tmp_path / "ray-2.json", "--executor", "ray")
+    again = _ingest(folder, ray_args, rn, tmp_path / "other-2.json", "--executor", other)
     assert again["embedded"] == 0 and again["new"] == 0 and again["unchanged"] == 11  # zero model calls
 
     # modify one, move one, delete one, add one; then --prune with each executor
@@ -115,7 +117,7 @@ def test_local_and_ray_executors_build_the_same_collection_and_stay_incremental(
         assert (after[executor]["updated"], after[executor]["moved"], after[executor]["new"]) == (1, 1, 1)
         assert after[executor]["embedded"] >= 1 and after[executor]["pruned"] >= 1
     for key in ("embedded", "pruned", "points_deleted", "unchanged", "failed"):
-        assert after["ray"][key] == after["local"][key], key
+        assert after[other][key] == after["local"][key], key
     ray_points = _collection(rt, ro, rn)
     _assert_same(_collection(lt, lo, ln), ray_points)
     listed = sorted(path for payload, _ in ray_points.values() for path in payload["paths"])
@@ -159,3 +161,36 @@ def test_a_worker_killed_mid_run_costs_no_image(tmp_path, tiny_embedder):
         assert len(paths) == 16 == len(set(paths))
         again = ingest(store, tiny_embedder, folder, executor=executor, batch_size=4)
         assert (again.embedded, again.unchanged) == (0, 16)
+
+
+def test_a_stopped_run_ends_its_decode_processes_at_once(tmp_path, tiny_embedder):
+    """Closing the results early (what Ctrl-C or SIGTERM does to a run) cancels the queued chunks
+    and ends every worker process; an embedder without a picklable input path is refused."""
+    import multiprocessing
+    import time
+
+    from clip_ingest.connectors.ingest.plan import Planner
+    from clip_ingest.connectors.ingest.process_executor import ProcessExecutor
+    from clip_ingest.connectors.ingest.scan import Scan
+    from clip_ingest.connectors.ingest.stages import DecodeStage, ImageEncoder, Loaded
+    from clip_ingest.connectors.ingest.state import StoredState
+
+    folder = write_shape_folder(tmp_path / "photos", n=40)
+    state = StoredState()
+    decode = DecodeStage(ImageEncoder(tiny_embedder), "c", state)
+    results = ProcessExecutor(workers=2, chunk=2).results(Planner(Scan([str(folder)], on_problem=lambda p: None), state), decode)
+    first = next(results)
+    assert isinstance(first, Loaded) and first.pixels is not None and type(first.pixels).__module__ == "torch"
+    assert len(multiprocessing.active_children()) == 2
+    started = time.monotonic()
+    results.close()
+    while multiprocessing.active_children() and time.monotonic() - started < 10:
+        time.sleep(0.05)
+    assert multiprocessing.active_children() == [], "the decode processes outlived the run"
+
+    class NoInputPath:  # failure injection only: an embedder that only takes decoded images
+        dim, model_id = tiny_embedder.dim, tiny_embedder.model_id
+        embed_images = tiny_embedder.embed_images
+
+    with pytest.raises(ValueError, match="--executor local"):
+        next(ProcessExecutor().results([], DecodeStage(ImageEncoder(NoInputPath()), "c", state)))
