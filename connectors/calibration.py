@@ -15,8 +15,17 @@ The fit is deterministic (seeded edits, fixed image order) and cached per ``mode
 ``$CLIP_INGEST_CACHE/calibration`` (default ``~/.cache/clip-ingest``), so a model is
 calibrated once, when first used.
 
-Where this departs from what was asked for text queries: a query-dependent mapping (the
-"Cosine Adapter" idea) is not implemented; text scores stay raw cosine.
+Text queries need a mapping of their own, and a query-dependent one: how high a caption's best
+matches score depends on the caption (a generic "a photo" scores everything alike; a precise one
+scores its few matches far above the rest). :class:`TextCalibration` therefore standardises a raw
+cosine against the query's own scores over a reference sample of the collection (its mean and
+spread: a z-score, computed at query time from stored vectors, no model call), then maps that
+through a logistic fit of "this image matches the caption" measured on labelled caption-image
+pairs (:func:`fit_text_calibration`; ``clip-model calibrate-text`` runs it on a manifest and
+stores it with the model). Where this departs from the "Cosine Adapter" (relevance filtering for
+embedding-based retrieval), which learns the query-dependent mapping from the query embedding: the
+query dependence here comes from the query's score distribution, which needs no training data
+beyond the labelled pairs and transfers to any collection.
 """
 
 from __future__ import annotations
@@ -166,12 +175,17 @@ def calibration_for(embedder: Embedder, images: Sequence[ImageInput]) -> Calibra
     if found is not None:
         return found
     fitted = calibrate(embedder, images)
-    path = _cache_file(embedder.model_id)
+    _write_json(_cache_file(embedder.model_id), asdict(fitted))
+    return fitted
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` to ``path`` whole or not at all (a temporary file renamed into place)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(fitted), indent=2), encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
     os.replace(tmp, path)
-    return fitted
+    return path
 
 
 CALIBRATION_IMAGES = 64
@@ -225,5 +239,100 @@ def cosine_for(calibration: Calibration, min_relevance: float) -> float:
     return raw
 
 
-__all__ = ["Calibration", "calibrate", "calibration_for", "collection_calibration", "cosine_for", "edits",
-           "load_calibration", "pick_diverse"]
+
+TEXT_REFERENCE = 1024
+"""Stored vectors a text query's score distribution is measured on (ids are content hashes, so
+the first ids are an unbiased sample of the collection)."""
+
+
+@dataclass(frozen=True)
+class TextCalibration:
+    """``relevance(s) = 1 / (1 + exp(-(slope * z + intercept)))`` with ``z = (s - mean_q) / std_q``,
+    the query's mean and spread of scores over a reference sample of the collection."""
+
+    model_id: str
+    slope: float
+    intercept: float
+    queries: int
+    matches: int
+    non_matches: int
+    version: int = CALIBRATION_VERSION
+
+    def cut(self, query: np.ndarray, reference: np.ndarray, relevance: float) -> float:
+        """The raw cosine at which ``query`` (a text vector) reaches ``relevance``, given the
+        reference vectors of the collection it searches."""
+        if not 0.0 < relevance < 1.0:
+            raise ValueError("a relevance is strictly between 0 and 1")
+        scores = reference @ query
+        z = (math.log(relevance / (1.0 - relevance)) - self.intercept) / self.slope
+        return float(scores.mean() + z * (scores.std() or 1.0))
+
+    def relevance(self, scores: np.ndarray, reference_scores: np.ndarray) -> np.ndarray:
+        """Relevance of raw ``scores`` of one query whose scores over the reference are ``reference_scores``."""
+        z = (np.asarray(scores, dtype=np.float64) - reference_scores.mean()) / (reference_scores.std() or 1.0)
+        return 1.0 / (1.0 + np.exp(-(self.slope * z + self.intercept)))
+
+
+def standardised(similarity: np.ndarray) -> np.ndarray:
+    """Each row (one query's scores over a set of images) as z-scores of that row."""
+    spread = similarity.std(axis=1, keepdims=True)
+    return (similarity - similarity.mean(axis=1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
+
+
+def fit_text_calibration(model_id: str, texts: np.ndarray, images: np.ndarray, relevant: np.ndarray) -> TextCalibration:
+    """Fit :class:`TextCalibration` on caption vectors ``texts`` (n, d), image vectors ``images``
+    (m, d) and the boolean ``relevant`` (n, m): which images match which caption. The images are
+    the reference sample of each query, as a collection's are at query time."""
+    if relevant.shape != (len(texts), len(images)) or not relevant.any() or relevant.all():
+        raise ValueError("text calibration needs captions with both matching and other images")
+    z = standardised(texts @ images.T)
+    slope, intercept = _fit_logistic(z.ravel().astype(np.float64), relevant.ravel().astype(np.float64))
+    if slope <= 0:
+        raise ValueError("matching images do not score above the others for this model: its text scores cannot be calibrated")
+    return TextCalibration(model_id, slope, intercept, len(texts), int(relevant.sum()), int((~relevant).sum()))
+
+
+def _text_cache_file(model_id: str) -> Path:
+    return _cache_file(model_id).with_suffix(".text.json")
+
+
+TEXT_CALIBRATION_FIELD = "text_calibration"
+"""Where a model folder's ``clip_ingest.json`` carries its text calibration."""
+
+
+def save_text_calibration(calibration: TextCalibration) -> Path:
+    """Cache ``calibration`` under its model id; returns the file."""
+    return _write_json(_text_cache_file(calibration.model_id), asdict(calibration))
+
+
+def load_text_calibration(embedder: Embedder) -> TextCalibration | None:
+    """The embedder's text calibration: shipped in its model folder's metadata, else cached
+    (``clip-model calibrate-text`` writes both); None: not calibrated for text."""
+    metadata = getattr(getattr(embedder, "loaded", None), "metadata", None) or {}
+    candidates = [metadata.get(TEXT_CALIBRATION_FIELD)]
+    try:
+        candidates.append(json.loads(_text_cache_file(embedder.model_id).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        pass
+    for data in candidates:
+        try:
+            found = TextCalibration(**data) if isinstance(data, dict) else None
+        except TypeError:
+            continue
+        if found is not None and found.model_id == embedder.model_id and found.version == CALIBRATION_VERSION:
+            return found
+    return None
+
+
+def reference_vectors(store: Any) -> np.ndarray:
+    """Up to :data:`TEXT_REFERENCE` stored vectors of the collection (the first ids)."""
+    ids = sorted(p.id for p in store.scroll(fields=[]))[:TEXT_REFERENCE]
+    found = [p.vector for p in store.retrieve(ids, with_vectors=True) if p.vector is not None]
+    if len(found) < MIN_IMAGES:
+        raise ValueError(f"a calibrated text search needs {MIN_IMAGES} stored images; the collection has {len(found)}")
+    return np.asarray(found, dtype=np.float32)
+
+
+__all__ = ["Calibration", "TextCalibration", "calibrate", "calibration_for", "collection_calibration", "cosine_for", "edits",
+           "fit_text_calibration", "load_calibration", "load_text_calibration", "pick_diverse", "reference_vectors",
+           "save_text_calibration", "standardised"]

@@ -397,6 +397,45 @@ def _object_range(text: str) -> tuple[int, ...]:
         raise click.BadParameter(f"expected a range like 1-6 or a list like 1,2,5, got {text!r}") from exc
 
 
+@cli.command("calibrate-text", short_help="Measure a model's text score scale, so text queries take --min-relevance.")
+@click.option("--model", "-m", "spec", required=True, metavar="SPEC", help="Model to calibrate (a folder is updated in place).")
+@click.option("--data", "-d", required=True, metavar="MANIFEST", help="Captioned images to fit on (JSONL: path, captions, label).")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Fit on the validation split of --data that training held out (seed 0): never on training pairs.")
+@click.option("--eval", "eval_data", metavar="MANIFEST", help="Held-out captioned images: report precision and recall there.")
+@click.option("--max-images", type=click.IntRange(min=16), default=1000, show_default=True, help="Images drawn (seeded) from each set.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-write", is_flag=True, help="Only cache the calibration; leave a model folder's clip_ingest.json alone.")
+def calibrate_text_command(spec: str, data: str, val_fraction: float | None, eval_data: str | None, max_images: int,
+                           seed: int, no_write: bool) -> None:
+    """Fit the mapping from a text query's raw cosine to a relevance (the probability that an image
+    matches the words), so that `clip-search query --text ... --min-relevance 0.5` means the same
+    for every model. A caption matches the images of its class (rows with a label) or its own
+    image. Each query's scores are standardised against its scores over the images (at search
+    time: over the collection), then a logistic fit maps them to a relevance.
+
+    The result is cached per model id and, for a model folder (an export), written into its
+    clip_ingest.json, where every clip-search and serve finds it. Prints a JSON summary with the
+    fit and, with --eval, the precision and recall at relevance 0.5 and 0.9.
+    """
+    from clip_ingest.connectors.factory import METADATA_FILE
+    from clip_ingest.connectors.runtime import load_embedder
+
+    from .data import load_samples, split_samples
+    from .text_calibration import calibrate_text
+
+    def run() -> dict[str, Any]:
+        samples = load_samples(data)
+        if val_fraction:
+            samples = split_samples(samples, val_fraction)[1]
+        folder = Path(spec)
+        into = folder if not no_write and folder.is_dir() and (folder / METADATA_FILE).is_file() else None
+        return calibrate_text(load_embedder(spec), samples, load_samples(eval_data) if eval_data else None,
+                              max_images=max_images, seed=seed, model_folder=into)
+
+    click.echo(json.dumps(run_or_fail(run), indent=2))
+
+
 @cli.command()
 @click.argument("source", type=click.Choice(["eth80", "caltech101", "flickr8k_train", "openclipart"]))
 @click.option("--output", "-o", required=True, metavar="FILE.jsonl", help="Manifest to write.")

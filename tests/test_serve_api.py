@@ -338,7 +338,26 @@ def test_min_relevance_on_image_and_like_searches_is_the_calibrated_min_score(se
     uploaded = client.post("/v1/search/image", files={"file": ("q.png", base64.b64decode(image))}, data={"min_relevance": "0.5", "k": "50"})
     assert uploaded.status_code == 200, uploaded.text
     assert [h["id"] for h in uploaded.json()["hits"]] == [h["id"] for h in kept["image"]["hits"]]
-    for bad, status in (({"text": "a photo", "min_relevance": 0.5}, 400), ({"like": like, "min_relevance": 0.5, "min_score": 0.2}, 400),
-                        ({"like": like, "min_relevance": 1.5}, 422)):
+    for bad, status in (({"like": like, "min_relevance": 0.5, "min_score": 0.2}, 400), ({"like": like, "min_relevance": 1.5}, 422)):
         response = client.post("/v1/search", json=bad)
         assert response.status_code == status, (bad, response.text)
+
+
+def test_text_min_relevance_needs_a_text_calibrated_model(served, served_duplicates):
+    """The starter ships a text calibration (each text query is cut at its own calibrated cosine);
+    the random tiny model has none, so a text query with min_relevance is refused with 400."""
+    from clip_ingest.connectors.calibration import load_text_calibration, reference_vectors
+
+    tiny_client, *_ = served
+    assert tiny_client.get("/v1/info").json()["text_calibrated"] is False
+    refused = tiny_client.get("/v1/search", params={"text": "a photo", "min_relevance": 0.5})
+    assert refused.status_code == 400 and "calibrate-text" in refused.json()["error"]
+    client, service, _ = served_duplicates
+    assert client.get("/v1/info").json()["text_calibrated"] is True
+    response = client.get("/v1/search", params={"text": "a red picture", "min_relevance": 0.5, "k": 100})
+    assert response.status_code == 200, response.text
+    kept = response.json()["hits"]
+    everything = client.get("/v1/search", params={"text": "a red picture", "k": 100}).json()["hits"]
+    cut = load_text_calibration(service.embedder).cut(service.embedder.embed_texts(["a red picture"])[0],
+                                                      reference_vectors(service.store), 0.5)
+    assert [h["id"] for h in kept] == [h["id"] for h in everything if h["score"] >= cut]

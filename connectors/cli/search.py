@@ -43,9 +43,10 @@ def main() -> None:
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True, help="Skip this many hits (paging).")
 @click.option("--min-score", type=float, default=None, help="Only hits with cosine similarity >= this.")
 @click.option("--min-relevance", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help="--image / --like only: hits that are near-duplicates of the query with at least this calibrated "
-                   "probability, the same setting for every model (see clip-search duplicates --help). Text scores "
-                   "are not calibrated: use --min-score.")
+              help="Hits with at least this calibrated relevance, the same setting for every model. --image / --like: "
+                   "the probability of a near-duplicate of the query (see clip-search duplicates --help). --text: the "
+                   "probability that the image matches the words, cut per query from its scores over the collection "
+                   "(models with a text calibration: clip-model calibrate-text; the starter has one).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--jsonl", "as_jsonl", is_flag=True, help="Print one JSON object per hit.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, writable=True), default=None, help="Also write a self-contained HTML page of the results.")
@@ -76,9 +77,6 @@ def query(
         raise click.UsageError("--json and --jsonl are exclusive")
     if min_relevance is not None and min_score is not None:
         raise click.UsageError("--min-relevance and --min-score are exclusive")
-    if min_relevance is not None and texts:
-        raise click.UsageError("--min-relevance is calibrated for image queries (--image, --like); text scores are "
-                               "raw cosine: use --min-score")
     if html_file and len(queries) > 1:
         raise click.UsageError("--html writes one query's page: give a single --text, --image or --like")
     try:
@@ -117,8 +115,9 @@ def _run(
     settings: Settings, queries: Sequence[tuple[str, str]], filter: Any, offset: int, min_score: float | None,
     min_relevance: float | None = None,
 ) -> list[list]:
-    """One hit list per query; texts are embedded in one batch. ``min_relevance`` becomes a raw
-    cosine through the model's calibration (measured on the collection's images at first use)."""
+    """One hit list per query; texts are embedded in one batch. ``min_relevance`` becomes each
+    text query's own cut through the model's text calibration, and one raw cosine for image
+    queries through its image calibration (measured on the collection's images at first use)."""
     from ..backends.base import InvalidSettingError, StoreError
     from ..decode import ImageDecodeError
     from ..factory import ModelLoadError
@@ -131,16 +130,16 @@ def _run(
             embedder = load_query_embedder(settings, store)
             searcher = Searcher(store, embedder)
             searcher.verify_model()
-            if min_relevance is not None:
-                from ..calibration import collection_calibration, cosine_for
-
-                try:
-                    min_score = cosine_for(collection_calibration(embedder, store), min_relevance)
-                except ValueError as exc:
-                    raise click.UsageError(f"--min-relevance: {exc}") from None
             texts = [value for kind, value in queries if kind == "text"]
-            by_text = iter(searcher.search_texts(texts, k=k, filter=filter, offset=offset, score_threshold=min_score)
-                           if texts else [])
+            try:
+                by_text = iter(searcher.search_texts(texts, k=k, filter=filter, offset=offset, score_threshold=min_score,
+                                                     min_relevance=min_relevance) if texts else [])
+                if min_relevance is not None and len(texts) < len(queries):
+                    from ..calibration import collection_calibration, cosine_for
+
+                    min_score = cosine_for(collection_calibration(embedder, store), min_relevance)
+            except ValueError as exc:
+                raise click.UsageError(f"--min-relevance: {exc}") from None
             results: list[list] = []
             for kind, value in queries:
                 if kind == "text":

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ..backends.base import Hit, ModelMismatchError, StoreError, VectorStore
+from ..calibration import load_text_calibration, reference_vectors
 from ..decode import ImageInput
 from ..embedder import Embedder
 from .filters import And, Compare, Filter, FilterInput, Not, parse_filter
@@ -90,10 +91,11 @@ class Searcher:
     # -- single queries
     def search_text(
         self, text: str, k: int = 10, filter: FilterInput | None = None, offset: int = 0,
-        score_threshold: float | None = None,
+        score_threshold: float | None = None, min_relevance: float | None = None,
     ) -> list[Hit]:
-        """The images best matching ``text``."""
-        return self.search_texts([text], k=k, filter=filter, offset=offset, score_threshold=score_threshold)[0]
+        """The images best matching ``text`` (``min_relevance``: see :meth:`search_texts`)."""
+        return self.search_texts([text], k=k, filter=filter, offset=offset, score_threshold=score_threshold,
+                                 min_relevance=min_relevance)[0]
 
     def search_image(
         self, image: ImageInput, k: int = 10, filter: FilterInput | None = None, offset: int = 0,
@@ -145,12 +147,24 @@ class Searcher:
     # -- batches
     def search_texts(
         self, texts: Sequence[str], k: int = 10, filter: FilterInput | None = None, offset: int = 0,
-        score_threshold: float | None = None,
+        score_threshold: float | None = None, min_relevance: float | None = None,
     ) -> list[list[Hit]]:
-        """One hit list per text (texts are embedded in one batch)."""
+        """One hit list per text (texts are embedded in one batch).
+
+        ``min_relevance`` (instead of a raw ``score_threshold``) keeps the hits at or above that
+        calibrated relevance: each query gets its own cut, from the model's text calibration and
+        the query's scores over the collection (:class:`~..calibration.TextCalibration`).
+        ``ValueError`` when the model has no text calibration."""
+        if min_relevance is not None and score_threshold is not None:
+            raise ValueError("give a raw score threshold or a minimum relevance, not both")
         parsed = _parse_optional(filter)
-        return self._fresh(lambda generation: [self._search(v, k, parsed, offset, score_threshold, generation)
-                                               for v in self.embedder.embed_texts(list(texts))])
+
+        def run(generation: int) -> list[list[Hit]]:
+            vectors = self.embedder.embed_texts(list(texts))
+            cuts = [score_threshold] * len(vectors) if min_relevance is None else self._text_cuts(vectors, min_relevance)
+            return [self._search(v, k, parsed, offset, cut, generation) for v, cut in zip(vectors, cuts)]
+
+        return self._fresh(run)
 
     def search_images(
         self, images: Sequence[ImageInput], k: int = 10, filter: FilterInput | None = None, offset: int = 0,
@@ -213,6 +227,14 @@ class Searcher:
         self.verify_model()
         self._target = target
         self._generation += 1
+
+    def _text_cuts(self, vectors: np.ndarray, min_relevance: float) -> list[float | None]:
+        calibration = load_text_calibration(self.embedder)
+        if calibration is None:
+            raise ValueError(f"the model {self.embedder.model_id!r} has no text calibration (clip-model calibrate-text "
+                             "measures one on captioned images): give a raw --min-score for text")
+        reference = reference_vectors(self._view)
+        return [calibration.cut(vector, reference, min_relevance) for vector in vectors]
 
     def _search(self, vector: np.ndarray, k: int, filter: Filter | None, offset: int, score_threshold: float | None,
                 generation: int) -> list[Hit]:

@@ -51,8 +51,9 @@ class SearchRequest(BaseModel):
     offset: int = Field(0, ge=0)
     min_score: Optional[float] = None
     min_relevance: Optional[float] = Field(None, ge=0, lt=1, description=(
-        "image and like queries: keep hits at or above this calibrated relevance (the probability of a "
-        "near-duplicate, the same for every model) instead of a raw min_score"))
+        "keep hits at or above this calibrated relevance, the same for every model, instead of a raw "
+        "min_score: for image and like queries the probability of a near-duplicate, for text the "
+        "probability that the image matches (models with a text calibration; 400 otherwise)"))
 
 
 class ReviewRequest(BaseModel):
@@ -220,7 +221,7 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
     async def info() -> dict[str, Any]:
         count = await _call(service.count)
         return {"model_id": service.model_id, "dim": service.embedder.dim, "collection": service.collection, "count": count,
-                "ingest": ingest.status() if ingest else None}
+                "text_calibrated": service.text_calibrated, "ingest": ingest.status() if ingest else None}
 
     @app.post("/v1/ingest", status_code=202, summary="Run the scheduled ingestion now (with --ingest-every)")
     async def ingest_now() -> dict[str, Any]:
@@ -321,16 +322,18 @@ async def _run_search(service: SearchService, kind: str, value: Any, query: dict
                       k: int, offset: int, min_score: float | None, min_relevance: float | None = None) -> dict[str, Any]:
     # parsed once, before any embedding: a bad filter fails fast, with its position
     parsed = None if filter_text is None else await _call(parse_filter, filter_text)
+    options: dict[str, Any] = {}
     if min_relevance is not None:
         if min_score is not None:
             raise ApiError(400, "give min_score or min_relevance, not both")
-        if kind == "text":
-            raise ApiError(400, "min_relevance is calibrated for image and like queries; text scores are raw cosine (use min_score)")
-        min_score = await _call(service.relevance_cut, min_relevance)
-    hits = await _call(service.search, kind, value, k=k, filter=parsed, offset=offset, score_threshold=min_score)
+        if kind == "text":  # each text query gets its own cut (the model's text calibration)
+            options["min_relevance"] = min_relevance
+        else:
+            min_score = await _call(service.relevance_cut, min_relevance)
+    hits = await _call(service.search, kind, value, k=k, filter=parsed, offset=offset, score_threshold=min_score, **options)
     document = result_document(query, hits, offset=offset, filter_text=filter_text)
     document["model_id"] = service.model_id
-    if min_relevance is not None:  # the cut the calibration gave, so a client can show it
+    if min_relevance is not None:  # the cut the calibration gave (image queries), so a client can show it
         document.update(min_relevance=min_relevance, min_score=min_score)
     return document
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from ..backends.base import Hit, Point, StoreError, VectorStore, check_point_id
-from ..calibration import Calibration, collection_calibration, cosine_for
+from ..calibration import Calibration, collection_calibration, cosine_for, load_text_calibration
 from ..decode import ImageInput
 from ..embedder import Embedder
 from ..ingest.scan import os_path
@@ -79,6 +79,9 @@ class _BatchedEmbedder:
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self._batcher.embed(texts)
 
+    def __getattr__(self, name: str) -> Any:  # what else the model carries (e.g. its metadata, text calibration)
+        return getattr(self._embedder, name)
+
 
 class SearchService:
     """Everything ``clip-search serve`` answers, as blocking, thread-safe calls.
@@ -127,7 +130,8 @@ class SearchService:
     # -- search
     def search(self, kind: str, value: Any, **options: Any) -> list[Hit]:
         """``kind`` ``text`` (a string), ``image`` (bytes) or ``like`` (a point id), with the
-        :class:`Searcher` options ``k``, ``filter``, ``offset``, ``score_threshold``."""
+        :class:`Searcher` options ``k``, ``filter``, ``offset``, ``score_threshold`` (and for text
+        ``min_relevance``)."""
         run: dict[str, Callable[..., list[Hit]]] = {
             "text": self.searcher.search_text, "image": self.searcher.search_image, "like": self.searcher.search_like_point,
         }
@@ -138,6 +142,11 @@ class SearchService:
         """The query model's calibration: cached, or measured once on the collection's images."""
         with self._calibration_lock:  # two first requests must not both measure it
             return collection_calibration(self.embedder, self.store)
+
+    @property
+    def text_calibrated(self) -> bool:
+        """Whether text queries take ``min_relevance`` (the query model carries a text calibration)."""
+        return load_text_calibration(self.embedder) is not None
 
     def relevance_cut(self, min_relevance: float) -> float:
         """The raw cosine at which the model's calibration reaches ``min_relevance``
