@@ -78,16 +78,17 @@ def decode_throughput(embedder: Embedder, folder: Path, workers: int, executor: 
 
 def ingest_throughput(
     embedder: Embedder, folder: Path, target: str, root: Path, collection: str,
-    workers: int, batch_size: int, milvus_uri: str | None,
+    workers: int, batch_size: int, milvus_uri: str | None, executor: StageExecutor | None = None,
 ) -> float:
-    """(c) images/s of ``run_ingest`` into a fresh collection of ``target`` (store connection not timed)."""
+    """(c) images/s of ``run_ingest`` (on ``executor``, default the local threads) into a fresh
+    collection of ``target`` (store connection not timed)."""
     store = common.open_target(target, root, collection, milvus_uri)
     try:
         options = IngestOptions(
             collection=collection, directories=[str(folder)], workers=workers, batch_size=batch_size,
             max_batch_bytes=common.write_batch_bytes(target), recreate=True, progress=False,
         )
-        seconds, stats = common.timed(lambda: run_ingest(store, embedder, options))
+        seconds, stats = common.timed(lambda: run_ingest(store, embedder, options, executor=executor))
         if stats.failed:
             raise RuntimeError(f"{stats.failed} images failed to ingest into {target}")
         return stats.embedded / seconds
