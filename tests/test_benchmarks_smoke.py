@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import decode, duplicates, executors, ingest, memory, peers, query, rerun, runtimes, serve, training  # importable via pytest's pythonpath
+from benchmarks import decode, duplicates, duplicates_scale, executors, ingest, memory, peers, query, rerun, runtimes, serve, training  # importable via pytest's pythonpath
 
 
 def run(module, tmp_path: Path, *args: str) -> dict:
@@ -113,6 +113,15 @@ def test_decode_compares_the_pipeline_before_and_now(tmp_path: Path) -> None:
     assert all(r["images_per_s"] > 0 and r["max_abs_diff_vs_before"] <= 1e-5 for r in rows)
     assert any(r["name"].startswith(f"clip-ingest-tiny: {decode.NOW}") and r["target"] == 1.5 for r in result["ratios"])
     assert any(r["name"].startswith(f"clip-ingest-tiny: {decode.PROCESSES}") and r["target"] == 1.5 for r in result["ratios"])
+
+
+def test_duplicates_scale_finds_the_planted_groups_in_every_target(tmp_path: Path) -> None:
+    result = run(duplicates_scale, tmp_path, "--targets", "qdrant-edge", "milvus-lite")
+    rows = only_table(result)
+    assert [r["target"] for r in rows] == ["qdrant-edge", "milvus-lite"]
+    for row in rows:  # planted copies sit at cosine ~0.995, random directions near 0: an exact answer
+        assert (row["pair_precision"], row["pair_recall"]) == (1.0, 1.0) and row["groups_found"] == row["planted_groups"]
+        assert row["find_s"] > 0 and row["peak_rss_mb"] > 0 and row["rss_after_find_mb"] > 0
 
 
 def test_duplicates_reports_precision_and_recall_per_relevance(tmp_path: Path) -> None:
