@@ -184,6 +184,16 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return clock() - start, result
 
 
+def fixed_and_marginal(small: tuple[int, float], large: tuple[int, float]) -> tuple[float, float]:
+    """``(fixed seconds, marginal images/s)`` of the line through two ``(images, seconds)`` runs;
+    ``(0, whole-run rate)`` when the larger run was not slower (too few images to tell)."""
+    (n1, t1), (n2, t2) = small, large
+    if t2 <= t1:
+        return 0.0, n2 / t2
+    marginal = (n2 - n1) / (t2 - t1)
+    return t1 - n1 / marginal, marginal
+
+
 def percentiles(samples: Sequence[float], points: Sequence[int] = (50, 95, 99)) -> dict[str, float]:
     """``{"p50": ..., "p95": ..., "p99": ...}`` of ``samples`` (linear interpolation)."""
     values = np.asarray(samples, dtype=np.float64)

@@ -40,16 +40,6 @@ def ingest_rate(embedder: Any, folder: Path, target: str, root: Path, options: d
     return stats.embedded / seconds
 
 
-def fixed_and_marginal(small: tuple[int, float], large: tuple[int, float]) -> tuple[float, float]:
-    """``(fixed seconds, marginal images/s)`` of the line through two ``(images, seconds)`` runs;
-    ``(0, whole-run rate)`` when the larger run was not slower (too few images to tell)."""
-    (n1, t1), (n2, t2) = small, large
-    if t2 <= t1:
-        return 0.0, n2 / t2
-    marginal = (n2 - n1) / (t2 - t1)
-    return t1 - n1 / marginal, marginal
-
-
 def parquet_load_rate(artifact: Path, root: Path) -> float:
     """Points per second of ``clip-ingest --from-parquet`` into a fresh Qdrant Edge collection."""
     from click.testing import CliRunner
@@ -109,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     rows, marginal, notes = [], {}, []
     for name, label in (("local", "local (threads)"), ("ray", f"ray ({cpus} CPU actors)")):
         whole, part = common.median(samples[name]), common.median(quarter_samples[name])
-        fixed, marginal[name] = fixed_and_marginal((nq, nq / part), (n, n / whole))
+        fixed, marginal[name] = common.fixed_and_marginal((nq, nq / part), (n, n / whole))
         if n / whole <= nq / part:
             notes.append(f"{name}: {n} images took no longer than {nq}: the marginal rate is the whole-run rate")
         rows.append({"executor": label, "images_per_s": whole, f"images_per_s_{nq}": part,

@@ -71,7 +71,7 @@ class ProcessExecutor:
 
     workers: int = 2
     read_timeout: float = DEFAULT_READ_TIMEOUT_S
-    chunk: int = 16
+    chunk: int = 64
 
     def results(self, candidates: Iterable[Candidate], decode: DecodeStage) -> Iterator[Loaded | Failed]:
         preparer = decode.encoder.preparer
