@@ -193,6 +193,13 @@ CANDIDATES = 1024
 """Stored images the calibration set of a collection is picked from."""
 
 
+def first_points(store: Any, n: int) -> list[Any]:
+    """The stored points (vectors included) of the first ``n`` ids in sorted order: ids are content
+    hashes, so these are an unbiased sample of the collection, the same on every call."""
+    ids = sorted(p.id for p in store.scroll(fields=[]))[:n]
+    return sorted(store.retrieve(ids, with_vectors=True), key=lambda p: p.id)
+
+
 def _stored_image(path: str) -> bytes | None:
     """The bytes behind a stored ``path`` payload (a local file, escaped names included, or an
     object-store URI), or ``None`` when it cannot be read any more."""
@@ -212,9 +219,7 @@ def collection_calibration(embedder: Embedder, store: Any) -> Calibration:
     found = load_calibration(embedder.model_id)
     if found is not None:
         return found
-    ids = sorted(p.id for p in store.scroll(fields=[]))[:CANDIDATES]
-    stored = [p for p in sorted(store.retrieve(ids, with_vectors=True), key=lambda p: p.id)
-              if isinstance(p.payload.get("path"), str)]
+    stored = [p for p in first_points(store, CANDIDATES) if isinstance(p.payload.get("path"), str)]
     wanted = max(MIN_IMAGES, min(CALIBRATION_IMAGES, len(stored) // 2))
     images: list[bytes] = []
     for index in pick_diverse(np.array([p.vector for p in stored]), len(stored)):
@@ -241,8 +246,7 @@ def cosine_for(calibration: Calibration, min_relevance: float) -> float:
 
 
 TEXT_REFERENCE = 1024
-"""Stored vectors a text query's score distribution is measured on (ids are content hashes, so
-the first ids are an unbiased sample of the collection)."""
+"""Stored vectors a text query's score distribution is measured on (:func:`first_points`)."""
 
 
 @dataclass(frozen=True)
@@ -325,14 +329,13 @@ def load_text_calibration(embedder: Embedder) -> TextCalibration | None:
 
 
 def reference_vectors(store: Any) -> np.ndarray:
-    """Up to :data:`TEXT_REFERENCE` stored vectors of the collection (the first ids)."""
-    ids = sorted(p.id for p in store.scroll(fields=[]))[:TEXT_REFERENCE]
-    found = [p.vector for p in store.retrieve(ids, with_vectors=True) if p.vector is not None]
+    """Up to :data:`TEXT_REFERENCE` stored vectors of the collection (:func:`first_points`)."""
+    found = [p.vector for p in first_points(store, TEXT_REFERENCE) if p.vector is not None]
     if len(found) < MIN_IMAGES:
         raise ValueError(f"a calibrated text search needs {MIN_IMAGES} stored images; the collection has {len(found)}")
     return np.asarray(found, dtype=np.float32)
 
 
 __all__ = ["Calibration", "TextCalibration", "calibrate", "calibration_for", "collection_calibration", "cosine_for", "edits",
-           "fit_text_calibration", "load_calibration", "load_text_calibration", "pick_diverse", "reference_vectors",
+           "first_points", "fit_text_calibration", "load_calibration", "load_text_calibration", "pick_diverse", "reference_vectors",
            "save_text_calibration", "standardised"]

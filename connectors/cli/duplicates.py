@@ -121,15 +121,14 @@ def review(members: tuple[str, ...], decision: str, keep: str | None, verbose: i
     settings = load_settings(params, DUPLICATES_SETTINGS, section="search")
     from ..backends.base import StoreError
     from ..search.duplicates import record_review
+    from ..search.searcher import PointNotFoundError
 
-    if len(set(members)) < 2:
-        raise click.UsageError("a group has at least two members")
     try:
         with open_target_store(store_target(settings), settings.collection) as store:
             written = record_review(store, list(members), decision, keep)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    except StoreError as exc:
+    except (StoreError, PointNotFoundError) as exc:
         fatal(str(exc))
     click.echo(json.dumps(written))
     sys.exit(EXIT_OK)

@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Any, Iterable, Iterator
-
-import numpy as np
 
 from ..preprocess import Preparer
 from .executor import ordered_map
@@ -51,11 +49,7 @@ def _start_worker(preparer: Preparer, collection: str, state: StoredState, decod
 
 def _decode_chunk(candidates: list[Candidate]) -> list[Loaded | Failed]:
     assert _STAGE is not None, "worker not started"
-    results = [_STAGE(candidate) for candidate in candidates]
-    for item in results:
-        if isinstance(item, Loaded) and item.pixels is not None and not isinstance(item.pixels, np.ndarray):
-            item.pixels = item.pixels.numpy()
-    return results
+    return [_STAGE(candidate) for candidate in candidates]
 
 
 def _chunks(items: Iterable[Candidate], size: int) -> Iterator[list[Candidate]]:
@@ -78,16 +72,20 @@ class ProcessExecutor:
         if preparer is None:
             raise ValueError("--executor processes needs an embedder whose input path pickles "
                              "(open_clip and ONNX models have one); use --executor local")
-        as_tensor = not preparer.as_numpy
+        # the workers' preparer builds numpy inputs; a torch model gets them back as tensors
+        to_tensor = None
+        if not preparer.as_numpy:
+            import torch
+
+            to_tensor = torch.from_numpy
         pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-                                   initargs=(preparer, decode.collection, decode.state, decode.decode, self.read_timeout))
+                                   initargs=(replace(preparer, as_numpy=True), decode.collection, decode.state,
+                                             decode.decode, self.read_timeout))
         try:
             for chunk in ordered_map(pool, _decode_chunk, _chunks(candidates, self.chunk), window=2 * self.workers):
                 for item in chunk:
-                    if as_tensor and isinstance(item, Loaded) and item.pixels is not None:
-                        import torch
-
-                        item.pixels = torch.from_numpy(item.pixels)
+                    if to_tensor is not None and isinstance(item, Loaded) and item.pixels is not None:
+                        item.pixels = to_tensor(item.pixels)
                     yield item
         except BaseException:  # stopped: nothing queued runs, and a worker stuck in a read is ended
             _terminate(pool)

@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..backends.base import Point, StoreError, VectorStore
+from .searcher import PointNotFoundError
 
 REVIEW_FIELD = "duplicate_review"
 DECISIONS = ("keep-all", "not-duplicates", "keep-one")
@@ -118,8 +119,11 @@ def record_review(store: VectorStore, member_ids: Sequence[str], decision: str, 
     """Write ``decision`` into every member's payload; returns the review written.
 
     ``keep-one`` names the point to keep (``keep``); clip-ingest deletes nothing: which files to
-    remove is the user's call, made from the review.
+    remove is the user's call, made from the review. ``ValueError`` for a bad decision;
+    :class:`~.searcher.PointNotFoundError` when a member is not in the collection (the group changed).
     """
+    if len(set(member_ids)) < 2:
+        raise ValueError("a group has at least two members")
     if decision not in DECISIONS:
         raise ValueError(f"decision must be one of {', '.join(DECISIONS)}")
     if (decision == "keep-one") != (keep is not None):
@@ -131,7 +135,7 @@ def record_review(store: VectorStore, member_ids: Sequence[str], decision: str, 
     stored = {p.id: p.payload for p in store.retrieve(list(member_ids))}
     missing = sorted(set(member_ids) - set(stored))
     if missing:
-        raise StoreError(f"no point {missing[0]} in the collection (re-run the finder: the group changed)")
+        raise PointNotFoundError(f"no point {missing[0]} in the collection (re-run the finder: the group changed)")
     store.set_payloads({point_id: {**payload, REVIEW_FIELD: review} for point_id, payload in stored.items()})
     return review
 

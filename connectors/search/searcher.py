@@ -68,6 +68,9 @@ class Searcher:
         self._target: str | None | object = _UNSEEN  # the collection behind the name (verified on the first query)
         self._generation = 0  # counts alias switches seen: a query runs within one generation
         self._switching = threading.Lock()
+        # the reference sample of calibrated text queries, kept while the collection behind the
+        # name and its point count stay the same: ((generation, count), vectors)
+        self._reference: tuple[tuple[int, int], np.ndarray] | None = None
 
     def verify_model(self) -> None:
         """Fail unless the collection exists and was built with this embedder's model.
@@ -233,8 +236,11 @@ class Searcher:
         if calibration is None:
             raise ValueError(f"the model {self.embedder.model_id!r} has no text calibration (clip-model calibrate-text "
                              "measures one on captioned images): give a raw --min-score for text")
-        reference = reference_vectors(self._view)
-        return [calibration.cut(vector, reference, min_relevance) for vector in vectors]
+        key = (self._generation, self._view.count())
+        cached = self._reference
+        if cached is None or cached[0] != key:  # not a scan of the collection per query
+            cached = self._reference = (key, reference_vectors(self._view))
+        return [calibration.cut(vector, cached[1], min_relevance) for vector in vectors]
 
     def _search(self, vector: np.ndarray, k: int, filter: Filter | None, offset: int, score_threshold: float | None,
                 generation: int) -> list[Hit]:

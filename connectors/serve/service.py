@@ -167,11 +167,6 @@ class SearchService:
             keep = None if keep is None else check_point_id(keep)
         except StoreError:
             raise PointNotFoundError("members and keep are point ids (UUIDs)") from None
-        if len(members) < 2:
-            raise ValueError("a group has at least 2 members")
-        missing = sorted(set(members) - {p.id for p in self.store.retrieve(members)})
-        if missing:
-            raise PointNotFoundError(f"no point {missing[0]} in the collection (find the groups again: this one changed)")
         return record_review(self.store, members, decision, keep)
 
     # -- embeddings
