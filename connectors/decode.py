@@ -79,10 +79,11 @@ class DecodedImage:
     """An upright RGB image plus facts about the original file.
 
     ``width``/``height`` are the size of the upright original, even when a
-    reduced-size JPEG draft was decoded for speed.
+    reduced-size JPEG draft was decoded for speed. ``image`` is None only where a decode worker
+    process sent back the facts without the pixels it had already turned into model input.
     """
 
-    image: Image.Image
+    image: Image.Image | None
     width: int
     height: int
     format: str | None

@@ -178,15 +178,19 @@ def test_a_stopped_run_ends_its_decode_processes_at_once(tmp_path, tiny_embedder
     folder = write_shape_folder(tmp_path / "photos", n=40)
     state = StoredState()
     decode = DecodeStage(ImageEncoder(tiny_embedder), "c", state)
+    blocks_before = _shared_memory_blocks()
     results = ProcessExecutor(workers=2, chunk=2).results(Planner(Scan([str(folder)], on_problem=lambda p: None), state), decode)
     first = next(results)
     assert isinstance(first, Loaded) and first.pixels is not None and type(first.pixels).__module__ == "torch"
+    assert first.decoded is not None and first.decoded.image is None and first.decoded.width == 64  # facts, not pixels
     assert len(multiprocessing.active_children()) == 2
+    assert len(_shared_memory_blocks() - blocks_before) == 4  # one block per task in flight
     started = time.monotonic()
     results.close()
     while multiprocessing.active_children() and time.monotonic() - started < 10:
         time.sleep(0.05)
     assert multiprocessing.active_children() == [], "the decode processes outlived the run"
+    assert _shared_memory_blocks() - blocks_before == set(), "the run left shared memory behind"
 
     class NoInputPath:  # failure injection only: an embedder that only takes decoded images
         dim, model_id = tiny_embedder.dim, tiny_embedder.model_id
@@ -194,3 +198,46 @@ def test_a_stopped_run_ends_its_decode_processes_at_once(tmp_path, tiny_embedder
 
     with pytest.raises(ValueError, match="--executor local"):
         next(ProcessExecutor().results([], DecodeStage(ImageEncoder(NoInputPath()), "c", state)))
+
+
+def _shared_memory_blocks() -> set[str]:
+    """The POSIX shared-memory blocks of this machine (``multiprocessing.shared_memory`` names)."""
+    return {n for n in os.listdir("/dev/shm") if n.startswith("psm_")} if os.path.isdir("/dev/shm") else set()
+
+
+def test_decode_worker_inputs_cross_in_shared_memory_and_what_does_not_fit_travels_pickled(tmp_path, tiny_embedder):
+    """The worker's function run in this process: the inputs that fit the block come back
+    through it, bit-identical to a local decode; the rest come back pickled, equally exact."""
+    from dataclasses import replace
+
+    from clip_ingest.connectors.ingest import process_executor as pe
+    from clip_ingest.connectors.ingest.plan import Planner
+    from clip_ingest.connectors.ingest.scan import Scan
+    from clip_ingest.connectors.ingest.stages import DecodeStage, ImageEncoder
+    from clip_ingest.connectors.ingest.state import StoredState
+
+    folder = write_shape_folder(tmp_path / "photos", n=5)
+    state = StoredState()
+    candidates = list(Planner(Scan([str(folder)], on_problem=lambda p: None), state))
+    local = DecodeStage(ImageEncoder(tiny_embedder), "c", state)
+    expected = [local(c).pixels.numpy() for c in candidates]
+    preparer = replace(tiny_embedder.preparer, as_numpy=True)
+    one_input = expected[0].nbytes
+    blocks = pe._Blocks(1, 3 * one_input)  # room for three of the five
+    try:
+        pe._start_worker(preparer, "c", state, True, 5.0)
+        name = blocks.take()
+        results, block, layout = pe._decode_chunk((candidates, name))
+        assert block == name and [index for index, *_ in layout] == [0, 1, 2]
+        assert all(results[i].pixels is None for i in (0, 1, 2)) and results[3].pixels is not None
+        blocks.unpack(name, results, layout)
+        assert list(blocks.free) == [name]  # free for the next task
+        for item, want in zip(results, expected):
+            np.testing.assert_array_equal(np.asarray(item.pixels), want)
+    finally:
+        pe._STAGE = None
+        for attached in pe._BLOCKS.values():
+            attached.close()
+        pe._BLOCKS.clear()
+        blocks.close()
+    assert pe._Blocks.for_run(2, 1 << 60) is None  # shared memory short: pixels through pipes, with a warning
