@@ -437,7 +437,7 @@ def calibrate_text_command(spec: str, data: str, val_fraction: float | None, eva
 
 
 @cli.command()
-@click.argument("source", type=click.Choice(["eth80", "caltech101", "flickr8k_train", "openclipart"]))
+@click.argument("source", type=click.Choice(["eth80", "caltech101", "flickr8k_train", "flickr8k", "openclipart"]))
 @click.option("--output", "-o", required=True, metavar="FILE.jsonl", help="Manifest to write.")
 @click.option("--data-root", metavar="DIR", help="Folder holding eth80/ and caltech101/ (default: $CLIP_INGEST_DATA).")
 @click.option("--objects", default="1-6", show_default=True, help="ETH-80 objects to include (7-10 are evaluated).")
@@ -454,6 +454,8 @@ def manifest(source: str, output: str, data_root: str | None, objects: str, spli
     caltech101      the train split, label = class, captions = varied phrasings of the class
     flickr8k_train  5,830 photos with 5 human captions each (research use: never ship a
                     model trained on it)
+    flickr8k        the 1,000-image evaluation set with its captions: for measuring only
+                    (e.g. calibrate-text --eval), never for training
     openclipart     Debian's openclipart-png/-svg, captions from the SVG title and keywords
     """
     from . import sources
@@ -465,8 +467,8 @@ def manifest(source: str, output: str, data_root: str | None, objects: str, spli
         root = resolve_data_root(data_root)
         if source == "eth80":
             return eth80_rows(root, _object_range(objects))
-        if source == "flickr8k_train":
-            return sources.flickr8k_rows(root / "flickr8k_train")
+        if source in ("flickr8k_train", "flickr8k"):
+            return sources.flickr8k_rows(root / source)
         return sources.caltech101_rows(root / "caltech101", split)
 
     if (max_side is None) != (image_dir is None):

@@ -187,6 +187,21 @@ def test_manifest_of_eth80_labels_objects_and_captions_categories(tmp_path, eval
     assert invoke("manifest", "eth80", "--data-root", str(eval_data), "--objects", "x", "-o", str(out)).exit_code == 2
 
 
+def test_manifest_of_the_flickr8k_evaluation_set_lists_each_image_with_its_captions(tmp_path, eval_data):
+    """What ``calibrate-text --eval`` measures text precision and recall on: one row per image,
+    labelled by its own name (a caption matches its image only), every caption kept."""
+    import csv
+
+    out = tmp_path / "flickr8k.jsonl"
+    assert invoke("manifest", "flickr8k", "--data-root", str(eval_data), "-o", str(out)).exit_code == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    with (eval_data / "flickr8k" / "captions.csv").open(newline="") as fh:
+        listed = list(csv.DictReader(fh))
+    assert len(rows) == len({r["image"] for r in listed}) == len({r["label"] for r in rows})
+    assert sum(len(r["captions"]) for r in rows) == len(listed)
+    assert all(Path(r["path"]).is_file() and r["label"] == f"flickr/{Path(r['path']).name}" for r in rows)
+
+
 def test_a_manifest_from_a_relative_data_root_is_readable_from_its_own_folder(tmp_path, eval_data, monkeypatch):
     """Manifest paths are read relative to the manifest's folder, so a relative data root (the
     recipes' ``CLIP_INGEST_DATA=../shared/data``) must be written as absolute paths."""
