@@ -39,7 +39,6 @@ from . import common
 from .ingest import collection_name, forward_throughput, ingest_throughput
 
 PROCESSES = "clip-ingest onnx-int8, processes"
-CONTENDERS = ("clip-ingest torch", "clip-ingest onnx", "clip-ingest onnx-int8", PROCESSES, "fastembed", "clip-retrieval")
 UPSERT_BATCH = 64
 STARTUP_IMAGES = 32
 
