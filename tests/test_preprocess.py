@@ -50,3 +50,16 @@ def test_loaded_models_use_the_fused_tail_and_keep_their_vectors() -> None:
         a = loaded.model.encode_image(torch.stack([loaded.preprocess(i) for i in images]), normalize=True)
         b = loaded.model.encode_image(torch.stack([reference(i) for i in images]), normalize=True)
     assert float((a * b).sum(dim=1).min()) > 1 - 1e-6
+
+
+def test_fused_tail_is_bit_identical_to_normalising_the_floats() -> None:
+    """Transposing the uint8 pixels first changes no bit: per element it is the same float32
+    subtraction and multiplication as converting, normalising and then transposing."""
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    fused = FusedToNormalisedTensor(mean, std)
+    for image in _images():
+        floats = np.asarray(image.convert("RGB"), dtype=np.float32)
+        floats -= (np.asarray(mean, dtype=np.float32) * 255.0).reshape(1, 1, 3)
+        floats *= (1.0 / (np.asarray(std, dtype=np.float32) * 255.0)).reshape(1, 1, 3)
+        got = fused(image)
+        assert got.is_contiguous() and np.array_equal(got.numpy(), floats.transpose(2, 0, 1))
