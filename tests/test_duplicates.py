@@ -1,11 +1,13 @@
 """Near-duplicate groups (``clip-search duplicates``), reviews that stick (``clip-search review``) and
 the per-model calibration behind ``--min-relevance``. Planted groups: generated images and edited
-copies of them, in real Qdrant Edge and Milvus Lite collections, with the shipped starter model."""
+copies of them, in real Qdrant Edge, Milvus Lite and Milvus server collections, with the shipped
+starter model."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from clip_ingest.connectors.ingest.pipeline import IngestOptions, run_ingest
 from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
 from clip_ingest.connectors.search.duplicates import find_groups, record_review
 
+from milvus_server import milvus_server  # noqa: F401  (fixture)
 from planted_duplicates import pair_scores, planted, texture
 
 MODEL = "starter"
@@ -86,11 +89,19 @@ def test_planted_near_duplicates_are_found_and_reviews_stick(tmp_path, cache):
     assert reopened and reopened[0]["review"] is None
 
 
-def test_find_groups_on_milvus_lite_and_review_validation(tmp_path, starter):
+@pytest.mark.parametrize("where", ["milvus-lite", "milvus-server"])
+def test_find_groups_on_milvus_and_review_validation(where, tmp_path, starter, request):
+    """Milvus Lite (a flat scan) and the Milvus server, whose collection has a real HNSW index:
+    the finder's batched k-NN searches find the same planted groups through an approximate index."""
     photos = tmp_path / "photos"
     truth = planted(photos, range(100, 112), edited=4)
-    with open_store("milvus", "dups", uri=str(tmp_path / "milvus.db")) as store:
-        run_ingest(store, starter, IngestOptions(collection="dups", directories=[str(photos)], progress=False))
+    name = f"dups_{uuid.uuid4().hex[:8]}"
+    if where == "milvus-server":
+        options = {"uri": request.getfixturevalue("milvus_server").uri, "index_type": "HNSW"}
+    else:
+        options = {"uri": str(tmp_path / "milvus.db")}
+    with open_store("milvus", name, **options) as store:
+        run_ingest(store, starter, IngestOptions(collection=name, directories=[str(photos)], progress=False))
         groups = find_groups(store, threshold=0.985)
         precision, recall = pair_scores([{p.payload["path"] for p in g.members} for g in groups], truth)
         assert precision >= 0.9 and recall >= 0.6, (precision, recall)
