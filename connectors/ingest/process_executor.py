@@ -176,24 +176,26 @@ class ProcessExecutor:
         window = 2 * self.workers
         blocks = _Blocks.for_run(window, self.chunk * 3 * preparer.image_size ** 2 * 4) if decode.decode else None
         tasks = ((chunk, blocks.take() if blocks else None) for chunk in _chunks(candidates, self.chunk))
-        pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-                                   initargs=(replace(preparer, as_numpy=True), decode.collection, decode.state,
-                                             decode.decode, self.read_timeout))
         try:
-            # ordered_map asks for the next task only after this loop took the previous result,
-            # so a block is free again (unpacked) whenever the next task needs one
-            for results, block, layout in ordered_map(pool, _decode_chunk, tasks, window=window):
-                if blocks is not None and block is not None:
-                    blocks.unpack(block, results, layout)
-                for item in results:
-                    if to_tensor is not None and isinstance(item, Loaded) and item.pixels is not None:
-                        item.pixels = to_tensor(item.pixels)
-                    yield item
-        except BaseException:  # stopped: nothing queued runs, and a worker stuck in a read is ended
-            _terminate(pool)
-            raise
-        else:
-            pool.shutdown(wait=True)
+            pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_start_worker,
+                                       initargs=(replace(preparer, as_numpy=True), decode.collection, decode.state,
+                                                 decode.decode, self.read_timeout))
+            try:
+                # ordered_map asks for the next task only after this loop took the previous
+                # result, so a block is free again (unpacked) whenever the next task needs one
+                for results, block, layout in ordered_map(pool, _decode_chunk, tasks, window=window):
+                    if blocks is not None and block is not None:
+                        blocks.unpack(block, results, layout)
+                    for item in results:
+                        if to_tensor is not None and isinstance(item, Loaded) and item.pixels is not None:
+                            item.pixels = to_tensor(item.pixels)
+                        yield item
+            except BaseException:  # stopped: nothing queued runs, and a worker stuck in a read is ended
+                _terminate(pool)
+                raise
+            else:
+                pool.shutdown(wait=True)
         finally:
             if blocks is not None:
                 blocks.close()
