@@ -153,7 +153,8 @@ def test_shipped_recipes_build_valid_stage_configs(tmp_path):
     classes = {"pretrain": stages.PretrainConfig, "finetune": stages.FinetuneConfig,
                "realign": stages.RealignConfig, "mine-captions": MineConfig}
     names = sorted(p.stem for p in RECIPE_DIR.glob("*.toml"))
-    assert names == ["eth80-mcip", "photo-base", "photo-base-s", "photo-base-ssl", "photo-mcip", "starter", "tiny-smoke"]
+    assert names == ["eth80-mcip", "photo-base", "photo-base-s", "photo-base-ssl", "photo-mcip", "photo-ssl-mcip", "starter",
+                     "tiny-smoke"]
     for name in names:
         recipe = load_recipe(name)
         for stage, cls in classes.items():
