@@ -48,8 +48,8 @@ _STAGE: DecodeStage | None = None
 _BLOCKS: dict[str, SharedMemory] = {}
 """The driver's shared-memory blocks this worker has attached (once each)."""
 
-Layout = list[tuple[int, int, tuple[int, ...], str]]
-"""Per input placed in a block: (index in the chunk, byte offset, shape, dtype)."""
+Layout = list[tuple[int, int, int, tuple[int, ...], str]]
+"""Per input placed in a block: (index in the chunk, byte offset, byte size, shape, dtype)."""
 
 
 def _start_worker(preparer: Preparer, collection: str, state: StoredState, decode: bool, read_timeout: float) -> None:
@@ -88,7 +88,7 @@ def _decode_chunk(task: tuple[list[Candidate], str | None]) -> tuple[list[Loaded
         target = np.ndarray(pixels.shape, pixels.dtype, buffer=memory.buf, offset=offset)
         target[...] = pixels
         del target  # no export of the buffer may outlive the write
-        layout.append((index, offset, pixels.shape, pixels.dtype.str))
+        layout.append((index, offset, pixels.nbytes, pixels.shape, pixels.dtype.str))
         item.pixels = None
         offset += pixels.nbytes
     return results, block, layout
@@ -131,11 +131,9 @@ class _Blocks:
     def unpack(self, name: str, results: list[Loaded | Failed], layout: Layout) -> None:
         """Copy the inputs out of block ``name`` (one pass) into ``results``, and free the block."""
         if layout:
-            _, offset, shape, dtype = layout[-1]
-            end = offset + int(np.prod(shape)) * np.dtype(dtype).itemsize
-            data = np.frombuffer(self.memory[name].buf, np.uint8, count=end).copy()
-            for index, offset, shape, dtype in layout:
-                size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            _, last_offset, last_size, _, _ = layout[-1]
+            data = np.frombuffer(self.memory[name].buf, np.uint8, count=last_offset + last_size).copy()
+            for index, offset, size, shape, dtype in layout:
                 results[index].pixels = data[offset:offset + size].view(dtype).reshape(shape)  # type: ignore[union-attr]
         self.free.append(name)
 
