@@ -7,7 +7,9 @@ the same script in a temporary folder and killed at the end of the session. Outa
 ``milvus_server.stop()`` / ``.start()``; the server may come back on another port, so always
 read ``milvus_server.uri`` after ``start()``.
 
-Register with one line in ``tests/conftest.py``: ``pytest_plugins = ["milvus_server"]``.
+Registered once, in ``tests/conftest.py`` (``pytest_plugins = ["milvus_server"]``): test modules
+request the fixtures by name and must not import them (an import would be a second definition,
+with a second server). :func:`milvus_uri` picks the server or a Lite file for parametrized tests.
 """
 
 from __future__ import annotations
@@ -73,17 +75,6 @@ def _server_available() -> bool:
     return shutil.which("milvus-server") is not None or (Path(sys.executable).parent / "milvus-server").exists()
 
 
-class _Shared:
-    """The one self-started server of this session and how many fixture definitions hold it.
-
-    This module may be both a registered plugin and imported by a test module; each import
-    is a separate fixture definition, and they must share one server.
-    """
-
-    server: MilvusServer | None = None
-    users = 0
-
-
 @pytest.fixture(scope="session")
 def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
     """The session's Milvus server (given by the environment, or started and finally killed here)."""
@@ -94,19 +85,12 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusSe
         return
     if not _server_available():
         pytest.skip(f"no Milvus server: set {URI_ENV} or pip install milvus==2.3.5")
-    if _Shared.server is None:
-        started = MilvusServer(None, tmp_path_factory.mktemp("milvus-server"))
-        started.start()
-        _Shared.server = started
-    server = _Shared.server
-    _Shared.users += 1
+    server = MilvusServer(None, tmp_path_factory.mktemp("milvus-server"))
+    server.start()
     try:
         yield server
     finally:
-        _Shared.users -= 1
-        if _Shared.users == 0:
-            _Shared.server = None
-            server.stop()
+        server.stop()
 
 
 @pytest.fixture
@@ -115,4 +99,12 @@ def milvus_lite_uri(tmp_path: Path) -> str:
     return str(tmp_path / "milvus.db")
 
 
-__all__ = ["MilvusServer", "milvus_lite_uri", "milvus_server"]
+def milvus_uri(request: pytest.FixtureRequest, on_server: bool, lite_file: Path) -> str:
+    """The session server's URI when ``on_server`` (requested only then), else the Milvus Lite file ``lite_file``.
+
+    For tests parametrized over deployments: the server is started only by the cases that use it.
+    """
+    return request.getfixturevalue("milvus_server").uri if on_server else str(lite_file)
+
+
+__all__ = ["MilvusServer", "milvus_lite_uri", "milvus_server", "milvus_uri"]

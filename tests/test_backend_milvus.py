@@ -22,7 +22,7 @@ from backend_contract import (
     point,
     unit,
 )
-from milvus_server import MilvusServer, milvus_lite_uri, milvus_server  # noqa: F401  (fixtures)
+from milvus_server import MilvusServer
 from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
@@ -79,7 +79,7 @@ class TestMilvusLiteContract(VectorStoreContract):
 @pytest.mark.milvus_server
 class TestMilvusServerContract(VectorStoreContract):
     @pytest.fixture(autouse=True)
-    def _server(self, milvus_server: MilvusServer, tmp_path: Path) -> Iterator[None]:  # noqa: F811
+    def _server(self, milvus_server: MilvusServer, tmp_path: Path) -> Iterator[None]:
         self.uri = milvus_server.uri
         yield
         drop(self.uri, server_collection(tmp_path, COLLECTION))
@@ -137,7 +137,7 @@ def milvus(deployment_uri: str, tmp_path: Path) -> Iterator[MilvusStore]:
 
 
 @pytest.fixture
-def lite(milvus_lite_uri: str) -> Iterator[MilvusStore]:  # noqa: F811
+def lite(milvus_lite_uri: str) -> Iterator[MilvusStore]:
     """An empty Milvus Lite collection built for SPEC (for checks made before any request)."""
     store = MilvusStore(COLLECTION, uri=milvus_lite_uri)
     store.ensure_collection(SPEC)
@@ -282,7 +282,7 @@ def test_filters_in_search_and_count(milvus: MilvusStore) -> None:
 # -- collection metadata and options --------------------------------------------------------
 
 
-def test_unknown_index_type_is_refused_before_creating_anything(milvus_lite_uri: str) -> None:  # noqa: F811
+def test_unknown_index_type_is_refused_before_creating_anything(milvus_lite_uri: str) -> None:
     bad = CollectionSpec(name="c", dim=4, model_id="m", indexed_fields={"colour": "colourful"})
     with MilvusStore("c", uri=milvus_lite_uri) as store:
         with pytest.raises(ValueError, match="colourful"):
@@ -290,7 +290,7 @@ def test_unknown_index_type_is_refused_before_creating_anything(milvus_lite_uri:
         assert store.collection_model() is None
 
 
-def test_foreign_collection_is_refused(milvus_lite_uri: str) -> None:  # noqa: F811
+def test_foreign_collection_is_refused(milvus_lite_uri: str) -> None:
     name = "foreign"
     client = MilvusClient(uri=milvus_lite_uri, timeout=20)
     try:
@@ -360,7 +360,7 @@ def test_credentials_in_the_uri_are_redacted() -> None:
 
 @pytest.mark.milvus_server
 def test_token_is_used_but_never_shown(
-    milvus_server: MilvusServer, tmp_path: Path, caplog: pytest.LogCaptureFixture  # noqa: F811
+    milvus_server: MilvusServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     name = server_collection(tmp_path, "specific")
@@ -377,7 +377,7 @@ def test_token_is_used_but_never_shown(
 
 
 @pytest.mark.milvus_server
-def test_a_collection_not_loaded_is_transient_and_loaded_by_the_retry(milvus_server: MilvusServer, tmp_path: Path) -> None:  # noqa: F811
+def test_a_collection_not_loaded_is_transient_and_loaded_by_the_retry(milvus_server: MilvusServer, tmp_path: Path) -> None:
     """What a restarted server answers until it has reloaded a collection (released here to provoke it)."""
     name = server_collection(tmp_path, "unloaded")
     try:

@@ -23,7 +23,7 @@ from clip_ingest.connectors.ingest.pipeline import IngestOptions, run_ingest
 from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
 from clip_ingest.connectors.search.duplicates import find_groups, record_review
 
-from milvus_server import milvus_server  # noqa: F401  (fixture)
+from milvus_server import milvus_uri
 from planted_duplicates import pair_scores, planted, texture
 
 MODEL = "starter"
@@ -96,10 +96,9 @@ def test_find_groups_on_milvus_and_review_validation(where, tmp_path, starter, r
     photos = tmp_path / "photos"
     truth = planted(photos, range(100, 112), edited=4)
     name = f"dups_{uuid.uuid4().hex[:8]}"
+    options = {"uri": milvus_uri(request, where == "milvus-server", tmp_path / "milvus.db")}
     if where == "milvus-server":
-        options = {"uri": request.getfixturevalue("milvus_server").uri, "index_type": "HNSW"}
-    else:
-        options = {"uri": str(tmp_path / "milvus.db")}
+        options["index_type"] = "HNSW"
     with open_store("milvus", name, **options) as store:
         run_ingest(store, starter, IngestOptions(collection=name, directories=[str(photos)], progress=False))
         groups = find_groups(store, threshold=0.985)

@@ -26,7 +26,7 @@ from clip_ingest.connectors.ingest.ids import point_id  # noqa: E402
 from badfiles import write_bad_corpus  # noqa: E402
 from conftest import TINY_SPEC  # noqa: E402
 from imagegen import make_shape_image, write_shape_folder  # noqa: E402
-from milvus_server import milvus_server  # noqa: F401,E402  (fixture)
+from milvus_server import milvus_uri  # noqa: E402
 
 VOLATILE = {"ingested_at"}  # the time a point was written: the only payload field allowed to differ
 
@@ -45,7 +45,7 @@ def _target(backend: str, tmp_path: Path, request, name: str) -> tuple[list[str]
     data = tmp_path / name
     if backend == "qdrant-edge":
         return ["--target", "qdrant-edge", "--data-dir", str(data)], "qdrant-edge", {"path": str(data / "qdrant-edge")}
-    uri = request.getfixturevalue("milvus_server").uri if backend == "milvus-server" else str(tmp_path / f"{name}.db")
+    uri = milvus_uri(request, backend == "milvus-server", tmp_path / f"{name}.db")
     return ["--target", "milvus", "--milvus-uri", uri, "--data-dir", str(data)], "milvus", {"uri": uri}
 
 

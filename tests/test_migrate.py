@@ -23,7 +23,7 @@ from clip_ingest.connectors.ingest.migration import physical_name
 from clip_ingest.connectors.ingest.pipeline import IngestOptions, run_ingest
 from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
 from clip_ingest.connectors.search.searcher import Searcher
-from milvus_server import milvus_server  # noqa: F401  (fixture)
+from milvus_server import milvus_uri
 from reliability_helpers import KillPoint, Target, run_cli
 
 from conftest import TINY_SPEC
@@ -44,7 +44,7 @@ def _where(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> tuple[l
     data = tmp_path / "data"
     if name == "qdrant-edge":
         return ["--target", "qdrant-edge", "--data-dir", str(data)], "qdrant-edge", {"path": str(data / "qdrant-edge")}
-    uri = request.getfixturevalue("milvus_server").uri if name == "milvus-server" else str(tmp_path / "milvus.db")
+    uri = milvus_uri(request, name == "milvus-server", tmp_path / "milvus.db")
     return ["--target", "milvus", "--milvus-uri", uri, "--data-dir", str(data)], "milvus", {"uri": uri}
 
 

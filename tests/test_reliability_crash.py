@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 
 from clip_ingest.connectors.backends import open_store
-from milvus_server import milvus_server  # noqa: F401  (fixture)
 from reliability_helpers import (
     PHASES,
     KillPoint,

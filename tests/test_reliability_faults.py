@@ -21,7 +21,7 @@ from pymilvus import MilvusClient
 from clip_ingest.connectors.backends.base import CollectionSpec, Point, TransientStoreError
 from clip_ingest.connectors.backends.milvus_store import MilvusStore
 
-from milvus_server import MilvusServer, milvus_server  # noqa: F401  (fixture)
+from milvus_server import MilvusServer
 from reliability_helpers import (
     PausePoint,
     Target,
