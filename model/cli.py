@@ -449,6 +449,9 @@ def manifest(source: str, output: str, data_root: str | None, objects: str, spli
              max_side: int | None, image_dir: str | None) -> None:
     """Write a training manifest (JSONL: path, label, captions) for a known data set.
 
+    The file appears only when complete (written under a temporary name, then renamed), so
+    "the manifest exists" means "the manifest is whole" to a script that re-runs.
+
     \b
     eth80           objects 1-6, label = object, caption = "a photo of a <category>"
     caltech101      the train split, label = class, captions = varied phrasings of the class
@@ -459,6 +462,7 @@ def manifest(source: str, output: str, data_root: str | None, objects: str, spli
     openclipart     Debian's openclipart-png/-svg, captions from the SVG title and keywords
     """
     from . import sources
+    from .data import write_jsonl
     from .evaluate import eth80_rows, resolve_data_root
 
     def rows() -> Any:
@@ -477,7 +481,7 @@ def manifest(source: str, output: str, data_root: str | None, objects: str, spli
     def listed() -> Any:
         return rows() if max_side is None else sources.shrunk_rows(rows(), Path(image_dir), max_side)
 
-    count = run_or_fail(lambda: sources.write_jsonl(listed(), Path(output)))
+    count = run_or_fail(lambda: write_jsonl(listed(), output))
     if not count:
         raise click.ClickException(f"{source}: no images found, nothing written")
     click.echo(f"manifest: wrote {count} rows to {output}")

@@ -125,15 +125,33 @@ def load_samples(source: str | os.PathLike) -> list[Sample]:
     return scan_class_folders(source) if Path(source).is_dir() else read_manifest(source)
 
 
-def write_manifest(samples: Iterable[Sample], path: str | os.PathLike) -> Path:
-    """Write ``samples`` as a JSONL manifest (absolute paths) that :func:`read_manifest` reads."""
+def write_jsonl(rows: Iterable[dict[str, Any]], path: str | os.PathLike) -> int:
+    """Write ``rows`` as JSONL, whole or not at all; returns how many.
+
+    The rows go to a temporary file renamed into place at the end, so an interrupted run leaves
+    either the previous file or none, never a truncated manifest that a re-run would trust.
+    """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as fh:
-        for s in samples:
-            row = {"path": str(Path(s.path).resolve()), "label": s.label, "captions": list(s.captions)}
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return out
+    tmp = out.with_name(out.name + ".tmp")
+    n = 0
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                n += 1
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return n
+
+
+def write_manifest(samples: Iterable[Sample], path: str | os.PathLike) -> Path:
+    """Write ``samples`` as a JSONL manifest (absolute paths) that :func:`read_manifest` reads."""
+    write_jsonl(
+        ({"path": str(Path(s.path).resolve()), "label": s.label, "captions": list(s.captions)} for s in samples), path
+    )
+    return Path(path)
 
 
 def split_samples(samples: Sequence[Sample], val_fraction: float, seed: int = 0) -> tuple[list[Sample], list[Sample]]:

@@ -13,7 +13,6 @@ Each function yields manifest rows ``{"path", "label", "captions"}`` that
 from __future__ import annotations
 
 import csv
-import json
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -150,17 +149,6 @@ def openclipart_rows(png_root: Path = OPENCLIPART_PNG, svg_root: Path = OPENCLIP
         captions = svg_captions((svg_root / rel).with_suffix(".svg"))
         if captions:
             yield {"path": str(png), "label": f"clipart/{rel.parts[0]}", "captions": captions}
-
-
-def write_jsonl(rows: Iterator[dict], out: Path) -> int:
-    """Write rows as JSONL; returns how many."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    n = 0
-    with out.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
-            n += 1
-    return n
 
 
 def _shrink(job: tuple[str, str, int]) -> str | None:

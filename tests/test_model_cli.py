@@ -309,3 +309,63 @@ seeds = [0, 1]
     assert "| eth80 instance mAP |" in (tmp_path / "run" / "experiment.md").read_text()
     again = invoke("experiment", "--recipe", str(recipe), "--data-root", str(eval_data), "--eval-only")
     assert again.exit_code == 0 and json.loads((tmp_path / "run" / "experiment.json").read_text())["rows"] == table["rows"]
+
+
+SHIM = '''
+import json, sys
+import click
+from pathlib import Path
+from clip_ingest.model.cli import cli, load_recipe
+
+args = [a for a in sys.argv[1:] if a != "-v"]
+with open("calls.jsonl", "a") as log:
+    log.write(json.dumps(args) + "\\n")
+if args[0] == Path("fail-at").read_text():
+    sys.exit(1)
+try:  # the real CLI's parser and recipe loader: a bad option or an unknown recipe exits 2
+    ctx = cli.commands[args[0]].make_context(args[0], args[1:])
+    recipe = load_recipe(ctx.params.get("recipe"))
+except click.ClickException as exc:
+    exc.show()
+    sys.exit(exc.exit_code)
+out = ctx.params.get("output") or recipe.get(args[0], {}).get("output")
+if out:
+    out = out.replace("{out_root}", recipe.get("recipe", {}).get("out_root", ""))
+    Path(out).write_text(json.dumps({"path": args[0] + ".png"}) + "\\n")
+'''
+
+
+def test_the_experiment_script_runs_each_step_once_and_stops_at_a_failure(tmp_path):
+    """``model/recipes/photo-ssl-mcip.sh``, with clip-model replaced by a shim that checks every
+    call against the real CLI's parser and recipes and writes the outputs they name: the calls
+    come in order, finished manifests are not rebuilt on a re-run (training and the experiment
+    are re-entered: they resume by themselves), and a failing step stops the script."""
+    import subprocess
+    import sys
+
+    from clip_ingest.model.cli import RECIPE_DIR
+
+    (tmp_path / "shim.py").write_text(SHIM)
+    (tmp_path / "fail-at").write_text("")
+    env = {**__import__("os").environ, "CLIP_INGEST_DATA": str(tmp_path), "CLIP_MODEL": f"{sys.executable} shim.py"}
+
+    def run() -> tuple[int, list[str]]:
+        (tmp_path / "calls.jsonl").unlink(missing_ok=True)
+        done = subprocess.run(["bash", str(RECIPE_DIR / "photo-ssl-mcip.sh")], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        calls = (tmp_path / "calls.jsonl").read_text().splitlines() if (tmp_path / "calls.jsonl").exists() else []
+        return done.returncode, [" ".join(json.loads(c)[:2]) for c in calls]
+
+    (tmp_path / "fail-at").write_text("mine-captions")
+    code, calls = run()
+    assert code == 1 and calls[-1] == "mine-captions --recipe" and "experiment --recipe" not in calls
+    (tmp_path / "fail-at").write_text("")
+    code, calls = run()
+    assert code == 0, calls
+    assert calls == ["pretrain --recipe", "mine-captions --recipe", "experiment --recipe"]
+    runs = tmp_path / "runs"
+    assert len((runs / "photo-base-s" / "train.jsonl").read_text().splitlines()) == 3
+    assert [json.loads(line)["path"] for line in (runs / "photo-ssl-mcip" / "realign.jsonl").read_text().splitlines()] \
+        == ["manifest.png", "mine-captions.png"]
+    code, calls = run()
+    assert code == 0 and calls == ["pretrain --recipe", "experiment --recipe"]

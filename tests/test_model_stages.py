@@ -10,7 +10,7 @@ import torch
 
 from clip_ingest.connectors.factory import load_model
 from clip_ingest.model import train as train_module
-from clip_ingest.model.data import DataError, load_samples, read_manifest, split_samples
+from clip_ingest.model.data import DataError, Sample, load_samples, read_manifest, split_samples, write_jsonl, write_manifest
 from clip_ingest.model.stages import (
     FinetuneConfig,
     PretrainConfig,
@@ -217,6 +217,24 @@ def test_manifests_csv_and_jsonl_with_both_caption_syntaxes(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"path": "a.png"}\nnot json\n')
     with pytest.raises(DataError, match="bad.jsonl:2"):
         read_manifest(tmp_path / "bad.jsonl")
+
+
+def test_a_manifest_is_written_whole_or_not_at_all(tmp_path):
+    """A run stopped while writing a manifest leaves the previous file (or none), never a
+    truncated one that a re-run would take as finished."""
+    out = tmp_path / "m.jsonl"
+    write_manifest([Sample(str(tmp_path / "a.png"), "cat", ("a cat",))], out)
+    before = out.read_bytes()
+
+    def rows_then_failure():
+        yield {"path": "b.png", "label": "dog", "captions": ["a dög"]}
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_jsonl(rows_then_failure(), out)
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl"]
+    assert write_jsonl(iter([{"path": "b.png", "captions": ["a dög"]}]), out) == 1
+    assert read_manifest(out)[0].captions == ("a dög",)
 
 
 def test_split_is_deterministic_and_independent_of_order(images):
