@@ -535,6 +535,28 @@ def export(**flags: Any) -> None:
     click.echo(f"exported {result.path} (model_id {result.model_id})")
 
 
+@cli.command("update-doc", short_help="Put a table a run wrote into a README or model card, between its markers.")
+@click.argument("doc", type=click.Path(exists=True, dir_okay=False))
+@click.argument("block")
+@click.argument("table", type=click.Path(exists=True, dir_okay=False))
+def update_doc(doc: str, block: str, table: str) -> None:
+    """Replace block BLOCK of DOC with the text of TABLE (experiment.md, eval.md).
+
+    \b
+    DOC marks the block with two comment lines, which Markdown does not show:
+      <!-- clip-model:BLOCK -->
+      <!-- /clip-model:BLOCK -->
+    Everything outside them is kept byte for byte, so the numbers a document shows are the ones
+    the run wrote. Example, after `bash model/recipes/photo-ssl-mcip.sh`:
+      clip-model update-doc README.md photo-ssl-mcip runs/photo-ssl-mcip/experiment.md
+    Missing or repeated markers are an error (exit 1) and leave DOC untouched.
+    """
+    from .doc_blocks import replace_block
+
+    changed = run_or_fail(lambda: replace_block(doc, block, table))
+    click.echo(f"{doc}: block {block} {'updated from' if changed else 'already equals'} {table}")
+
+
 @cli.command()
 @click.argument("alias", required=False)
 @click.option("--cache-dir", metavar="DIR", help="Where converted checkpoints live (default: $CLIP_INGEST_CACHE).")

@@ -104,7 +104,7 @@ def test_export_refuses_metrics_of_other_models(tmp_path):
 def test_help_documents_every_command():
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in ("pretrain", "finetune", "realign", "mine-captions", "eval", "experiment", "export", "published"):
+    for command in ("pretrain", "finetune", "realign", "mine-captions", "eval", "experiment", "export", "update-doc", "published"):
         assert command in result.output
     assert "Exit codes" in result.output
     assert "retrieval" in invoke("finetune", "--help").output
@@ -307,6 +307,13 @@ seeds = [0, 1]
     # 2SFT stage 1 leaves the text tower alone and realignment leaves the image tower alone
     assert table["rows"]["2sft"]["eth80 instance mAP"]["seeds"] == table["rows"]["2sft-stage1"]["eth80 instance mAP"]["seeds"]
     assert "| eth80 instance mAP |" in (tmp_path / "run" / "experiment.md").read_text()
+    readme = tmp_path / "README.md"
+    readme.write_text("# Results\n<!-- clip-model:exp -->\nold table\n<!-- /clip-model:exp -->\nmore text\n")
+    published = invoke("update-doc", str(readme), "exp", str(tmp_path / "run" / "experiment.md"))
+    assert published.exit_code == 0, published.output
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("# Results\n") and text.endswith("-->\nmore text\n")
+    assert (tmp_path / "run" / "experiment.md").read_text().strip() in text
     again = invoke("experiment", "--recipe", str(recipe), "--data-root", str(eval_data), "--eval-only")
     assert again.exit_code == 0 and json.loads((tmp_path / "run" / "experiment.json").read_text())["rows"] == table["rows"]
 

@@ -7,9 +7,12 @@
 #    from the Flickr8k-train pool by the base; realignment data = Flickr8k-train + those;
 # 4. clip-model experiment --recipe photo-ssl-mcip: 4 rows x 3 seeds, then one evaluation with
 #    random init and base beside them, written to runs/photo-ssl-mcip/experiment.{md,json}.
-# Outputs go to runs/ under the current folder (the recipes' out_root). Every step is safe to
-# interrupt and re-run: clip-model writes a manifest whole or not at all (so one that exists is
-# kept), training resumes after its last finished epoch, the experiment skips finished stages.
+# Outputs go to runs/ under the current folder (the recipes' out_root): run it from a folder that
+# outlives the checkout, and give the checkout's README.md the table with
+#   clip-model update-doc README.md photo-ssl-mcip runs/photo-ssl-mcip/experiment.md
+# Every step is safe to interrupt and re-run: clip-model writes a manifest whole or not at all
+# (so one that exists is kept), training resumes after its last finished epoch, the experiment
+# skips finished stages.
 # RESEARCH USE: Flickr8k and ETH-80 data; never ship the weights.
 # CLIP_MODEL names the clip-model command (default: clip-model, e.g. from the activated venv).
 set -euo pipefail
