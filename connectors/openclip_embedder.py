@@ -27,12 +27,17 @@ def pick_device(requested: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def hash_weights(digest: "hashlib._Hash", module: torch.nn.Module) -> "hashlib._Hash":
+    """Feed ``module``'s parameter names and fp32 values into ``digest`` (in name order); returns it."""
+    for key, tensor in sorted(module.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest
+
+
 def compute_model_id(name: str, model: torch.nn.Module, preprocess_cfg: dict) -> str:
     """``NAME@WEIGHTS16/PP8``: architecture, sha256 of the fp32 weights, hash of preprocessing."""
-    weights = hashlib.sha256()
-    for key, tensor in sorted(model.state_dict().items()):
-        weights.update(key.encode())
-        weights.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    weights = hash_weights(hashlib.sha256(), model)
     pp = hashlib.sha256(json.dumps(preprocess_cfg, sort_keys=True, default=str).encode())
     return f"{name}@{weights.hexdigest()[:16]}/{pp.hexdigest()[:8]}"
 

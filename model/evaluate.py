@@ -34,6 +34,7 @@ objects, split or captions evaluated here.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import sys
@@ -323,8 +324,62 @@ def evaluate_embedder_per_query(embedder: Embedder, options: EvalOptions, missin
     return results
 
 
+def image_tower_key(embedder: Embedder) -> str | None:
+    """A hash of what decides an open_clip embedder's image vectors: its image tower's weights,
+    its preprocessing and its device and precision; ``None`` for other embedders (ONNX)."""
+    model, loaded = getattr(embedder, "model", None), getattr(embedder, "loaded", None)
+    visual = getattr(model, "visual", None)
+    if visual is None or loaded is None:
+        return None
+    from clip_ingest.connectors.openclip_embedder import hash_weights
+
+    settings = [type(embedder).__name__, loaded.preprocess_cfg, str(getattr(embedder, "device", "")),
+                bool(getattr(embedder, "autocast", False))]
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    return hash_weights(digest, visual).hexdigest()
+
+
+class SharedImageVectors:
+    """Image vectors of one evaluation run, shared by the models with the same image tower.
+
+    The realigned rows of the paper's experiment keep their parent's image tower by
+    construction, so their image vectors are the parent's: embedding each benchmark image once
+    per image tower (instead of once per model) saves about half the image forward passes of
+    ``clip-model experiment``'s evaluation and gives those rows exactly the same vectors.
+    """
+
+    def __init__(self) -> None:
+        self._vectors: dict[tuple[str, str], np.ndarray] = {}
+
+    def wrap(self, embedder: Embedder) -> Embedder:
+        key = image_tower_key(embedder)
+        return embedder if key is None else _CachedImages(embedder, key, self._vectors)
+
+
+class _CachedImages:
+    """``embedder`` whose ``embed_images`` of file paths reuses the vectors in ``store``."""
+
+    def __init__(self, embedder: Embedder, key: str, store: dict[tuple[str, str], np.ndarray]) -> None:
+        self._embedder, self._key, self._store = embedder, key, store
+
+    def __getattr__(self, name: str):
+        return getattr(self._embedder, name)
+
+    def embed_images(self, items) -> np.ndarray:
+        items = list(items)
+        if not items or not all(isinstance(item, (str, Path)) for item in items):
+            return self._embedder.embed_images(items)
+        keys = [(self._key, str(item)) for item in items]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._store))
+        if todo:
+            for k, vector in zip(todo, self._embedder.embed_images([path for _, path in todo])):
+                self._store[k] = vector
+        return np.stack([self._store[k] for k in keys])
+
+
 def evaluate_models(specs: Sequence[str], options: EvalOptions) -> EvalReport:
-    """Evaluate each model spec on each runtime in turn (one model in memory at a time)."""
+    """Evaluate each model spec on each runtime in turn (one model in memory at a time); models
+    with the same image tower share its image vectors (:class:`SharedImageVectors`)."""
     from clip_ingest.connectors.runtime import load_embedder
 
     unknown = sorted(set(options.benchmarks) - set(BENCHMARKS))
@@ -335,11 +390,12 @@ def evaluate_models(specs: Sequence[str], options: EvalOptions) -> EvalReport:
         raise ValueError(f"unknown runtime(s) {bad}; choose from {sorted(EVAL_RUNTIMES)}")
     missing: dict[str, str] = {}
     models = []
+    shared = SharedImageVectors()
     for spec in specs:
         for runtime in options.runtimes:
             engine, quantize = EVAL_RUNTIMES[runtime]
             embedder = load_embedder(spec, runtime=engine, quantize=quantize, device=options.device, batch_size=options.batch_size)
-            per_query = evaluate_embedder_per_query(embedder, options, missing)
+            per_query = evaluate_embedder_per_query(shared.wrap(embedder), options, missing)
             scores = {name: float(values.mean()) for name, values in per_query.items()}
             name = embedder.name if runtime == "torch" else f"{embedder.name} [{runtime}]"
             models.append(ModelResult(spec, name, embedder.model_id, scores, per_query))

@@ -14,7 +14,8 @@ row                stages
 =================  ===========================================================================
 
 Then the random initialisation of the base's architecture, the base and every trained model
-are evaluated on the same benchmarks in one run (:mod:`clip_ingest.model.evaluate`), and the
+are evaluated on the same benchmarks in one run (:mod:`clip_ingest.model.evaluate`; a realigned
+row reuses its parent's image vectors, as its image tower is the parent's), and the
 table gives, per metric, each row's mean over seeds with the paired-bootstrap 95 % CI of its
 difference to the base (:mod:`clip_ingest.model.stats`). Finished stages are not trained again
 (their checkpoints resume after the last epoch), so an interrupted experiment is re-run safely.

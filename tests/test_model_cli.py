@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -15,6 +16,7 @@ from clip_ingest.model.cli import cli
 from clip_ingest.model.evaluate import EvalOptions, evaluate_models, render_markdown
 from imagegen import write_shape_folder
 from model_evalgen import write_eval_data
+from model_helpers import count_image_tower_calls
 
 
 def invoke(*args: str):
@@ -376,3 +378,39 @@ def test_the_experiment_script_runs_each_step_once_and_stops_at_a_failure(tmp_pa
         == ["manifest.png", "mine-captions.png"]
     code, calls = run()
     assert code == 0 and calls == ["pretrain --recipe", "experiment --recipe"]
+
+
+
+def _saved_variant(out_dir: Path, tower: str) -> str:
+    """The seeded random ``clip-ingest-tiny`` with one tower's weights changed, saved as a model directory."""
+    import torch
+
+    from clip_ingest.connectors.factory import load_model
+    from clip_ingest.model.checkpoint import model_config_for_spec, save_local_dir
+
+    loaded = load_model("clip-ingest-tiny")
+    with torch.no_grad():
+        params = loaded.model.visual.parameters() if tower == "image" else loaded.model.token_embedding.parameters()
+        for param in params:
+            param.add_(0.5)
+    save_local_dir(loaded.model, model_config_for_spec("clip-ingest-tiny"), loaded.preprocess_cfg, out_dir, {"stage": tower})
+    return str(out_dir)
+
+
+def test_models_with_one_image_tower_share_its_image_vectors(tmp_path, eval_data, monkeypatch):
+    """A realigned model (new text tower, same image tower) is not embedded again; another image tower is."""
+    options = EvalOptions(data_root=eval_data, benchmarks=("eth80",), device="cpu")
+    realigned, finetuned = _saved_variant(tmp_path / "realigned", "text"), _saved_variant(tmp_path / "finetuned", "image")
+    calls = count_image_tower_calls(monkeypatch)
+    alone = evaluate_models(["clip-ingest-tiny"], options)
+    one_model = calls["n"]
+    assert one_model > 0
+    calls["n"] = 0
+    report = evaluate_models(["clip-ingest-tiny", realigned, finetuned], options)
+    assert calls["n"] == 2 * one_model  # the base's image tower once, the fine-tuned one once
+    base, same_tower, other_tower = report.models
+    assert len({base.model_id, same_tower.model_id, other_tower.model_id}) == 3
+    for metric, values in alone.models[0].per_query.items():
+        assert np.array_equal(base.per_query[metric], values)
+        assert np.array_equal(same_tower.per_query[metric], values)
+    assert not np.array_equal(other_tower.per_query["eth80 instance mAP"], base.per_query["eth80 instance mAP"])
