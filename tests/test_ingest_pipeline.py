@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import tenacity
 import torch
 
 from clip_ingest.connectors.backends.base import ModelMismatchError, StoreError, TransientStoreError
@@ -222,21 +223,32 @@ def test_transient_errors_are_retried_other_errors_fail_at_once(tmp_path, shape_
             assert (stats.scanned, stats.failed, blip.calls, real.count()) == (13, 0, 2, 13)
 
 
-def test_retries_last_for_the_time_budget_and_no_longer():
-    """``--retry-for``: 0 tries once; a budget keeps retrying until no retry would start within it."""
+def test_retries_last_for_the_time_budget_and_no_longer(monkeypatch):
+    """``--retry-for``: 0 tries once; a budget keeps retrying until no retry would start within it.
+
+    The policy runs on a simulated clock (tenacity's ``time`` and ``sleep``), so an oversleeping
+    scheduler on a busy machine cannot move an attempt past the budget, and the lower bound
+    (retrying went on until the budget was nearly spent) can be asserted exactly.
+    """
+    now = [0.0]
+    monkeypatch.setattr(tenacity, "time", SimpleNamespace(monotonic=lambda: now[0]))
     calls: list[float] = []
 
     def down() -> None:
-        calls.append(time.monotonic())
+        calls.append(now[0])
         raise TransientStoreError("connection refused")
 
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
     with pytest.raises(TransientStoreError):
-        make_retrying(0)(down)
-    assert len(calls) == 1
+        make_retrying(0).copy(sleep=sleep)(down)
+    assert calls == [0.0]
     calls.clear()
     with pytest.raises(TransientStoreError):
-        make_retrying(1.5, max_wait=0.2)(down)
-    assert len(calls) >= 3 and calls[-1] - calls[0] < 1.5
+        make_retrying(1.5, max_wait=0.2).copy(sleep=sleep)(down)
+    assert len(calls) >= 3
+    assert 1.5 - 0.2 <= calls[-1] < 1.5  # stopped only when the next wait could cross the budget
 
 
 def test_interrupted_content_change_converges_on_the_next_run(tmp_path, shape_folder, counting):
