@@ -487,20 +487,22 @@ def manifest(source: str, output: str, data_root: str | None, objects: str, spli
     click.echo(f"manifest: wrote {count} rows to {output}")
 
 
-def _metrics_for(eval_json: str | None, spec: str) -> dict[str, float] | None:
-    """The metrics recorded for ``spec`` in an ``eval.json`` (or of its only model).
+def _metrics_for(eval_json: str | None, spec: str) -> tuple[dict[str, float] | None, list[dict[str, Any]] | None]:
+    """The metrics recorded for ``spec`` in an ``eval.json`` (or of its only model), and the
+    other models of that run (``name``, ``spec``, ``model_id``, ``metrics``), for the model card.
 
     Raises ``click.UsageError`` when the file compares several models and none is ``spec``:
     recording another model's numbers would be worse than recording none.
     """
     if not eval_json:
-        return None
+        return None, None
     models = json.loads(Path(eval_json).read_text(encoding="utf-8"))["models"]
     chosen = next((m for m in models if m["spec"] == spec), models[0] if len(models) == 1 else None)
     if chosen is None:
         specs = ", ".join(m["spec"] for m in models) or "none"
         raise click.UsageError(f"--metrics {eval_json}: no model {spec!r} in it (it has: {specs})")
-    return chosen["metrics"]
+    others = [{k: m[k] for k in ("name", "spec", "model_id", "metrics")} for m in models if m is not chosen]
+    return chosen["metrics"], others
 
 
 @cli.command(short_help="Write a stage directory or model spec as a self-contained model directory.")
@@ -510,15 +512,23 @@ def _metrics_for(eval_json: str | None, spec: str) -> dict[str, float] | None:
 @click.option("--name", help="Model name recorded in clip_ingest.json and hashed into model_id.")
 @click.option("--fp16/--fp32", default=None, help="Store half-precision weights (smaller; a different model_id).")
 @click.option("--onnx/--no-onnx", default=None, help="Also write ONNX towers for OnnxEmbedder.")
-@click.option("--metrics", "metrics_file", metavar="EVAL.json", help="Record the metrics of this eval.json.")
+@click.option("--metrics", "metrics_file", metavar="EVAL.json",
+              help="Record SPEC's metrics of this eval.json; the model card shows them beside the run's other models.")
+@click.option("--experiment", "experiment_file", metavar="EXPERIMENT.md",
+              help="Show this `clip-model experiment` table in the model card.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing, non-empty OUT_DIR.")
 @out_root_option
 def export(**flags: Any) -> None:
     """Write SPEC (a stage directory or any model spec) as a self-contained model directory.
 
     The directory is open_clip's local-dir layout (config + safetensors, never a pickle)
-    plus clip_ingest.json (base model, recipe, data, metrics, model_id); use it as
+    plus clip_ingest.json (base model, recipe, data, metrics, model_id) and MODEL_CARD.md (the
+    same facts for people, its tables refreshable with `clip-model update-doc`); use it as
     `--model OUT_DIR` everywhere.
+
+    \b
+    Example, after `bash model/recipes/photo-ssl-mcip.sh`:
+      clip-model export --recipe photo-ssl-mcip --experiment runs/photo-ssl-mcip/experiment.md
     """
     from .export import export_model
 
@@ -526,10 +536,15 @@ def export(**flags: Any) -> None:
     cfg = section(recipe, "export", {k: flags[k] for k in ("source", "out_dir", "name", "fp16", "onnx")}, flags["out_root"])
     if not cfg.get("source") or not cfg.get("out_dir"):
         raise click.UsageError("give SPEC and OUT_DIR (or `source` and `out_dir` in the recipe's [export])")
+    metrics, compared_with = _metrics_for(flags["metrics_file"] or cfg.get("metrics"), cfg["source"])
+    experiment_file = flags["experiment_file"] or cfg.get("experiment")
+    if experiment_file and not Path(experiment_file).is_file():
+        raise click.UsageError(f"--experiment {experiment_file}: no such file (run `clip-model experiment` first)")
+    experiment = Path(experiment_file).read_text(encoding="utf-8") if experiment_file else None
     result = run_or_fail(lambda: export_model(
         cfg["source"], cfg["out_dir"], name=cfg.get("name"),
         recipe={"file": flags["recipe"], **recipe} if recipe else None,
-        metrics=_metrics_for(flags["metrics_file"] or cfg.get("metrics"), cfg["source"]),
+        metrics=metrics, compared_with=compared_with, experiment=experiment,
         fp16=bool(cfg.get("fp16")), onnx=bool(cfg.get("onnx")), overwrite=flags["overwrite"],
     ))
     click.echo(f"exported {result.path} (model_id {result.model_id})")

@@ -7,6 +7,7 @@ The export is open_clip's ``local-dir:`` layout, loadable by
     open_clip_config.json         {"model_cfg": ..., "preprocess_cfg": ...}
     open_clip_model.safetensors   weights (fp32, or fp16 with ``fp16=True``); never a pickle
     clip_ingest.json              name, model_id, base model, recipe, data summary, metrics
+    MODEL_CARD.md                 the same facts for people (:mod:`clip_ingest.model.model_card`)
     onnx/image.onnx, text.onnx    only with ``onnx=True`` (see :mod:`clip_ingest.connectors.onnx_export`)
 
 ``model_id`` is computed exactly as the embedders compute it
@@ -30,6 +31,7 @@ from clip_ingest.connectors.openclip_embedder import compute_model_id
 from clip_ingest.connectors.onnx_export import context_length_of, export_onnx
 
 from .checkpoint import model_config_for_spec, save_local_dir
+from .model_card import CARD_NAME, render_model_card
 
 EXPORT_FORMAT_VERSION = 1
 
@@ -56,6 +58,7 @@ def build_metadata(
     recipe: Any = None,
     data: Any = None,
     metrics: Any = None,
+    compared_with: Any = None,
     weights_dtype: str = "float32",
 ) -> dict[str, Any]:
     """``clip_ingest.json`` content: the source's metadata, updated by what is given here."""
@@ -68,7 +71,7 @@ def build_metadata(
         source=spec,
         weights_dtype=weights_dtype,
     )
-    for key, value in (("recipe", recipe), ("data", data), ("metrics", metrics)):
+    for key, value in (("recipe", recipe), ("data", data), ("metrics", metrics), ("compared_with", compared_with)):
         if value is not None:
             meta[key] = value
     meta.pop("onnx", None)  # only an ONNX export written together with these weights is valid
@@ -90,6 +93,8 @@ def export_model(
     recipe: Any = None,
     data: Any = None,
     metrics: Any = None,
+    compared_with: list[dict[str, Any]] | None = None,
+    experiment: str | None = None,
     fp16: bool = False,
     onnx: bool = False,
     overwrite: bool = False,
@@ -103,6 +108,9 @@ def export_model(
         name: the model name recorded (and hashed into ``model_id``); default: the
             source's recorded name, else the directory name.
         recipe, data, metrics: JSON-serialisable summaries recorded in ``clip_ingest.json``.
+        compared_with: the other models of the eval run ``metrics`` come from (``name``, ``spec``,
+            ``model_id``, ``metrics`` each), shown beside it in the model card.
+        experiment: an ``experiment.md`` table for the model card's experiment block.
         fp16: store half-precision weights (half the size; a different ``model_id``).
         onnx: also write the ONNX towers (for ``OnnxEmbedder``).
         overwrite: replace an existing non-empty ``out_dir``.
@@ -115,7 +123,7 @@ def export_model(
     name = name or loaded.metadata.get("name") or out.name
     model_id = compute_model_id(name, model, loaded.preprocess_cfg)
     metadata = build_metadata(
-        loaded, spec, name, model_id, recipe=recipe, data=data, metrics=metrics,
+        loaded, spec, name, model_id, recipe=recipe, data=data, metrics=metrics, compared_with=compared_with,
         weights_dtype="float16" if fp16 else "float32",
     )
     staging = out.with_name(f".{out.name}.partial")
@@ -130,6 +138,7 @@ def export_model(
                 context_length=context_length_of(model),
             )
         save_local_dir(model, model_cfg, loaded.preprocess_cfg, staging, metadata)
+        (staging / CARD_NAME).write_text(render_model_card(metadata, experiment), encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)

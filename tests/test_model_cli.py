@@ -56,6 +56,9 @@ def test_every_stage_runs_from_the_tiny_recipe(tmp_path, eval_data):
     meta = json.loads((root / "export" / "clip_ingest.json").read_text())
     assert meta["stage"] == "realign" and meta["recipe"]["recipe"]["name"] == "tiny-smoke"
     assert meta["metrics"] == report["models"][0]["metrics"]
+    card = (root / "export" / "MODEL_CARD.md").read_text()
+    mAP = report["models"][1]["metrics"]["eth80 instance mAP"], meta["metrics"]["eth80 instance mAP"]
+    assert f"| eth80 instance mAP | {100 * mAP[0]:.1f} | {100 * mAP[1]:.1f} |" in card  # beside random init
     torch_embedder = OpenClipEmbedder(str(root / "export"), device="cpu")
     onnx_embedder = OnnxEmbedder(root / "export")
     assert onnx_embedder.model_id == torch_embedder.model_id == meta["model_id"]
@@ -316,6 +319,12 @@ seeds = [0, 1]
     text = readme.read_text()
     assert "old table" not in text and text.startswith("# Results\n") and text.endswith("-->\nmore text\n")
     assert (tmp_path / "run" / "experiment.md").read_text().strip() in text
+    exported = invoke("export", str(tmp_path / "run" / "seed0" / "mcip-realign"), str(tmp_path / "model"),
+                      "--experiment", str(tmp_path / "run" / "experiment.md"))
+    assert exported.exit_code == 0, exported.output
+    assert (tmp_path / "run" / "experiment.md").read_text().strip() in (tmp_path / "model" / "MODEL_CARD.md").read_text()
+    missing = invoke("export", "clip-ingest-tiny", str(tmp_path / "other"), "--experiment", str(tmp_path / "nope.md"))
+    assert missing.exit_code == 2 and "nope.md" in missing.output and not (tmp_path / "other").exists()
     again = invoke("experiment", "--recipe", str(recipe), "--data-root", str(eval_data), "--eval-only")
     assert again.exit_code == 0 and json.loads((tmp_path / "run" / "experiment.json").read_text())["rows"] == table["rows"]
 

@@ -14,7 +14,9 @@ from safetensors.torch import load_file
 
 from clip_ingest.connectors.factory import load_model
 from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
+from clip_ingest.model.doc_blocks import replace_block
 from clip_ingest.model.export import ExportError, export_model
+from clip_ingest.model.model_card import CARD_NAME, EXPERIMENT_BLOCK
 from clip_ingest.model.published import PUBLISHED, PublishedCheckpoint, PublishedCheckpointError, fetch_published
 from conftest import TINY_SPEC
 from imagegen import make_shape_image
@@ -30,7 +32,7 @@ def test_export_reloads_to_identical_vectors_and_model_id(tmp_path, tiny_embedde
     )
     out = result.path
     assert sorted(p.name for p in out.iterdir()) == [
-        "clip_ingest.json", "open_clip_config.json", "open_clip_model.safetensors"
+        "MODEL_CARD.md", "clip_ingest.json", "open_clip_config.json", "open_clip_model.safetensors"
     ]
     reloaded = OpenClipEmbedder(str(out), device="cpu")
     assert reloaded.model_id == result.model_id
@@ -44,6 +46,28 @@ def test_export_reloads_to_identical_vectors_and_model_id(tmp_path, tiny_embedde
     assert meta["data"] == {"images": 12} and meta["metrics"]["eth80"]["mAP"] == 0.5
     config = json.loads((out / "open_clip_config.json").read_text())
     assert config["model_cfg"]["embed_dim"] == 32 and config["preprocess_cfg"]["size"] == [32, 32]
+
+
+def test_model_card_states_the_recorded_facts_and_its_tables_are_refreshable(tmp_path):
+    """The card is generated from clip_ingest.json: model_id, numbers beside the run's other models,
+    an experiment block; update-doc replaces a block and leaves the rest alone."""
+    others = [{"name": "random", "spec": "clip-ingest-tiny", "model_id": "random@1/2",
+               "metrics": {"eth80 instance mAP": 0.25, "cifar10 zero-shot acc": 0.1}}]
+    result = export_model(TINY_SPEC, tmp_path / "m", name="mine", metrics={"eth80 instance mAP": 0.5},
+                          compared_with=others, experiment="| metric | base |\n|---|---:|\n| x | 1.0 |\n")
+    card = (result.path / CARD_NAME).read_text()
+    assert card.startswith("# mine\n") and f"`{result.model_id}`" in card
+    assert "| metric | random | **mine** |" in card and "| eth80 instance mAP | 25.0 | 50.0 |" in card
+    assert "cifar10" not in card  # only this model's metrics are rows
+    assert "| x | 1.0 |" in card and "random@1/2" in card
+    new_table = tmp_path / "experiment.md"
+    new_table.write_text("| metric | base |\n|---|---:|\n| x | 2.0 |\n")
+    assert replace_block(result.path / CARD_NAME, EXPERIMENT_BLOCK, new_table)
+    refreshed = (result.path / CARD_NAME).read_text()
+    assert "| x | 2.0 |" in refreshed and "| x | 1.0 |" not in refreshed
+    assert refreshed.split("## Experiment")[0] == card.split("## Experiment")[0]
+    bare = (export_model(TINY_SPEC, tmp_path / "bare").path / CARD_NAME).read_text()
+    assert "*Not evaluated.*" in bare and "*No experiment table.*" in bare
 
 
 def test_reexport_of_an_export_keeps_its_name_and_model_id(tmp_path):
