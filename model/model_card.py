@@ -76,8 +76,10 @@ def _training_lines(metadata: Mapping[str, Any]) -> list[str]:
         lines.append(f"- **Recipe**: `{recipe['file']}` (all its settings are in `clip_ingest.json`).")
     fit = metadata.get("fit") or {}
     if fit.get("steps"):
+        resumed = fit.get("resumed_from_epoch") or 0
+        timed = f"epochs {resumed + 1}-{fit.get('epochs')} (resumed after epoch {resumed}) took" if resumed else "took"
         lines.append(
-            f"- **Training**: {fit['steps']} steps, {fit.get('epochs')} epochs, "
+            f"- **Training**: {fit['steps']} steps, {fit.get('epochs')} epochs; {timed} "
             f"{fit.get('seconds', 0) / 60:.0f} min at {fit.get('samples_per_s', 0):.0f} samples/s."
         )
     scores = fit.get("val_scores") or []

@@ -16,7 +16,7 @@ from clip_ingest.connectors.factory import load_model
 from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
 from clip_ingest.model.doc_blocks import replace_block
 from clip_ingest.model.export import ExportError, export_model
-from clip_ingest.model.model_card import CARD_NAME, EXPERIMENT_BLOCK
+from clip_ingest.model.model_card import CARD_NAME, EXPERIMENT_BLOCK, render_model_card
 from clip_ingest.model.published import PUBLISHED, PublishedCheckpoint, PublishedCheckpointError, fetch_published
 from conftest import TINY_SPEC
 from imagegen import make_shape_image
@@ -68,6 +68,8 @@ def test_model_card_states_the_recorded_facts_and_its_tables_are_refreshable(tmp
     assert refreshed.split("## Experiment")[0] == card.split("## Experiment")[0]
     bare = (export_model(TINY_SPEC, tmp_path / "bare").path / CARD_NAME).read_text()
     assert "*Not evaluated.*" in bare and "*No experiment table.*" in bare
+    resumed = render_model_card({"fit": {"steps": 30, "epochs": 20, "seconds": 600, "resumed_from_epoch": 16}})
+    assert "epochs 17-20 (resumed after epoch 16) took 10 min" in resumed  # not the whole run's time
 
 
 def test_reexport_of_an_export_keeps_its_name_and_model_id(tmp_path):
