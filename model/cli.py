@@ -563,7 +563,7 @@ def update_doc(doc: str, block: str, table: str) -> None:
       <!-- /clip-model:BLOCK -->
     Everything outside them is kept byte for byte, so the numbers a document shows are the ones
     the run wrote. Example, after `bash model/recipes/photo-ssl-mcip.sh`:
-      clip-model update-doc README.md photo-ssl-mcip runs/photo-ssl-mcip/v2/experiment.md
+      clip-model update-doc README.md photo-ssl-mcip-v2 runs/photo-ssl-mcip/v2/experiment.md
     Missing or repeated markers are an error (exit 1) and leave DOC untouched.
     """
     from .doc_blocks import replace_block

@@ -11,7 +11,7 @@
 #    MODEL_CARD.md showing that table.
 # Outputs go to runs/ under the current folder (the recipes' out_root): run it from a folder that
 # outlives the checkout, and give the checkout's README.md the table with
-#   clip-model update-doc README.md photo-ssl-mcip runs/photo-ssl-mcip/v2/experiment.md
+#   clip-model update-doc README.md photo-ssl-mcip-v2 runs/photo-ssl-mcip/v2/experiment.md
 # Every step is safe to interrupt and re-run: clip-model writes a manifest whole or not at all
 # (so one that exists is kept), training resumes after its last finished epoch, the experiment
 # skips finished stages.
