@@ -356,8 +356,9 @@ if out:
 def test_the_experiment_script_runs_each_step_once_and_stops_at_a_failure(tmp_path):
     """``model/recipes/photo-ssl-mcip.sh``, with clip-model replaced by a shim that checks every
     call against the real CLI's parser and recipes and writes the outputs they name: the calls
-    come in order, finished manifests are not rebuilt on a re-run (training and the experiment
-    are re-entered: they resume by themselves), and a failing step stops the script."""
+    come in order, finished manifests are not rebuilt on a re-run (training, the experiment and
+    the export are re-entered: the first two resume by themselves, the export overwrites), and a
+    failing step stops the script."""
     import subprocess
     import sys
 
@@ -380,13 +381,13 @@ def test_the_experiment_script_runs_each_step_once_and_stops_at_a_failure(tmp_pa
     (tmp_path / "fail-at").write_text("")
     code, calls = run()
     assert code == 0, calls
-    assert calls == ["pretrain --recipe", "mine-captions --recipe", "experiment --recipe"]
+    assert calls == ["pretrain --recipe", "mine-captions --recipe", "experiment --recipe", "export --recipe"]
     runs = tmp_path / "runs"
     assert len((runs / "photo-base-s" / "train.jsonl").read_text().splitlines()) == 3
     assert [json.loads(line)["path"] for line in (runs / "photo-ssl-mcip" / "realign.jsonl").read_text().splitlines()] \
         == ["manifest.png", "mine-captions.png"]
     code, calls = run()
-    assert code == 0 and calls == ["pretrain --recipe", "experiment --recipe"]
+    assert code == 0 and calls == ["pretrain --recipe", "experiment --recipe", "export --recipe"]
 
 
 
