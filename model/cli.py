@@ -316,25 +316,32 @@ def mine_captions(**flags: Any) -> None:
 @click.option("--runtime", "runtimes", multiple=True, type=click.Choice(["torch", "onnx", "onnx-int8"]),
               help="Evaluate each model on these runtimes, side by side (repeatable; default torch): "
               "the quality cost of a faster runtime.")
+@click.option("--against", metavar="SPEC", help="Show, beside every other column, its difference to this model "
+              "with a paired-bootstrap 95 % CI over queries (evaluated first if not among --model).")
 @out_root_option
 def eval_command(**flags: Any) -> None:
     """Compare models on ETH-80 (instance + category mAP/R@1, unseen objects 7-10),
     Caltech-101 (k-NN and prompt accuracy), Flickr8k (text<->image R@1/5/10) and
     CIFAR-10 (true zero-shot accuracy).
 
-    Prints one Markdown table (metrics in %, one column per model). These are test
-    benchmarks: select models on a validation split, never on these numbers.
+    Prints one Markdown table (metrics in %, one column per model); with --against,
+    each other column also shows its difference to that model and the paired-bootstrap
+    95 % CI over queries (one seed: the CI covers query sampling, not training noise).
+    These are test benchmarks: select models on a validation split, never on these numbers.
     A missing dataset folder is reported and the other benchmarks still run.
     """
-    from .evaluate import DEFAULT_BENCHMARKS, EvalOptions, evaluate_models, render_markdown, resolve_data_root, write_report
+    from .evaluate import DEFAULT_BENCHMARKS, EvalOptions, compare_to, evaluate_models, render_markdown, resolve_data_root, write_report
 
     recipe = load_recipe(flags["recipe"])
-    given = {k: flags[k] or None for k in ("data_root", "out_dir")}
+    given = {k: flags[k] or None for k in ("data_root", "out_dir", "against")}
     given.update({k: list(flags[k]) or None for k in ("models", "benchmarks")})
     cfg = section(recipe, "eval", given, flags["out_root"])
     models = list(cfg.get("models") or [])
     if not models:
         raise click.UsageError("name at least one --model (or `models` in the recipe's [eval])")
+    against = cfg.get("against")
+    if against and against not in models:
+        models.insert(0, against)
     options = run_or_fail(lambda: EvalOptions(
         data_root=resolve_data_root(cfg.get("data_root")),
         benchmarks=tuple(cfg.get("benchmarks") or DEFAULT_BENCHMARKS),
@@ -344,6 +351,8 @@ def eval_command(**flags: Any) -> None:
         runtimes=tuple(flags["runtimes"] or cfg.get("runtimes") or ("torch",)),
     ))
     report = run_or_fail(lambda: evaluate_models(models, options))
+    if against:
+        compare_to(report, against)
     click.echo(render_markdown(report), nl=False)
     if cfg.get("out_dir"):
         json_path, md_path = write_report(report, cfg["out_dir"])

@@ -47,6 +47,7 @@ import numpy as np
 from clip_ingest.connectors.embedder import Embedder
 
 from . import metrics
+from .stats import format_difference, paired_bootstrap
 
 DATA_ENV = "CLIP_INGEST_DATA"
 ETH80_EVAL_OBJECTS = (7, 8, 9, 10)
@@ -101,6 +102,9 @@ class ModelResult:
     model_id: str
     metrics: dict[str, float] = field(default_factory=dict)
     per_query: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    differences: dict[str, dict[str, object]] = field(default_factory=dict)
+    """Per metric, ``{"diff", "ci"}``: this column minus the report's ``against`` column, with the
+    paired-bootstrap 95 % CI over queries (:func:`compare_to`); empty for that column itself."""
 
 
 @dataclass
@@ -110,12 +114,15 @@ class EvalReport:
     models: list[ModelResult]
     missing: dict[str, str]
     options: dict[str, object]
+    against: str | None = None
+    """The column (model name) every other column's ``differences`` are measured against."""
 
     def to_json(self) -> dict[str, object]:
         return {
             "models": [{k: v for k, v in vars(m).items() if k != "per_query"} for m in self.models],
             "missing": self.missing,
             "options": self.options,
+            "against": self.against,
         }
 
 
@@ -408,17 +415,51 @@ def evaluate_models(specs: Sequence[str], options: EvalOptions) -> EvalReport:
     return EvalReport(models, missing, settings)
 
 
+def compare_to(report: EvalReport, spec: str) -> EvalReport:
+    """Fill every other column's ``differences`` to the first column evaluated from ``spec``:
+    per metric both have, the mean per-query difference and its paired-bootstrap 95 % CI
+    (:func:`~clip_ingest.model.stats.paired_bootstrap`, the statistics of ``clip-model
+    experiment`` with one seed). Two models of one evaluation see the same queries in the same
+    order, so the pairing is exact. Returns ``report``, updated in place."""
+    reference = next((m for m in report.models if m.spec == spec), None)
+    if reference is None:
+        raise ValueError(f"{spec!r} was not evaluated; evaluated: {[m.spec for m in report.models]}")
+    for model in report.models:
+        if model is reference:
+            continue
+        model.differences = {}
+        for metric in model.per_query:
+            if metric in reference.per_query:
+                diff = paired_bootstrap([model.per_query[metric]], reference.per_query[metric])
+                model.differences[metric] = {"diff": diff.mean, "ci": [diff.low, diff.high]}
+    report.against = reference.name
+    return report
+
+
+def _cell(model: ModelResult, metric: str) -> str:
+    if metric not in model.metrics:
+        return "-"
+    if metric in model.differences:
+        entry = model.differences[metric]
+        return format_difference(model.metrics[metric], entry["diff"], *entry["ci"])
+    return f"{100 * model.metrics[metric]:.1f}"
+
+
 def render_markdown(report: EvalReport) -> str:
-    """One row per metric, one column per model (values in %), missing datasets listed below."""
+    """One row per metric, one column per model (values in %), missing datasets listed below;
+    after :func:`compare_to`, each other column also shows its difference to that column and
+    the CI."""
     rows: list[str] = []
     for model in report.models:
         rows += [k for k in model.metrics if k not in rows]
     header = "| metric | " + " | ".join(m.name for m in report.models) + " |"
     lines = [header, "|---|" + "---:|" * len(report.models)]
     for row in rows:
-        cells = [f"{100 * m.metrics[row]:.1f}" if row in m.metrics else "-" for m in report.models]
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row} | " + " | ".join(_cell(m, row) for m in report.models) + " |")
     lines.append("")
+    if report.against:
+        lines.append(f"In brackets: the difference to `{report.against}` and its paired-bootstrap 95 % CI over "
+                     "queries (bold: the CI excludes 0). Values in %.")
     lines += [f"- `{m.name}`: `{m.spec}` (model_id `{m.model_id}`)" for m in report.models]
     lines += [f"- **{name} missing**: {why}" for name, why in report.missing.items()]
     if report.options.get("max_per_class"):

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .evaluate import EvalOptions, evaluate_models
-from .stats import paired_bootstrap
+from .stats import format_difference, paired_bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +129,7 @@ def render_table(table: dict[str, Any], cfg: ExperimentConfig) -> str:
         cells = []
         for row in rows:
             entry = table["rows"][row][metric]
-            low, high = entry["ci"]
-            mark = "**" if low > 0 or high < 0 else ""
-            cells.append(f"{_pct(entry['mean'])} ({mark}{100 * entry['diff']:+.1f}{mark} [{100 * low:+.1f}, {100 * high:+.1f}])")
+            cells.append(format_difference(entry["mean"], entry["diff"], *entry["ci"]))
         lines.append(f"| {metric} | {_pct(table['random_init'][metric])} | {_pct(table['base'][metric])} | "
                      + " | ".join(cells) + " |")
     lines.append("")

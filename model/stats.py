@@ -61,3 +61,10 @@ def paired_bootstrap(
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return Difference(float(diff.mean()), float(low), float(high), tuple(float(r.mean()) for r in runs))
+
+
+def format_difference(value: float, diff: float, low: float, high: float) -> str:
+    """One table cell in %: ``value (diff [low, high])``, the difference bold where its CI
+    excludes 0, e.g. ``67.3 (**+10.4** [+9.8, +11.1])`` (arguments are fractions)."""
+    mark = "**" if low > 0 or high < 0 else ""
+    return f"{100 * value:.1f} ({mark}{100 * diff:+.1f}{mark} [{100 * low:+.1f}, {100 * high:+.1f}])"

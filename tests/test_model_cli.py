@@ -424,3 +424,36 @@ def test_models_with_one_image_tower_share_its_image_vectors(tmp_path, eval_data
         assert np.array_equal(base.per_query[metric], values)
         assert np.array_equal(same_tower.per_query[metric], values)
     assert not np.array_equal(other_tower.per_query["eth80 instance mAP"], base.per_query["eth80 instance mAP"])
+
+
+def test_eval_against_a_model_gives_each_other_column_its_paired_difference_and_ci(tmp_path, eval_data):
+    """``--against``: a text-only variant differs from the reference by exactly 0 on image metrics
+    (same image tower, same queries), a changed image tower by the difference of the means, each
+    inside its CI; the reference column shows no difference, and an --against model not among
+    --model is evaluated too."""
+    from clip_ingest.model.evaluate import compare_to
+
+    options = EvalOptions(data_root=eval_data, benchmarks=("eth80",), device="cpu")
+    realigned, finetuned = _saved_variant(tmp_path / "realigned", "text"), _saved_variant(tmp_path / "finetuned", "image")
+    report = compare_to(evaluate_models(["clip-ingest-tiny", realigned, finetuned], options), "clip-ingest-tiny")
+    base, same_tower, other_tower = report.models
+    assert base.differences == {} and report.against == base.name
+    assert same_tower.differences["eth80 instance mAP"] == {"diff": 0.0, "ci": [0.0, 0.0]}
+    entry = other_tower.differences["eth80 instance mAP"]
+    assert entry["diff"] == pytest.approx(other_tower.metrics["eth80 instance mAP"] - base.metrics["eth80 instance mAP"])
+    assert entry["ci"][0] <= entry["diff"] <= entry["ci"][1] and entry["ci"][0] < entry["ci"][1]
+    row = next(line for line in render_markdown(report).splitlines() if line.startswith("| eth80 instance mAP"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")[1:]]
+    assert "(" not in cells[0] and cells[1].endswith("(+0.0 [+0.0, +0.0])") and "[" in cells[2]
+    with pytest.raises(ValueError, match="not evaluated"):
+        compare_to(report, "ViT-B-32")
+
+    result = invoke("eval", "--model", finetuned, "--against", "clip-ingest-tiny", "--data-root", str(eval_data),
+                    "-b", "eth80", "--device", "cpu", "-o", str(tmp_path / "eval"))
+    assert result.exit_code == 0, result.output
+    written = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert [m["spec"] for m in written["models"]] == ["clip-ingest-tiny", finetuned]
+    assert written["against"] == "clip-ingest-tiny" and written["models"][0]["differences"] == {}
+    again = written["models"][1]["differences"]["eth80 instance mAP"]
+    assert again["diff"] == pytest.approx(entry["diff"]) and again["ci"] == pytest.approx(entry["ci"])
+    assert "paired-bootstrap 95 % CI" in result.output
