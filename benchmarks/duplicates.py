@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             folder.mkdir()
             for files in groups.values():
                 for f in files:
-                    (folder / f"{Path(f).parent.name}-{Path(f).name}").symlink_to(f)
+                    (folder / f"{Path(f).parent.name}-{Path(f).name}").symlink_to(Path(f).resolve())  # a relative --eth80 must not dangle
             linked = {k: {str(folder / f"{Path(f).parent.name}-{Path(f).name}") for f in v} for k, v in groups.items()}
             rows += measure(embedder, folder, linked, work.path / "db", "eth80", args.relevance)
     finally:

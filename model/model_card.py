@@ -43,14 +43,12 @@ def _flat_scores(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, floa
 
 def metrics_table(metadata: Mapping[str, Any]) -> str:
     """This model's recorded metrics (%), after the columns of the models measured in the same run
-    (``compared_with``; ``random_init_metrics`` where recorded)."""
+    (``compared_with``)."""
     own = _flat_scores(metadata.get("metrics") or {})
     if not own:
         return ("*Not evaluated.* Record a run's numbers with `clip-model export SPEC OUT --metrics "
                 "eval.json`, from a `clip-model eval` of this model beside its random initialisation.\n")
     others = [(m["name"], _flat_scores(m["metrics"])) for m in metadata.get("compared_with", [])]
-    if metadata.get("random_init_metrics"):  # recorded by hand for the starter (its model card's table)
-        others.append(("random init", _flat_scores(metadata["random_init_metrics"])))
     columns = [*others, (f"**{metadata.get('name', 'this model')}**", own)]
     lines = ["| metric | " + " | ".join(name for name, _ in columns) + " |",
              "|---|" + "---:|" * len(columns)]
