@@ -139,6 +139,46 @@ def test_migration_switches_models_while_queries_keep_working(backend, tmp_path,
         assert physical_name(collection, new_id) not in store.collections()
 
 
+@pytest.mark.parametrize("backend", ["milvus-lite", "milvus-server"])
+def test_searches_wait_through_a_slow_adoption_and_a_missing_name_fails_at_once(backend, tmp_path, request, models,
+                                                                              monkeypatch):
+    """Milvus cannot rename and alias in one step: adopting a plain collection renames it, loads it
+    (seconds for a large one) and only then creates the alias, so the name is missing between.
+    Failure injection widens that gap to 3 s (a large collection's load): queries through the name
+    wait and answer, none fails. A name missing with no version of it fails at once, unwaited."""
+    from pymilvus import MilvusClient
+
+    photos = write_shape_folder(tmp_path / "photos", n=12)
+    paths = {str(p): p for p in photos.rglob("*.png")}
+    uri = milvus_uri(request, backend == "milvus-server", tmp_path / "milvus.db")
+    name = f"slow_{tmp_path.name[-8:].replace('-', '_')}"
+    where = ["--target", "milvus", "--milvus-uri", uri, "--data-dir", str(tmp_path / "data"), "--collection", name]
+    assert _cli(str(photos), *where, "--model", TINY_SPEC).exit_code == 0
+    rename = MilvusClient.rename_collection
+
+    def slow_rename(self, *args, **kwargs):
+        rename(self, *args, **kwargs)
+        time.sleep(3.0)
+
+    monkeypatch.setattr(MilvusClient, "rename_collection", slow_rename)
+    with open_store("milvus", name, uri=uri) as store:
+        loop = QueryLoop(store, models, paths)
+        loop.start()
+        try:
+            result = _cli("migrate", str(photos), *where, "--model", NEW_SPEC)
+        finally:
+            loop.stop(after=models[NEW_SPEC].model_id)
+        assert result.exit_code == 0, result.output
+        assert loop.errors == []
+        assert loop.answered.get(models[TINY_SPEC].model_id, 0) > 0
+
+    sleeps: list[float] = []
+    monkeypatch.setattr(time, "sleep", sleeps.append)
+    with open_store("milvus", name + "_missing", uri=uri) as store, pytest.raises(StoreError):
+        Searcher(store, models[TINY_SPEC]).search_text(QUERY)
+    assert sleeps == []
+
+
 def test_recreate_through_an_alias_is_refused(tmp_path, request, models):
     photos = write_shape_folder(tmp_path / "photos", n=4)
     args, target, options = _where("qdrant-edge", tmp_path, request)

@@ -86,6 +86,9 @@ class Hit:
 #: ``model_id`` reported for a collection that exists but has no clip-ingest model record
 UNKNOWN_MODEL = "<unrecorded>"
 
+#: a migrated name's physical collections are called ``{name}{VERSION_SEPARATOR}{model hash}``
+VERSION_SEPARATOR = "__"
+
 
 def check_collection_model(collection: str, spec: CollectionSpec, stored: tuple[str, int]) -> None:
     """Raise :class:`ModelMismatchError` unless ``stored`` ``(model_id, dim)`` equals the spec's.
@@ -248,6 +251,12 @@ class VectorStore(ABC):
         """The physical collections of this database (or storage folder), aliases not included."""
         raise StoreError(f"{self.backend} does not support collection aliases")
 
+    def versions(self) -> list[str]:
+        """The physical collections named as versions of this store's name
+        (``{name}{VERSION_SEPARATOR}…``, see :func:`~..ingest.migration.physical_name`)."""
+        prefix = self.collection + VERSION_SEPARATOR
+        return [name for name in self.collections() if name.startswith(prefix)]
+
     def switch_alias(self, alias: str, collection: str) -> None:
         """Point ``alias`` at ``collection`` in one atomic step (created if missing): a client
         resolving the alias sees the old collection or the new one, never neither."""
@@ -258,8 +267,9 @@ class VectorStore(ABC):
 
         Done once, before a collection's first migration. Renamed where the database can rename
         (Qdrant Edge folders, Milvus); copied where it cannot (Qdrant: vectors and payloads,
-        no model run). Between dropping the name and creating the alias the name is missing for
-        a few milliseconds; ``Searcher`` waits through that gap.
+        no model run). Between dropping the name and creating the alias the name is missing (on
+        Milvus for as long as loading the renamed collection takes); ``Searcher`` waits through
+        that gap.
         """
         raise StoreError(f"{self.backend} does not support collection aliases")
 

@@ -476,9 +476,15 @@ class MilvusStore(ServerStore):
         if self.alias_target() is not None:
             raise StoreError(f"{self.collection!r} is an alias already")
         client = self._conn()
+        # Milvus cannot rename and alias in one step: the name is missing from the rename until
+        # the alias exists (searches wait for it, see Searcher), so only the load runs between.
         with self._errors("rename collection"):
             client.rename_collection(self.collection, physical, timeout=self.admin_timeout)
-        self.switch_alias(self.collection, physical)
+        with self._errors("load"):
+            client.load_collection(physical, timeout=self.admin_timeout)  # a rename releases it
+        with self._errors("create alias"):
+            client.create_alias(physical, self.collection, timeout=self.admin_timeout)
+        self._dim = None
 
     def drop_collection(self, collection: str) -> None:
         self._check_droppable(collection)

@@ -22,14 +22,12 @@ import hashlib
 from dataclasses import dataclass
 from typing import Callable
 
-from ..backends.base import StoreError, VectorStore
-
-SEPARATOR = "__"
+from ..backends.base import VERSION_SEPARATOR, StoreError, VectorStore
 
 
 def physical_name(alias: str, model_id: str) -> str:
     """The physical collection that holds ``alias``'s points embedded by ``model_id``."""
-    return f"{alias}{SEPARATOR}{hashlib.sha256(model_id.encode()).hexdigest()[:10]}"
+    return f"{alias}{VERSION_SEPARATOR}{hashlib.sha256(model_id.encode()).hexdigest()[:10]}"
 
 
 @dataclass(frozen=True)
@@ -65,8 +63,7 @@ class AlreadyMigrated(Exception):
 
 def state(store: VectorStore, model_of: ModelOf) -> MigrationState:
     """The migration state of ``store``'s name (``model_of(name)`` reads a collection's model id)."""
-    prefix = store.collection + SEPARATOR
-    versions = {name: model_of(name) for name in store.collections() if name.startswith(prefix)}
+    versions = {name: model_of(name) for name in store.versions()}
     stored = store.collection_model()
     return MigrationState(store.collection, store.alias_target(), stored[0] if stored else None, versions)
 

@@ -24,8 +24,11 @@ from ..decode import ImageInput
 from ..embedder import Embedder
 from .filters import And, Compare, Filter, FilterInput, Not, parse_filter
 
-#: how long a search waits for a collection name that is being turned into an alias
-ALIAS_WAIT_S = 2.0
+#: how long a search waits for a collection name that is being turned into an alias (Milvus:
+#: renamed, then loaded, then aliased; loading a large collection takes seconds)
+ALIAS_WAIT_S = 30.0
+#: how long a search retries a name it saw before (missing with no version of it, or failing)
+ALIAS_GRACE_S = 2.0
 
 #: payload field holding the sha256 of an image's bytes (written by ingestion)
 SHA256_FIELD = "sha256"
@@ -185,25 +188,61 @@ class Searcher:
         ``clip-ingest migrate`` switches a name between collections (and models). A query whose
         vectors were computed, or whose hits were found, in another collection than the one now
         behind the name is thrown away and run again, so no result mixes two collections or
-        two models. A collection name missing for the milliseconds of a first migration's
-        adoption is waited for (up to ``ALIAS_WAIT_S``).
+        two models. A collection name missing while a first migration adopts its collection is
+        waited for (up to ``ALIAS_WAIT_S``).
         """
-        deadline = time.monotonic() + ALIAS_WAIT_S
+        started = time.monotonic()
+        generation: int | None = None
         while True:
-            generation = self._follow_alias()
             try:
+                generation = self._follow_alias()
                 result = run(generation)
+                if self._follow_alias() == generation:
+                    return result
             except _AliasMoved:
                 continue
-            except StoreError:
-                if self._follow_alias() != generation:
-                    continue  # the alias moved under the query (e.g. to a collection of another dimension)
-                if time.monotonic() > deadline or self.store.collection_model() is not None:
+            except StoreError as error:
+                if not self._worth_retrying(error, generation, started):
                     raise
-                time.sleep(0.02)  # the name is being turned into an alias: gone for milliseconds
-                continue
-            if self._follow_alias() == generation:
-                return result
+
+    def _worth_retrying(self, error: StoreError, generation: int | None, started: float) -> bool:
+        """After ``error`` failed a query of ``generation`` (None: none started), whether to run it
+        again (after a short sleep): when the alias moved under it (e.g. to a collection of
+        another dimension), or while the name is missing because a first migration adopts its
+        collection.
+
+        Milvus renames the collection, loads it (seconds when large) and only then creates the
+        alias, and Milvus Lite can fail a search during a rename that it still lists the old name
+        for. So a missing name is waited for up to ``ALIAS_WAIT_S`` while a version of it exists,
+        and up to ``ALIAS_GRACE_S`` when this searcher saw it before; a name that is there now gets
+        ``ALIAS_GRACE_S`` too. A name never seen, with no version, is missing for good, and a
+        model mismatch is final: neither is waited for.
+        """
+        try:  # presence first: a name there now because its alias was just made is followed next
+            present = self.store.collection_model() is not None
+            if generation is not None and self._follow_alias() != generation:
+                return True
+        except ModelMismatchError:
+            raise  # the name moved to a model this searcher cannot load: said at once
+        except StoreError:
+            present = False  # following the name failed too: it is missing
+        waited = time.monotonic() - started
+        if present:
+            if isinstance(error, ModelMismatchError) or waited > ALIAS_GRACE_S:
+                return False
+        elif waited > ALIAS_WAIT_S:
+            return False
+        elif (waited > ALIAS_GRACE_S or self._target is _UNSEEN) and not self._has_versions():
+            return False
+        time.sleep(0.02)
+        return True
+
+    def _has_versions(self) -> bool:
+        """Whether a physical collection named as a version of the name exists (a migration's)."""
+        try:
+            return bool(self.store.versions())
+        except StoreError:
+            return False  # a store without aliases
 
     def _follow_alias(self) -> int:
         """The current generation, after taking in an alias switch (new model loaded or refused)."""
