@@ -16,7 +16,12 @@ import pytest
 from click.testing import CliRunner
 
 from clip_ingest.connectors.backends import open_store
-from clip_ingest.connectors.backends.base import InvalidSettingError, ModelMismatchError, StoreError
+from clip_ingest.connectors.backends.base import (
+    InvalidSettingError,
+    ModelMismatchError,
+    StoreError,
+    TransientStoreError,
+)
 from clip_ingest.connectors.backends.qdrant_client_store import QdrantClientStore
 from clip_ingest.connectors.cli.clip_ingest import main as clip_ingest
 from clip_ingest.connectors.ingest.migration import physical_name
@@ -176,6 +181,14 @@ def test_searches_wait_through_a_slow_adoption_and_a_missing_name_fails_at_once(
     monkeypatch.setattr(time, "sleep", sleeps.append)
     with open_store("milvus", name + "_missing", uri=uri) as store, pytest.raises(StoreError):
         Searcher(store, models[TINY_SPEC]).search_text(QUERY)
+    with open_store("milvus", name, uri=uri) as store:  # an unreachable database is not waited for either
+
+        def unreachable(*args: Any, **kwargs: Any) -> None:
+            raise TransientStoreError("connection refused (injected)")
+
+        monkeypatch.setattr(store, "search", unreachable)
+        with pytest.raises(TransientStoreError):
+            Searcher(store, models[NEW_SPEC]).search_text(QUERY)
     assert sleeps == []
 
 

@@ -18,7 +18,7 @@ from typing import Callable, Sequence, TypeVar, Union
 import numpy as np
 from PIL import Image
 
-from ..backends.base import Hit, ModelMismatchError, StoreError, VectorStore
+from ..backends.base import Hit, ModelMismatchError, StoreError, TransientStoreError, VectorStore
 from ..calibration import load_text_calibration, reference_vectors
 from ..decode import ImageInput
 from ..embedder import Embedder
@@ -216,14 +216,16 @@ class Searcher:
         for. So a missing name is waited for up to ``ALIAS_WAIT_S`` while a version of it exists,
         and up to ``ALIAS_GRACE_S`` when this searcher saw it before; a name that is there now gets
         ``ALIAS_GRACE_S`` too. A name never seen, with no version, is missing for good, and a
-        model mismatch is final: neither is waited for.
+        model mismatch or an unreachable database is final: none of them is waited for.
         """
+        if isinstance(error, TransientStoreError):
+            return False  # the database is unreachable: said at once (serve answers 503)
         try:  # presence first: a name there now because its alias was just made is followed next
             present = self.store.collection_model() is not None
             if generation is not None and self._follow_alias() != generation:
                 return True
-        except ModelMismatchError:
-            raise  # the name moved to a model this searcher cannot load: said at once
+        except (ModelMismatchError, TransientStoreError):
+            raise  # the name moved to a model this searcher cannot load, or the database went away
         except StoreError:
             present = False  # following the name failed too: it is missing
         waited = time.monotonic() - started
