@@ -145,6 +145,25 @@ def test_an_invalid_filter_shows_the_position_and_keeps_the_previous_results(pag
     assert payloads and all('"colour": "red"' in text for text in payloads)
 
 
+def test_words_typed_before_the_page_has_its_model_info_are_kept(page, site):
+    """The page asks /v1/info (is text calibrated?) before running the URL's search. Failure
+    injection: that answer comes 1.5 s late (the browser's fetch delayed). What the user typed
+    and searched meanwhile stays in the form and on the grid, never reset from the URL."""
+    url, _, planted = site
+    page.add_init_script("""(() => {
+      const fetchNow = window.fetch;
+      window.fetch = (path, options) => String(path).includes("/v1/info")
+        ? new Promise((done) => setTimeout(done, 1500)).then(() => fetchNow(path, options))
+        : fetchNow(path, options);
+    })();""")
+    search_words(page, url, PLANTED_TEXT)
+    page.fill("#filter", 'colour = "red" and')
+    page.wait_for_timeout(2500)  # the late /v1/info has come
+    assert page.input_value("#q") == PLANTED_TEXT and page.input_value("#filter") == 'colour = "red" and'
+    assert card_ids(page)[0] == planted.id
+    sync_api.expect(page.locator("#filter-error")).to_contain_text("position")
+
+
 def test_the_url_round_trips_the_query_and_back_restores_it(page, site):
     url, _, planted = site
     search_words(page, url, PLANTED_TEXT, filter_text='shape = "planted"')
