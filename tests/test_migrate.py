@@ -150,7 +150,8 @@ def test_searches_wait_through_a_slow_adoption_and_a_missing_name_fails_at_once(
     """Milvus cannot rename and alias in one step: adopting a plain collection renames it, loads it
     (seconds for a large one) and only then creates the alias, so the name is missing between.
     Failure injection widens that gap to 3 s (a large collection's load): queries through the name
-    wait and answer, none fails. A name missing with no version of it fails at once, unwaited."""
+    wait and answer, none fails. A name missing with no version of it, or a database that cannot
+    be reached, fails at once, unwaited."""
     from pymilvus import MilvusClient
 
     photos = write_shape_folder(tmp_path / "photos", n=12)
