@@ -123,7 +123,10 @@ def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
                and f.default_factory is dataclasses.MISSING]
     if missing:
         raise click.UsageError(f"[{where}]: missing required setting(s) {missing} (in the recipe or as flags)")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:  # a setting the config itself rejects
+        raise click.UsageError(f"[{where}]: {exc}") from exc
 
 
 # --- error handling --------------------------------------------------------------------------

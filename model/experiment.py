@@ -55,6 +55,16 @@ class ExperimentConfig:
     rows: tuple[str, ...] = tuple(r for r, _, _ in ROWS)
     benchmarks: tuple[str, ...] = ("eth80", "caltech101", "flickr8k", "cifar10")
     confidence: float = 0.95
+    row_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Settings of one row's own stage over the recipe's ``[finetune]`` / ``[realign]`` table,
+    e.g. ``[experiment.row_settings.mcip] train = {lr = 3e-4}``: a method whose setting was
+    chosen on validation apart from the others. A row that starts from another (``mcip-realign``
+    from ``mcip``) inherits its parent's weights, not its settings."""
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.row_settings) - {r for r, _, _ in ROWS})
+        if unknown:
+            raise ValueError(f"row_settings for unknown row(s) {unknown}; rows: {', '.join(r for r, _, _ in ROWS)}")
 
 
 @dataclass
@@ -78,8 +88,9 @@ def train_rows(cfg: ExperimentConfig, train_stage: Callable[[str, dict[str, Any]
             if row not in cfg.rows:
                 continue
             model = cfg.base if parent is None else str(row_dir(cfg.out_dir, seed, parent))
-            overrides: dict[str, Any] = {"model": model, "out_dir": str(row_dir(cfg.out_dir, seed, row)),
-                                         "train": {"seed": seed}}
+            settings = cfg.row_settings.get(row, {})
+            overrides: dict[str, Any] = {**settings, "model": model, "out_dir": str(row_dir(cfg.out_dir, seed, row)),
+                                         "train": {**settings.get("train", {}), "seed": seed}}
             stage = "realign" if kind == "realign" else "finetune"
             if stage == "finetune":
                 overrides["method"] = kind
@@ -106,7 +117,8 @@ def build_table(cfg: ExperimentConfig, options: EvalOptions) -> dict[str, Any]:
     metrics = [k for k in base.metrics if all(k in m.metrics for m in report.models)]
     table: dict[str, Any] = {"metrics": metrics, "random_init": by_spec[cfg.random_init].metrics,
                              "base": base.metrics, "rows": {}, "missing": report.missing,
-                             "model_ids": {m.spec: m.model_id for m in report.models}}
+                             "model_ids": {m.spec: m.model_id for m in report.models},
+                             "row_settings": cfg.row_settings}
     for row in cfg.rows:
         runs = [by_spec[str(row_dir(cfg.out_dir, s, row))] for s in cfg.seeds]
         table["rows"][row] = {}

@@ -54,7 +54,7 @@ from .losses import ArcMarginLoss, InfoNCELoss, MultiCaptionArcMarginLoss, capti
 from .mining import with_template_captions
 from .towers import image_parameter_names, realign_parameter_names, set_trainable
 from .train import FitResult, TrainConfig, decay_param_groups, fit, seed_everything
-from .validation import CaptionMatchScore, ImageRetrievalScore, ValidationScore
+from .validation import CaptionMatchScore, GuardedScore, ImageRetrievalScore, TextRetrievalScore, ValidationScore
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,17 @@ class FinetuneConfig(StageConfig):
     (``reference``); see :class:`~clip_ingest.model.losses.MultiCaptionArcMarginLoss`."""
     same_class_negatives: bool = True
     patch_dropout: float = 0.0
+    text_guard_data: str | None = None
+    """Held-out captioned images (a manifest or folder): with it, model selection keeps the best
+    validation image mAP among the epochs whose text->image R@5 on these images stays within
+    ``text_guard_tolerance`` of the starting model's (:class:`~clip_ingest.model.validation.GuardedScore`).
+    Fine-tuning moves the image tower away from the frozen text tower; this bounds how far."""
+    text_guard_fraction: float = 1.0
+    """Use only the part of ``text_guard_data`` that ``split_samples(fraction, text_guard_seed)``
+    holds out: with the base's ``val_fraction`` and ``split_seed`` on one of its manifests, the
+    images the base never trained on."""
+    text_guard_seed: int = 0
+    text_guard_tolerance: float = 0.01
 
 
 @dataclass
@@ -416,12 +427,30 @@ def run_finetune(cfg: FinetuneConfig) -> StageResult:
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = decay_param_groups(named, cfg.train.lr, cfg.train.weight_decay) + arc.param_groups(cfg.train.lr)
     validate = ImageRetrievalScore.build(model, prep.val, prep.loaded.preprocess, prep.device)
+    extra: dict[str, Any] = {"method": cfg.method, "classes": list(classes)}
+    if cfg.text_guard_data and validate is not None:
+        validate = _text_guarded(cfg, prep, validate)
     patch_dropout = _enable_patch_dropout(model, cfg.patch_dropout)
     try:
         result = _fit(cfg, prep, module, groups, _image_dataset(cfg, prep, prep.samples), collate_images, validate)
     finally:
         model.visual.patch_dropout = patch_dropout
-    return _finish(cfg, prep, result, f"finetune-{cfg.method}", {"method": cfg.method, "classes": list(classes)})
+    if isinstance(validate, GuardedScore):
+        extra["text_guard"] = {"images": len(validate.guard.samples), "start": validate.start,
+                               "floor": validate.floor, "epochs": validate.history}
+    return _finish(cfg, prep, result, f"finetune-{cfg.method}", extra)
+
+
+def _text_guarded(cfg: FinetuneConfig, prep: _Prepared, primary: ValidationScore) -> GuardedScore:
+    """``primary`` guarded by text->image R@5 on the held-out part of ``text_guard_data``."""
+    held_out = load_samples(cfg.text_guard_data)
+    if cfg.text_guard_fraction < 1.0:
+        held_out = split_samples(held_out, cfg.text_guard_fraction, cfg.text_guard_seed)[1]
+    guard = TextRetrievalScore(prep.loaded.model, prep.loaded.tokenizer, held_out, prep.loaded.preprocess,
+                               prep.device, k=5)
+    score = GuardedScore(primary, guard, cfg.text_guard_tolerance)
+    log.info("text guard: %d held-out images of %s, %s", len(guard.samples), cfg.text_guard_data, score.name)
+    return score
 
 
 def _enable_patch_dropout(model: nn.Module, rate: float) -> nn.Module:

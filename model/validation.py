@@ -13,7 +13,17 @@ ImageRetrievalScore    image->image mAP by class label among the        ``finetu
                        validation images
 CaptionMatchScore      image->caption R@1 over the deduplicated          ``pretrain``, ``realign``
                        validation captions (zero-shot style)
+TextRetrievalScore     text->image R@k over held-out captioned images    the guard of ``finetune``
+GuardedScore           a primary score, counted only while a guard       ``finetune`` with
+                       score stays within a tolerance of its value       ``text_guard_data``
+                       before training
 =====================  ===============================================  ===========================
+
+``GuardedScore`` turns "best image retrieval that keeps text retrieval" into one number, so the
+same best-epoch machinery (and a learning-rate choice read off the stage's metadata) applies to
+it: an epoch whose guard fell more than ``tolerance`` below its starting value scores
+``guard - floor`` (negative), below every epoch that kept it, and the least damaging of them
+wins when none did.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ from torch import nn
 
 from .data import Sample
 from .features import embed_samples, embed_texts
-from .metrics import caption_match_accuracy, mean_average_precision
+from .metrics import caption_match_accuracy, mean_average_precision, text_to_image_recall
 
 log = logging.getLogger(__name__)
 
@@ -118,3 +128,59 @@ class CaptionMatchScore:
             positives = [self.positives[i] for i in indices.tolist()]
         texts = embed_texts(self.model, self.tokenizer, self.pool, device=self.device)
         return caption_match_accuracy(images.float().cpu().numpy(), texts.cpu().numpy(), positives)
+
+
+class TextRetrievalScore:
+    """Text->image R@k over held-out captioned images: each caption ranks all of them.
+
+    The images are embedded with the current image tower on every call; the captions once,
+    on the first call, when ``text_fixed`` (fine-tuning freezes the text tower).
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: Any, samples: Sequence[Sample],
+                 preprocess: Callable[[Any], torch.Tensor], device: torch.device, *, k: int = 5,
+                 text_fixed: bool = True, batch_size: int = 64) -> None:
+        self.samples = [s for s in samples if s.captions]
+        if len(self.samples) <= k:
+            raise ValueError(f"text->image R@{k} needs more than {k} captioned images, got {len(self.samples)}")
+        self.model, self.tokenizer, self.preprocess, self.device = model, tokenizer, preprocess, device
+        self.k, self.text_fixed, self.batch_size = k, text_fixed, batch_size
+        self.name = f"val t2i R@{k}"
+        self._texts: torch.Tensor | None = None
+
+    def __call__(self) -> float:
+        images, indices, _ = embed_samples(
+            self.model, self.samples, self.preprocess, device=self.device, batch_size=self.batch_size
+        )
+        kept = indices.tolist()
+        captions = [c for i in kept for c in self.samples[i].captions]
+        owner = [row for row, i in enumerate(kept) for _ in self.samples[i].captions]
+        if self._texts is None or not self.text_fixed or len(self._texts) != len(captions):
+            self._texts = embed_texts(self.model, self.tokenizer, captions, device=self.device)
+        recall = text_to_image_recall(self._texts.cpu().numpy(), images.float().cpu().numpy(), owner, ks=(self.k,))
+        return recall[f"R@{self.k}"]
+
+
+class GuardedScore:
+    """``primary`` while ``guard`` stays at least its pre-training value minus ``tolerance``.
+
+    The guard is measured once at construction (the starting model, e.g. the base before
+    fine-tuning) and after every epoch; ``history`` keeps each epoch's ``(primary, guard)``.
+    """
+
+    def __init__(self, primary: ValidationScore, guard: ValidationScore, tolerance: float) -> None:
+        if tolerance < 0:
+            raise ValueError("tolerance must be >= 0")
+        self.primary, self.guard, self.tolerance = primary, guard, tolerance
+        self.start = float(guard())
+        self.floor = self.start - tolerance
+        self.name = f"{primary.name} while {guard.name} >= {self.floor:.4f} (start {self.start:.4f})"
+        self.history: list[tuple[float, float]] = []
+
+    def __call__(self) -> float:
+        primary, guard = float(self.primary()), float(self.guard())
+        self.history.append((primary, guard))
+        kept = guard >= self.floor
+        log.info("validation: %s %.4f, %s %.4f (floor %.4f)%s", self.primary.name, primary, self.guard.name,
+                 guard, self.floor, "" if kept else ": guard broken")
+        return primary if kept else guard - self.floor

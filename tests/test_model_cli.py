@@ -297,9 +297,18 @@ base = "clip-ingest-tiny"
 random_init = "clip-ingest-tiny"
 out_dir = "{{out_root}}"
 seeds = [0, 1]
+[experiment.row_settings.mcip]
+caption_weight = 0.5
+train = {{lr = 3e-3}}
 """)
     result = invoke("experiment", "--recipe", str(recipe), "--data-root", str(eval_data))
     assert result.exit_code == 0, result.output
+    lrs = {row: json.loads((tmp_path / "run" / "seed1" / row / "clip_ingest.json").read_text())["config"]
+           for row in ("2sft-stage1", "mcip", "mcip-realign")}
+    # the mcip row's own settings apply to its stage only, over the recipe's [finetune] table
+    assert {row: (c["train"]["lr"], c["train"]["seed"]) for row, c in lrs.items()} == {
+        "2sft-stage1": (1e-3, 1), "mcip": (3e-3, 1), "mcip-realign": (1e-3, 1)}
+    assert lrs["mcip"]["caption_weight"] == 0.5 and lrs["2sft-stage1"]["caption_weight"] == 0.25
     table = json.loads((tmp_path / "run" / "experiment.json").read_text())
     assert list(table["rows"]) == ["2sft-stage1", "2sft", "mcip", "mcip-realign"]
     for seed in (0, 1):
@@ -327,6 +336,9 @@ seeds = [0, 1]
     assert missing.exit_code == 2 and "nope.md" in missing.output and not (tmp_path / "other").exists()
     again = invoke("experiment", "--recipe", str(recipe), "--data-root", str(eval_data), "--eval-only")
     assert again.exit_code == 0 and json.loads((tmp_path / "run" / "experiment.json").read_text())["rows"] == table["rows"]
+    assert table["row_settings"] == {"mcip": {"caption_weight": 0.5, "train": {"lr": 3e-3}}}
+    typo = invoke("experiment", "--recipe", str(recipe), "--eval-only", "--set", "row_settings.mcp.train.lr=1e-3")
+    assert typo.exit_code == 2 and "unknown row(s) ['mcp']" in typo.output
 
 
 SHIM = '''

@@ -11,9 +11,11 @@ from torch import nn
 
 from clip_ingest.connectors.factory import load_model
 from clip_ingest.model import train as train_module
+from clip_ingest.model.data import load_samples, split_samples
 from clip_ingest.model.distributed import DistInfo
 from clip_ingest.model.stages import FinetuneConfig, PretrainConfig, RealignConfig, run_finetune, run_pretrain, run_realign
 from clip_ingest.model.train import TrainConfig, fit
+from clip_ingest.model.validation import GuardedScore
 from model_helpers import FAST, TINY, count_image_tower_calls, labelled_images, snapshot
 
 TEMPLATES = ("a photo of a {label}.",)
@@ -183,3 +185,56 @@ def test_resuming_without_validation_keeps_the_trained_weights(tmp_path):
     )
     assert result.resumed_from_epoch == 2 and result.best_epoch is None
     assert module.w.item() not in weights  # epoch 3's weights, not epoch 1's kept best put back
+
+
+def test_a_guarded_score_keeps_the_best_epoch_that_kept_its_guard(tmp_path):
+    """Epoch 2 has the best primary score but broke the guard (0.45 < 0.5 - 0.01): epoch 3 wins."""
+    guard = Scripted([0.5, 0.495, 0.45, 0.492])  # the first value is the starting model's
+    score = GuardedScore(Scripted([0.6, 0.8, 0.7]), guard, tolerance=0.01)
+    assert score.start == 0.5 and guard.calls == 1
+    module = Quadratic()
+    result = fit(
+        module, [{"params": list(module.parameters()), "lr": 0.1, "weight_decay": 0.0}], list(range(8)), IndexBatch,
+        TrainConfig(epochs=3, batch_size=4, lr=0.1, warmup_steps=0, device="cpu"), tmp_path / "ckpt", DistInfo(),
+        torch.device("cpu"), validate=score,
+    )
+    assert result.best_epoch == 3
+    assert result.val_scores == pytest.approx([0.6, 0.45 - 0.49, 0.7])
+    assert score.history == [(0.6, 0.495), (0.8, 0.45), (0.7, 0.492)]
+
+
+def test_when_every_epoch_breaks_the_guard_the_least_damaging_one_wins():
+    score = GuardedScore(Scripted([0.9, 0.6]), Scripted([0.5, 0.40, 0.47]), tolerance=0.01)
+    values = [score(), score()]
+    assert values == pytest.approx([0.40 - 0.49, 0.47 - 0.49]) and max(values) == values[1] < 0
+    with pytest.raises(ValueError, match="tolerance"):
+        GuardedScore(Scripted([0.1]), Scripted([0.5]), tolerance=-0.1)
+
+
+def _captioned_manifest(images: Path, out: Path) -> Path:
+    """A JSONL manifest of the shape images with one caption each that names the shape and the file."""
+    rows = [{"path": str(p), "captions": [f"a {p.parent.name} number {i}"]}
+            for i, p in enumerate(sorted(images.rglob("*.png")))]
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return out
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 1.0])
+def test_finetune_with_a_text_guard_selects_by_image_map_among_epochs_that_kept_text_retrieval(tmp_path, tolerance):
+    images = labelled_images(tmp_path / "imgs", n=36)
+    held_out = _captioned_manifest(labelled_images(tmp_path / "held", n=24), tmp_path / "held.jsonl")
+    cfg = FinetuneConfig(
+        TINY, str(images), str(tmp_path / "ft"), train=TrainConfig(**{**FAST, "epochs": 3, "lr": 3e-3, "device": "cpu"}),
+        val_fraction=0.3, text_guard_data=str(held_out), text_guard_fraction=0.5, text_guard_tolerance=tolerance,
+    )
+    result = run_finetune(cfg)
+    guard = json.loads((result.model_dir / "clip_ingest.json").read_text())["text_guard"]
+    assert guard["images"] == len(split_samples(load_samples(held_out), 0.5, 0)[1]) > 5
+    assert guard["floor"] == pytest.approx(guard["start"] - tolerance)
+    assert len(guard["epochs"]) == 3
+    expected = [p if g >= guard["floor"] else g - guard["floor"] for p, g in guard["epochs"]]
+    assert result.fit.val_scores == pytest.approx(expected)
+    assert result.fit.best_epoch == expected.index(max(expected)) + 1
+    if tolerance == 1.0:  # nothing can break the guard: plain image mAP selection
+        primaries = [p for p, _ in guard["epochs"]]
+        assert result.fit.best_epoch == primaries.index(max(primaries)) + 1
