@@ -379,7 +379,7 @@ def experiment(recipe: str | None, out_root: str | None, data_root: str | None, 
     Stages take their settings from the recipe's [finetune] and [realign] tables; outputs go
     to [experiment] out_dir/seed<S>/<row>; finished stages are not trained again. The table
     (experiment.md/.json) gives each row's mean over seeds and the paired-bootstrap 95 % CI of
-    its difference to the base. Example: clip-model experiment --recipe photo-mcip
+    its difference to the base. Example: clip-model experiment --recipe photo-ssl-mcip
     """
     from .evaluate import EvalOptions, resolve_data_root
     from .experiment import ExperimentConfig, build_table, render_table, train_rows, write_table

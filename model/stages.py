@@ -428,7 +428,10 @@ def run_finetune(cfg: FinetuneConfig) -> StageResult:
     groups = decay_param_groups(named, cfg.train.lr, cfg.train.weight_decay) + arc.param_groups(cfg.train.lr)
     validate = ImageRetrievalScore.build(model, prep.val, prep.loaded.preprocess, prep.device)
     extra: dict[str, Any] = {"method": cfg.method, "classes": list(classes)}
-    if cfg.text_guard_data and validate is not None:
+    if cfg.text_guard_data and validate is None:
+        log.warning("text guard: no validation image mAP to guard (val_fraction %s); model selection is off",
+                    cfg.val_fraction)
+    elif cfg.text_guard_data:
         validate = _text_guarded(cfg, prep, validate)
     patch_dropout = _enable_patch_dropout(model, cfg.patch_dropout)
     try:

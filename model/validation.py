@@ -165,7 +165,8 @@ class GuardedScore:
     """``primary`` while ``guard`` stays at least its pre-training value minus ``tolerance``.
 
     The guard is measured once at construction (the starting model, e.g. the base before
-    fine-tuning) and after every epoch; ``history`` keeps each epoch's ``(primary, guard)``.
+    fine-tuning) and after every epoch; ``history`` keeps ``(primary, guard)`` of each epoch
+    scored by this object (a resumed run starts it again; the fit's scores keep them all).
     """
 
     def __init__(self, primary: ValidationScore, guard: ValidationScore, tolerance: float) -> None:

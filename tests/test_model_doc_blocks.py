@@ -54,8 +54,11 @@ def test_the_command_exits_1_and_keeps_the_document_when_markers_are_missing(tmp
     assert doc.read_text() == "a card without markers\n"
 
 
-@pytest.mark.parametrize("block", ["photo-mcip", "photo-ssl-mcip"])
-def test_the_readme_blocks_of_the_experiments_can_be_regenerated(block):
-    readme = Path(__file__).resolve().parents[1] / "README.md"
-    text = readme.read_text(encoding="utf-8")
+@pytest.mark.parametrize("doc, block", [
+    ("README.md", "photo-ssl-mcip-v3"), ("README.md", "photo-ssl-mcip-v2"),
+    ("docs/experiments.md", "photo-ssl-mcip"), ("docs/experiments.md", "photo-mcip"),
+])
+def test_the_blocks_of_the_experiments_can_be_regenerated(doc, block):
+    """The commands the README and the recipes give (``clip-model update-doc DOC BLOCK ...``) find their block."""
+    text = (Path(__file__).resolve().parents[1] / doc).read_text(encoding="utf-8")
     assert "| regenerated |" in replace_text(text, block, "| regenerated |")
