@@ -148,7 +148,17 @@ def render_table(table: dict[str, Any], cfg: ExperimentConfig) -> str:
     lines.append(f"Rows: mean over seeds {list(cfg.seeds)}; in brackets the difference to the base and its "
                  f"paired-bootstrap {int(cfg.confidence * 100)} % CI over queries (bold: the CI excludes 0). "
                  "Values in %.")
+    for row, settings in table.get("row_settings", {}).items():
+        lines.append(f"`{row}` trains with its own settings over the recipe's: {_flat(settings)}.")
     return "\n".join(lines) + "\n"
+
+
+def _flat(settings: dict[str, Any], prefix: str = "") -> str:
+    """``{"train": {"lr": 3e-4}, "k": 1}`` -> ``"train.lr = 0.0003, k = 1"``."""
+    return ", ".join(
+        _flat(value, f"{prefix}{key}.") if isinstance(value, dict) else f"{prefix}{key} = {value}"
+        for key, value in settings.items()
+    )
 
 
 def write_table(table: dict[str, Any], markdown: str, out_dir: str | Path, seconds: dict[str, float]) -> tuple[Path, Path]:

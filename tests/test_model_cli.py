@@ -337,6 +337,8 @@ train = {{lr = 3e-3}}
     again = invoke("experiment", "--recipe", str(recipe), "--data-root", str(eval_data), "--eval-only")
     assert again.exit_code == 0 and json.loads((tmp_path / "run" / "experiment.json").read_text())["rows"] == table["rows"]
     assert table["row_settings"] == {"mcip": {"caption_weight": 0.5, "train": {"lr": 3e-3}}}
+    assert "`mcip` trains with its own settings over the recipe's: caption_weight = 0.5, train.lr = 0.003." in (
+        tmp_path / "run" / "experiment.md").read_text()
     typo = invoke("experiment", "--recipe", str(recipe), "--eval-only", "--set", "row_settings.mcp.train.lr=1e-3")
     assert typo.exit_code == 2 and "unknown row(s) ['mcp']" in typo.output
 
