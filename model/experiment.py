@@ -162,9 +162,13 @@ def _flat(settings: dict[str, Any], prefix: str = "") -> str:
 
 
 def write_table(table: dict[str, Any], markdown: str, out_dir: str | Path, seconds: dict[str, float]) -> tuple[Path, Path]:
+    """Write experiment.json / .md; without ``seconds`` (``--eval-only``) the training times of
+    the run that trained the rows are kept."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "experiment.json", out / "experiment.md"
+    if not seconds and json_path.is_file():
+        seconds = json.loads(json_path.read_text(encoding="utf-8")).get("stage_seconds", {})
     json_path.write_text(json.dumps({**table, "stage_seconds": seconds}, indent=2), encoding="utf-8")
     md_path.write_text(markdown, encoding="utf-8")
     return json_path, md_path

@@ -335,7 +335,9 @@ train = {{lr = 3e-3}}
     missing = invoke("export", "clip-ingest-tiny", str(tmp_path / "other"), "--experiment", str(tmp_path / "nope.md"))
     assert missing.exit_code == 2 and "nope.md" in missing.output and not (tmp_path / "other").exists()
     again = invoke("experiment", "--recipe", str(recipe), "--data-root", str(eval_data), "--eval-only")
-    assert again.exit_code == 0 and json.loads((tmp_path / "run" / "experiment.json").read_text())["rows"] == table["rows"]
+    retabled = json.loads((tmp_path / "run" / "experiment.json").read_text())
+    assert again.exit_code == 0 and retabled["rows"] == table["rows"]
+    assert retabled["stage_seconds"] == table["stage_seconds"] and len(table["stage_seconds"]) == 8  # kept
     assert table["row_settings"] == {"mcip": {"caption_weight": 0.5, "train": {"lr": 3e-3}}}
     assert "`mcip` trains with its own settings over the recipe's: caption_weight = 0.5, train.lr = 0.003." in (
         tmp_path / "run" / "experiment.md").read_text()
