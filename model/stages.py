@@ -73,9 +73,18 @@ class StageConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     val_fraction: float = 0.0
     split_seed: int = 0
+    val_data: str | None = None
+    """A validation set of its own (a manifest or folder) instead of a random ``val_fraction`` of
+    ``data``: e.g. unseen object instances, when the random split holds out other views of the
+    training instances and so cannot see what an unseen-instance test measures. None of its
+    images may be in ``data``."""
     templates: tuple[str, ...] = ()
     """Caption templates over class names added to each sample's captions (e.g. "a photo of a {label}.")."""
     name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.val_data and self.val_fraction > 0:
+            raise ValueError(f"give val_data or val_fraction, not both (val_fraction={self.val_fraction})")
 
 
 @dataclass
@@ -313,12 +322,25 @@ def _prepare(cfg: StageConfig) -> _Prepared:
     samples = load_samples(cfg.data)
     if cfg.templates:
         samples = with_template_captions(samples, cfg.templates)
-    train, val = split_samples(samples, cfg.val_fraction, cfg.split_seed)
+    train, val = _split(cfg, samples)
     if not train:
         raise DataError(f"{cfg.data}: no training images")
     loaded = load_model(cfg.model, device=device)
     loaded.model.train()
     return _Prepared(dist_info, device, loaded, model_config_for_spec(cfg.model), train, val)
+
+
+def _split(cfg: StageConfig, samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
+    """(training, validation) samples: ``val_data`` beside all of ``samples``, or a ``val_fraction`` split."""
+    if not cfg.val_data:
+        return split_samples(samples, cfg.val_fraction, cfg.split_seed)
+    val = load_samples(cfg.val_data)
+    if cfg.templates:
+        val = with_template_captions(val, cfg.templates)
+    leaked = sorted({s.path for s in samples} & {s.path for s in val})
+    if leaked:
+        raise DataError(f"{cfg.val_data}: {len(leaked)} validation images are also in {cfg.data}, e.g. {leaked[0]}")
+    return samples, val
 
 
 def _image_dataset(cfg: StageConfig, prep: _Prepared, samples: Sequence[Sample], views: int = 1) -> ImageDataset:
@@ -350,6 +372,7 @@ def _finish(cfg: StageConfig, prep: _Prepared, result: FitResult, stage: str, ex
         "data": cfg.data,
         "train_images": len(prep.samples),
         "val_images": len(prep.val),
+        "val_data": cfg.val_data,
         "config": dataclasses.asdict(cfg),
         "fit": dataclasses.asdict(result),
         **extra,
@@ -429,8 +452,8 @@ def run_finetune(cfg: FinetuneConfig) -> StageResult:
     validate = ImageRetrievalScore.build(model, prep.val, prep.loaded.preprocess, prep.device)
     extra: dict[str, Any] = {"method": cfg.method, "classes": list(classes)}
     if cfg.text_guard_data and validate is None:
-        log.warning("text guard: no validation image mAP to guard (val_fraction %s); model selection is off",
-                    cfg.val_fraction)
+        log.warning("text guard: no validation image mAP to guard (val_fraction %s, val_data %s); "
+                    "model selection is off", cfg.val_fraction, cfg.val_data)
     elif cfg.text_guard_data:
         validate = _text_guarded(cfg, prep, validate)
     patch_dropout = _enable_patch_dropout(model, cfg.patch_dropout)

@@ -11,11 +11,11 @@ from torch import nn
 
 from clip_ingest.connectors.factory import load_model
 from clip_ingest.model import train as train_module
-from clip_ingest.model.data import load_samples, split_samples
+from clip_ingest.model.data import DataError, load_samples, split_samples
 from clip_ingest.model.distributed import DistInfo
 from clip_ingest.model.stages import FinetuneConfig, PretrainConfig, RealignConfig, run_finetune, run_pretrain, run_realign
 from clip_ingest.model.train import TrainConfig, fit
-from clip_ingest.model.validation import GuardedScore
+from clip_ingest.model.validation import GuardedScore, ImageRetrievalScore
 from model_helpers import FAST, TINY, count_image_tower_calls, labelled_images, snapshot
 
 TEMPLATES = ("a photo of a {label}.",)
@@ -136,6 +136,32 @@ def test_finetune_selects_on_its_validation_split(tmp_path):
     exported = snapshot(load_model(str(result.model_dir)).model)
     in_memory = snapshot(result.model)
     assert all(torch.equal(exported[k], in_memory[k]) for k in exported)
+
+
+def test_finetune_selects_on_a_validation_set_of_its_own_and_trains_on_all_of_data(tmp_path):
+    images = labelled_images(tmp_path / "imgs", n=24)
+    unseen = labelled_images(tmp_path / "unseen", n=12)
+    cfg = FinetuneConfig(
+        TINY, str(images), str(tmp_path / "ft"), train=TrainConfig(**{**FAST, "epochs": 3, "lr": 3e-3, "device": "cpu"}),
+        val_data=str(unseen),
+    )
+    result = run_finetune(cfg)
+    meta = json.loads((result.model_dir / "clip_ingest.json").read_text())
+    assert (meta["train_images"], meta["val_images"], meta["val_data"]) == (24, 12, str(unseen))
+    assert len(result.fit.val_scores) == 3
+    # the kept model scores on the separate set exactly what selection recorded for its epoch
+    exported = load_model(str(result.model_dir))
+    score = ImageRetrievalScore.build(exported.model, load_samples(unseen), exported.preprocess, torch.device("cpu"))
+    assert score() == pytest.approx(result.fit.val_scores[result.fit.best_epoch - 1], abs=1e-6)
+
+
+def test_a_separate_validation_set_may_not_share_images_with_the_training_data(tmp_path):
+    images = labelled_images(tmp_path / "imgs", n=12)
+    with pytest.raises(DataError, match="12 validation images are also in"):
+        run_finetune(FinetuneConfig(TINY, str(images), str(tmp_path / "ft"), val_data=str(images)))
+    with pytest.raises(ValueError, match="val_data or val_fraction, not both"):
+        FinetuneConfig(TINY, str(images), str(tmp_path / "ft"), val_fraction=0.1, val_data=str(images))
+    assert not (tmp_path / "ft").exists()
 
 
 def test_pretrain_and_realign_score_captions_and_realign_still_never_runs_the_image_tower(tmp_path, monkeypatch):
