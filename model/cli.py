@@ -449,14 +449,15 @@ def calibrate_text_command(spec: str, data: str, val_fraction: float | None, eva
 
 
 @cli.command()
-@click.argument("source", type=click.Choice(["eth80", "caltech101", "flickr8k_train", "flickr8k", "openclipart"]))
+@click.argument("source", type=click.Choice(["eth80", "caltech101", "flickr8k_train", "flickr8k", "openclipart", "emoji"]))
 @click.option("--output", "-o", required=True, metavar="FILE.jsonl", help="Manifest to write.")
 @click.option("--data-root", metavar="DIR", help="Folder holding eth80/ and caltech101/ (default: $CLIP_INGEST_DATA).")
 @click.option("--objects", default="1-6", show_default=True, help="ETH-80 objects to include (7-10 are evaluated).")
 @click.option("--split", default="train", show_default=True, type=click.Choice(["train", "test"]), help="Caltech-101 split.")
 @click.option("--max-side", type=click.IntRange(16), default=None, metavar="PX",
               help="Write copies at most PX on a side to --image-dir and list those (decoded once, not every epoch).")
-@click.option("--image-dir", default=None, metavar="DIR", help="Where --max-side copies go (reused when present).")
+@click.option("--image-dir", default=None, metavar="DIR",
+              help="Where --max-side copies (and emoji drawings) go; files already there are reused.")
 def manifest(source: str, output: str, data_root: str | None, objects: str, split: str,
              max_side: int | None, image_dir: str | None) -> None:
     """Write a training manifest (JSONL: path, label, captions) for a known data set.
@@ -472,6 +473,8 @@ def manifest(source: str, output: str, data_root: str | None, objects: str, spli
     flickr8k        the 1,000-image evaluation set with its captions: for measuring only
                     (e.g. calibrate-text --eval), never for training
     openclipart     Debian's openclipart-png/-svg, captions from the SVG title and keywords
+    emoji           Debian's fonts-noto-color-emoji drawn into --image-dir, captions from the
+                    names in unicode-data's emoji-test.txt (label = subgroup)
     """
     from . import sources
     from .data import write_jsonl
@@ -480,6 +483,8 @@ def manifest(source: str, output: str, data_root: str | None, objects: str, spli
     def rows() -> Any:
         if source == "openclipart":
             return sources.openclipart_rows()
+        if source == "emoji":
+            return sources.emoji_rows(Path(image_dir))
         root = resolve_data_root(data_root)
         if source == "eth80":
             return eth80_rows(root, _object_range(objects))
@@ -487,7 +492,9 @@ def manifest(source: str, output: str, data_root: str | None, objects: str, spli
             return sources.flickr8k_rows(root / source)
         return sources.caltech101_rows(root / "caltech101", split)
 
-    if (max_side is None) != (image_dir is None):
+    if source == "emoji" and image_dir is None:
+        raise click.UsageError("emoji needs --image-dir: the folder its drawings go to")
+    if source != "emoji" and (max_side is None) != (image_dir is None):
         raise click.UsageError("--max-side and --image-dir go together")
 
     def listed() -> Any:

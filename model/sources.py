@@ -5,6 +5,9 @@
 - Flickr8k (research use only): five human captions per image, for research models only.
 - Open Clip Art Library (public domain; Debian's ``openclipart-png`` + ``openclipart-svg``):
   the SVG twin of each PNG carries a title and keywords, which are real captions.
+- Noto Color Emoji (SIL OFL 1.1; Debian's ``fonts-noto-color-emoji``) named by Unicode's
+  ``emoji-test.txt`` (Unicode licence; Debian's ``unicode-data``): ~1,900 drawings of everyday
+  things, each with its CLDR short name and subgroup ("delivery truck", "transport-ground").
 
 Each function yields manifest rows ``{"path", "label", "captions"}`` that
 ``clip-model`` reads from JSONL.
@@ -15,11 +18,16 @@ from __future__ import annotations
 import csv
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 OPENCLIPART_PNG = Path("/usr/share/openclipart/png")
 OPENCLIPART_SVG = Path("/usr/share/openclipart/svg")
+EMOJI_TEST = Path("/usr/share/unicode/emoji/emoji-test.txt")
+EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
+EMOJI_FONT_SIZE = 109
+"""The one size of Noto Color Emoji's bitmap strikes (136 x 128 px glyphs)."""
 _BOILERPLATE = {"open clip art library", "clip art", "clipart", "image", "media", "png", "svg", "public domain"}
 
 
@@ -185,3 +193,65 @@ def shrunk_rows(rows: Iterator[dict], image_dir: Path, max_side: int, workers: i
     for row, target in zip(rows, targets):
         if target in ready:
             yield {**row, "path": target}
+
+
+@dataclass(frozen=True)
+class Emoji:
+    """One fully-qualified emoji of ``emoji-test.txt``."""
+
+    text: str
+    name: str
+    group: str
+    subgroup: str
+
+
+def read_emoji_test(path: Path = EMOJI_TEST) -> list[Emoji]:
+    """The fully-qualified emoji of Unicode's ``emoji-test.txt``, skin-tone variants left out
+    (they repeat a drawing under the same name with ": medium skin tone" added)."""
+    emoji, group, subgroup = [], "", ""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# group:"):
+            group = line.split(":", 1)[1].strip()
+        elif line.startswith("# subgroup:"):
+            subgroup = line.split(":", 1)[1].strip()
+        elif "; fully-qualified" in line and "#" in line:
+            codes = line.split(";", 1)[0].split()
+            # "# 🚚 E0.6 delivery truck": the emoji, its Unicode version, its CLDR short name
+            name = re.sub(r"^\S+\s+E\d+\.\d+\s+", "", line.split("#", 1)[1].strip())
+            if "skin tone" not in name and group != "Component":
+                emoji.append(Emoji("".join(chr(int(c, 16)) for c in codes), name, group, subgroup))
+    return emoji
+
+
+def emoji_captions(item: Emoji) -> list[str]:
+    """``delivery truck`` in ``transport-ground`` -> "delivery truck", "a delivery truck emoji",
+    "an emoji of a delivery truck", "delivery truck, transport ground"; ``flag: Germany`` ->
+    "flag, Germany", "a flag emoji, Germany", ..."""
+    head, _, detail = item.name.partition(": ")
+    name = f"{head}, {detail}" if detail else head
+    article = _article(head)
+    return [name, f"{article} {head} emoji" + (f", {detail}" if detail else ""), f"an emoji of {article} {name}",
+            f"{name}, {_clean(item.subgroup)}"]
+
+
+def emoji_rows(image_dir: Path, test_file: Path = EMOJI_TEST, font: Path = EMOJI_FONT,
+               size: int = EMOJI_FONT_SIZE) -> Iterator[dict]:
+    """Rows for every emoji of ``test_file`` drawn by ``font`` on white into ``image_dir``
+    (one PNG per emoji, named by its code points; existing files are reused). Emoji the font
+    cannot draw (an empty image) are left out; label = ``emoji/<subgroup>``."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    face = ImageFont.truetype(str(font), size)
+    image_dir = image_dir.resolve()
+    image_dir.mkdir(parents=True, exist_ok=True)
+    for item in read_emoji_test(test_file):
+        target = image_dir / ("-".join(f"{ord(c):x}" for c in item.text) + ".png")
+        if not target.exists():
+            left, top, right, bottom = face.getbbox(item.text)
+            canvas = Image.new("RGB", (max(right - left, 1), max(bottom - top, 1)), "white")
+            ImageDraw.Draw(canvas).text((-left, -top), item.text, font=face, embedded_color=True)
+            if canvas.getextrema() == ((255, 255),) * 3:
+                continue
+            canvas.save(target.with_suffix(".tmp.png"), "PNG")
+            target.with_suffix(".tmp.png").replace(target)
+        yield {"path": str(target), "label": f"emoji/{item.subgroup}", "captions": emoji_captions(item)}

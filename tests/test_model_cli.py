@@ -193,6 +193,54 @@ def test_manifest_of_eth80_labels_objects_and_captions_categories(tmp_path, eval
     assert invoke("manifest", "eth80", "--data-root", str(eval_data), "--objects", "x", "-o", str(out)).exit_code == 2
 
 
+EMOJI_TEST_LINES = """# group: Animals & Nature
+# subgroup: animal-mammal
+1F408                                                  ; fully-qualified     # 🐈 E0.7 cat
+# subgroup: component
+# group: Travel & Places
+# subgroup: transport-ground
+1F69A                                                  ; fully-qualified     # 🚚 E0.6 delivery truck
+1F3C3 1F3FD                                            ; fully-qualified     # 🏃🏽 E1.0 person running: medium skin tone
+263A                                                   ; unqualified         # ☺ E0.6 smiling face
+# subgroup: flag
+1F1E9 1F1EA                                            ; fully-qualified     # 🇩🇪 E2.0 flag: Germany
+# group: Component
+1F3FB                                                  ; fully-qualified     # 🏻 E1.0 light skin tone
+"""
+
+
+def test_emoji_rows_draw_each_named_emoji_once_with_its_name_as_captions(tmp_path):
+    """Debian's Noto Color Emoji (.ci/run installs it with unicode-data) drawn for the entries of
+    an emoji-test.txt: skin tones, components and unqualified forms left out; drawings reused."""
+    from PIL import Image
+
+    from clip_ingest.model import sources
+
+    test_file = tmp_path / "emoji-test.txt"
+    test_file.write_text(EMOJI_TEST_LINES, encoding="utf-8")
+    rows = list(sources.emoji_rows(tmp_path / "drawn", test_file))
+    assert [r["label"] for r in rows] == ["emoji/animal-mammal", "emoji/transport-ground", "emoji/flag"]
+    assert rows[1]["captions"] == ["delivery truck", "a delivery truck emoji", "an emoji of a delivery truck",
+                                   "delivery truck, transport ground"]
+    assert rows[2]["captions"][:2] == ["flag, Germany", "a flag emoji, Germany"]
+    for row in rows:
+        with Image.open(row["path"]) as image:
+            assert image.size == (136, 128) and len(image.convert("RGB").getcolors(maxcolors=1 << 16)) > 20  # a colour drawing
+    stamps = [Path(r["path"]).stat().st_mtime_ns for r in rows]
+    assert [Path(r["path"]).stat().st_mtime_ns for r in sources.emoji_rows(tmp_path / "drawn", test_file)] == stamps
+
+
+def test_manifest_of_emoji_lists_the_system_emoji_and_needs_an_image_dir(tmp_path):
+    out = tmp_path / "emoji.jsonl"
+    assert invoke("manifest", "emoji", "-o", str(out)).exit_code == 2 and not out.exists()
+    result = invoke("manifest", "emoji", "-o", str(out), "--image-dir", str(tmp_path / "drawn"))
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) > 1800 and len({r["path"] for r in rows}) == len(rows)
+    assert all(r["captions"] and r["label"].startswith("emoji/") for r in rows)
+    assert "an emoji of a cat" in {c for r in rows for c in r["captions"]}
+
+
 def test_manifest_of_the_flickr8k_evaluation_set_lists_each_image_with_its_captions(tmp_path, eval_data):
     """What ``calibrate-text --eval`` measures text precision and recall on: one row per image,
     labelled by its own name (a caption matches its image only), every caption kept."""
