@@ -164,6 +164,38 @@ def test_a_separate_validation_set_may_not_share_images_with_the_training_data(t
     assert not (tmp_path / "ft").exists()
 
 
+def test_wise_ft_moves_the_image_tower_back_towards_the_start_by_the_alpha_validation_rates_best(tmp_path):
+    images = labelled_images(tmp_path / "imgs", n=36)
+    train = TrainConfig(**{**FAST, "epochs": 2, "lr": 3e-3, "device": "cpu"})
+    runs = {alphas: run_finetune(FinetuneConfig(TINY, str(images), str(tmp_path / f"ft{len(alphas)}"), train=train,
+                                                val_fraction=0.3, wise_ft_alphas=alphas))
+            for alphas in [(), (0.5,), (0.25, 1.0)]}
+    start, trained, half = (snapshot(load_model(spec).model) for spec in (TINY, str(runs[()].model_dir),
+                                                                           str(runs[(0.5,)].model_dir)))
+    visual = [k for k in start if k.startswith("visual.") and start[k].is_floating_point()]
+    assert any(not torch.equal(start[k], trained[k]) for k in visual)
+    for k in visual:  # training is deterministic: alpha 0.5 lands halfway between the start and the trained weights
+        torch.testing.assert_close(half[k], (start[k] + trained[k]) / 2, rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(half[k], trained[k]) for k in trained if not k.startswith("visual."))
+    meta = json.loads((runs[(0.25, 1.0)].model_dir / "clip_ingest.json").read_text())["wise_ft"]
+    assert meta["alphas"] == [0.25, 1.0] and len(meta["scores"]) == 2
+    assert meta["alpha"] == meta["alphas"][meta["scores"].index(max(meta["scores"]))]
+    assert meta["scores"][1] == pytest.approx(max(runs[(0.25, 1.0)].fit.val_scores), abs=1e-6)
+    exported = load_model(str(runs[(0.25, 1.0)].model_dir))
+    val = split_samples(load_samples(images), 0.3, 0)[1]
+    kept = ImageRetrievalScore.build(exported.model, val, exported.preprocess, torch.device("cpu"))()
+    assert kept == pytest.approx(max(meta["scores"]), abs=1e-6)
+
+
+def test_wise_ft_needs_a_validation_score_and_alphas_in_the_unit_interval(tmp_path):
+    images = labelled_images(tmp_path / "imgs", n=12)
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        FinetuneConfig(TINY, str(images), str(tmp_path / "ft"), wise_ft_alphas=(0.0, 1.0))
+    with pytest.raises(DataError, match="choose by"):
+        run_finetune(FinetuneConfig(TINY, str(images), str(tmp_path / "ft"), wise_ft_alphas=(0.5,),
+                                    train=TrainConfig(**{**FAST, "device": "cpu"})))
+
+
 def test_pretrain_and_realign_score_captions_and_realign_still_never_runs_the_image_tower(tmp_path, monkeypatch):
     images = labelled_images(tmp_path / "imgs", n=24)
     train = TrainConfig(**{**FAST, "epochs": 2, "device": "cpu"})
