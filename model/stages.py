@@ -140,7 +140,8 @@ class FinetuneConfig(StageConfig):
     wise_ft_alphas: tuple[float, ...] = ()
     """WiSE-FT (Wortsman et al., 2022): after training, replace the image tower by
     ``(1 - a) * start + a * trained`` for the ``a`` of this grid (values in (0, 1]; 1 = the
-    trained weights) that the validation score, guarded if a text guard is set, rates best.
+    trained weights) that the validation score, guarded if a text guard is set, rates best. The
+    guard then judges only these interpolations: the epoch is chosen by image mAP alone.
     Interpolating back towards the starting model gives back text alignment and zero-shot
     accuracy at a smaller image cost than stopping early or a lower learning rate. Not in the
     paper, whose MCIP keeps the trained weights; empty (the default) does the same."""
@@ -461,29 +462,29 @@ def run_finetune(cfg: FinetuneConfig) -> StageResult:
     module = ClassTrainer(model, labels, arc, arc_weight, captions)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = decay_param_groups(named, cfg.train.lr, cfg.train.weight_decay) + arc.param_groups(cfg.train.lr)
-    validate = ImageRetrievalScore.build(model, prep.val, prep.loaded.preprocess, prep.device)
+    image_map = ImageRetrievalScore.build(model, prep.val, prep.loaded.preprocess, prep.device)
     extra: dict[str, Any] = {"method": cfg.method, "classes": list(classes)}
-    if cfg.text_guard_data and validate is None:
+    if cfg.wise_ft_alphas and image_map is None:
+        raise DataError("wise_ft_alphas need a validation score to choose by: set val_fraction or val_data")
+    final: ValidationScore | None = image_map  # what the kept model is chosen by
+    if cfg.text_guard_data and image_map is None:
         log.warning("text guard: no validation image mAP to guard (val_fraction %s, val_data %s); "
                     "model selection is off", cfg.val_fraction, cfg.val_data)
     elif cfg.text_guard_data:
-        validate = _text_guarded(cfg, prep, validate)
-    if cfg.wise_ft_alphas and validate is None:
-        raise DataError("wise_ft_alphas need a validation score to choose by: set val_fraction or val_data")
+        final = _text_guarded(cfg, prep, image_map)
+    # With WiSE-FT the guard judges the interpolated models, so epochs are chosen by image mAP alone.
+    by_epoch = image_map if cfg.wise_ft_alphas else final
     start = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     patch_dropout = _enable_patch_dropout(model, cfg.patch_dropout)
     try:
-        result = _fit(cfg, prep, module, groups, _image_dataset(cfg, prep, prep.samples), collate_images, validate)
+        result = _fit(cfg, prep, module, groups, _image_dataset(cfg, prep, prep.samples), collate_images, by_epoch)
     finally:
         model.visual.patch_dropout = patch_dropout
-    epochs_scored = len(validate.history) if isinstance(validate, GuardedScore) else 0
     if cfg.wise_ft_alphas:
-        extra["wise_ft"] = _interpolate_towards(model, start, cfg.wise_ft_alphas, validate, prep)
-    if isinstance(validate, GuardedScore):
-        extra["text_guard"] = {"images": len(validate.guard.samples), "start": validate.start,
-                               "floor": validate.floor, "epochs": validate.history[:epochs_scored]}
-        if cfg.wise_ft_alphas:
-            extra["wise_ft"]["guarded"] = validate.history[epochs_scored:]
+        extra["wise_ft"] = _interpolate_towards(model, start, cfg.wise_ft_alphas, final, prep)
+    if isinstance(final, GuardedScore):
+        extra["text_guard"] = {"images": len(final.guard.samples), "start": final.start, "floor": final.floor,
+                               "alphas" if cfg.wise_ft_alphas else "epochs": final.history}
     return _finish(cfg, prep, result, f"finetune-{cfg.method}", extra)
 
 

@@ -187,6 +187,24 @@ def test_wise_ft_moves_the_image_tower_back_towards_the_start_by_the_alpha_valid
     assert kept == pytest.approx(max(meta["scores"]), abs=1e-6)
 
 
+def test_with_wise_ft_and_a_text_guard_epochs_go_by_image_map_and_the_guard_judges_the_alphas(tmp_path):
+    images = labelled_images(tmp_path / "imgs", n=36)
+    held_out = _captioned_manifest(labelled_images(tmp_path / "held", n=24), tmp_path / "held.jsonl")
+    cfg = FinetuneConfig(
+        TINY, str(images), str(tmp_path / "ft"), train=TrainConfig(**{**FAST, "epochs": 3, "lr": 3e-3, "device": "cpu"}),
+        val_fraction=0.3, text_guard_data=str(held_out), text_guard_tolerance=0.0, wise_ft_alphas=(0.3, 0.6, 1.0),
+    )
+    result = run_finetune(cfg)
+    meta = json.loads((result.model_dir / "clip_ingest.json").read_text())
+    guard, wise = meta["text_guard"], meta["wise_ft"]
+    assert "epochs" not in guard and all(0.0 < v <= 1.0 for v in result.fit.val_scores)  # plain image mAP
+    assert result.fit.best_epoch == result.fit.val_scores.index(max(result.fit.val_scores)) + 1
+    assert [p for p, _ in guard["alphas"]][-1] == pytest.approx(max(result.fit.val_scores), abs=1e-6)
+    expected = [p if g >= guard["floor"] else g - guard["floor"] for p, g in guard["alphas"]]
+    assert wise["scores"] == pytest.approx(expected)
+    assert wise["alpha"] == max(zip(expected, wise["alphas"]))[1]
+
+
 def test_wise_ft_needs_a_validation_score_and_alphas_in_the_unit_interval(tmp_path):
     images = labelled_images(tmp_path / "imgs", n=12)
     with pytest.raises(ValueError, match=r"\(0, 1\]"):

@@ -6,12 +6,12 @@
 # 3. the labelled images (ETH-80 objects 1-6 + Caltech-101 train) and their pseudo-captions mined
 #    from the Flickr8k-train pool by the base; realignment data = Flickr8k-train + those;
 # 4. clip-model experiment --recipe photo-ssl-mcip: 4 rows x 3 seeds, then one evaluation with
-#    random init and base beside them, written to runs/photo-ssl-mcip/v3/experiment.{md,json};
+#    random init and base beside them, written to runs/photo-ssl-mcip/v4/experiment.{md,json};
 # 5. the MCIP + realignment model of seed 0 exported to runs/photo-ssl-mcip/export, its
 #    MODEL_CARD.md showing that table.
 # Outputs go to runs/ under the current folder (the recipes' out_root): run it from a folder that
 # outlives the checkout, and give the checkout's README.md the table with
-#   clip-model update-doc README.md photo-ssl-mcip-v3 runs/photo-ssl-mcip/v3/experiment.md
+#   clip-model update-doc README.md photo-ssl-mcip-v4 runs/photo-ssl-mcip/v4/experiment.md
 # Every step is safe to interrupt and re-run: clip-model writes a manifest whole or not at all
 # (so one that exists is kept), training resumes after its last finished epoch, the experiment
 # skips finished stages.
