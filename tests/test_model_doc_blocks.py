@@ -55,8 +55,9 @@ def test_the_command_exits_1_and_keeps_the_document_when_markers_are_missing(tmp
 
 
 @pytest.mark.parametrize("doc, block", [
-    ("README.md", "photo-ssl-mcip-v3"), ("README.md", "photo-ssl-mcip-v2"),
-    ("docs/experiments.md", "photo-ssl-mcip"), ("docs/experiments.md", "photo-mcip"),
+    ("README.md", "photo-ssl-mcip-v4"), ("README.md", "photo-ssl-mcip-v2"),
+    ("docs/experiments.md", "photo-ssl-mcip-v3"), ("docs/experiments.md", "photo-ssl-mcip"),
+    ("docs/experiments.md", "photo-mcip"),
 ])
 def test_the_blocks_of_the_experiments_can_be_regenerated(doc, block):
     """The commands the README and the recipes give (``clip-model update-doc DOC BLOCK ...``) find their block."""
