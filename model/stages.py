@@ -48,12 +48,12 @@ from clip_ingest.connectors.factory import LoadedModel, load_model
 from .augment import AugmentConfig, train_transform
 from .checkpoint import model_config_for_spec, save_local_dir
 from .data import Batch, DataError, ImageDataset, Sample, class_index, collate_images, load_samples, split_samples
-from .distributed import DistInfo, all_reduce_sum, barrier, setup_distributed
+from .distributed import DistInfo, barrier, setup_distributed
 from .features import cached_image_embeddings, embed_texts
 from .losses import ArcMarginLoss, InfoNCELoss, MultiCaptionArcMarginLoss, caption_masks
 from .mining import with_template_captions
 from .towers import image_parameter_names, realign_parameter_names, set_trainable
-from .train import FitResult, TrainConfig, decay_param_groups, fit, seed_everything
+from .train import FitResult, TrainConfig, decay_param_groups, fit, score_on_main, seed_everything
 from .validation import CaptionMatchScore, GuardedScore, ImageRetrievalScore, TextRetrievalScore, ValidationScore
 
 log = logging.getLogger(__name__)
@@ -495,20 +495,19 @@ def _interpolate_towards(model: nn.Module, start: dict[str, torch.Tensor], alpha
     Scored on the main process and shared, as epochs are."""
     params = dict(model.named_parameters())
     trained = {n: params[n].detach().clone() for n in start}
-    scores: list[float] = []
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for alpha in alphas:
+
+    def move_to(alpha: float) -> None:
+        with torch.no_grad():
             for n, begin in start.items():
                 params[n].copy_(begin + alpha * (trained[n] - begin))
-            score = float(validate()) if prep.dist.is_main else 0.0
-            scores.append(all_reduce_sum(score, prep.dist, prep.device))
-            log.info("WiSE-FT alpha %.2f: validation %.4f", alpha, scores[-1])
-        best = max(range(len(alphas)), key=lambda i: (scores[i], alphas[i]))
-        for n, begin in start.items():
-            params[n].copy_(begin + alphas[best] * (trained[n] - begin))
-    model.train(was_training)
+
+    scores: list[float] = []
+    for alpha in alphas:
+        move_to(alpha)
+        scores.append(score_on_main(validate, model, prep.dist, prep.device))
+        log.info("WiSE-FT alpha %.2f: validation %.4f", alpha, scores[-1])
+    best = max(range(len(alphas)), key=lambda i: (scores[i], alphas[i]))
+    move_to(alphas[best])
     log.info("WiSE-FT: alpha %.2f kept", alphas[best])
     return {"alphas": list(alphas), "scores": scores, "alpha": alphas[best]}
 

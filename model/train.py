@@ -294,12 +294,9 @@ def _best_epoch(scores: list[float]) -> int:
     return scores.index(max(scores)) + 1
 
 
-def _validate_epoch(
-    validate: Callable[[], float], module: nn.Module, counters: dict, checkpoint_dir: Path, dist_info: DistInfo,
-    device: torch.device,
-) -> None:
-    """Score the epoch just trained (on the main process, shared with the others so that every
-    rank makes the same early-stopping decision); keep its weights when it is the best so far."""
+def score_on_main(validate: Callable[[], float], module: nn.Module, dist_info: DistInfo, device: torch.device) -> float:
+    """``validate()`` of ``module`` in eval mode without gradients, run on the main process and
+    shared with every rank (the others contribute 0 to the sum)."""
     score = 0.0
     if dist_info.is_main:
         was_training = module.training
@@ -307,7 +304,16 @@ def _validate_epoch(
         with torch.no_grad():
             score = float(validate())
         module.train(was_training)
-    score = all_reduce_sum(score, dist_info, device)
+    return all_reduce_sum(score, dist_info, device)
+
+
+def _validate_epoch(
+    validate: Callable[[], float], module: nn.Module, counters: dict, checkpoint_dir: Path, dist_info: DistInfo,
+    device: torch.device,
+) -> None:
+    """Score the epoch just trained (on the main process, shared with the others so that every
+    rank makes the same early-stopping decision); keep its weights when it is the best so far."""
+    score = score_on_main(validate, module, dist_info, device)
     previous = counters["val"]
     counters["val"] = [*previous, score]
     best = not previous or score > max(previous)
