@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import socket
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -253,6 +254,20 @@ def test_uppercase_uuid_ids_are_stored_canonically(lite: MilvusStore) -> None:
     assert [p.id for p in lite.retrieve([pid(1).upper()])] == [pid(1)]
     lite.delete([pid(1).upper()])
     assert lite.count() == 0
+
+
+def test_milvus_lite_answers_after_a_long_idle_spell(milvus_lite_uri: str) -> None:
+    """A cron job or a served page holds a Lite store idle for minutes. With pymilvus' default
+    10 s keepalive pings, Milvus Lite closed such a connection after about 40 s idle (GOAWAY
+    "too_many_pings") and the next connect to the file failed, every time at 45 s."""
+    with MilvusStore(COLLECTION, uri=milvus_lite_uri) as store:
+        store.ensure_collection(SPEC)
+        store.upsert([point(i) for i in range(5)])
+        assert store.count() == 5
+        time.sleep(45)
+        with MilvusStore(COLLECTION, uri=milvus_lite_uri) as again:
+            assert again.count() == 5
+        assert store.count() == 5
 
 
 # -- filters -------------------------------------------------------------------------------

@@ -111,6 +111,13 @@ _CONNECT_FAILED = 2
 #: answers a while before it has reloaded its collections
 _COLLECTION_NOT_LOADED = 101
 _VERSION_RE = re.compile(r"(\d+)\.(\d+)\.(\d+)")
+#: gRPC options of a Milvus Lite connection. pymilvus pings every 10 s even with no call in
+#: flight; Milvus Lite's server counts those as abuse once it has answered a call, and after
+#: about 40 s idle closes the connection with GOAWAY "too_many_pings". The next connect to
+#: that file in the process then fails (measured with pymilvus 3.0 / Milvus Lite 3.2: a store
+#: reopened after 45 s idle failed every time). Keepalive pings detect dead peers across
+#: networks; a local subprocess needs none while idle, so Lite pings only during calls.
+_LITE_GRPC_OPTIONS = {"grpc.keepalive_permit_without_calls": False}
 
 
 @dataclass(frozen=True)
@@ -336,7 +343,8 @@ class MilvusStore(ServerStore):
                     Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
                     quiet_lite_timestamp_noise()
                 client = MilvusClient(
-                    uri=self.uri, token=self._token, db_name=self.db_name or "", timeout=self.timeout, **self._tls
+                    uri=self.uri, token=self._token, db_name=self.db_name or "", timeout=self.timeout, **self._tls,
+                    **({"grpc_options": _LITE_GRPC_OPTIONS} if self.is_lite else {}),
                 )
                 try:
                     self._caps = Capabilities.from_version(client.get_server_version(timeout=self.timeout))
