@@ -114,8 +114,8 @@ _VERSION_RE = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 #: gRPC options of a Milvus Lite connection. pymilvus pings every 10 s even with no call in
 #: flight; Milvus Lite's server counts those as abuse once it has answered a call, and after
 #: about 40 s idle closes the connection with GOAWAY "too_many_pings". The next connect to
-#: that file in the process then fails (measured with pymilvus 3.0 / Milvus Lite 3.2: a store
-#: reopened after 45 s idle failed every time). Keepalive pings detect dead peers across
+#: that file in the process then fails (measured with pymilvus 3.0 / Milvus Lite 3.2: a client
+#: reopened after 45 or 60 s idle failed in 4 tries of 4, after 25 or 35 s never). Keepalive pings detect dead peers across
 #: networks; a local subprocess needs none while idle, so Lite pings only during calls.
 _LITE_GRPC_OPTIONS = {"grpc.keepalive_permit_without_calls": False}
 
