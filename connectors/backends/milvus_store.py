@@ -112,11 +112,12 @@ _CONNECT_FAILED = 2
 _COLLECTION_NOT_LOADED = 101
 _VERSION_RE = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 #: gRPC options of a Milvus Lite connection. pymilvus pings every 10 s even with no call in
-#: flight; Milvus Lite's server counts those as abuse once it has answered a call, and after
-#: about 40 s idle closes the connection with GOAWAY "too_many_pings". The next connect to
-#: that file in the process then fails (measured with pymilvus 3.0 / Milvus Lite 3.2: a client
-#: reopened after 45 or 60 s idle failed in 4 tries of 4, after 25 or 35 s never). Keepalive pings detect dead peers across
-#: networks; a local subprocess needs none while idle, so Lite pings only during calls.
+#: flight, and Milvus Lite's server answers such pings on an idle connection that has written
+#: and read with GOAWAY "too_many_pings"; the next connect to that file in the process fails.
+#: Measured with pymilvus 3.0 / Milvus Lite 3.2 after an insert and a query: a client opened
+#: after 45 or 60 s idle failed in 4 tries of 4, after 25 or 35 s never (after only a version
+#: call, 70 and 90 s idle did not fail). Keepalive pings detect dead peers across networks; a
+#: local subprocess needs none while idle, so Lite pings only during calls.
 _LITE_GRPC_OPTIONS = {"grpc.keepalive_permit_without_calls": False}
 
 
