@@ -257,9 +257,10 @@ def test_uppercase_uuid_ids_are_stored_canonically(lite: MilvusStore) -> None:
 
 
 def test_milvus_lite_answers_after_a_long_idle_spell(milvus_lite_uri: str) -> None:
-    """A cron job or a served page holds a Lite store idle for minutes. With pymilvus' default
-    10 s keepalive pings, Milvus Lite closed such a connection after about 40 s idle (GOAWAY
-    "too_many_pings") and the next connect to the file failed (4 tries of 4 at 45-60 s idle)."""
+    """A process that opens a Lite file again after a long idle spell on it (migrate, the ingest
+    driver around a long Ray run). With pymilvus' default 10 s keepalive pings, Milvus Lite closed
+    the idle connection after about 40 s (GOAWAY "too_many_pings") and the next connect to the
+    file failed (4 tries of 4 at 45-60 s idle)."""
     with MilvusStore(COLLECTION, uri=milvus_lite_uri) as store:
         store.ensure_collection(SPEC)
         store.upsert([point(i) for i in range(5)])
