@@ -21,6 +21,7 @@ from ..embedder import Embedder
 from .deadletter import DeadLetter
 from .executor import LocalExecutor, StageExecutor
 from .plan import Planner, Shard
+from .quarantine import Quarantine
 from .reader import DEFAULT_READ_TIMEOUT_S
 from .scan import DEFAULT_EXTENSIONS, Scan
 from .stages import DecodeStage, EmbedStage, Failed, ImageEncoder, WriteOp
@@ -60,6 +61,8 @@ class IngestOptions:
     id_namespace: str | None = None
     """The name point ids derive from (default: ``collection``). ``clip-ingest migrate`` builds
     ``NAME__<model>`` with ``NAME``'s ids, so an id a client kept stays valid after the switch."""
+    quarantine: str | None = None
+    """The quarantine file: its files, unchanged since, are skipped unread (:mod:`.quarantine`)."""
 
 
 class WriterThread:
@@ -183,7 +186,8 @@ def run_ingest(
         label_from_folder=options.label_from_folder,
         on_problem=lambda p: fail(p.path, p.reason, p.detail),
     )
-    planner = Planner(scan, state, options.shard, on_unchanged=lambda: progress.advance())
+    planner = Planner(scan, state, options.shard, on_unchanged=lambda: progress.advance(),
+                      quarantine=Quarantine.load(options.quarantine))
     encoder = ImageEncoder(embedder)
     decode = DecodeStage(encoder, options.id_namespace or options.collection, state, decode=not options.dry_run)
     embed = EmbedStage(encoder, embedder.model_id, options.batch_size, embed=not options.dry_run)
@@ -221,6 +225,7 @@ def run_ingest(
                 interrupted = True
             writer_thread.close()
         stats.scanned, stats.unchanged = planner.scanned, planner.unchanged
+        stats.quarantined = planner.quarantined
         if interrupted:  # keep what was embedded: write it, make it durable, then stop
             writer.flush_points()
             writer.flush_known()

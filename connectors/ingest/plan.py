@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from .ids import shard_of
+from .quarantine import Quarantine
 from .scan import Scan, SourceFile, os_path
 from .state import StoredState
 
@@ -57,7 +58,8 @@ class Planner:
     """
 
     def __init__(
-        self, scan: Scan, state: StoredState, shard: Shard = Shard(), on_unchanged: Callable[[], None] | None = None
+        self, scan: Scan, state: StoredState, shard: Shard = Shard(), on_unchanged: Callable[[], None] | None = None,
+        quarantine: Quarantine | None = None,
     ) -> None:
         self.scan = scan
         self.state = state
@@ -66,6 +68,9 @@ class Planner:
         """Called for every file skipped as unchanged (progress reporting)."""
         self.unchanged = 0
         self.scanned = 0
+        self.quarantine = quarantine or Quarantine()
+        self.quarantined = 0
+        """Files skipped unread as quarantined and unchanged (seen: never pruned)."""
         self._seen: set[str] = set()
 
     def __iter__(self) -> Iterator[Candidate]:
@@ -74,6 +79,9 @@ class Planner:
                 continue
             self.scanned += 1
             self._seen.add(file.path)
+            if self.quarantine.holds(file):
+                self.quarantined += 1
+                continue
             if self.state.is_unchanged(file):
                 self.unchanged += 1
                 if self.on_unchanged is not None:
