@@ -36,7 +36,7 @@ from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
 from . import common
 from .ingest import TINY, decode_throughput
 
-DEFAULT_MODELS = (TINY, "ViT-B-32")
+DEFAULT_MODELS = (TINY, "ViT-B-32:random")
 PER_IMAGE = 600  # images timed one by one per round
 LARGE_SIDE = 3000  # a 9-megapixel photo, as cameras and phones write them
 

@@ -39,8 +39,8 @@ from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
 
 from . import common
 
-TINY = "clip-ingest-tiny"
-DEFAULT_MODELS = (TINY, "ViT-B-32")
+TINY = "clip-ingest-tiny:random"
+DEFAULT_MODELS = (TINY, "ViT-B-32:random")
 #: distinct pre-decoded images cycled through by the forward measurement
 FORWARD_POOL = 64
 

@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, help="images [default: 500; smoke: 12]")
     parser.add_argument("--images", help="a real image folder (e.g. /work/shared/data/caltech101) instead of generated images")
-    parser.add_argument("--model", help="architecture [default: ViT-B-32; smoke: clip-ingest-tiny]")
+    parser.add_argument("--model", help="model spec [default: ViT-B-32:random; smoke: clip-ingest-tiny:random]")
     parser.add_argument("--clip-retrieval-python", help="python of an environment with clip-retrieval installed")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=4)
@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, help="interleaved rounds [default: 2; smoke: 1]")
     args = parser.parse_args(argv)
     args.n = args.n or (12 if args.smoke else 500)
-    args.model = args.model or ("clip-ingest-tiny" if args.smoke else "ViT-B-32")
+    args.model = args.model or ("clip-ingest-tiny:random" if args.smoke else "ViT-B-32:random")
     args.repeats = args.repeats or (1 if args.smoke else 2)
     from clip_ingest.model.export import export_model
 

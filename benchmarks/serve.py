@@ -117,7 +117,7 @@ def mean_batch(url: str) -> tuple[float, float]:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, help="collection size [default: 10000; smoke: 200]")
-    parser.add_argument("--model", help=f"model spec [default: ViT-B-32; smoke: {TINY}]")
+    parser.add_argument("--model", help=f"model spec [default: ViT-B-32:random; smoke: {TINY}]")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8], help="clients per load level [default: 1 8]")
     parser.add_argument("--duration", type=float, help="seconds per load level and round [default: 30; smoke: 1]")
     parser.add_argument("--queries", type=int, help="in-process queries per round [default: 50; smoke: 5]")
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args(argv)
     args.points = args.points or (200 if args.smoke else 10_000)
-    args.model = args.model or (TINY if args.smoke else "ViT-B-32")
+    args.model = args.model or (TINY if args.smoke else "ViT-B-32:random")
     args.duration = args.duration or (1.0 if args.smoke else 30.0)
     args.queries = args.queries or (5 if args.smoke else 50)
     args.rounds = args.rounds or (1 if args.smoke else 2)

@@ -2,16 +2,30 @@
 
 ``command-line flags > TOML config file > CLIP_INGEST_* environment > defaults``
 
-The config file is ``--config FILE``, else ``./clip-ingest.toml`` when present.
-Its top-level keys apply to every tool; a ``[ingest]`` or ``[search]`` table
-overrides them for that tool. Keys may use ``-`` or ``_``. Each setting NAME can
-also come from the environment variable ``CLIP_INGEST_NAME`` (upper case).
-Secrets (``qdrant_api_key``, ``milvus_token``) are never flags: only the
-environment or the config file, and they never appear in ``repr`` or summaries.
+The config file is ``--config FILE``, else ``./clip-ingest.toml`` when present; one file
+serves every command (the format is documented in ``docs/configuration.md``):
+
+* its top-level keys are settings for every command that has them; a key that some other
+  command uses (``prune`` for ``clip-search``) is ignored, a key no command knows is an error;
+* a ``[COMMAND]`` table (``[ingest]``, ``[search]``, ``[serve]``, ...) overrides them for that
+  command; a key the command does not know there is an error, and so is a table no command owns.
+  The other commands leave the table alone. ``[migrate]`` reads ``[ingest]`` first: a
+  migration embeds the same sources as the cron job.
+
+Each command declares its settings once, beside its options, and registers them here with
+:func:`register_command` (this module never imports the command modules); importing
+:mod:`clip_ingest.connectors.cli` registers them all, so any command can tell another
+command's key from a typo. TOML values are checked strictly against the declared type (a
+string is not a boolean, a number not a string); environment values, always strings, are
+parsed (``1``/``true``/``yes``/``on``, comma-separated lists). Keys may use ``-`` or ``_``.
+Each setting NAME can also come from the environment variable ``CLIP_INGEST_NAME``. Secrets
+(``qdrant_api_key``, ``milvus_token``, ``api_key``) are never flags: only the environment or
+the config file, and their values never appear in ``repr``, summaries or error messages.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from dataclasses import dataclass
@@ -107,35 +121,105 @@ class Settings(Mapping[str, Any]):
         return f"Settings({shown})"
 
 
-def _coerce(setting: Setting, value: Any, origin: str) -> Any:
-    """Convert an env string or a TOML value to the setting's type."""
-    where = f"{origin} value for {setting.name!r}"
+@dataclass(frozen=True)
+class Command:
+    """A command's own settings (besides :data:`COMMON_SETTINGS`) and the config tables it reads."""
+
+    name: str
+    """Its table in the config file, e.g. ``ingest`` for ``[ingest]``."""
+    settings: tuple[Setting, ...]
+    inherits: tuple[str, ...] = ()
+    """Tables read before its own (later tables override earlier ones)."""
+
+    @property
+    def specs(self) -> tuple[Setting, ...]:
+        """Every setting the command resolves: the common ones, then its own."""
+        return COMMON_SETTINGS + self.settings
+
+
+_COMMANDS: dict[str, Command] = {}
+
+
+def register_command(name: str, settings: Sequence[Setting], *, inherits: Sequence[str] = ()) -> Command:
+    """Declare the command that owns the ``[name]`` table and its settings; returns it (a
+    module registers each of its commands once, at import)."""
+    command = Command(name, tuple(settings), tuple(inherits))
+    known = _COMMANDS.setdefault(name, command)
+    if known != command:
+        raise ValueError(f"command {name!r} is already registered with other settings")
+    return command
+
+
+def registered_commands() -> Mapping[str, Command]:
+    """Every registered command by name (complete once :mod:`clip_ingest.connectors.cli` is imported)."""
+    return dict(_COMMANDS)
+
+
+_TYPE_NAMES = {bool: "true or false (a TOML boolean)", int: "an integer", float: "a number",
+               list: "a list of strings, e.g. [\"a\", \"b\"]", str: "a string (in quotes)"}
+
+
+def _check_toml_value(setting: Setting, value: Any, where: str) -> Any:
+    """A TOML value of the setting's declared type, or :class:`ConfigError` naming the key and the type."""
+    kind = setting.type
+    if kind is list:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        shown = f"{_toml_type(value)} (not shown: a secret)" if setting.secret else f"{_toml_type(value)} {value!r}"
+        raise ConfigError(f"{where}: {setting.name!r} must be {_TYPE_NAMES.get(kind, kind.__name__)}, not {shown}")
+    return list(value) if kind is list else float(value) if kind is float else value
+
+
+def _toml_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "the boolean"
+    if isinstance(value, (int, float)):
+        return "the number"
+    if isinstance(value, str):
+        return "the string"
+    if isinstance(value, list):
+        return "the list"
+    return "the table" if isinstance(value, dict) else f"the {type(value).__name__}"
+
+
+def _parse_env(setting: Setting, value: str, variable: str) -> Any:
+    """Convert an environment string to the setting's type."""
+    where = f"environment {variable}"
     if setting.type is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        if value.strip().lower() in _TRUE | _FALSE:
             return value.strip().lower() in _TRUE
         raise ConfigError(f"{where} must be true or false, not {value!r}")
     if setting.type is list:
-        if isinstance(value, str):
-            return [v.strip() for v in value.split(",") if v.strip()]
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return list(value)
-        raise ConfigError(f"{where} must be a list of strings, not {value!r}")
+        return [v.strip() for v in value.split(",") if v.strip()]
     if setting.type in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"{where} must be a number, not {value!r}")
         try:
             return setting.type(value)
-        except (TypeError, ValueError):
+        except ValueError:
             raise ConfigError(f"{where} must be {'an integer' if setting.type is int else 'a number'}, not {value!r}") from None
-    if not isinstance(value, str):
-        raise ConfigError(f"{where} must be a string, not {value!r}")
     return value
 
 
-def read_config_file(path: str | os.PathLike, section: str, known: Iterable[str]) -> dict[str, Any]:
-    """Top-level keys of a TOML file merged with its ``[section]`` table; unknown keys are an error."""
+def _did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(candidates), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _owners(key: str) -> list[str]:
+    return sorted(c.name for c in _COMMANDS.values() if key in {s.name for s in c.specs})
+
+
+def read_config_file(
+    path: str | os.PathLike, section: str, specs: Sequence[Setting], inherits: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The values a command with ``specs`` and table ``section`` takes from the TOML file at
+    ``path``: its top-level keys, then ``inherits``' tables, then ``[section]``, each checked
+    against its declared type. Unknown keys and tables are errors (see the module doc)."""
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -143,15 +227,35 @@ def read_config_file(path: str | os.PathLike, section: str, known: Iterable[str]
         raise ConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
-    known = set(known)
-    tables = {k for k, v in data.items() if isinstance(v, dict)}
-    merged = {k: v for k, v in data.items() if k not in tables}
-    merged.update(data.get(section, {}))
-    values = {k.replace("-", "_"): v for k, v in merged.items()}
-    unknown = sorted(set(values) - known)
+    mine = {s.name: s for s in specs}
+    everyone = set(mine).union(*({s.name for s in c.specs} for c in _COMMANDS.values()))
+    tables = set(_COMMANDS) | {section, *inherits}
+    top = {_key(k): v for k, v in data.items() if not isinstance(v, dict)}
+    unknown = sorted(set(top) - everyone)
     if unknown:
-        raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
+        named = ", ".join(f"{key!r}{_did_you_mean(key, everyone)}" for key in unknown)
+        raise ConfigError(f"config file {path}: unknown setting(s) {named}: no command has them")
+    strange = sorted(name for name, value in data.items() if isinstance(value, dict) and name not in tables)
+    if strange:
+        named = ", ".join(f"[{name}]{_did_you_mean(name, tables)}" for name in strange)
+        raise ConfigError(f"config file {path}: unknown table(s) {named}; tables are named after the "
+                          f"commands: {', '.join(f'[{t}]' for t in sorted(tables))}")
+    values = {k: _check_toml_value(mine[k], v, f"config file {path}") for k, v in top.items() if k in mine}
+    for table in (*inherits, section):
+        for raw, value in data.get(table, {}).items():
+            key, where = _key(raw), f"config file {path}, [{table}]"
+            if key in mine:
+                values[key] = _check_toml_value(mine[key], value, where)
+            elif table == section:
+                others = [o for o in _owners(key) if o != section]
+                hint = (f": it is a setting of {', '.join(others)} (put it in [{others[0]}] or at the top level)"
+                        if others else _did_you_mean(key, mine))
+                raise ConfigError(f"{where}: unknown setting {key!r} for {section}{hint}")
     return values
+
+
+def _key(raw: str) -> str:
+    return raw.replace("-", "_")
 
 
 def resolve_settings(
@@ -159,16 +263,18 @@ def resolve_settings(
     specs: Sequence[Setting],
     *,
     section: str,
+    inherits: Sequence[str] = (),
     config_file: str | os.PathLike | None = None,
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike | None = None,
 ) -> Settings:
-    """Apply the precedence rule. ``flags`` holds None (or an empty tuple) for flags not given."""
+    """Apply the precedence rule for the command whose table is ``section`` (``inherits``: the
+    tables it reads first). ``flags`` holds None (or an empty tuple) for flags not given."""
     env = os.environ if env is None else env
     if config_file is None:
         implicit = Path(cwd or os.getcwd()) / DEFAULT_CONFIG_FILE
         config_file = implicit if implicit.is_file() else None
-    from_file = read_config_file(config_file, section, (s.name for s in specs)) if config_file else {}
+    from_file = read_config_file(config_file, section, specs, inherits) if config_file else {}
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
     for spec in specs:
@@ -177,10 +283,10 @@ def resolve_settings(
             values[spec.name] = list(flag) if isinstance(flag, tuple) else flag
             origins[spec.name] = "flag"
         elif spec.name in from_file:
-            values[spec.name] = _coerce(spec, from_file[spec.name], f"config file {config_file}")
+            values[spec.name] = from_file[spec.name]
             origins[spec.name] = "config"
         elif spec.env_var in env:
-            values[spec.name] = _coerce(spec, env[spec.env_var], f"environment {spec.env_var}")
+            values[spec.name] = _parse_env(spec, env[spec.env_var], spec.env_var)
             origins[spec.name] = "env"
         else:
             values[spec.name] = list(spec.default) if isinstance(spec.default, (list, tuple)) else spec.default

@@ -4,8 +4,8 @@ Accepted specs (``--model`` on every command, ``model=`` in Python):
 
 ========================================  ==========================================
 ``starter``                                the small model shipped with the package
-``ViT-B-32``                               architecture only: random weights (tests, speed)
 ``ViT-B-32:laion2b_s34b_b79k``             an open_clip pretrained tag (downloaded once)
+``ViT-B-32:random``                        seeded random weights, on purpose (tests, speed)
 ``hf-hub:org/name``                        an open_clip model on the Hugging Face Hub
 ``ViT-B-32:/path/weights.safetensors``     architecture + a local checkpoint file
 ``/path/to/exported-dir`` or               a directory in open_clip's ``local-dir:``
@@ -15,6 +15,12 @@ Accepted specs (``--model`` on every command, ``model=`` in Python):
 Architectures are open_clip's plus the small configs in ``model_configs/``
 (``clip-ingest-tiny``, ...). Downloads fail fast with an actionable message when
 there is no network, instead of waiting through retries.
+
+An architecture without weights (``ViT-B-32`` alone) is refused with
+:class:`WeightlessModelError`, for every use of a spec: its vectors are noise, and a user
+who meant the OpenAI weights would otherwise get a collection of noise. Random weights are
+asked for by the ``random`` tag; they are seeded, so ``ViT-B-32:random`` is always the same
+model, and its model id (``ViT-B-32@<weights hash>/...``) is the one the bare name had.
 """
 
 from __future__ import annotations
@@ -42,11 +48,20 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 open_clip.add_model_config(MODEL_CONFIG_DIR)
 
+#: the tag that asks for (seeded) random weights on purpose
+RANDOM_TAG = "random"
+
 SpecKind = Literal["random", "pretrained", "hf-hub", "checkpoint", "local-dir"]
 
 
 class ModelLoadError(Exception):
     """A model spec could not be resolved or its weights could not be loaded."""
+
+
+class WeightlessModelError(ModelLoadError, ValueError):
+    """The spec names an architecture without weights and without ``:random``.
+
+    Also a ``ValueError``: it is a mistake in the input (the command-line tools exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +102,8 @@ def _check_arch(arch: str) -> None:
 
 
 def parse_model_spec(spec: str) -> ModelSpec:
-    """Parse a spec string (see the module doc); raises :class:`ModelLoadError` if invalid."""
+    """Parse a spec string (see the module doc); raises :class:`ModelLoadError` if invalid, its
+    subclass :class:`WeightlessModelError` for an architecture named without weights."""
     spec = spec.strip()
     if not spec:
         raise ModelLoadError("empty model spec")
@@ -113,10 +129,12 @@ def parse_model_spec(spec: str) -> ModelSpec:
                 "(write one with `clip-model export`)"
             )
         return ModelSpec("local-dir", None, str(directory), spec)
-    arch, sep, rest = spec.partition(":")
+    arch, _, rest = spec.partition(":")
     _check_arch(arch)
-    if not sep:
+    if rest == RANDOM_TAG:
         return ModelSpec("random", arch, None, spec)
+    if not rest:
+        raise WeightlessModelError(_weightless_message(spec, arch))
     if _looks_like_path(rest):
         if not Path(rest).expanduser().is_file():
             raise ModelLoadError(f"checkpoint file not found: {rest}")
@@ -128,7 +146,28 @@ def parse_model_spec(spec: str) -> ModelSpec:
             f"unknown pretrained tag {rest!r} for {arch}; known tags: {listed}. "
             "For a local file write ARCH:/path/to/weights.safetensors."
         )
+    if not _tag_has_weights(arch, rest):
+        raise WeightlessModelError(_weightless_message(spec, arch))
     return ModelSpec("pretrained", arch, rest, spec)
+
+
+def _tag_has_weights(arch: str, tag: str) -> bool:
+    """Whether open_clip downloads weights for ``arch:tag`` (a URL or a Hugging Face Hub file)."""
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    return bool(cfg.get("url") or cfg.get("hf_hub"))
+
+
+def _weightless_message(spec: str, arch: str) -> str:
+    """Why ``spec`` is refused and the three ways to say what was meant."""
+    tags = [t for t in open_clip.list_pretrained_tags_by_model(arch) if _tag_has_weights(arch, t)]
+    known = (f"open_clip's pretrained tags for {arch}: {', '.join(tags)} (e.g. '{arch}:{tags[0]}')" if tags
+             else f"open_clip knows no pretrained weights for {arch}")
+    return (
+        f"model {spec!r} loads no weights: {arch} alone is an architecture with random weights, whose "
+        f"vectors are noise. Name its weights: {known}; or a local checkpoint, "
+        f"'{arch}:/path/to/weights.safetensors'. For random weights on purpose (tests, speed "
+        f"measurements) write '{arch}:{RANDOM_TAG}'."
+    )
 
 
 def _offline_message(spec: str, why: str) -> str:
@@ -208,7 +247,7 @@ def load_model(spec: str | ModelSpec, *, device: str | torch.device = "cpu") -> 
             tokenizer = open_clip.get_tokenizer(name)
             display = (metadata.get("name") or Path(parsed.source).name) if parsed.kind == "local-dir" else parsed.source
         else:
-            # random weights are seeded so that a spec like "ViT-B-32" always means the same model
+            # random weights are seeded so that "ViT-B-32:random" always means the same model
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
                 model, _, preprocess = open_clip.create_model_and_transforms(

@@ -10,6 +10,11 @@ Which vectors may share a collection: fp32 ONNX agrees with torch to cosine dist
 (tested), so it keeps the model's ``model_id`` and a collection ingested with one runtime is
 searched with the other. int8 vectors differ more, so an int8 model reports
 ``<model_id>+onnx-int8`` and a collection refuses to mix it with fp32 vectors.
+
+Both runtimes resolve the spec with :func:`~.factory.parse_model_spec`, so an architecture
+named without weights is refused here as everywhere (``ViT-B-32:random`` asks for random
+weights). The cache is keyed by the model id, not by the spec's spelling: an entry built for
+the bare ``ViT-B-32`` before ``:random`` was required serves ``ViT-B-32:random`` unchanged.
 """
 
 from __future__ import annotations

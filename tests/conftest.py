@@ -14,7 +14,7 @@ import pytest
 
 from imagegen import make_shape_image, write_shape_folder  # noqa: E402
 
-TINY_SPEC = "clip-ingest-tiny"
+TINY_SPEC = "clip-ingest-tiny:random"
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,8 @@ import torch
 
 from imagegen import write_shape_folder
 
-TINY = "clip-ingest-tiny"
+TINY_ARCH = "clip-ingest-tiny"
+TINY = f"{TINY_ARCH}:random"
 TINY_CUSTOM = "clip-ingest-tiny-custom-text"
 FAST = dict(epochs=1, batch_size=6, lr=1e-3, log_every=1, warmup_steps=0)
 
@@ -22,11 +23,11 @@ FAST = dict(epochs=1, batch_size=6, lr=1e-3, log_every=1, warmup_steps=0)
 def register_custom_text_config(directory: Path) -> str:
     """Register a tiny ``CustomTextCLIP`` config (text tower under ``.text``) with open_clip."""
     if TINY_CUSTOM not in open_clip.list_models():
-        base = open_clip.get_model_config(TINY)
+        base = open_clip.get_model_config(TINY_ARCH)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / f"{TINY_CUSTOM}.json").write_text(json.dumps({**base, "custom_text": True}))
         open_clip.add_model_config(directory / f"{TINY_CUSTOM}.json")
-    return TINY_CUSTOM
+    return f"{TINY_CUSTOM}:random"
 
 
 def labelled_images(root: Path, n: int = 12) -> Path:

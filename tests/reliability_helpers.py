@@ -34,7 +34,7 @@ from PIL import Image
 from clip_ingest.connectors.backends.base import VectorStore
 from clip_ingest.connectors.ingest.ids import point_id
 
-TINY_MODEL = "clip-ingest-tiny"
+TINY_MODEL = "clip-ingest-tiny:random"
 PHASES = ("scan", "decode", "embed", "write", "prune")
 """Where a run can be stopped: file yielded by the scan, file read+decoded, model batch embedded,
 store write (upsert or payload update) done, path removal (content change or ``--prune``) done."""

@@ -253,7 +253,7 @@ def test_haystack_document_embedder_reads_blobs_and_relative_paths(tiny_embedder
 def test_haystack_component_loads_a_spec_on_warm_up():
     from clip_ingest.connectors.adapters.haystack import ClipIngestTextEmbedder
 
-    component = ClipIngestTextEmbedder("clip-ingest-tiny", device="cpu")
+    component = ClipIngestTextEmbedder("clip-ingest-tiny:random", device="cpu")
     assert component._embedder is None, "nothing is loaded before warm_up"
     component.warm_up()
     vector = component.run(TEXT)["embedding"]

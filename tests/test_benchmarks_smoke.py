@@ -113,8 +113,8 @@ def test_decode_compares_the_pipeline_before_and_now(tmp_path: Path) -> None:
     measures = [r["measure"] for r in rows if r["variant"] == decode.PROCESSES]
     assert measures[:2] == ["decode stage", "decode stage, quarter"] and measures[2].startswith("decode stage, marginal (start-up")
     assert all(r["images_per_s"] > 0 and r["max_abs_diff_vs_before"] <= 1e-5 for r in rows)
-    assert any(r["name"].startswith(f"clip-ingest-tiny: {decode.NOW}") and r["target"] == 1.5 for r in result["ratios"])
-    assert any(r["name"].startswith(f"clip-ingest-tiny: {decode.PROCESSES}, marginal") and r["target"] == 1.5 for r in result["ratios"])
+    assert any(r["name"].startswith(f"{decode.TINY}: {decode.NOW}") and r["target"] == 1.5 for r in result["ratios"])
+    assert any(r["name"].startswith(f"{decode.TINY}: {decode.PROCESSES}, marginal") and r["target"] == 1.5 for r in result["ratios"])
 
 
 def test_duplicates_scale_finds_the_planted_groups_in_every_target(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def workdir(tmp_path, monkeypatch) -> Path:
 
 
 def run(*args: str, env: dict[str, str] | None = None):
-    return CliRunner().invoke(main, ["--model", "clip-ingest-tiny", "--workers", "2", *args], env=env)
+    return CliRunner().invoke(main, ["--model", "clip-ingest-tiny:random", "--workers", "2", *args], env=env)
 
 
 def read_summary(path: Path) -> dict:
@@ -138,7 +138,7 @@ def test_missing_source_folder_exits_2_before_the_model_loads(workdir):
 def test_a_run_ends_by_saying_where_the_data_went_and_how_to_search_it(workdir, shape_folder):
     result = run("--collection", "pics", str(shape_folder))
     assert result.exit_code == 0, result.output
-    assert "search it with: clip-search --target qdrant --collection pics --model clip-ingest-tiny --text" in result.output
+    assert "search it with: clip-search --target qdrant --collection pics --model clip-ingest-tiny:random --text" in result.output
 
 
 def test_settings_precedence_flags_config_env_defaults(tmp_path):
@@ -189,7 +189,7 @@ def test_cli_uses_config_file_then_env(workdir, shape_folder):
 def test_entry_point_subprocess_concurrent_with_an_in_process_run_makes_no_duplicates(workdir, shape_folder):
     """One real ``clip-ingest`` process and one CliRunner run at the same time, on the same collection."""
     exe = Path(sys.executable).with_name("clip-ingest")
-    cmd = [str(exe), str(shape_folder), "--model", "clip-ingest-tiny", "--lock-timeout", "300", "--workers", "1",
+    cmd = [str(exe), str(shape_folder), "--model", "clip-ingest-tiny:random", "--lock-timeout", "300", "--workers", "1",
            "-q", "--summary", "s0.json"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -11,7 +11,7 @@ from clip_ingest.connectors.backends import open_store
 from clip_ingest.connectors.cli.search import main
 from search_helpers import plant_shapes
 
-TINY = ["--model", "clip-ingest-tiny", "--device", "cpu"]
+TINY = ["--model", "clip-ingest-tiny:random", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_without_model_the_collections_recorded_model_is_used(tmp_path, shape_fo
     from clip_ingest.connectors.cli.ingest import main as ingest_main
 
     where = ["--target", "qdrant", "--qdrant-path", str(tmp_path / "q"), "--collection", "pics"]
-    ingested = CliRunner().invoke(ingest_main, [*where, "--model", "clip-ingest-tiny", "--data-dir", str(tmp_path), str(shape_folder)])
+    ingested = CliRunner().invoke(ingest_main, [*where, "--model", "clip-ingest-tiny:random", "--data-dir", str(tmp_path), str(shape_folder)])
     assert ingested.exit_code == 0, ingested.output
     result = CliRunner().invoke(main, [*where, "--text", "a red circle", "-k", "3", "--json"])
     assert result.exit_code == 0, result.output

@@ -47,7 +47,7 @@ def test_all_input_kinds_give_the_same_vector(tiny_embedder, tmp_path):
 
 
 def test_determinism_across_instances(tiny_embedder, shape_folder):
-    other = OpenClipEmbedder("clip-ingest-tiny", device="cpu", batch_size=3)
+    other = OpenClipEmbedder("clip-ingest-tiny:random", device="cpu", batch_size=3)
     paths = sorted(shape_folder.rglob("*.png"))[:5]
     assert other.model_id == tiny_embedder.model_id
     np.testing.assert_allclose(other.embed_images(paths), tiny_embedder.embed_images(paths), atol=1e-6)
@@ -57,7 +57,7 @@ def test_determinism_across_instances(tiny_embedder, shape_folder):
 def test_batch_size_invariance_one_vs_sixty_four(tmp_path):
     folder = write_shape_folder(tmp_path / "many", n=64, sidecars=False)
     paths = sorted(folder.rglob("*.png"))
-    big = OpenClipEmbedder("clip-ingest-tiny", device="cpu", batch_size=64)
+    big = OpenClipEmbedder("clip-ingest-tiny:random", device="cpu", batch_size=64)
     batch = big.embed_images(paths)
     alone = np.concatenate([big.embed_images([p]) for p in paths[:5]])
     np.testing.assert_allclose(alone, batch[:5], atol=1e-5)
@@ -76,7 +76,7 @@ def test_bad_image_raises_decode_error(tiny_embedder):
 
 
 def test_exif_rotated_jpeg_embeds_like_the_upright_image():
-    embedder = OpenClipEmbedder("clip-ingest-tiny", device="cpu")
+    embedder = OpenClipEmbedder("clip-ingest-tiny:random", device="cpu")
     upright = make_shape_image("green", "triangle", size=96)
     rotated, upright_v, unrotated = embedder.embed_images(
         [exif_rotated_jpeg(upright), jpeg_bytes(upright, quality=100, subsampling=0),
@@ -89,7 +89,7 @@ def test_exif_rotated_jpeg_embeds_like_the_upright_image():
 @pytest.mark.parametrize(
     "spec, kind, arch, source",
     [
-        ("ViT-B-32", "random", "ViT-B-32", None),
+        ("ViT-B-32:random", "random", "ViT-B-32", None),
         ("ViT-B-32:laion2b_s34b_b79k", "pretrained", "ViT-B-32", "laion2b_s34b_b79k"),
         ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "hf-hub", None, "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"),
     ],
@@ -148,7 +148,7 @@ def loaded_config_path():
 
 
 def test_checkpoint_file_and_local_dir_reload_give_identical_vectors(tmp_path, tiny_embedder):
-    loaded = load_model("clip-ingest-tiny")
+    loaded = load_model("clip-ingest-tiny:random")
     with torch.no_grad():  # make the weights differ from the seeded random init
         for p in loaded.model.parameters():
             p.add_(0.01 * torch.randn_like(p))
@@ -168,7 +168,7 @@ def test_checkpoint_file_and_local_dir_reload_give_identical_vectors(tmp_path, t
 
 
 def test_vit_b_32_smoke():
-    embedder = OpenClipEmbedder("ViT-B-32", device="cpu", batch_size=2)
+    embedder = OpenClipEmbedder("ViT-B-32:random", device="cpu", batch_size=2)
     images = embedder.embed_images([make_shape_image("red", "circle", size=256)] * 3)
     texts = embedder.embed_texts(["a red circle"])
     assert images.shape == (3, 512) and texts.shape == (1, 512)

@@ -20,7 +20,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 VENV_BIN = Path(sys.executable).parent
-TINY = "clip-ingest-tiny"
+TINY_ARCH = "clip-ingest-tiny"
+TINY = f"{TINY_ARCH}:random"
 HIT_LINE = re.compile(r"^\s+\d+\. (-?\d+\.\d+)\s+(.+)$", re.M)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -106,7 +107,7 @@ def test_train_and_swap_replaces_the_collection_model(shape_folder, tmp_path, ex
     example("python_api.py", "--photos", str(shape_folder), "--data-dir", data)
     out = example("train_and_swap.py", "--photos", str(shape_folder), "--data", str(shape_folder),
                   "--data-dir", data, "--out", str(tmp_path / "train"), "--swap", "recreate")
-    assert re.search(rf"collection examples: was {TINY}@\S+, now realign@\S+", out), out
+    assert re.search(rf"collection examples: was {TINY_ARCH}@\S+, now realign@\S+", out), out
     assert "swapped: 12 images embedded, 12 points" in out
     assert (tmp_path / "train" / "realign" / "open_clip_config.json").is_file()
 

@@ -178,7 +178,7 @@ def test_another_model_is_refused_and_recreate_reembeds(tmp_path, shape_folder, 
     from clip_ingest.connectors.factory import load_model
     from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
 
-    loaded = load_model("clip-ingest-tiny")
+    loaded = load_model("clip-ingest-tiny:random")
     with torch.no_grad():
         next(loaded.model.parameters()).add_(0.5)  # a genuinely different model: other weights
     other = OpenClipEmbedder.from_loaded(loaded, device="cpu", batch_size=8)

@@ -34,7 +34,7 @@ from reliability_helpers import KillPoint, Target, run_cli
 from conftest import TINY_SPEC
 from imagegen import make_shape_image, write_shape_folder
 
-NEW_SPEC = "clip-ingest-small"  # another architecture: another model id and another dimension
+NEW_SPEC = "clip-ingest-small:random"  # another architecture: another model id and another dimension
 QUERY = "a red circle"
 
 

@@ -49,7 +49,7 @@ def test_every_stage_runs_from_the_tiny_recipe(tmp_path, eval_data):
     assert result.exit_code == 0, result.output
     assert "eth80 instance mAP" in result.output and "flickr8k t2i R@10" in result.output
     report = json.loads((root / "eval" / "eval.json").read_text())
-    assert [m["spec"] for m in report["models"]] == [str(root / "realign"), "clip-ingest-tiny"]
+    assert [m["spec"] for m in report["models"]] == [str(root / "realign"), "clip-ingest-tiny:random"]
 
     result = invoke("export", *common, "--metrics", str(root / "eval" / "eval.json"))
     assert result.exit_code == 0, result.output
@@ -69,7 +69,7 @@ def test_every_stage_runs_from_the_tiny_recipe(tmp_path, eval_data):
 
 def test_rerun_resumes_and_seeded_runs_agree(tmp_path):
     photos = write_shape_folder(tmp_path / "photos", n=12, sidecars=False)
-    args = ["finetune", "--recipe", "tiny-smoke", "--model", "clip-ingest-tiny", "--data", str(photos),
+    args = ["finetune", "--recipe", "tiny-smoke", "--model", "clip-ingest-tiny:random", "--data", str(photos),
             "--method", "retrieval", "--seed", "3"]
     assert invoke(*args, "--out", str(tmp_path / "a")).exit_code == 0
     assert invoke(*args, "--out", str(tmp_path / "b")).exit_code == 0
@@ -97,11 +97,11 @@ def test_exit_codes_usage_2_failure_1(tmp_path):
 def test_export_refuses_metrics_of_other_models(tmp_path):
     report = {"models": [{"spec": "a", "metrics": {"x": 1}}, {"spec": "b", "metrics": {"x": 2}}]}
     (tmp_path / "eval.json").write_text(json.dumps(report))
-    result = invoke("export", "clip-ingest-tiny", str(tmp_path / "out"), "--metrics", str(tmp_path / "eval.json"))
+    result = invoke("export", "clip-ingest-tiny:random", str(tmp_path / "out"), "--metrics", str(tmp_path / "eval.json"))
     assert result.exit_code == 2 and "no model 'clip-ingest-tiny'" in result.output and "a, b" in result.output
     assert not (tmp_path / "out").exists()
     (tmp_path / "one.json").write_text(json.dumps({"models": report["models"][1:]}))
-    result = invoke("export", "clip-ingest-tiny", str(tmp_path / "out"), "--metrics", str(tmp_path / "one.json"))
+    result = invoke("export", "clip-ingest-tiny:random", str(tmp_path / "out"), "--metrics", str(tmp_path / "one.json"))
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "out" / "clip_ingest.json").read_text())["metrics"] == {"x": 2}
 
@@ -117,7 +117,7 @@ def test_help_documents_every_command():
 
 def test_eval_reports_missing_datasets_and_still_runs_the_rest(tmp_path, eval_data, tiny_embedder):
     shutil.rmtree(eval_data / "flickr8k")
-    report = evaluate_models(["clip-ingest-tiny"], EvalOptions(data_root=eval_data, device="cpu"))
+    report = evaluate_models(["clip-ingest-tiny:random"], EvalOptions(data_root=eval_data, device="cpu"))
     assert set(report.missing) == {"flickr8k"} and "flickr8k" in report.missing["flickr8k"]
     scores = report.models[0].metrics
     assert report.models[0].model_id == tiny_embedder.model_id
@@ -132,7 +132,7 @@ def test_eval_reports_missing_datasets_and_still_runs_the_rest(tmp_path, eval_da
 def test_eval_compares_runtimes_side_by_side(tmp_path, eval_data, tiny_embedder, monkeypatch):
     """The quality cost of a runtime: the same model on torch, ONNX and int8 in one table."""
     monkeypatch.setenv("CLIP_INGEST_CACHE", str(tmp_path / "cache"))
-    result = invoke("eval", "--model", "clip-ingest-tiny", "--data-root", str(eval_data), "-b", "eth80", "-b", "cifar10",
+    result = invoke("eval", "--model", "clip-ingest-tiny:random", "--data-root", str(eval_data), "-b", "eth80", "-b", "cifar10",
                     "--runtime", "torch", "--runtime", "onnx", "--runtime", "onnx-int8", "--device", "cpu")
     assert result.exit_code == 0, result.output
     header = next(line for line in result.output.splitlines() if line.startswith("| metric"))
@@ -145,7 +145,7 @@ def test_eval_compares_runtimes_side_by_side(tmp_path, eval_data, tiny_embedder,
 
 def test_eval_fails_when_every_dataset_is_missing(tmp_path):
     (tmp_path / "empty").mkdir()
-    result = invoke("eval", "--model", "clip-ingest-tiny", "--data-root", str(tmp_path / "empty"), "--device", "cpu")
+    result = invoke("eval", "--model", "clip-ingest-tiny:random", "--data-root", str(tmp_path / "empty"), "--device", "cpu")
     assert result.exit_code == 1
     assert "eth80" in result.output and "no benchmark could run" in result.output
 
@@ -294,7 +294,7 @@ def test_eth80_val_scores_objects_1_to_6_only_when_asked(tmp_path, eval_data):
     run never scores it, and data without those objects is reported as missing."""
     import shutil
 
-    spec = "clip-ingest-tiny"
+    spec = "clip-ingest-tiny:random"
     out = tmp_path / "only-7-8"
     result = invoke("eval", "-m", spec, "--data-root", str(eval_data), "-b", "eth80-val", "-b", "eth80", "-o", str(out))
     assert result.exit_code == 0, result.output
@@ -337,12 +337,12 @@ device = "cpu"
 [stages.augment]
 enabled = false
 [finetune]
-model = "clip-ingest-tiny"
+model = "clip-ingest-tiny:random"
 [realign]
 model = "unused"
 [experiment]
-base = "clip-ingest-tiny"
-random_init = "clip-ingest-tiny"
+base = "clip-ingest-tiny:random"
+random_init = "clip-ingest-tiny:random"
 out_dir = "{{out_root}}"
 seeds = [0, 1]
 [experiment.row_settings.mcip]
@@ -380,7 +380,7 @@ train = {{lr = 3e-3}}
                       "--experiment", str(tmp_path / "run" / "experiment.md"))
     assert exported.exit_code == 0, exported.output
     assert (tmp_path / "run" / "experiment.md").read_text().strip() in (tmp_path / "model" / "MODEL_CARD.md").read_text()
-    missing = invoke("export", "clip-ingest-tiny", str(tmp_path / "other"), "--experiment", str(tmp_path / "nope.md"))
+    missing = invoke("export", "clip-ingest-tiny:random", str(tmp_path / "other"), "--experiment", str(tmp_path / "nope.md"))
     assert missing.exit_code == 2 and "nope.md" in missing.output and not (tmp_path / "other").exists()
     again = invoke("experiment", "--recipe", str(recipe), "--data-root", str(eval_data), "--eval-only")
     retabled = json.loads((tmp_path / "run" / "experiment.json").read_text())
@@ -462,12 +462,12 @@ def _saved_variant(out_dir: Path, tower: str) -> str:
     from clip_ingest.connectors.factory import load_model
     from clip_ingest.model.checkpoint import model_config_for_spec, save_local_dir
 
-    loaded = load_model("clip-ingest-tiny")
+    loaded = load_model("clip-ingest-tiny:random")
     with torch.no_grad():
         params = loaded.model.visual.parameters() if tower == "image" else loaded.model.token_embedding.parameters()
         for param in params:
             param.add_(0.5)
-    save_local_dir(loaded.model, model_config_for_spec("clip-ingest-tiny"), loaded.preprocess_cfg, out_dir, {"stage": tower})
+    save_local_dir(loaded.model, model_config_for_spec("clip-ingest-tiny:random"), loaded.preprocess_cfg, out_dir, {"stage": tower})
     return str(out_dir)
 
 
@@ -476,11 +476,11 @@ def test_models_with_one_image_tower_share_its_image_vectors(tmp_path, eval_data
     options = EvalOptions(data_root=eval_data, benchmarks=("eth80",), device="cpu")
     realigned, finetuned = _saved_variant(tmp_path / "realigned", "text"), _saved_variant(tmp_path / "finetuned", "image")
     calls = count_image_tower_calls(monkeypatch)
-    alone = evaluate_models(["clip-ingest-tiny"], options)
+    alone = evaluate_models(["clip-ingest-tiny:random"], options)
     one_model = calls["n"]
     assert one_model > 0
     calls["n"] = 0
-    report = evaluate_models(["clip-ingest-tiny", realigned, finetuned], options)
+    report = evaluate_models(["clip-ingest-tiny:random", realigned, finetuned], options)
     assert calls["n"] == 2 * one_model  # the base's image tower once, the fine-tuned one once
     base, same_tower, other_tower = report.models
     assert len({base.model_id, same_tower.model_id, other_tower.model_id}) == 3
@@ -499,7 +499,7 @@ def test_eval_against_a_model_gives_each_other_column_its_paired_difference_and_
 
     options = EvalOptions(data_root=eval_data, benchmarks=("eth80",), device="cpu")
     realigned, finetuned = _saved_variant(tmp_path / "realigned", "text"), _saved_variant(tmp_path / "finetuned", "image")
-    report = compare_to(evaluate_models(["clip-ingest-tiny", realigned, finetuned], options), "clip-ingest-tiny")
+    report = compare_to(evaluate_models(["clip-ingest-tiny:random", realigned, finetuned], options), "clip-ingest-tiny:random")
     base, same_tower, other_tower = report.models
     assert base.differences == {} and report.against == base.name
     assert same_tower.differences["eth80 instance mAP"] == {"diff": 0.0, "ci": [0.0, 0.0]}
@@ -512,12 +512,12 @@ def test_eval_against_a_model_gives_each_other_column_its_paired_difference_and_
     with pytest.raises(ValueError, match="not evaluated"):
         compare_to(report, "ViT-B-32")
 
-    result = invoke("eval", "--model", finetuned, "--against", "clip-ingest-tiny", "--data-root", str(eval_data),
+    result = invoke("eval", "--model", finetuned, "--against", "clip-ingest-tiny:random", "--data-root", str(eval_data),
                     "-b", "eth80", "--device", "cpu", "-o", str(tmp_path / "eval"))
     assert result.exit_code == 0, result.output
     written = json.loads((tmp_path / "eval" / "eval.json").read_text())
-    assert [m["spec"] for m in written["models"]] == ["clip-ingest-tiny", finetuned]
-    assert written["against"] == "clip-ingest-tiny" and written["models"][0]["differences"] == {}
+    assert [m["spec"] for m in written["models"]] == ["clip-ingest-tiny:random", finetuned]
+    assert written["against"] == "clip-ingest-tiny:random" and written["models"][0]["differences"] == {}
     again = written["models"][1]["differences"]["eth80 instance mAP"]
     assert again["diff"] == pytest.approx(entry["diff"]) and again["ci"] == pytest.approx(entry["ci"])
     assert "paired-bootstrap 95 % CI" in result.output

@@ -51,7 +51,7 @@ def test_export_reloads_to_identical_vectors_and_model_id(tmp_path, tiny_embedde
 def test_model_card_states_the_recorded_facts_and_its_tables_are_refreshable(tmp_path):
     """The card is generated from clip_ingest.json: model_id, numbers beside the run's other models,
     an experiment block; update-doc replaces a block and leaves the rest alone."""
-    others = [{"name": "random", "spec": "clip-ingest-tiny", "model_id": "random@1/2",
+    others = [{"name": "random", "spec": "clip-ingest-tiny:random", "model_id": "random@1/2",
                "metrics": {"eth80 instance mAP": 0.25, "cifar10 zero-shot acc": 0.1}}]
     result = export_model(TINY_SPEC, tmp_path / "m", name="mine", metrics={"eth80 instance mAP": 0.5},
                           compared_with=others, experiment="| metric | base |\n|---|---:|\n| x | 1.0 |\n")

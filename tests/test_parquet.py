@@ -98,7 +98,7 @@ def test_from_parquet_keeps_the_model_safety_check_and_refuses_bad_sources(artif
     folder, _ = artifact
     data = tmp_path / "db"
     other = CliRunner().invoke(ingest_main, [str(shape_folder), "--target", "qdrant-edge", "--collection", "other",
-                                             "--data-dir", str(data), "--model", "clip-ingest-photo", "-q"])  # another model
+                                             "--data-dir", str(data), "--model", "clip-ingest-photo:random", "-q"])  # another model
     assert other.exit_code == 0, other.output
     mixed = CliRunner().invoke(ingest_main, ["--from-parquet", str(folder), "--target", "qdrant-edge", "--collection", "other",
                                              "--data-dir", str(data), "-q"])

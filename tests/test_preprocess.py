@@ -42,7 +42,7 @@ def test_unrecognised_transforms_are_returned_unchanged() -> None:
 
 
 def test_loaded_models_use_the_fused_tail_and_keep_their_vectors() -> None:
-    loaded = load_model("clip-ingest-tiny")
+    loaded = load_model("clip-ingest-tiny:random")
     assert isinstance(loaded.preprocess.transforms[-1], FusedToNormalisedTensor)
     reference = image_transform_v2(PreprocessCfg(**loaded.preprocess_cfg), is_train=False)
     images = _images()

@@ -253,7 +253,7 @@ def test_the_serve_command_serves_the_collection_and_stops_cleanly(tmp_path, tin
     store.close()
     port = free_port()
     command = [sys.executable, "-m", "clip_ingest.connectors.cli.search", "serve", "--target", "qdrant-edge",
-               "--collection", "shapes", "--data-dir", str(tmp_path / "data"), "--model", "clip-ingest-tiny", "--port", str(port)]
+               "--collection", "shapes", "--data-dir", str(tmp_path / "data"), "--model", "clip-ingest-tiny:random", "--port", str(port)]
     missing = subprocess.run(command[:7] + ["nothing-here"] + command[8:], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
     with serve_process(command, port) as server:

@@ -178,7 +178,7 @@ def test_the_serve_command_ingests_on_a_schedule_and_stops_cleanly(tmp_path, tin
     folder = tmp_path / "photos"
     folder.mkdir()
     _add_images(folder, ["red", "blue"], 0)
-    common = ["--target", "qdrant-edge", "--collection", "images", "--data-dir", str(tmp_path / "data"), "--model", "clip-ingest-tiny"]
+    common = ["--target", "qdrant-edge", "--collection", "images", "--data-dir", str(tmp_path / "data"), "--model", "clip-ingest-tiny:random"]
     first = subprocess.run([sys.executable, "-m", "clip_ingest.connectors.cli.ingest", str(folder), *common, "-q"],
                            capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr

@@ -10,12 +10,12 @@ or put them in the config file.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 import click
 
 from ..backends.base import MILVUS_CONSISTENCY_LEVELS, VectorStore
-from ..config import COMMON_SETTINGS, QUANTIZATIONS, RUNTIMES, TARGETS, ConfigError, Setting, Settings, StoreTarget, resolve_settings, store_target
+from ..config import QUANTIZATIONS, RUNTIMES, TARGETS, Command, ConfigError, Settings, StoreTarget, resolve_settings, store_target
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -92,10 +92,12 @@ class DefaultCommandGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
-def load_settings(params: Mapping[str, Any], extra: Sequence[Setting], section: str) -> Settings:
-    """Resolve the command's parameters; config errors become click usage errors (exit 2)."""
+def load_settings(params: Mapping[str, Any], command: Command) -> Settings:
+    """Resolve ``command``'s parameters (flags, its tables of the config file, environment);
+    config errors become click usage errors (exit 2)."""
     try:
-        return resolve_settings(params, COMMON_SETTINGS + tuple(extra), section=section, config_file=params.get("config_file"))
+        return resolve_settings(params, command.specs, section=command.name, inherits=command.inherits,
+                                config_file=params.get("config_file"))
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
 

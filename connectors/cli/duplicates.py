@@ -13,12 +13,14 @@ from typing import Any
 
 import click
 
-from ..config import Setting, Settings
+from ..config import Setting, Settings, register_command
 from .common import EXIT_OK, common_options, fatal, load_query_embedder, load_settings, open_target_store, setup_logging, store_target
 
 log = logging.getLogger("clip_ingest.duplicates")
 
 DUPLICATES_SETTINGS: tuple[Setting, ...] = (Setting("batch_size", int, 32),)
+DUPLICATES = register_command("duplicates", DUPLICATES_SETTINGS)
+REVIEW = register_command("review", ())
 DEFAULT_MIN_RELEVANCE = 0.9
 
 
@@ -45,7 +47,7 @@ def duplicates(min_relevance: float, threshold: float | None, k: int, include_re
     listed again unless a new image joins it.
     """
     setup_logging(verbose, quiet)
-    settings = load_settings(params, DUPLICATES_SETTINGS, section="search")
+    settings = load_settings(params, DUPLICATES)
     from ..backends.base import StoreError
     from ..factory import ModelLoadError
     from ..search.duplicates import find_groups
@@ -118,7 +120,7 @@ def review(members: tuple[str, ...], decision: str, keep: str | None, verbose: i
     re-runs, moves and `clip-ingest migrate`. clip-ingest deletes no file.
     """
     setup_logging(verbose, quiet)
-    settings = load_settings(params, DUPLICATES_SETTINGS, section="search")
+    settings = load_settings(params, REVIEW)
     from ..backends.base import StoreError
     from ..search.duplicates import record_review
     from ..search.searcher import PointNotFoundError

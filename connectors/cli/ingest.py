@@ -19,7 +19,7 @@ from typing import Any, Callable, TypeVar
 import click
 
 from ..backends.common import redact_uri
-from ..config import Setting, Settings, StoreTarget
+from ..config import Setting, Settings, StoreTarget, register_command
 from ..ingest.lock import LockedError, RunLock, default_lock_path, run_file_stem
 from ..ingest.plan import Shard
 from ..ingest.reader import DEFAULT_READ_TIMEOUT_S
@@ -75,6 +75,7 @@ INGEST_SETTINGS: tuple[Setting, ...] = (
     Setting("num_gpus_per_worker", float, 0.0),
     Setting("num_cpus_per_worker", float, 1.0),
 )
+INGEST = register_command("ingest", INGEST_SETTINGS)
 
 #: write batch size by target: Qdrant's default request limit is 32 MB, Milvus' gRPC limit 64 MB
 WRITE_BATCH_BYTES = {"qdrant": 4 << 20, "qdrant-edge": 4 << 20, "milvus": 16 << 20, "parquet": 64 << 20}
@@ -167,7 +168,7 @@ def main(verbose: int, quiet: bool, **params: Any) -> None:
     """
     setup_logging(verbose, quiet)
     params["ext"] = _split_commas(params["ext"])
-    settings = load_settings(params, INGEST_SETTINGS, section="ingest")
+    settings = load_settings(params, INGEST)
     if settings.from_parquet:
         if settings.sources or settings.manifest:
             raise click.UsageError("--from-parquet loads embeddings that exist: give no folders or manifests with it")
@@ -424,7 +425,7 @@ def _executor(settings: Settings, embedder: Any) -> Any:
                        progress=bool(sys.stderr.isatty()))
 
 
-__all__ = ["INGEST_SETTINGS", "IngestJob", "main", "missing_sources", "parse_index_fields", "plan_job"]
+__all__ = ["INGEST", "INGEST_SETTINGS", "IngestJob", "main", "missing_sources", "parse_index_fields", "plan_job"]
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from ..config import Settings
+from ..config import Settings, register_command
 from ..ingest.lock import LockedError, RunLock, default_lock_path
 from ..ingest.migration import AlreadyMigrated, ModelOf, prepare, rollback_target, state, switch
 from ..ingest.plan import Shard
@@ -24,6 +24,9 @@ from .common import EXIT_FAILED_FILES, EXIT_LOCKED, EXIT_OK, fatal, load_setting
 from .ingest import INGEST_SETTINGS, _load_embedder, _run, _split_commas, parse_index_fields, source_options
 
 log = logging.getLogger("clip_ingest.migrate")
+
+#: a migration embeds the same sources as the cron job: the [ingest] table, then [migrate]
+MIGRATE = register_command("migrate", INGEST_SETTINGS, inherits=("ingest",))
 
 
 @click.command("migrate", context_settings={"help_option_names": ["-h", "--help"]})
@@ -53,7 +56,7 @@ def migrate(verbose: int, quiet: bool, show_status: bool, no_switch: bool, rollb
     """
     setup_logging(verbose, quiet)
     params["ext"] = _split_commas(params["ext"])
-    settings = load_settings(params, INGEST_SETTINGS, section="ingest")
+    settings = load_settings(params, MIGRATE)
     if settings.target == "parquet":
         raise click.UsageError("a Parquet artifact has no aliases: migrate a Qdrant or Milvus collection")
     actions = sum(map(bool, (show_status, rollback, drop)))

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import click
 
-from ..config import Setting, Settings
+from ..config import Setting, Settings, register_command
 from ..search.results import hit_dict, result_document
 from .common import EXIT_OK, DefaultCommandGroup, common_options, fatal, load_query_embedder, load_settings, open_target_store, setup_logging, store_target
 
@@ -24,6 +24,7 @@ SEARCH_SETTINGS: tuple[Setting, ...] = (
     Setting("k", int, 10, help="hits per query"),
     Setting("batch_size", int, 32),
 )
+SEARCH = register_command("search", SEARCH_SETTINGS)
 
 #: payload fields shown in the table (everything is in --json / --html)
 TABLE_FIELDS = ("path",)
@@ -83,7 +84,7 @@ def query(
         parsed = parse_filter(filter_text) if filter_text is not None else None
     except FilterSyntaxError as exc:
         raise click.UsageError(f"--filter: {exc}") from None
-    settings = load_settings(params, SEARCH_SETTINGS, section="search")
+    settings = load_settings(params, SEARCH)
     results = _run(settings, queries, parsed, offset, min_score, min_relevance)
     if html_file:
         from ..search.html import render_html
@@ -213,7 +214,7 @@ main.add_command(serve)
 main.add_command(duplicates)
 main.add_command(review)
 
-__all__ = ["SEARCH_SETTINGS", "format_table", "main", "query"]
+__all__ = ["SEARCH", "SEARCH_SETTINGS", "format_table", "main", "query"]
 
 
 if __name__ == "__main__":

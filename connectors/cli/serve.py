@@ -13,11 +13,11 @@ from typing import Any
 
 import click
 
-from ..config import Setting, Settings
+from ..config import Setting, Settings, register_command
 from ..ingest.plan import Shard
 from .common import (EXIT_USAGE, common_options, fatal, load_query_embedder, load_settings, load_settings_embedder,
                      open_target_store, setup_logging, store_target)
-from .ingest import INGEST_SETTINGS, IngestJob, missing_sources, parse_index_fields, plan_job
+from .ingest import INGEST, IngestJob, missing_sources, parse_index_fields, plan_job
 
 SERVE_SETTINGS: tuple[Setting, ...] = (
     Setting("host", str, "127.0.0.1"),
@@ -28,6 +28,7 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
     Setting("batch_size", int, 64),
     Setting("ingest_every", str, None),
 )
+SERVE = register_command("serve", SERVE_SETTINGS)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -81,7 +82,7 @@ def serve(verbose: int, quiet: bool, **params: Any) -> None:
     setup_logging(verbose, quiet)
     params["cors_origin"] = list(params["cors_origin"]) or None
     ingest_sources = params.pop("ingest_sources")
-    settings = load_settings(params, SERVE_SETTINGS, section="serve")
+    settings = load_settings(params, SERVE)
     job = _ingest_job(settings, params, ingest_sources)
     target = store_target(settings)
     metrics = Metrics()
@@ -125,7 +126,7 @@ def _ingest_job(settings: Settings, params: dict[str, Any], sources: tuple[str, 
         return None
     parse_duration(settings.ingest_every)
     common = {k: v for k, v in params.items() if k not in {s.name for s in SERVE_SETTINGS}}
-    ingest = load_settings({**common, "sources": sources or None}, INGEST_SETTINGS, section="ingest")
+    ingest = load_settings({**common, "sources": sources or None}, INGEST)
     if not ingest.sources and not ingest.manifest:
         raise click.UsageError("--ingest-every: give the folders with --ingest DIR (or sources / manifest under [ingest])")
     if ingest.recreate or ingest.dry_run:
@@ -136,4 +137,4 @@ def _ingest_job(settings: Settings, params: dict[str, Any], sources: tuple[str, 
     return plan_job(ingest, Shard(), parse_index_fields(ingest.index_field))
 
 
-__all__ = ["SERVE_SETTINGS", "parse_duration", "serve"]
+__all__ = ["SERVE", "SERVE_SETTINGS", "parse_duration", "serve"]
