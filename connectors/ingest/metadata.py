@@ -153,10 +153,11 @@ def check_record(record: Mapping[str, Any], source: str, limits: MetadataLimits 
 def _decode(data: bytes | str, source: str, limits: MetadataLimits) -> str:
     """``data`` as text, its UTF-8 size checked before it is decoded; a leading BOM dropped."""
     if isinstance(data, str):
-        # every character is at least one byte: a long text is refused without encoding it
-        size = len(data) if len(data) > limits.max_bytes else len(data.encode("utf-8", "surrogatepass"))
+        if len(data) > limits.max_bytes:  # every character is at least one byte: refused without encoding it
+            raise _past(source, f"{len(data)} characters (at least as many bytes)", limits, "max_bytes")
+        size = len(data.encode("utf-8", "surrogatepass"))
         if size > limits.max_bytes:
-            raise _past(source, f"{size} or more bytes", limits, "max_bytes")
+            raise _past(source, f"{size} bytes", limits, "max_bytes")
         return data.removeprefix("\ufeff")
     if not isinstance(data, (bytes, bytearray)):
         raise MetadataError(source, f"must be bytes or text, got {type(data).__name__}")
