@@ -8,9 +8,13 @@ One point is one distinct image content. Its payload::
     size        file size in bytes
     mtime       modification time of the primary path, Unix seconds (float, filterable)
     width, height, format, sha256, ingested_at (ISO-8601 UTC), model_id
-    ...         user metadata (sidecar JSON, manifest columns, folder label) as top-level keys
+    meta_sig    signature of the primary path's metadata sources (:func:`..scan.metadata_signature`)
+    ...         user metadata (sidecar JSON, folder label, manifest columns) as top-level keys
 
-User keys that clash with these reserved names are dropped with a warning.
+User metadata is always that of the primary path: when the primary changes (a move, a prune, an
+edited file) or its sources change (a sidecar added, edited or removed, a manifest row edited,
+``--label-from-folder`` switched), the next run replaces it without re-embedding
+(:func:`with_metadata`). User keys that clash with the reserved names are dropped with a warning.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from typing import Any, Iterable, Mapping
 log = logging.getLogger(__name__)
 
 RESERVED_KEYS = frozenset(
-    {"path", "paths", "mtimes_ns", "size", "mtime", "width", "height", "sha256", "format", "ingested_at", "model_id"}
+    {"path", "paths", "mtimes_ns", "size", "mtime", "width", "height", "sha256", "format", "ingested_at", "model_id",
+     "meta_sig"}
 )
 
 
@@ -53,10 +58,12 @@ def new_payload(
     format: str | None,
     model_id: str,
     metadata: Mapping[str, Any],
+    meta_sig: str = "",
 ) -> dict[str, Any]:
     """The payload of a freshly embedded image found at ``path``."""
     payload = dict(metadata)
     payload.update(
+        meta_sig=meta_sig,
         path=path,
         paths=[path],
         mtimes_ns=[mtime_ns],
@@ -70,6 +77,12 @@ def new_payload(
         model_id=model_id,
     )
     return payload
+
+
+def with_metadata(payload: Mapping[str, Any], metadata: Mapping[str, Any], meta_sig: str) -> dict[str, Any]:
+    """``payload`` with its user metadata replaced by ``metadata`` (keys not given are removed)."""
+    kept = {k: v for k, v in payload.items() if k in RESERVED_KEYS}
+    return {**metadata, **kept, "meta_sig": meta_sig}
 
 
 def _sync_primary(payload: dict[str, Any]) -> dict[str, Any]:

@@ -20,11 +20,13 @@ from ..backends.base import CollectionSpec, ModelMismatchError, StoreError, Tran
 from ..embedder import Embedder
 from .deadletter import DeadLetter
 from .executor import LocalExecutor, StageExecutor
-from .plan import Planner, Shard
+from .metadata import MetadataLimits
+from .mounts import SourceRecord
+from .plan import DEFAULT_MAX_PRUNE, Planner, Shard
 from .quarantine import Quarantine
 from .reader import DEFAULT_READ_TIMEOUT_S
 from .scan import DEFAULT_EXTENSIONS, Scan
-from .stages import DecodeStage, EmbedStage, Failed, ImageEncoder, WriteOp
+from .stages import DecodeStage, EmbedStage, Failed, ImageEncoder, WriteOp, file_metadata
 from .state import StoredState
 from .summary import Progress, RunStats
 from .writer import RETRY_FOR_S, ChangeSink, Writer, make_retrying
@@ -44,6 +46,13 @@ class IngestOptions:
     label_from_folder: bool = False
     index_fields: Mapping[str, str] = field(default_factory=dict)
     prune: bool = False
+    max_prune: float = DEFAULT_MAX_PRUNE
+    """The largest share of the stored paths one prune may remove; 1 also prunes an empty source or
+    one on another filesystem than last time (see :mod:`.plan`). Past it nothing is pruned."""
+    source_record: str | None = None
+    """JSON file remembering each source folder's filesystem between runs (None: no such check)."""
+    metadata_limits: MetadataLimits = MetadataLimits()
+    """Limits of a sidecar or manifest row; past them the file fails with ``bad_metadata``."""
     recreate: bool = False
     dry_run: bool = False
     shard: Shard = Shard()
@@ -185,19 +194,32 @@ def run_ingest(
         include_hidden=options.include_hidden,
         label_from_folder=options.label_from_folder,
         on_problem=lambda p: fail(p.path, p.reason, p.detail),
+        metadata_limits=options.metadata_limits,
     )
     planner = Planner(scan, state, options.shard, on_unchanged=lambda: progress.advance(),
                       quarantine=Quarantine.load(options.quarantine))
     encoder = ImageEncoder(embedder)
-    decode = DecodeStage(encoder, options.id_namespace or options.collection, state, decode=not options.dry_run)
+    decode = DecodeStage(encoder, options.id_namespace or options.collection, state, decode=not options.dry_run,
+                         metadata_limits=options.metadata_limits)
     embed = EmbedStage(encoder, embedder.model_id, options.batch_size, embed=not options.dry_run)
     if executor is None:
         # enough decodes in flight to fill the next batch while the model runs on this one
         window = max(4 * options.workers, 2 * options.batch_size)
         executor = LocalExecutor(options.workers, options.read_timeout, window)
+    def describe(path: str) -> tuple[dict, str] | None:
+        """The metadata of a path that became a point's primary (see :data:`.writer.Describe`)."""
+        file = planner.scanned_file(path)
+        if file is None:
+            return None
+        try:
+            return file_metadata(file, options.metadata_limits), file.meta_sig
+        except ValueError as exc:
+            fail(path, "bad_metadata", str(exc))
+            return None
+
     writer = Writer(
         store, stats, dead, dry_run=options.dry_run, max_batch_bytes=options.max_batch_bytes,
-        on_change=on_change, retrying=retrying,
+        on_change=on_change, retrying=retrying, describe=describe,
     )
     progress = Progress(stats, planner, enabled=options.progress)
     interrupted = False
@@ -233,8 +255,17 @@ def run_ingest(
                 retrying(store.flush)
             raise IngestInterrupted(stats)
         if options.prune:
-            writer.prune(planner.gone_paths())
+            sources = SourceRecord(options.source_record)
+            now = sources.current(scan.roots)
+            moved = {root: f"was {was!r}, now {is_!r}" for root, (was, is_) in sources.changed(now).items()}
+            plan = planner.prune_plan(options.max_prune, moved)
+            if plan.refused:
+                stats.prune_refused = plan.refused
+                log.warning("prune refused: %s", plan.refused)
+            writer.prune(plan.gone)
         writer.finish()
+        if options.prune and not options.dry_run:
+            sources.save(now, keep=moved if options.max_prune < 1 else ())
     finally:
         progress.close()
         dead.close()

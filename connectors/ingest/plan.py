@@ -1,15 +1,26 @@
-"""Decide, before reading any image, which scanned files need work and which paths to prune."""
+"""Decide, before reading any image, which scanned files need work and which paths to prune.
+
+Prune never removes what only looks gone: paths in folders the scan could not read, paths under a
+source in which the scan found no file at all (an unmounted disk's empty mount point), paths under
+a source now on another filesystem than when it was last ingested, and a prune that would remove
+more than ``max_prune`` of the paths the collection lists are all kept, and the run says why
+(:class:`PrunePlan`). ``max_prune=1`` confirms: whatever is gone is pruned.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Mapping
 
 from .ids import shard_of
 from .quarantine import Quarantine
 from .scan import Scan, SourceFile, os_path
 from .state import StoredState
+
+
+DEFAULT_MAX_PRUNE = 0.5
+"""The largest share of a collection's paths one prune removes unless confirmed (``--max-prune``)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,16 @@ class Candidate:
     file: SourceFile
     previous_ids: tuple[str, ...]
     """Points that listed this path when the run started."""
+    metadata_only: bool = False
+    """The image is unchanged, only its metadata sources changed: not read, not embedded."""
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    """What ``--prune`` removes: ``(point_id, path)`` pairs, and why some or all were kept."""
+
+    gone: list[tuple[str, str]] = field(default_factory=list)
+    refused: str | None = None
 
 
 class Planner:
@@ -54,7 +75,8 @@ class Planner:
 
     Iterating yields the :class:`Candidate` files; :attr:`unchanged` counts the
     skipped ones. After iterating, :meth:`gone_paths` lists the stored paths whose
-    files the scan no longer found (what ``--prune`` removes).
+    files the scan no longer found and :meth:`prune_plan` what ``--prune`` may remove of them;
+    :meth:`scanned_file` returns what the scan found at a path that may become a point's primary.
     """
 
     def __init__(
@@ -72,6 +94,7 @@ class Planner:
         self.quarantined = 0
         """Files skipped unread as quarantined and unchanged (seen: never pruned)."""
         self._seen: set[str] = set()
+        self._files: dict[str, SourceFile] = {}  # candidates and paths shared with other paths of a point
 
     def __iter__(self) -> Iterator[Candidate]:
         for file in self.scan:
@@ -82,12 +105,20 @@ class Planner:
             if self.quarantine.holds(file):
                 self.quarantined += 1
                 continue
-            if self.state.is_unchanged(file):
+            unchanged = self.state.is_unchanged(file)
+            if not unchanged or self.state.shared(file.path):
+                self._files[file.path] = file
+            if unchanged and self.state.metadata_current(file):
                 self.unchanged += 1
                 if self.on_unchanged is not None:
                     self.on_unchanged()
                 continue
-            yield Candidate(file, tuple(self.state.ids_listing(file.path)))
+            yield Candidate(file, tuple(self.state.ids_listing(file.path)), metadata_only=unchanged)
+
+    def scanned_file(self, path: str) -> SourceFile | None:
+        """The file the scan found at ``path`` if it was read this run or shares its point with
+        other paths (the only paths that can become a point's new primary); else None."""
+        return self._files.get(path)
 
     def _owning_root(self, path: str) -> str | None:
         for root in self.scan.roots:
@@ -111,3 +142,38 @@ class Planner:
                 continue
             for point_id, _ in entries:
                 yield point_id, path
+
+    def prune_plan(self, max_prune: float = DEFAULT_MAX_PRUNE, moved_roots: Mapping[str, str] | None = None) -> PrunePlan:
+        """What ``--prune`` may remove of :meth:`gone_paths` (call after iterating).
+
+        Args:
+            max_prune: the largest share of the paths this shard's part of the collection lists
+                that one run may prune; 1 also prunes empty and moved sources.
+            moved_roots: source roots whose filesystem is not the one recorded -> a description.
+        """
+        gone = list(self.gone_paths())
+        if max_prune >= 1 or not gone:
+            return PrunePlan(gone)
+        held = {root: f"source {root} is empty (an unmounted disk looks like this)"
+                for root, count in self.scan.found.items() if count == 0}
+        held.update({root: f"source {root} is on another filesystem than last time ({change})"
+                     for root, change in (moved_roots or {}).items()})
+        reasons = []
+        for root, why in held.items():
+            kept = [g for g in gone if self._owning_root(os_path(g[1])) == root]
+            if kept:
+                gone = [g for g in gone if self._owning_root(os_path(g[1])) != root]
+                reasons.append(f"{why}: its {len(kept)} stored path(s) are kept")
+        listed = sum(1 for path in self.state.by_path if self._owned(path))
+        if len(gone) > max_prune * listed:
+            reasons.append(f"pruning would remove {len(gone)} of the {listed} stored paths "
+                           f"({len(gone) / listed:.0%}, over the {max_prune:.0%} allowed by --max-prune)")
+            gone = []
+        if not reasons:
+            return PrunePlan(gone)
+        return PrunePlan(gone, "; ".join(reasons) + "; if these files are really gone, run again with --max-prune 1")
+
+    def _owned(self, path: str) -> bool:
+        """Whether a stored path is this shard's to prune (paths outside every root count for each shard)."""
+        root = self._owning_root(os_path(path))
+        return root is None or self.shard.owns(os.path.relpath(os_path(path), root))

@@ -11,16 +11,18 @@ files/folders (name starting with ``.``) are skipped unless asked for.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Container, Iterable, Iterator, Mapping
 
 from ..decode import OPTIONAL_FORMATS
 from . import objectstore
+from .metadata import MetadataError, MetadataLimits, check_record, parse_json_object
 
 DEFAULT_EXTENSIONS: tuple[str, ...] = (
     "jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff",
@@ -43,6 +45,8 @@ class SourceFile:
     size: int
     mtime_ns: int
     metadata: dict[str, Any] = field(default_factory=dict)
+    meta_sig: str = ""
+    """:func:`metadata_signature` of this file's metadata sources, known without reading them."""
 
 
 @dataclass(frozen=True)
@@ -89,11 +93,6 @@ def _is_hidden(rel: str) -> bool:
 def _folder_label(rel: str) -> dict[str, Any]:
     parent = Path(rel).parent.name
     return {"label": parent} if parent else {}
-
-
-def printable_path(path: str) -> str:
-    """``path`` with bytes that are not UTF-8 (kept as surrogate escapes by ``os``) shown as ``\\xNN``."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 #: a file name byte that is not UTF-8 (``os`` keeps byte B as the lone surrogate U+DC00+B) is stored
@@ -155,6 +154,7 @@ class Scan:
         include_hidden: also take files and folders whose name starts with ``.``.
         label_from_folder: add ``label`` = name of the file's parent folder (below the root).
         on_problem: called for every entry that cannot be used.
+        metadata_limits: the limits a manifest row must keep (past them: ``bad_metadata``).
 
     After iterating, :attr:`roots` are the folders the scan covered and :attr:`blind_spots`
     the folders it could not read (pruning must not touch paths in them).
@@ -169,6 +169,7 @@ class Scan:
         include_hidden: bool = False,
         label_from_folder: bool = False,
         on_problem: ProblemSink = lambda problem: None,
+        metadata_limits: MetadataLimits = MetadataLimits(),
     ) -> None:
         self.directories = [_source_root(os.fspath(d)) for d in directories]
         self.manifests = [os.path.abspath(os.fspath(m)) for m in manifests]
@@ -182,14 +183,21 @@ class Scan:
         self.include_hidden = include_hidden
         self.label_from_folder = label_from_folder
         self.report = on_problem
+        self.metadata_limits = metadata_limits
         self.roots = self.directories + [os.path.dirname(m) for m in self.manifests]
         self.blind_spots: list[str] = []
+        self.found: dict[str, int] = {root: 0 for root in self.roots}
+        """Files found under each root (every shard's), so that an empty source can be told apart."""
 
     def __iter__(self) -> Iterator[SourceFile]:
         for folder in self.directories:
-            yield from (self._walk_objects if objectstore.is_uri(folder) else self._walk)(folder)
+            for file in (self._walk_objects if objectstore.is_uri(folder) else self._walk)(folder):
+                self.found[folder] += 1
+                yield file
         for manifest in self.manifests:
-            yield from self._manifest(manifest)
+            for file in self._manifest(manifest):
+                self.found[file.root] += 1
+                yield file
 
     def _wanted(self, name: str) -> bool:
         """Whether a file name has one of the scanned extensions."""
@@ -218,6 +226,7 @@ class Scan:
             if not self.include_hidden:
                 dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             dirnames.sort()
+            names = frozenset(filenames)
             for name in sorted(filenames):
                 if not self.include_hidden and name.startswith("."):
                     continue
@@ -229,7 +238,8 @@ class Scan:
                     continue
                 rel = os.path.join(rel_dir, name)
                 metadata = _folder_label(path_key(rel)) if self.label_from_folder else {}
-                yield SourceFile(path_key(path), rel, root, st_file.st_size, st_file.st_mtime_ns, metadata)
+                sig = metadata_signature(_local_sidecar(path, names), metadata)
+                yield SourceFile(path_key(path), rel, root, st_file.st_size, st_file.st_mtime_ns, metadata, sig)
 
     def _walk_objects(self, root: str) -> Iterator[SourceFile]:
         """An object-store prefix, filtered like a folder (hidden parts, extensions, labels)."""
@@ -239,6 +249,7 @@ class Scan:
             self.blind_spots.append(root)
             self.report(ScanProblem(root, "unreadable", f"cannot list objects: {exc}"))
             return
+        sidecars = {o.uri: _stamp(o.rel.rsplit("/", 1)[-1], o.size, o.mtime_ns) for o in objects if o.rel.endswith(".json")}
         for obj in objects:
             name = obj.rel.rsplit("/", 1)[-1]
             if not self.include_hidden and _is_hidden(obj.rel):
@@ -246,12 +257,21 @@ class Scan:
             if not self._wanted(name):
                 continue
             metadata = _folder_label(obj.rel) if self.label_from_folder else {}
-            yield SourceFile(obj.uri, obj.rel, root, obj.size, obj.mtime_ns, metadata)
+            sidecar = next((sidecars[c] for c in sidecar_paths(obj.uri) if c in sidecars), "")
+            yield SourceFile(obj.uri, obj.rel, root, obj.size, obj.mtime_ns, metadata, metadata_signature(sidecar, metadata))
 
     def _manifest(self, manifest: str) -> Iterator[SourceFile]:
         root = os.path.dirname(manifest)
         real_root = os.path.realpath(root)
-        for entry, where in _read_manifest(manifest):
+        for record, where in _read_manifest(manifest):
+            try:
+                if isinstance(record, str):
+                    entry = parse_json_object(record, where, self.metadata_limits)
+                else:
+                    entry = check_record(record, where, self.metadata_limits)
+            except MetadataError as exc:
+                self.report(ScanProblem(where, "bad_metadata", str(exc)))
+                continue
             raw = entry.pop("path", None)
             if not isinstance(raw, str) or not raw.strip():
                 self.report(ScanProblem(where, "bad_manifest_entry", "entry has no 'path'"))
@@ -273,39 +293,79 @@ class Scan:
                 continue
             metadata = _folder_label(rel) if self.label_from_folder else {}
             metadata.update({k: v for k, v in entry.items() if v not in ("", None)})
-            yield SourceFile(path, rel, root, st.st_size, st.st_mtime_ns, metadata)
+            sig = metadata_signature(_local_sidecar(path), metadata)
+            yield SourceFile(path, rel, root, st.st_size, st.st_mtime_ns, metadata, sig)
 
 
-def _read_manifest(manifest: str) -> Iterator[tuple[dict[str, Any], str]]:
-    """``(entry, "manifest:line")`` pairs from a CSV or JSONL manifest."""
+def _read_manifest(manifest: str) -> Iterator[tuple[dict[str, Any] | str, str]]:
+    """``(record, "manifest:line")`` pairs from a CSV or JSONL manifest: a CSV row as a dict, a JSONL
+    line as its text (each line is parsed, and may fail, on its own)."""
     suffix = Path(manifest).suffix.lower()
+    try:
+        yield from _manifest_records(manifest, suffix)
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{manifest}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _manifest_records(manifest: str, suffix: str) -> Iterator[tuple[dict[str, Any] | str, str]]:
     with open(manifest, encoding="utf-8", newline="") as fh:
         if suffix == ".csv":
             reader = csv.DictReader(fh)
-            if not reader.fieldnames or "path" not in reader.fieldnames:
-                raise ManifestError(f"{manifest}: CSV manifest needs a header row with a 'path' column")
-            for row in reader:
-                yield {k: v for k, v in row.items() if k is not None}, f"{manifest}:{reader.line_num}"
+            try:
+                if not reader.fieldnames or "path" not in reader.fieldnames:
+                    raise ManifestError(f"{manifest}: CSV manifest needs a header row with a 'path' column")
+                for row in reader:
+                    yield {k: v for k, v in row.items() if k is not None}, f"{manifest}:{reader.line_num}"
+            except csv.Error as exc:  # e.g. a field over csv's size limit: the rest cannot be read reliably
+                raise ManifestError(f"{manifest}:{reader.line_num}: not readable as CSV ({exc})") from None
         elif suffix in (".jsonl", ".ndjson"):
             for number, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ManifestError(f"{manifest}:{number}: invalid JSON ({exc.msg})") from None
-                if not isinstance(entry, dict):
-                    raise ManifestError(f"{manifest}:{number}: each line must be a JSON object")
-                yield entry, f"{manifest}:{number}"
+                if line.strip():
+                    yield line, f"{manifest}:{number}"
         else:
             raise ManifestError(f"{manifest}: manifest must be .csv or .jsonl")
 
 
-def _sidecar_text(candidate: str) -> str | None:
-    """The text of a sidecar file or object; ``None`` when there is none."""
+def sidecar_paths(path: str) -> tuple[str, str]:
+    """Where the sidecar of the image at ``path`` may be, in the order tried: ``IMAGE.jpg.json``, ``IMAGE.json``."""
+    return f"{path}.json", f"{os.path.splitext(path)[0]}.json"
+
+
+def _stamp(name: str, size: int, mtime_ns: int) -> str:
+    return f"{name}:{size}:{mtime_ns}"
+
+
+def _local_sidecar(path: str, names: Container[str] | None = None) -> str:
+    """The stamp (name, size, mtime) of the sidecar :func:`read_sidecar` would read, ``""`` when there is
+    none. ``names``: the file names of the image's folder, when the walk has them (no stat per miss)."""
+    for candidate in sidecar_paths(path):
+        name = os.path.basename(candidate)
+        if names is not None and name not in names:
+            continue
+        try:
+            st = os.stat(candidate)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # unreadable: read_sidecar reports it; a later fix changes the stamp
+            return f"{name}:error:{exc.errno}"
+        return _stamp(name, st.st_size, st.st_mtime_ns)
+    return ""
+
+
+def metadata_signature(sidecar: str, metadata: Mapping[str, Any]) -> str:
+    """What a payload's user metadata is computed from, in 16 hex digits: the sidecar's stamp (name,
+    size, mtime; ``""`` for none) and the metadata the scan found itself (manifest row, folder label).
+    A run re-reads a stored file's metadata when this changes, and only then."""
+    text = json.dumps([sidecar, metadata], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def _sidecar_bytes(candidate: str, max_bytes: int) -> bytes | None:
+    """At most ``max_bytes + 1`` bytes of a sidecar file or object (enough to tell it is too big);
+    ``None`` when there is none."""
     if objectstore.is_uri(candidate):
         try:  # one GET: a missing object raises FileNotFoundError, no HEAD needed first
-            return objectstore.read(candidate).decode("utf-8")
+            return objectstore.read(candidate)
         except FileNotFoundError:
             return None
     try:
@@ -313,30 +373,26 @@ def _sidecar_text(candidate: str) -> str | None:
     except FileNotFoundError:
         return None
     if not stat.S_ISREG(mode):  # opening a FIFO would block the run
-        raise ValueError(f"sidecar {candidate}: {file_kind(mode)}, not a regular file")
+        raise MetadataError(f"sidecar {candidate}", f"{file_kind(mode)}, not a regular file")
     try:
-        with open(candidate, encoding="utf-8") as fh:
-            return fh.read()
+        with open(candidate, "rb") as fh:
+            return fh.read(max_bytes + 1)
     except FileNotFoundError:
         return None
 
 
-def read_sidecar(path: str) -> dict[str, Any]:
+def read_sidecar(path: str, limits: MetadataLimits = MetadataLimits()) -> dict[str, Any]:
     """Metadata from ``IMAGE.jpg.json``, else ``IMAGE.json``; ``{}`` when neither exists (for an
     object-store URI: the objects of those names).
 
     Raises:
-        ValueError: the sidecar exists but is unreadable or not a JSON object.
+        MetadataError: the sidecar exists but is unreadable, not a JSON object, or past ``limits``.
     """
-    for candidate in (f"{path}.json", f"{os.path.splitext(path)[0]}.json"):
+    for candidate in sidecar_paths(path):
         try:
-            text = _sidecar_text(candidate)
-            if text is None:
-                continue
-            data = json.loads(text)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"sidecar {candidate}: {exc}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"sidecar {candidate}: must be a JSON object")
-        return data
+            data = _sidecar_bytes(candidate, limits.max_bytes)
+        except OSError as exc:
+            raise MetadataError(f"sidecar {candidate}", exc.strerror or str(exc)) from None
+        if data is not None:
+            return parse_json_object(data, f"sidecar {candidate}", limits)
     return {}

@@ -17,10 +17,11 @@ from PIL import Image
 from ..decode import DecodedImage, ImageDecodeError, decode_image
 from ..embedder import Embedder
 from .ids import point_id, sha256_bytes
+from .metadata import MetadataLimits
 from .payload import clean_metadata, new_payload
 from .plan import Candidate
 from .reader import ReadTimeout, read_file
-from .scan import os_path, read_sidecar
+from .scan import SourceFile, os_path, read_sidecar
 from .state import StoredState
 
 if TYPE_CHECKING:
@@ -65,9 +66,21 @@ class ImageEncoder:
         return self.embedder.embed_pixels(torch.stack(list(inputs)))  # type: ignore[attr-defined]
 
 
+def file_metadata(file: SourceFile, limits: MetadataLimits = MetadataLimits()) -> dict[str, Any]:
+    """The user metadata of a scanned file: its sidecar, then what the scan found (folder label,
+    manifest row) over it, reserved keys dropped.
+
+    Raises:
+        ValueError: the sidecar is unreadable, malformed or past ``limits``
+            (:class:`~.metadata.MetadataError`).
+    """
+    return clean_metadata({**read_sidecar(os_path(file.path), limits), **file.metadata}, file.path)
+
+
 @dataclass
 class Loaded:
-    """A candidate file read and hashed; ``pixels`` is set when its content must be embedded."""
+    """A candidate file read and hashed (not read: ``metadata_only``); ``pixels`` is set when its
+    content must be embedded. ``metadata`` is the file's user metadata, read for every candidate."""
 
     candidate: Candidate
     sha256: str
@@ -101,10 +114,12 @@ class NewPoint:
 
 @dataclass(frozen=True)
 class KnownContent:
-    """Write op: content already stored (or embedded earlier in this run) found at this path."""
+    """Write op: content already stored (or embedded earlier in this run) found at this path, with
+    the path's user metadata (stored when the path is, or becomes, the point's primary)."""
 
     candidate: Candidate
     point_id: str
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 WriteOp = NewPoint | KnownContent
@@ -112,7 +127,8 @@ WriteOp = NewPoint | KnownContent
 
 @dataclass
 class DecodeStage:
-    """Read one candidate: hash it, and decode + preprocess it only when its content is new.
+    """Read one candidate: hash it, read its metadata, and decode + preprocess it only when its
+    content is new. A ``metadata_only`` candidate (image unchanged) is not read at all.
 
     With ``decode=False`` (dry run) new content is hashed but not decoded. ``read`` reads one
     file (default: plainly; executors pass a :class:`~.reader.TimedReader`'s, so a stalled
@@ -124,9 +140,16 @@ class DecodeStage:
     state: StoredState
     decode: bool = field(default=True, kw_only=True)
     read: Callable[[str], bytes] = field(default=read_file, kw_only=True)
+    metadata_limits: MetadataLimits = field(default=MetadataLimits(), kw_only=True)
 
     def __call__(self, candidate: Candidate) -> Loaded | Failed:
         path = candidate.file.path
+        try:
+            metadata = file_metadata(candidate.file, self.metadata_limits)
+        except ValueError as exc:
+            return Failed(path, "bad_metadata", str(exc))
+        if candidate.metadata_only:
+            return Loaded(candidate, "", candidate.previous_ids[0], known=True, metadata=metadata)
         try:
             data = self.read(os_path(path))
         except ReadTimeout as exc:
@@ -137,19 +160,15 @@ class DecodeStage:
             return Failed(path, "unreadable", exc.strerror or str(exc))
         sha = sha256_bytes(data)
         pid = point_id(self.collection, sha)
-        loaded = Loaded(candidate, sha, pid, known=self.state.known(pid))
+        loaded = Loaded(candidate, sha, pid, known=self.state.known(pid), metadata=metadata)
         if loaded.known or not self.decode:
             return loaded
         if not data:
             return Failed(path, "empty", "file is empty (0 bytes)")
         try:
-            metadata = {**read_sidecar(os_path(path)), **candidate.file.metadata}
             loaded.decoded, loaded.pixels = self.encoder.prepare(data)
         except ImageDecodeError as exc:
             return Failed(path, exc.reason, exc.detail)
-        except ValueError as exc:
-            return Failed(path, "bad_metadata", str(exc))
-        loaded.metadata = clean_metadata(metadata, path)
         return loaded
 
 
@@ -169,7 +188,7 @@ class EmbedStage:
     def feed(self, item: Loaded) -> Iterator[WriteOp]:
         """Take one loaded file; yields the write ops of a full batch (in input order)."""
         if item.known or item.point_id in self._new_ids:
-            self._batch.append(KnownContent(item.candidate, item.point_id))
+            self._batch.append(KnownContent(item.candidate, item.point_id, item.metadata))
         else:
             self._new_ids.add(item.point_id)
             self._batch.append(item)
@@ -202,5 +221,6 @@ class EmbedStage:
             format=decoded.format if decoded else None,
             model_id=self.model_id,
             metadata=item.metadata,
+            meta_sig=file.meta_sig,
         )
         return NewPoint(item.candidate, item.point_id, vector, payload)

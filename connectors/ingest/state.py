@@ -13,7 +13,7 @@ from ..backends.base import VectorStore
 from .payload import path_entries
 from .scan import SourceFile
 
-STATE_FIELDS = ("path", "paths", "mtimes_ns", "size")
+STATE_FIELDS = ("path", "paths", "mtimes_ns", "size", "meta_sig")
 #: points per scroll request: few round trips (they dominate an unchanged re-run on Milvus),
 #: well under Milvus' 16,384-row query window
 SCROLL_BATCH = 4096
@@ -21,12 +21,18 @@ SCROLL_BATCH = 4096
 
 @dataclass
 class StoredState:
-    """Paths, their recorded mtimes and the content sizes of every point in a collection."""
+    """Paths, their recorded mtimes, the content sizes and metadata signatures of every point in a collection."""
 
     by_path: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     """path -> ``[(point_id, mtime_ns), ...]`` (more than one only after an interrupted run)."""
     sizes: dict[str, int] = field(default_factory=dict)
     """point_id -> content size in bytes."""
+    primaries: dict[str, str] = field(default_factory=dict)
+    """point_id -> its primary path, the one its user metadata comes from."""
+    meta_sigs: dict[str, str] = field(default_factory=dict)
+    """point_id -> :func:`~.scan.metadata_signature` its user metadata was computed with."""
+    path_counts: dict[str, int] = field(default_factory=dict)
+    """point_id -> how many paths it lists."""
 
     @classmethod
     def from_store(cls, store: VectorStore, batch_size: int = SCROLL_BATCH) -> "StoredState":
@@ -34,7 +40,12 @@ class StoredState:
         state = cls()
         for point in store.scroll(fields=list(STATE_FIELDS), batch_size=batch_size):
             state.sizes[point.id] = int(point.payload.get("size", -1))
-            for path, mtime_ns in path_entries(point.payload):
+            state.meta_sigs[point.id] = str(point.payload.get("meta_sig") or "")
+            entries = path_entries(point.payload)
+            state.path_counts[point.id] = len(entries)
+            if entries:
+                state.primaries[point.id] = entries[0][0]
+            for path, mtime_ns in entries:
                 state.by_path.setdefault(path, []).append((point.id, mtime_ns))
         return state
 
@@ -49,6 +60,17 @@ class StoredState:
             return False
         pid, mtime_ns = entries[0]
         return mtime_ns == file.mtime_ns and self.sizes.get(pid) == file.size
+
+    def metadata_current(self, file: SourceFile) -> bool:
+        """Whether the stored user metadata that depends on ``file`` is up to date: it is when ``file``
+        is not the primary path of its point (the primary's metadata is what is stored), or when
+        its metadata sources are those the payload was computed from."""
+        pid = self.by_path[file.path][0][0]
+        return self.primaries.get(pid) != file.path or self.meta_sigs.get(pid) == file.meta_sig
+
+    def shared(self, path: str) -> bool:
+        """Whether a point lists ``path`` beside other paths (so it may become that point's primary)."""
+        return any(self.path_counts.get(pid, 0) > 1 for pid, _ in self.by_path.get(path, ()))
 
     def known(self, point_id: str) -> bool:
         """Whether a point with this id existed when the run started."""

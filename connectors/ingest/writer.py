@@ -5,6 +5,8 @@ Ordering rules that make a killed run lose nothing (the next run finishes the jo
 * a path is added to its new point before it is removed from an old one; all
   removals (content changed, ``--prune``) run after every new point is flushed;
 * a move is one payload update (old path replaced by the new one);
+* a point's user metadata is its primary path's: replaced whenever the primary changes (a move,
+  a removal) or its metadata sources changed (``metadata_only`` candidates), never re-embedded;
 * payload updates are batched like new points: one read and one ``set_payloads`` per batch,
   not a round trip per file (a server read waits for its time tick);
 * point IDs are deterministic and writes are upserts, so repeating any step is harmless.
@@ -24,7 +26,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_before_delay, wait_
 
 from ..backends.base import Point, TransientStoreError, VectorStore
 from .deadletter import DeadLetter
-from .payload import path_entries, with_path, without_paths
+from .payload import path_entries, with_metadata, with_path, without_paths
 from .scan import os_path
 from .stages import KnownContent, NewPoint, WriteOp
 from .summary import RunStats
@@ -32,7 +34,11 @@ from .summary import RunStats
 log = logging.getLogger("clip_ingest.ingest")
 
 ChangeSink = Callable[[str, str], None]
-"""Called with (kind, path) for every change: new, updated, moved, pruned, deleted."""
+"""Called with (kind, path) for every change: new, updated, moved, metadata_updated, pruned, deleted."""
+
+Describe = Callable[[str], "tuple[dict[str, Any], str] | None"]
+"""The user metadata and metadata signature of a path that became a point's primary; None when
+unknown this run (the next run that scans the path re-reads it)."""
 
 RETRY_FOR_S = 120.0
 """Default seconds a store call is retried for: long enough to ride out a server restart."""
@@ -73,6 +79,7 @@ class Writer:
         max_batch_points: ... or once this many are buffered (also the batch of payload updates).
         on_change: told about every change (used by ``--dry-run`` to print them).
         retrying: the retry policy for store calls.
+        describe: the metadata of a path that becomes a point's primary (see :data:`Describe`).
     """
 
     def __init__(
@@ -86,6 +93,7 @@ class Writer:
         max_batch_points: int = 1000,
         on_change: ChangeSink | None = None,
         retrying: Retrying | None = None,
+        describe: Describe = lambda path: None,
     ) -> None:
         self.store = store
         self.stats = stats
@@ -95,6 +103,7 @@ class Writer:
         self.max_batch_points = max_batch_points
         self.on_change = on_change or (lambda kind, path: None)
         self.retrying = retrying or make_retrying()
+        self.describe = describe
         self._pending: dict[str, Point] = {}
         self._pending_bytes = 0
         self._dry_created: set[str] = set()
@@ -176,16 +185,36 @@ class Writer:
         if updates and not self.dry_run:
             self._call(self.store.set_payloads, updates)
 
-    @staticmethod
-    def _with_known_path(payload: Mapping[str, Any], op: KnownContent) -> tuple[dict[str, Any], str]:
-        """The stored payload with the op's path added (paths gone from disk replaced: a move), and the change kind."""
+    def _with_known_path(self, payload: Mapping[str, Any], op: KnownContent) -> tuple[dict[str, Any], str]:
+        """The stored payload with the op's path added (paths gone from disk replaced: a move) and the
+        primary's metadata, and the change kind."""
         file, cand = op.candidate.file, op.candidate
         already_listed = op.point_id in cand.previous_ids
         gone = [] if already_listed else [p for p, _ in path_entries(payload) if p != file.path and not os.path.exists(os_path(p))]
-        updated = with_path(payload, file.path, file.mtime_ns, replace=gone)
+        updated = self._primary_metadata(payload, with_path(payload, file.path, file.mtime_ns, replace=gone),
+                                         (file.path, op.metadata, file.meta_sig))
+        if cand.metadata_only:
+            return updated, "metadata_updated"
         if already_listed or cand.previous_ids:
             return updated, "updated"
         return updated, "moved" if gone else "new"
+
+    def _primary_metadata(self, before: Mapping[str, Any], after: dict[str, Any],
+                          read: tuple[str, dict[str, Any], str] | None = None) -> dict[str, Any]:
+        """``after`` with its primary path's user metadata: ``read`` = (path, metadata, signature) read
+        this run, used when that path is the primary; else looked up (:attr:`describe`) when the
+        primary is not the one ``before`` had."""
+        primary = after.get("path")
+        if not after.get("paths"):
+            return after
+        if read is not None and primary == read[0]:
+            return with_metadata(after, read[1], read[2])
+        if primary == before.get("path"):
+            return after
+        described = self.describe(primary)
+        if described is None:  # unknown now: an empty signature makes the next run re-read it
+            return {**after, "meta_sig": ""}
+        return with_metadata(after, *described)
 
     def flush_points(self) -> None:
         """Upsert the buffered new points."""
@@ -243,4 +272,4 @@ class Writer:
         for path in drop:
             if paths[path]:
                 self._note("pruned", path)
-        return without_paths(point.payload, drop)
+        return self._primary_metadata(point.payload, without_paths(point.payload, drop))
