@@ -183,6 +183,8 @@ def _check_nesting(text: str, source: str, limits: MetadataLimits) -> None:
     character that matters): linear in the length whatever the content, and it stops at the first
     level past the limit. Malformed text is left to the parser.
     """
+    if text.count("[") + text.count("{") <= limits.max_depth:  # too few openers to nest too deep
+        return
     depth = 0
     pos = 0
     end = len(text)
