@@ -71,7 +71,7 @@ def test_shard_workers_keep_their_own_dead_letter_and_lock(workdir, shape_folder
     codes = [run(str(shape_folder), "--shard", f"{i}/2").exit_code for i in range(2)]
     assert codes == [3, 3]  # empty.jpg and text.jpg hash to different shards
     folder = workdir / "clip-ingest-data" / "dead-letter"
-    names = sorted(p.name for p in folder.iterdir())
+    names = sorted(p.name for p in folder.glob("*.jsonl"))  # beside each one: its worker's last-run summary
     assert names == ["qdrant-images-shard-0-of-2.jsonl", "qdrant-images-shard-1-of-2.jsonl"]
     failed = sorted(Path(r["path"]).name for name in names for r in read_dead_letter(folder / name))
     assert failed == ["empty.jpg", "text.jpg"]  # each worker's records survive the other's run

@@ -2,7 +2,9 @@
 
 Exit codes: 0 all done; 1 fatal (store, model mismatch, model load); 2 usage or
 configuration error; 3 finished but some files failed (see the dead-letter
-file); 4 another run holds the lock on this collection.
+file); 4 another run, or a ``clip-search serve`` on the same embedded store, holds the
+collection. Every run, refused ones included, leaves its summary (outcome, exit code, failed
+files) in ``DATA_DIR/dead-letter/TARGET-COLLECTION.last-run.json`` for ``clip-ingest status``.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import click
 
 from ..backends.common import redact_uri
 from ..config import Setting, Settings, StoreTarget, register_command
-from ..ingest.lock import LockedError, RunLock, default_lock_path, run_file_stem
+from ..ingest.deadletter import RunFiles
+from ..ingest.lock import LockedError, LockHolder, RunLock, default_lock_path, refusal, store_holder
 from ..ingest.plan import Shard
 from ..ingest.reader import DEFAULT_READ_TIMEOUT_S
 from ..ingest.scan import DEFAULT_EXTENSIONS, ManifestError, is_source_folder, normalise_extensions
-from ..ingest.summary import write_summary
+from ..ingest.quarantine import QuarantineError
+from ..ingest.summary import RunStats, failed_files_fields, outcome_fields, write_summary
 from ..ingest.writer import RETRY_FOR_S
 from .common import (
     EXIT_FAILED_FILES,
@@ -161,10 +165,13 @@ def main(verbose: int, quiet: bool, **params: Any) -> None:
 
     Re-running is incremental: unchanged files are skipped, changed ones updated,
     moved ones recognised by content. Exit codes: 0 done, 1 fatal, 2 usage,
-    3 some files failed (see the dead-letter file), 4 locked by another run,
-    130 / 143 stopped by Ctrl-C / SIGTERM (what was embedded is saved; re-run to resume).
+    3 some files failed (see the dead-letter file), 4 locked by another run or by a
+    clip-search serve holding the same embedded store, 130 / 143 stopped by Ctrl-C / SIGTERM
+    (what was embedded is saved; re-run to resume).
 
-    Another model for an existing collection, without downtime: `clip-ingest migrate --help`.
+    The collection's state and the last run: `clip-ingest status`. Files that will never
+    decode stop failing runs once acknowledged: `clip-ingest quarantine --help`. Another model
+    for an existing collection, without downtime: `clip-ingest migrate --help`.
     """
     setup_logging(verbose, quiet)
     params["ext"] = _split_commas(params["ext"])
@@ -199,11 +206,24 @@ class IngestJob:
     lock_path: str
     dead_letter: str
     summary_path: str | None
+    last_run_path: str | None = None
+    """Every run's summary also goes here (``clip-ingest status`` reads it); None in a dry run."""
 
     def summary_fields(self, collection: str) -> dict[str, Any]:
         """The fields of a run summary that come from the configuration, not the run."""
         return {"target": self.target.target, "location": self.target.location, "collection": collection,
                 "dry_run": self.options.dry_run}
+
+    def run_lock(self, command: str, timeout: float = 0.0, *, holds_store: bool = False) -> RunLock:
+        """The run lock, recording ``command`` and this job's store as its holder."""
+        about = {"target": self.target.target, "location": self.target.location,
+                 "collection": self.options.collection, "holds_store": holds_store}
+        return RunLock(self.lock_path, timeout=timeout, command=command, about=about)
+
+    def record(self, summary: dict[str, Any]) -> None:
+        """Write a run's summary where ``--summary`` asks and to the last-run file."""
+        for path in {self.summary_path, self.last_run_path} - {None}:
+            write_summary(path, summary)
 
 
 def plan_job(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> IngestJob:
@@ -211,9 +231,8 @@ def plan_job(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> 
     from ..ingest.pipeline import IngestOptions
 
     target = store_target(settings)
-    run_dir = os.path.join(settings.data_dir, "dead-letter")
-    name = run_file_stem(target.target, settings.collection, shard.label)
-    dead_letter = settings.dead_letter or os.path.join(run_dir, f"{name}.jsonl")
+    files = RunFiles.of(settings.data_dir, target.target, settings.collection, shard.label, settings.dead_letter)
+    dead_letter = files.dead_letter
     # shards of a server collection run in parallel; an embedded store is open in one process at a time
     worker = "" if target.embedded else shard.label
     lock_path = settings.lock_file or default_lock_path(target.target, target.location, settings.collection, worker)
@@ -237,8 +256,9 @@ def plan_job(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> 
         read_timeout=settings.read_timeout,
         model_spec=os.path.abspath(settings.model) if os.path.isdir(settings.model) else settings.model,
         id_namespace=settings.get("id_namespace"),
+        quarantine=files.quarantine,
     )
-    return IngestJob(target, options, lock_path, dead_letter, settings.summary)
+    return IngestJob(target, options, lock_path, dead_letter, settings.summary, None if settings.dry_run else files.last_run)
 
 
 def missing_sources(settings: Settings) -> list[str]:
@@ -265,20 +285,32 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str], preload
     from ..ingest.pipeline import IngestInterrupted, run_ingest
 
     job = plan_job(settings, shard, index_fields)
-    target, options, dead_letter, lock_path = job.target, job.options, job.dead_letter, job.lock_path
+    target, options, dead_letter = job.target, job.options, job.dead_letter
     on_change = (lambda kind, path: click.echo(f"would {_DRY_RUN_VERBS.get(kind, kind)}: {path}")) if settings.dry_run else None
+    embedder = None
+
+    def summarise(stats: RunStats, code: int, listed_from: str | None, **extra: Any) -> dict[str, Any]:
+        """The JSON summary of this run, whatever its end; ``listed_from``: the dead-letter file
+        whose first records it lists (None when this run wrote none)."""
+        return stats.to_dict(model_id=embedder.model_id if embedder is not None else None,
+                             **job.summary_fields(settings.collection), **outcome_fields(code),
+                             **failed_files_fields(listed_from), **extra)
+
+    def end(message: str, code: int, stats: RunStats | None = None, listed_from: str | None = None, **extra: Any) -> None:
+        """Record the summary of a run that ends early (refused, failed, interrupted), then exit."""
+        if stats is None:
+            stats = RunStats()
+            stats.finish()
+        job.record(summarise(stats, code, listed_from, error=message, **extra))
+        fatal(message, code)
+
     missing = missing_sources(settings)
     if missing:  # before the model loads (seconds): a typo is reported at once
-        fatal(f"not found: {', '.join(missing)} (sources are folders, --manifest takes files)", EXIT_USAGE)
-    def summarise(stats: Any, **extra: Any) -> dict[str, Any]:
-        """The JSON summary of this run (finished or interrupted)."""
-        return stats.to_dict(model_id=embedder.model_id, **job.summary_fields(settings.collection), **extra)
-
+        end(f"not found: {', '.join(missing)} (sources are folders, --manifest takes files)", EXIT_USAGE)
     signals: list[int] = []
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: _stop(signals, signum))
-    embedder = None
     try:
-        with RunLock(lock_path, timeout=settings.lock_timeout):
+        with job.run_lock("clip-ingest", timeout=settings.lock_timeout):
             embedder = preloaded or _load_embedder(settings)
             executor = _executor(settings, embedder)
             with open_target_store(target, settings.collection) as store:
@@ -286,35 +318,48 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str], preload
     except (IngestInterrupted, KeyboardInterrupt) as exc:
         saved = exc.stats if isinstance(exc, IngestInterrupted) else None
         code = EXIT_TERMINATED if signals else EXIT_INTERRUPTED
-        if saved is not None and settings.summary and embedder is not None:
-            write_summary(settings.summary, summarise(saved, interrupted=True))
         done = ("nothing written yet" if saved is None else
                 f"saved {saved.new} new, {saved.updated} updated, {saved.moved} moved ({saved.embedded} embedded)")
-        fatal(f"interrupted by {'SIGTERM' if signals else 'Ctrl-C'}: {done}; the lock is released and "
-              "running the same command again resumes where this run stopped", code)
+        end(f"interrupted by {'SIGTERM' if signals else 'Ctrl-C'}: {done}; the lock is released and "
+            "running the same command again resumes where this run stopped", code, saved,
+            None if settings.dry_run else dead_letter, interrupted=True)
     except LockedError as exc:
-        fatal(str(exc), EXIT_LOCKED)
-    except (FileNotFoundError, ManifestError, InvalidSettingError) as exc:
-        fatal(str(exc), EXIT_USAGE)
+        end(str(exc), EXIT_LOCKED)
+    except (FileNotFoundError, ManifestError, InvalidSettingError, QuarantineError) as exc:
+        end(str(exc), EXIT_USAGE)
     except ModelMismatchError as exc:
-        fatal(f"{exc}\nTo move the collection to the new model while it keeps serving, run `clip-ingest migrate` "
-              "with the new --model; --recreate re-embeds in place (an outage); or choose another --collection.")
-    except (StoreError, ModelLoadError) as exc:
-        fatal(str(exc))
+        end(f"{exc}\nTo move the collection to the new model while it keeps serving, run `clip-ingest migrate` "
+            "with the new --model; --recreate re-embeds in place (an outage); or choose another --collection.", EXIT_FATAL)
+    except StoreError as exc:
+        holder = _embedded_store_holder(target, settings.collection)
+        if holder is not None:  # the store's own lock: name the process that keeps it open
+            end(refusal(holder, f"{target.target} store {target.location}"), EXIT_LOCKED, store_error=str(exc))
+        end(str(exc), EXIT_FATAL)
+    except ModelLoadError as exc:
+        end(str(exc), EXIT_FATAL)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    summary = summarise(stats, dead_letter=None if settings.dry_run else dead_letter)
-    if settings.summary:
-        write_summary(settings.summary, summary)
+    code = EXIT_FAILED_FILES if stats.failed else EXIT_OK
+    summary = summarise(stats, code, None if settings.dry_run else dead_letter,
+                        dead_letter=None if settings.dry_run else dead_letter)
+    job.record(summary)
     if settings.dry_run:
         click.echo("dry run, nothing written: " + json.dumps(summary, sort_keys=True))
     if not settings.dry_run:
         log.info("stored in %s collection %r at %s; search it with: %s", target.target, settings.collection,
                  target.location, _next_command(settings))
     if stats.failed:
-        log.warning("%d file(s) failed; see %s (they are retried on the next run)", stats.failed, dead_letter)
-        return EXIT_FAILED_FILES
-    return EXIT_OK
+        log.warning("%d file(s) failed; see %s (they are retried on the next run; `clip-ingest quarantine "
+                    "--failed` acknowledges files that will never decode)", stats.failed, dead_letter)
+    return code
+
+
+def _embedded_store_holder(target: StoreTarget, collection: str) -> LockHolder | None:
+    """The process (``clip-search serve``) that keeps this embedded store open, if any: a Milvus
+    Lite file is held whole, a Qdrant Edge collection one by one."""
+    if not target.embedded:
+        return None
+    return store_holder(target.target, target.location, None if target.target == "milvus" else collection)
 
 
 def _load_artifact(settings: Settings) -> int:
@@ -324,7 +369,6 @@ def _load_artifact(settings: Settings) -> int:
 
     from ..backends.base import CollectionSpec, InvalidSettingError, ModelMismatchError, Point, StoreError
     from ..backends.parquet_store import ParquetStore
-    from ..ingest.summary import RunStats
     from ..ingest.writer import make_retrying
 
     source = Path(settings.from_parquet)
@@ -364,7 +408,7 @@ def _load_artifact(settings: Settings) -> int:
         fatal(str(exc))
     stats.finish()
     summary = stats.to_dict(model_id=recorded.model_id, target=target.target, location=target.location,
-                            collection=settings.collection, source=str(source), dry_run=False)
+                            collection=settings.collection, source=str(source), dry_run=False, **outcome_fields(EXIT_OK))
     if settings.summary:
         write_summary(settings.summary, summary)
     log.info("loaded %d points of %s from %s into %s collection %r", stats.new, recorded.model_id, source, target.target,

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import re
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import click
 
-from ..config import Setting, Settings, register_command
+from ..config import Setting, Settings, StoreTarget, register_command
+from ..ingest.lock import SERVE_COMMAND, LockedError, RunLock, default_lock_path
 from ..ingest.plan import Shard
 from .common import (EXIT_USAGE, common_options, fatal, load_query_embedder, load_settings, load_settings_embedder,
                      open_target_store, setup_logging, store_target)
@@ -88,7 +90,7 @@ def serve(verbose: int, quiet: bool, **params: Any) -> None:
     metrics = Metrics()
     log = logging.getLogger("clip_ingest.serve")
     try:
-        with open_target_store(target, settings.collection) as store:
+        with _store_lock(target, settings.collection, job), open_target_store(target, settings.collection) as store:
             embedder = load_query_embedder(settings, store)
             service = SearchService(store, embedder, serialise_store=target.embedded, collection=settings.collection,
                                     max_batch=settings.batch_size, on_batch=metrics.batch.observe,
@@ -96,7 +98,8 @@ def serve(verbose: int, quiet: bool, **params: Any) -> None:
             ingest = None
             if job is not None:  # through the service's store handle: searches and writes take turns
                 ingest = ScheduledIngest(service.store, embedder, job.options, every_s=parse_duration(settings.ingest_every),
-                                         lock_path=job.lock_path, summary_path=job.summary_path,
+                                         lock_path=None if target.embedded else job.lock_path,  # held: _store_lock
+                                         summary_path=job.summary_path, last_run_path=job.last_run_path,
                                          summary_fields=job.summary_fields(settings.collection),
                                          on_outcome=lambda outcome: metrics.ingest_runs.labels(outcome).inc())
             app = create_app(service, max_upload_bytes=int(settings.max_upload_mb * (1 << 20)), api_key=settings.api_key,
@@ -113,8 +116,25 @@ def serve(verbose: int, quiet: bool, **params: Any) -> None:
                 if ingest is not None:
                     ingest.close()
                 service.close()
+    except LockedError as exc:
+        who = exc.holder.describe() if exc.holder else "another process"
+        fatal(f"cannot serve {target.target} collection {settings.collection!r} at {target.location}: {who} holds it, "
+              "and an embedded store is open in one process at a time; start the server once that ends (its "
+              "--ingest-every then replaces a cron clip-ingest), or use a database server")
     except (StoreError, ModelLoadError) as exc:
         fatal(str(exc))
+
+
+def _store_lock(target: StoreTarget, collection: str, job: IngestJob | None) -> AbstractContextManager[Any]:
+    """On an embedded store, the collection's run lock, held while the server runs and recording
+    ``clip-search serve`` as its holder: a cron ``clip-ingest`` is then refused (exit 4) by a
+    message that names the server and says how to ingest through it. A database server takes
+    writers side by side: no lock (the scheduled passes take it one by one)."""
+    if not target.embedded:
+        return nullcontext()
+    path = job.lock_path if job is not None else default_lock_path(target.target, target.location, collection)
+    about = {"target": target.target, "location": target.location, "collection": collection, "holds_store": True}
+    return RunLock(path, command=SERVE_COMMAND, about=about)
 
 
 def _ingest_job(settings: Settings, params: dict[str, Any], sources: tuple[str, ...]) -> IngestJob | None:

@@ -13,9 +13,37 @@ from __future__ import annotations
 import json
 import os
 import threading
+from dataclasses import dataclass
 from typing import IO
 
+from .lock import run_file_stem
 from .payload import now_iso
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Where the runs of one target + collection (+ shard) keep their files by default, under
+    ``DATA_DIR/dead-letter/``: the dead-letter file, the last run's summary (every run writes it;
+    ``clip-ingest status`` reads it) and the quarantine file (per target + collection: the
+    shards of a run share it, each meeting only its own files)."""
+
+    dead_letter: str
+    last_run: str
+    quarantine: str
+    sources: str
+    """The filesystem each source folder was on at the last prune (:mod:`.mounts`)."""
+
+    @classmethod
+    def of(cls, data_dir: str | os.PathLike, target: str, collection: str, worker: str = "",
+           dead_letter: str | None = None) -> "RunFiles":
+        """The files of ``collection`` on ``target``; ``worker``: a shard label; ``dead_letter``:
+        a dead-letter file given by the user instead of the default."""
+        folder = os.path.join(os.fspath(data_dir), "dead-letter")
+        stem = run_file_stem(target, collection, worker)
+        return cls(dead_letter=dead_letter or os.path.join(folder, f"{stem}.jsonl"),
+                   last_run=os.path.join(folder, f"{stem}.last-run.json"),
+                   quarantine=os.path.join(folder, f"{run_file_stem(target, collection)}.quarantine.jsonl"),
+                   sources=os.path.join(folder, f"{stem}.sources.json"))
 
 
 class DeadLetter:
@@ -50,3 +78,24 @@ def read_dead_letter(path: str | os.PathLike) -> list[dict]:
     """The records of a dead-letter file (for tools and tests)."""
     with open(path, encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+def read_dead_letter_head(path: str | os.PathLike, limit: int) -> tuple[list[dict], int]:
+    """The first ``limit`` records of a dead-letter file and how many it holds in all; a missing
+    file holds none. A line a killed run left half-written is counted, not parsed."""
+    records: list[dict] = []
+    total = 0
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                total += 1
+                if len(records) < limit:
+                    try:
+                        records.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        pass
+    except FileNotFoundError:
+        pass
+    return records, total

@@ -1,0 +1,106 @@
+"""Who holds a collection, said by the refused run: the run lock records its holder's command and
+pid; ``clip-search serve`` on an embedded store holds it while it serves, so a cron ``clip-ingest``
+beside it exits 4 naming the server and saying how to ingest through it (real processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from clip_ingest.connectors.cli import common
+from clip_ingest.connectors.cli.clip_ingest import main
+from clip_ingest.connectors.ingest.lock import LockedError, RunLock, read_holder
+from clip_ingest.connectors.ingest.summary import OUTCOMES
+from serve_helpers import free_port, serve_process
+
+MODEL = ("--model", "clip-ingest-tiny:random")
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    for key in list(os.environ):
+        if key.startswith("CLIP_INGEST_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def cli(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.mark.parametrize("store", [("--target", "qdrant-edge"), ("--target", "milvus")], ids=["qdrant-edge", "milvus-lite"])
+def test_a_cron_run_beside_a_server_on_the_embedded_store_names_the_server(workdir, shape_folder, store):
+    """The server serves collection ``images``; a cron run into ``images`` is refused by the run
+    lock, and on Milvus Lite (one process per file) so is a run into another collection."""
+    common_args = [*store, "--data-dir", str(workdir / "data"), *MODEL]
+    first = subprocess.run([sys.executable, "-m", "clip_ingest.connectors.cli.ingest", str(shape_folder), *common_args, "-q"],
+                           capture_output=True, text=True, timeout=300)  # a process of its own: it lets go of Milvus Lite
+    assert first.returncode == 0, first.stderr
+    port = free_port()
+    command = [sys.executable, "-m", "clip_ingest.connectors.cli.search", "serve", *common_args, "--port", str(port)]
+    collections = ["images", "other"] if store[1] == "milvus" else ["images"]
+    with serve_process(command, port) as server:
+        for collection in collections:
+            result = cli(str(shape_folder), *common_args, "--collection", collection, "--summary", f"{collection}.json")
+            message = one_line(result.output)
+            assert result.exit_code == 4, result.output
+            assert f"held by clip-search serve (pid {server.pid} " in message
+            assert "--ingest-every" in message and "POST /v1/ingest" in message and "database server" in message
+            summary = json.loads(Path(f"{collection}.json").read_text())
+            assert (summary["outcome"], summary["exit_code"], summary["new"]) == ("locked", 4, 0)
+            assert f"pid {server.pid}" in summary["error"]
+        status = cli("status", *common_args)
+        assert status.exit_code == 4 and f"held by clip-search serve (pid {server.pid} " in status.output, status.output
+    assert cli(str(shape_folder), *common_args).exit_code == 0  # the server is gone: the lock is free
+
+
+def test_a_lock_held_by_another_process_is_named_and_taken_over_when_it_dies(workdir, shape_folder):
+    lock = workdir / "run.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom clip_ingest.connectors.ingest.lock import RunLock\n"
+         f"lock = RunLock({str(lock)!r})\nlock.acquire()\nprint('held', flush=True)\ntime.sleep(600)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = cli(str(shape_folder), *MODEL, "--lock-file", str(lock), "--summary", "s.json")
+        assert result.exit_code == 4 and f"clip-ingest (pid {holder.pid} " in one_line(result.output), result.output
+        assert "--lock-timeout" in result.output
+        assert json.loads(Path("s.json").read_text())["outcome"] == "locked"
+        with pytest.raises(LockedError) as refused:
+            RunLock(lock).acquire()
+        assert refused.value.holder is not None and refused.value.holder.pid == holder.pid
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    deadline = time.monotonic() + 10
+    while read_holder(lock) is not None:  # the pid recorded is gone: nobody holds it
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert cli(str(shape_folder), *MODEL, "--lock-file", str(lock)).exit_code == 0
+
+
+def test_a_released_lock_records_no_holder(tmp_path):
+    with RunLock(tmp_path / "run.lock", command="clip-ingest"):
+        held = read_holder(tmp_path / "run.lock")
+        assert held is not None and (held.command, held.pid) == ("clip-ingest", os.getpid())
+    assert read_holder(tmp_path / "run.lock") is None
+
+
+def test_summary_outcome_words_match_the_exit_codes():
+    codes = {name: getattr(common, name) for name in common.__all__ if name.startswith("EXIT_")}
+    assert {OUTCOMES[code] for code in codes.values()} >= {"ok", "fatal", "usage", "failed_files", "locked", "interrupted"}
+    assert set(codes.values()) <= set(OUTCOMES), "an exit code without an outcome word"
+    assert OUTCOMES[codes["EXIT_LOCKED"]] == "locked" and OUTCOMES[codes["EXIT_FAILED_FILES"]] == "failed_files"
