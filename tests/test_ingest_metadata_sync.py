@@ -137,3 +137,25 @@ def test_hostile_sidecars_fail_their_file_alone(tmp_path, counting):
         stats = ingest(store, counting, root, dead_letter=str(dead))
         assert stats.failed == 3
         assert _user_fields(points_by_path(store)[str(fine)]) == {"ok": True}
+
+
+def test_hostile_manifest_rows_fail_alone(tmp_path, counting):
+    root = tmp_path / "photos"
+    good, other = _photo(root / "a.png", 1), _photo(root / "b.png", 2)
+    jsonl = root / "m.jsonl"
+    jsonl.write_text("\n".join([
+        json.dumps({"path": "a.png", "k": 1}),
+        '{"path": "b.png", "deep": ' + "[" * 20_000 + "]" * 20_000 + "}",
+        '{"path": "b.png", "huge": "' + "x" * 200_000,  # one over-long line with no newline at the end
+    ]))
+    csv_file = root / "m.csv"
+    csv_file.write_text("path,k\nb.png,2,an-extra-field\n")
+    dead = tmp_path / "dead.jsonl"
+    with open_test_store("qdrant-edge", tmp_path / "db") as store:
+        stats = ingest(store, counting, manifests=[str(jsonl), str(csv_file)], dead_letter=str(dead))
+        assert stats.new == 1 and stats.failed == 3
+        assert _user_fields(points_by_path(store)[str(good)]) == {"k": 1}
+        assert str(other) not in points_by_path(store)
+        records = read_dead_letter(dead)
+        assert [r["reason"] for r in records] == ["bad_metadata"] * 3
+        assert [r["path"] for r in records] == [f"{jsonl}:2", f"{jsonl}:3", f"{csv_file}:2"]

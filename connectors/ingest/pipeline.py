@@ -271,8 +271,8 @@ def run_ingest(
         dead.close()
         stats.finish()
     log.info(
-        "done: %d new, %d updated, %d moved, %d unchanged, %d failed, %d pruned (%d embedded) in %.1fs",
-        stats.new, stats.updated, stats.moved, stats.unchanged, stats.failed, stats.pruned,
+        "done: %d new, %d updated, %d moved, %d metadata updated, %d unchanged, %d failed, %d pruned (%d embedded) in %.1fs",
+        stats.new, stats.updated, stats.moved, stats.metadata_updated, stats.unchanged, stats.failed, stats.pruned,
         stats.embedded, stats.duration_s,
     )
     return stats

@@ -263,7 +263,7 @@ class Scan:
     def _manifest(self, manifest: str) -> Iterator[SourceFile]:
         root = os.path.dirname(manifest)
         real_root = os.path.realpath(root)
-        for record, where in _read_manifest(manifest):
+        for record, where in _read_manifest(manifest, self.metadata_limits.max_bytes):
             try:
                 if isinstance(record, str):
                     entry = parse_json_object(record, where, self.metadata_limits)
@@ -297,33 +297,43 @@ class Scan:
             yield SourceFile(path, rel, root, st.st_size, st.st_mtime_ns, metadata, sig)
 
 
-def _read_manifest(manifest: str) -> Iterator[tuple[dict[str, Any] | str, str]]:
+def _read_manifest(manifest: str, max_line: int) -> Iterator[tuple[dict[str, Any] | str, str]]:
     """``(record, "manifest:line")`` pairs from a CSV or JSONL manifest: a CSV row as a dict, a JSONL
-    line as its text (each line is parsed, and may fail, on its own)."""
+    line as its text (each line is parsed, and may fail, on its own; one longer than ``max_line``
+    characters is cut there, which the parser refuses, so memory stays bounded)."""
     suffix = Path(manifest).suffix.lower()
     try:
-        yield from _manifest_records(manifest, suffix)
+        yield from _manifest_records(manifest, suffix, max_line)
     except UnicodeDecodeError as exc:
         raise ManifestError(f"{manifest}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
-def _manifest_records(manifest: str, suffix: str) -> Iterator[tuple[dict[str, Any] | str, str]]:
+def _manifest_records(manifest: str, suffix: str, max_line: int) -> Iterator[tuple[dict[str, Any] | str, str]]:
     with open(manifest, encoding="utf-8", newline="") as fh:
         if suffix == ".csv":
             reader = csv.DictReader(fh)
             try:
                 if not reader.fieldnames or "path" not in reader.fieldnames:
                     raise ManifestError(f"{manifest}: CSV manifest needs a header row with a 'path' column")
-                for row in reader:
-                    yield {k: v for k, v in row.items() if k is not None}, f"{manifest}:{reader.line_num}"
+                for row in reader:  # a row with more fields than the header fails alone (key None)
+                    yield row, f"{manifest}:{reader.line_num}"
             except csv.Error as exc:  # e.g. a field over csv's size limit: the rest cannot be read reliably
                 raise ManifestError(f"{manifest}:{reader.line_num}: not readable as CSV ({exc})") from None
         elif suffix in (".jsonl", ".ndjson"):
-            for number, line in enumerate(fh, 1):
+            for number, line in enumerate(_bounded_lines(fh, max_line), 1):
                 if line.strip():
                     yield line, f"{manifest}:{number}"
         else:
             raise ManifestError(f"{manifest}: manifest must be .csv or .jsonl")
+
+
+def _bounded_lines(fh: Any, limit: int) -> Iterator[str]:
+    """The lines of a text file, each cut after ``limit + 1`` characters (the rest of it skipped)."""
+    while line := fh.readline(limit + 1):
+        if len(line) > limit and not line.endswith("\n"):
+            while (rest := fh.readline(limit + 1)) and not rest.endswith("\n"):
+                pass
+        yield line
 
 
 def sidecar_paths(path: str) -> tuple[str, str]:

@@ -17,7 +17,7 @@ from PIL import Image
 from ..decode import DecodedImage, ImageDecodeError, decode_image
 from ..embedder import Embedder
 from .ids import point_id, sha256_bytes
-from .metadata import MetadataLimits
+from .metadata import MetadataLimits, check_record
 from .payload import clean_metadata, new_payload
 from .plan import Candidate
 from .reader import ReadTimeout, read_file
@@ -74,7 +74,8 @@ def file_metadata(file: SourceFile, limits: MetadataLimits = MetadataLimits()) -
         ValueError: the sidecar is unreadable, malformed or past ``limits``
             (:class:`~.metadata.MetadataError`).
     """
-    return clean_metadata({**read_sidecar(os_path(file.path), limits), **file.metadata}, file.path)
+    merged = {**read_sidecar(os_path(file.path), limits), **file.metadata}
+    return clean_metadata(check_record(merged, f"metadata of {file.path}", limits), file.path)
 
 
 @dataclass
