@@ -29,6 +29,9 @@ EXIT_FAILED_FILES = 3
 """The run finished but some files failed (see the dead-letter file)."""
 EXIT_LOCKED = 4
 """Another run holds the lock on this collection."""
+EXIT_PRUNE_REFUSED = 5
+"""The run finished but ``--prune`` removed nothing: a source was empty or on another filesystem, or
+the prune would have removed more than ``--max-prune`` allows (the summary's ``prune_refused`` says which)."""
 EXIT_INTERRUPTED = 130
 """Stopped by Ctrl-C (SIGINT); what was embedded until then is saved (the shell's 128 + 2)."""
 EXIT_TERMINATED = 143
@@ -143,6 +146,6 @@ def fatal(message: str, code: int = EXIT_FATAL) -> None:
 
 
 __all__ = [
-    "EXIT_FAILED_FILES", "EXIT_FATAL", "EXIT_INTERRUPTED", "EXIT_LOCKED", "EXIT_OK", "EXIT_TERMINATED", "EXIT_USAGE",
+    "EXIT_FAILED_FILES", "EXIT_FATAL", "EXIT_INTERRUPTED", "EXIT_LOCKED", "EXIT_OK", "EXIT_PRUNE_REFUSED", "EXIT_TERMINATED", "EXIT_USAGE",
     "DefaultCommandGroup", "common_options", "fatal", "load_query_embedder", "load_settings", "load_settings_embedder", "open_target_store", "setup_logging", "store_target",
 ]

@@ -3,7 +3,8 @@
 Exit codes: 0 all done; 1 fatal (store, model mismatch, model load); 2 usage or
 configuration error; 3 finished but some files failed (see the dead-letter
 file); 4 another run, or a ``clip-search serve`` on the same embedded store, holds the
-collection. Every run, refused ones included, leaves its summary (outcome, exit code, failed
+collection; 5 finished, but ``--prune`` removed nothing (an empty source, a changed mount, or
+over ``--max-prune``). Every run, refused ones included, leaves its summary (outcome, exit code, failed
 files) in ``DATA_DIR/dead-letter/TARGET-COLLECTION.last-run.json`` for ``clip-ingest status``.
 """
 
@@ -15,7 +16,7 @@ import os
 import shlex
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable, TypeVar
 
 import click
@@ -24,7 +25,8 @@ from ..backends.common import redact_uri
 from ..config import Setting, Settings, StoreTarget, register_command
 from ..ingest.deadletter import RunFiles
 from ..ingest.lock import LockedError, LockHolder, RunLock, default_lock_path, refusal, store_holder
-from ..ingest.plan import Shard
+from ..ingest.metadata import MetadataLimits
+from ..ingest.plan import DEFAULT_MAX_PRUNE, Shard
 from ..ingest.reader import DEFAULT_READ_TIMEOUT_S
 from ..ingest.scan import DEFAULT_EXTENSIONS, ManifestError, is_source_folder, normalise_extensions
 from ..ingest.quarantine import QuarantineError
@@ -32,6 +34,7 @@ from ..ingest.summary import RunStats, failed_files_fields, outcome_fields, writ
 from ..ingest.writer import RETRY_FOR_S
 from .common import (
     EXIT_FAILED_FILES,
+    EXIT_PRUNE_REFUSED,
     EXIT_FATAL,
     EXIT_INTERRUPTED,
     EXIT_LOCKED,
@@ -53,6 +56,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 INDEX_TYPES = ("keyword", "integer", "float", "bool", "datetime")
 
+#: the limits of a sidecar or manifest row (docs/ingest-metadata.md), from the config file or the
+#: environment only: ``metadata_max_bytes``, ``metadata_max_depth``...
+METADATA_LIMIT_SETTINGS = tuple(Setting(f"metadata_{f.name}", int, f.default) for f in fields(MetadataLimits))
+
 INGEST_SETTINGS: tuple[Setting, ...] = (
     Setting("sources", list, []),
     Setting("manifest", list, []),
@@ -61,6 +68,8 @@ INGEST_SETTINGS: tuple[Setting, ...] = (
     Setting("label_from_folder", bool, False),
     Setting("index_field", list, []),
     Setting("prune", bool, False),
+    Setting("max_prune", float, DEFAULT_MAX_PRUNE),
+    *METADATA_LIMIT_SETTINGS,
     Setting("recreate", bool, False),
     Setting("dry_run", bool, False),
     Setting("shard", str, "0/1"),
@@ -80,6 +89,14 @@ INGEST_SETTINGS: tuple[Setting, ...] = (
     Setting("num_cpus_per_worker", float, 1.0),
 )
 INGEST = register_command("ingest", INGEST_SETTINGS)
+
+def metadata_limits(settings: Settings) -> MetadataLimits:
+    """The ``metadata_*`` settings as :class:`MetadataLimits` (a bad value is a usage error)."""
+    try:
+        return MetadataLimits(**{f.name: settings[f"metadata_{f.name}"] for f in fields(MetadataLimits)})
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
 
 #: write batch size by target: Qdrant's default request limit is 32 MB, Milvus' gRPC limit 64 MB
 WRITE_BATCH_BYTES = {"qdrant": 4 << 20, "qdrant-edge": 4 << 20, "milvus": 16 << 20, "parquet": 64 << 20}
@@ -135,6 +152,12 @@ def source_options(fn: F) -> F:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @source_options
 @click.option("--prune/--no-prune", default=None, help="Remove paths (and points left without one) whose files are gone.")
+@click.option(
+    "--max-prune", default=None, type=click.FloatRange(0, 1), metavar="SHARE",
+    help=f"Largest share of the collection's paths one --prune may remove; past it nothing is pruned and "
+    f"the run exits 5. A source folder with no file left (an unmounted disk) or on another filesystem "
+    f"than last time is never pruned either. 1 confirms: prune whatever is gone [default: {DEFAULT_MAX_PRUNE:g}].",
+)
 @click.option("--recreate", is_flag=True, default=None, help="Drop the collection and re-embed everything.")
 @click.option("--dry-run", is_flag=True, default=None, help="Print what would change; write nothing.")
 @click.option("--shard", default=None, metavar="I/N", help="Only this worker's share of the files (hash of the relative path).")
@@ -166,7 +189,8 @@ def main(verbose: int, quiet: bool, **params: Any) -> None:
     Re-running is incremental: unchanged files are skipped, changed ones updated,
     moved ones recognised by content. Exit codes: 0 done, 1 fatal, 2 usage,
     3 some files failed (see the dead-letter file), 4 locked by another run or by a
-    clip-search serve holding the same embedded store, 130 / 143 stopped by Ctrl-C / SIGTERM
+    clip-search serve holding the same embedded store, 5 done but --prune refused (see
+    --max-prune), 130 / 143 stopped by Ctrl-C / SIGTERM
     (what was embedded is saved; re-run to resume).
 
     The collection's state and the last run: `clip-ingest status`. Files that will never
@@ -193,7 +217,8 @@ def main(verbose: int, quiet: bool, **params: Any) -> None:
 
 
 #: what a dry run says it would do for each kind of change
-_DRY_RUN_VERBS = {"new": "add", "updated": "update", "moved": "move", "pruned": "prune", "deleted": "delete point"}
+_DRY_RUN_VERBS = {"new": "add", "updated": "update", "moved": "move", "metadata_updated": "update the metadata of",
+                  "pruned": "prune", "deleted": "delete point"}
 
 
 @dataclass(frozen=True)
@@ -245,6 +270,9 @@ def plan_job(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> 
         label_from_folder=settings.label_from_folder,
         index_fields=index_fields,
         prune=settings.prune,
+        max_prune=settings.max_prune,
+        source_record=None if settings.dry_run else files.sources,
+        metadata_limits=metadata_limits(settings),
         recreate=settings.recreate,
         dry_run=settings.dry_run,
         shard=shard,
@@ -339,7 +367,7 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str], preload
         end(str(exc), EXIT_FATAL)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    code = EXIT_FAILED_FILES if stats.failed else EXIT_OK
+    code = EXIT_FAILED_FILES if stats.failed else EXIT_PRUNE_REFUSED if stats.prune_refused else EXIT_OK
     summary = summarise(stats, code, None if settings.dry_run else dead_letter,
                         dead_letter=None if settings.dry_run else dead_letter)
     job.record(summary)
