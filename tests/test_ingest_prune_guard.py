@@ -130,3 +130,18 @@ def test_a_source_on_another_filesystem_than_last_time_is_not_pruned(tmp_path, t
         stats = ingest(store, tiny_embedder, photos, prune=True, source_record=record, max_prune=1.0)
         assert stats.prune_refused is None and stats.pruned == 2
         assert ingest(store, tiny_embedder, photos, prune=True, source_record=record).prune_refused is None
+
+
+def test_moved_files_do_not_count_as_pruned(tmp_path, tiny_embedder):
+    """Reorganising a library (most files moved to new folders, one deleted) is not a mass prune."""
+    photos = write_shape_folder(tmp_path / "photos", n=4)
+    files = sorted(photos.rglob("*.png"))
+    with open_test_store("qdrant-edge", tmp_path / "db") as store:
+        ingest(store, tiny_embedder, photos)
+        (photos / "sorted").mkdir()
+        for path in files[:3]:
+            path.rename(photos / "sorted" / path.name)
+        files[3].unlink()
+        stats = ingest(store, tiny_embedder, photos, prune=True)
+        assert stats.prune_refused is None and (stats.moved, stats.pruned) == (3, 1)
+        assert all_paths(store) == sorted(str(photos / "sorted" / p.name) for p in files[:3])

@@ -258,7 +258,9 @@ def run_ingest(
             sources = SourceRecord(options.source_record)
             now = sources.current(scan.roots)
             moved = {root: f"was {was!r}, now {is_!r}" for root, (was, is_) in sources.changed(now).items()}
-            plan = planner.prune_plan(options.max_prune, moved)
+            writer.flush_points()  # new points first, then the moves: what is left gone is really gone
+            writer.flush_known()
+            plan = planner.prune_plan(options.max_prune, moved, writer.moved_away)
             if plan.refused:
                 stats.prune_refused = plan.refused
                 log.warning("prune refused: %s", plan.refused)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Container, Iterator, Mapping
 
 from .ids import shard_of
 from .quarantine import Quarantine
@@ -143,15 +143,17 @@ class Planner:
             for point_id, _ in entries:
                 yield point_id, path
 
-    def prune_plan(self, max_prune: float = DEFAULT_MAX_PRUNE, moved_roots: Mapping[str, str] | None = None) -> PrunePlan:
+    def prune_plan(self, max_prune: float = DEFAULT_MAX_PRUNE, moved_roots: Mapping[str, str] | None = None,
+                   moved_away: Container[str] = ()) -> PrunePlan:
         """What ``--prune`` may remove of :meth:`gone_paths` (call after iterating).
 
         Args:
             max_prune: the largest share of the paths this shard's part of the collection lists
                 that one run may prune; 1 also prunes empty and moved sources.
             moved_roots: source roots whose filesystem is not the one recorded -> a description.
+            moved_away: stored paths whose files this run found elsewhere (moves): not counted.
         """
-        gone = list(self.gone_paths())
+        gone = [g for g in self.gone_paths() if g[1] not in moved_away]
         if max_prune >= 1 or not gone:
             return PrunePlan(gone)
         held = {root: f"source {root} is empty (an unmounted disk looks like this)"

@@ -111,6 +111,8 @@ class Writer:
         self._known_ops = 0
         self._assigned: dict[str, str] = {}  # path -> point id it was written to in this run
         self._removals: dict[str, dict[str, bool]] = {}  # point id -> {path: is_prune}
+        self.moved_away: set[str] = set()
+        """Stored paths a move replaced in this run (after :meth:`flush_known`): gone, but not lost."""
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return self.retrying(fn, *args)
@@ -191,6 +193,7 @@ class Writer:
         file, cand = op.candidate.file, op.candidate
         already_listed = op.point_id in cand.previous_ids
         gone = [] if already_listed else [p for p, _ in path_entries(payload) if p != file.path and not os.path.exists(os_path(p))]
+        self.moved_away.update(gone)
         updated = self._primary_metadata(payload, with_path(payload, file.path, file.mtime_ns, replace=gone),
                                          (file.path, op.metadata, file.meta_sig))
         if cand.metadata_only:
