@@ -4,29 +4,11 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from clip_ingest.connectors.cli.clip_ingest import main
+from cli_helpers import MODEL, cli, workdir  # noqa: F401 - workdir is a fixture
 from clip_ingest.connectors.cli.status import EXIT_MISSING
-
-MODEL = ("--model", "clip-ingest-tiny:random")
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch) -> Path:
-    for key in list(os.environ):
-        if key.startswith("CLIP_INGEST_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args))
 
 
 def status_json(*args: str) -> tuple[int, dict]:

@@ -8,29 +8,13 @@ import os
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from badfiles import jpeg_bytes
-from clip_ingest.connectors.cli.clip_ingest import main
+from cli_helpers import MODEL, cli, workdir  # noqa: F401 - workdir is a fixture
 from clip_ingest.connectors.ingest.deadletter import read_dead_letter
 from clip_ingest.connectors.ingest.quarantine import Quarantine
 from imagegen import make_shape_image
 from ingest_helpers import all_paths, open_test_store
-
-MODEL = ("--model", "clip-ingest-tiny:random")
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch) -> Path:
-    for key in list(os.environ):
-        if key.startswith("CLIP_INGEST_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args))
 
 
 def ingest(folder: Path, *args: str) -> tuple[int, dict]:

@@ -13,28 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
+from cli_helpers import MODEL, cli, workdir  # noqa: F401 - workdir is a fixture
 from clip_ingest.connectors.cli import common
-from clip_ingest.connectors.cli.clip_ingest import main
 from clip_ingest.connectors.ingest.lock import LockedError, RunLock, read_holder
 from clip_ingest.connectors.ingest.summary import OUTCOMES
 from serve_helpers import free_port, serve_process
-
-MODEL = ("--model", "clip-ingest-tiny:random")
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch) -> Path:
-    for key in list(os.environ):
-        if key.startswith("CLIP_INGEST_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args))
 
 
 def one_line(text: str) -> str:

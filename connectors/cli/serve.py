@@ -2,7 +2,8 @@
 
 Exit codes: Ctrl-C / SIGTERM shut the server down cleanly (open requests finish), after which
 the process ends by that signal as uvicorn does; 1 fatal at start (database unreachable,
-collection missing, model mismatch or not loadable), 2 usage error.
+collection missing, model mismatch or not loadable, an embedded store held by a running
+clip-ingest), 2 usage error.
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ def serve(verbose: int, quiet: bool, **params: Any) -> None:
     Fresh data while serving: an embedded store (the default) can be open in one process only,
     so let the server ingest (--ingest-every 1h --ingest DIR: the same incremental run, lock,
     dead-letter file and summary as clip-ingest; POST /v1/ingest runs it at once, /v1/info
-    shows the last pass). With a Qdrant or Milvus server, serve and a cron clip-ingest simply
-    run side by side.
+    shows the last pass). On an embedded store the server holds the collection's run lock while
+    it serves, so a cron clip-ingest beside it exits 4 with a message naming the server. With a
+    Qdrant or Milvus server, serve and a cron clip-ingest simply run side by side.
     """
     import uvicorn
 

@@ -70,10 +70,11 @@ def status(as_json: bool, **params: Any) -> None:
 def collect(settings: Settings, shard: Shard) -> dict[str, Any]:
     """The status report of the configured collection (what ``--json`` prints)."""
     target = store_target(settings)
-    files = RunFiles.of(settings.data_dir, target.target, settings.collection, shard.label, settings.dead_letter)
+    files = RunFiles.of(os.path.abspath(settings.data_dir), target.target, settings.collection, shard.label,
+                        settings.dead_letter)
     report: dict[str, Any] = {"target": target.target, "location": target.location, "collection": settings.collection}
     report.update(_run_files(files))
-    holder = _holder(target, settings)
+    holder = _holder(target, settings, shard)
     report["held_by"] = asdict(holder) if holder is not None and target.embedded else None
     report["ingest_running"] = asdict(holder) if holder is not None and not target.embedded else None
     if report["held_by"] is not None:
@@ -96,14 +97,15 @@ def collect(settings: Settings, shard: Shard) -> dict[str, Any]:
     return report
 
 
-def _holder(target: StoreTarget, settings: Settings) -> LockHolder | None:
-    """Who holds the collection now: a server keeping the embedded store open, else the run lock's holder."""
+def _holder(target: StoreTarget, settings: Settings, shard: Shard) -> LockHolder | None:
+    """Who holds the collection now: a server keeping the embedded store open, else the run lock's
+    holder (the shard worker's on a database server, where shards lock apart)."""
     if target.embedded:
         held = store_holder(target.target, target.location, None if target.target == "milvus" else settings.collection)
         if held is not None:
             return held
-    lock_path = settings.lock_file or default_lock_path(target.target, target.location, settings.collection)
-    return read_holder(lock_path)
+    worker = "" if target.embedded else shard.label
+    return read_holder(settings.lock_file or default_lock_path(target.target, target.location, settings.collection, worker))
 
 
 def _collection(target: StoreTarget, collection: str) -> dict[str, Any]:
