@@ -9,11 +9,12 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
 from ..config import Setting, Settings, register_command
+from ..search.duplicates import DEFAULT_MIN_RELEVANCE
 from .common import EXIT_OK, common_options, fatal, load_query_embedder, load_settings, open_target_store, setup_logging, store_target
 
 log = logging.getLogger("clip_ingest.duplicates")
@@ -21,50 +22,60 @@ log = logging.getLogger("clip_ingest.duplicates")
 DUPLICATES_SETTINGS: tuple[Setting, ...] = (Setting("batch_size", int, 32),)
 DUPLICATES = register_command("duplicates", DUPLICATES_SETTINGS)
 REVIEW = register_command("review", ())
-DEFAULT_MIN_RELEVANCE = 0.9
+
+
+def _grouping_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--min-relevance, --threshold and -k: where groups are cut (a group id holds for these only)."""
+    for option in reversed((
+        click.option("--min-relevance", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=DEFAULT_MIN_RELEVANCE,
+                     show_default=True, help="Calibrated: the probability that a pair is a near-duplicate (the same for every model)."),
+        click.option("--threshold", type=click.FloatRange(-1, 1), default=None, help="A raw cosine similarity instead (model-dependent)."),
+        click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True, help="Neighbours looked at per image."),
+    )):
+        command = option(command)
+    return command
 
 
 @click.command("duplicates", context_settings={"help_option_names": ["-h", "--help"]})
 @common_options
-@click.option("--min-relevance", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=DEFAULT_MIN_RELEVANCE,
-              show_default=True, help="Calibrated: the probability that a pair is a near-duplicate (the same for every model).")
-@click.option("--threshold", type=click.FloatRange(-1, 1), default=None, help="A raw cosine similarity instead (model-dependent).")
-@click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True, help="Neighbours looked at per image.")
+@_grouping_options
 @click.option("--include-resolved", is_flag=True, help="Also list groups that a review resolved.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="List at most this many groups (largest first) [default: all].")
+@click.option("--offset", type=click.IntRange(0), default=0, help="Skip this many groups first (with --limit: page by page).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, writable=True), default=None, help="Also write an HTML page of the groups.")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Model batch size for the calibration [default: 32].")
 @click.option("-v", "--verbose", count=True, help="Debug logging.")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
-def duplicates(min_relevance: float, threshold: float | None, k: int, include_resolved: bool, as_json: bool,
-               html_file: str | None, verbose: int, quiet: bool, **params: Any) -> None:
+def duplicates(min_relevance: float, threshold: float | None, k: int, include_resolved: bool, limit: int | None, offset: int,
+               as_json: bool, html_file: str | None, verbose: int, quiet: bool, **params: Any) -> None:
     """List groups of near-duplicate images (edits, crops, re-encodes) of a collection.
 
     Exact copies are already one point. Each image's nearest neighbours come from the database's
     own k-NN, so memory stays small at any size. --min-relevance is calibrated per model: the
     first use measures the model's score scale on edited copies of up to 64 of the collection's
-    images (picked far apart, so that its own copies do not count as non-matches) and caches it. Decide on a group with `clip-search review`: a resolved group is not
-    listed again unless a new image joins it.
+    images (picked far apart, so that its own copies do not count as non-matches) and caches it.
+    Groups come largest first; each has an id. Decide on a group with `clip-search review`
+    (by its id, at the same cut and -k, or by its members): a resolved group is not listed again
+    unless a new image joins it.
     """
     setup_logging(verbose, quiet)
     settings = load_settings(params, DUPLICATES)
     from ..backends.base import StoreError
     from ..factory import ModelLoadError
-    from ..search.duplicates import find_groups
+    from ..search.duplicates import find_groups, page_of
 
     try:
         with open_target_store(store_target(settings), settings.collection) as store:
-            raw, calibration = threshold, None
-            if raw is None:
-                from ..calibration import cosine_for
-
-                calibration = _calibration(settings, store)
-                raw = cosine_for(calibration, min_relevance)
-            groups = find_groups(store, raw, k=k, include_resolved=include_resolved)
+            raw, calibration = _cut(settings, store, min_relevance, threshold)
+            found = find_groups(store, raw, k=k, include_resolved=include_resolved)
     except (StoreError, ModelLoadError, ValueError) as exc:
         fatal(str(exc))
+    page = page_of(found, limit=len(found) if limit is None else limit, offset=offset)
+    groups = page.groups
     document = {"collection": settings.collection, "threshold": raw, "min_relevance": None if threshold is not None else min_relevance,
-                "calibration": None if calibration is None else calibration.__dict__,
+                "k": k, "calibration": None if calibration is None else calibration.__dict__,
+                "total_groups": page.total_groups, "total_members": page.total_members, "offset": offset,
                 "groups": [g.to_dict() for g in groups]}
     if html_file:
         _write_html(html_file, settings.collection, groups, calibration)
@@ -76,8 +87,19 @@ def duplicates(min_relevance: float, threshold: float | None, k: int, include_re
                        + (f"  [{group.review['decision']}]" if group.review else ""))
             for point in group.members:
                 click.echo(f"  {point.id}  {point.payload.get('path')}")
-        click.echo(f"{len(groups)} group(s) at cosine >= {raw:.4f}")
+        shown = f"groups {offset + 1}-{offset + len(groups)} of " if len(groups) < page.total_groups else ""
+        click.echo(f"{shown}{page.total_groups} group(s), {page.total_members} images, at cosine >= {raw:.4f}")
     sys.exit(EXIT_OK)
+
+
+def _cut(settings: Settings, store: Any, min_relevance: float, threshold: float | None) -> tuple[float, Any]:
+    """``(raw cosine, calibration or None)``: ``threshold`` itself, else the calibrated cut of ``min_relevance``."""
+    if threshold is not None:
+        return threshold, None
+    from ..calibration import cosine_for
+
+    calibration = _calibration(settings, store)
+    return cosine_for(calibration, min_relevance), calibration
 
 
 def _calibration(settings: Settings, store: Any):
@@ -106,31 +128,45 @@ def _write_html(path: str, collection: str, groups: list, calibration: Any) -> N
 
 
 @click.command("review", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("members", nargs=-1, required=True)
+@click.argument("members", nargs=-1)
 @common_options
+@click.option("--group", "group", default=None, metavar="GROUP_ID",
+              help="The group's id as `clip-search duplicates` lists it (at the same cut and -k), instead of MEMBERS.")
+@_grouping_options
 @click.option("--decision", type=click.Choice(["keep-all", "not-duplicates", "keep-one"]), required=True,
               help="keep-all: duplicates, all kept; not-duplicates: a false alarm; keep-one: duplicates, --keep is the one to keep.")
 @click.option("--keep", default=None, metavar="ID", help="With keep-one: the member to keep.")
 @click.option("-v", "--verbose", count=True, help="Debug logging.")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
-def review(members: tuple[str, ...], decision: str, keep: str | None, verbose: int, quiet: bool, **params: Any) -> None:
-    """Record a decision on the group made of MEMBERS (the point ids `clip-search duplicates` lists).
+def review(members: tuple[str, ...], group: str | None, min_relevance: float, threshold: float | None, k: int, decision: str,
+           keep: str | None, verbose: int, quiet: bool, **params: Any) -> None:
+    """Record a decision on the group made of MEMBERS (point ids) or named by --group.
 
-    The decision is stored in each member's payload (field duplicate_review): it survives
-    re-runs, moves and `clip-ingest migrate`. clip-ingest deletes no file.
+    A group id names the members `clip-search duplicates` listed at the same --min-relevance (or
+    --threshold) and -k; the groups are found again to look it up, and an id that no group has
+    now (the group changed) is an error, exit 1. The decision is stored in each member's payload
+    (field duplicate_review): it survives re-runs, moves and `clip-ingest migrate`. clip-ingest
+    deletes no file.
     """
     setup_logging(verbose, quiet)
+    if bool(members) == (group is not None):
+        raise click.UsageError("give the group's MEMBERS or --group, not both")
     settings = load_settings(params, REVIEW)
     from ..backends.base import StoreError
-    from ..search.duplicates import record_review
+    from ..factory import ModelLoadError
+    from ..search.duplicates import find_groups, group_by_id, record_review
     from ..search.searcher import PointNotFoundError
 
     try:
         with open_target_store(store_target(settings), settings.collection) as store:
-            written = record_review(store, list(members), decision, keep)
+            chosen = list(members)
+            if group is not None:
+                raw, _ = _cut(settings, store, min_relevance, threshold)
+                chosen = group_by_id(find_groups(store, raw, k=k, include_resolved=True), group).member_ids
+            written = record_review(store, chosen, decision, keep)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    except (StoreError, PointNotFoundError) as exc:
+    except (StoreError, ModelLoadError, PointNotFoundError) as exc:
         fatal(str(exc))
     click.echo(json.dumps(written))
     sys.exit(EXIT_OK)

@@ -13,11 +13,17 @@ of every member (field ``duplicate_review``, with the member ids it was made on)
 survive re-runs and moves (a move only rewrites ``paths``), and ``clip-ingest migrate`` carries
 them into the new collection. A group counts as resolved while its members are a subset of the
 members some decision was made on: it comes back only when a new member joins it.
+
+A server keeps the k-NN pass per ``(threshold, k)`` while the collection's points stay the same
+(:class:`GroupingCache`) and hands the groups out page by page (:func:`page_of`); a group is
+named by its id, so a review can name the group instead of its members (:func:`group_by_id`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -27,7 +33,14 @@ from .searcher import PointNotFoundError
 
 REVIEW_FIELD = "duplicate_review"
 DECISIONS = ("keep-all", "not-duplicates", "keep-one")
-_LISTED_FIELDS = ("path", "paths", "sha256", "width", "height", REVIEW_FIELD)
+#: the calibrated relevance a listing cuts at unless told otherwise
+DEFAULT_MIN_RELEVANCE = 0.9
+#: what a listed member shows, so a person can pick which to keep
+MEMBER_FIELDS = ("path", "size", "width", "height", "format", "sha256")
+_LISTED_FIELDS = (*MEMBER_FIELDS, "paths", REVIEW_FIELD)
+
+Neighbours = dict[str, dict[str, float]]
+"""point id -> {neighbour id: cosine} for every point with at least one neighbour above the threshold."""
 
 
 @dataclass
@@ -46,9 +59,14 @@ class Group:
     def member_ids(self) -> list[str]:
         return [p.id for p in self.members]
 
+    @property
+    def sort_key(self) -> tuple[int, float, str]:
+        """The listing order: largest groups first, then the closest, then by id."""
+        return (-len(self.members), -self.best_score, self.id)
+
     def to_dict(self) -> dict[str, Any]:
         return {"group": self.id, "size": len(self.members), "best_score": round(self.best_score, 6),
-                "review": self.review, "members": [{"id": p.id, **{k: p.payload.get(k) for k in ("path", "sha256")}}
+                "review": self.review, "members": [{"id": p.id, **{k: p.payload.get(k) for k in MEMBER_FIELDS}}
                                                    for p in self.members]}
 
 
@@ -61,20 +79,26 @@ def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield items[start : start + size]
 
 
-def find_groups(
-    store: VectorStore, threshold: float, *, k: int = 10, batch_size: int = 256, include_resolved: bool = False,
-    on_progress: Callable[[int, int], None] | None = None,
-) -> list[Group]:
-    """Groups of near-duplicates in ``store`` (largest first); resolved groups only when asked.
-
-    ``threshold`` is a raw cosine similarity (see :mod:`..calibration` for one that means the
-    same for every model); ``k`` bounds the neighbours looked at per point.
-    """
+def _check_threshold(threshold: float) -> None:
     if not -1.0 <= threshold <= 1.0:
         raise ValueError("threshold is a cosine similarity, between -1 and 1")
-    listed = {p.id: p for p in store.scroll(fields=list(_LISTED_FIELDS))}
+
+
+def listed_points(store: VectorStore) -> dict[str, Point]:
+    """Every point of ``store`` by id, with the payload fields a listing shows (no vectors)."""
+    return {p.id: p for p in store.scroll(fields=list(_LISTED_FIELDS))}
+
+
+def find_neighbours(
+    store: VectorStore, listed: dict[str, Point], threshold: float, *, k: int = 10, batch_size: int = 256,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Neighbours:
+    """Each listed point's neighbours at ``threshold`` or above (at most ``k``): the expensive part
+    of :func:`find_groups`, one k-NN search per point. It depends only on the stored vectors, so a
+    caller may keep it while the collection's points stay the same (:class:`GroupingCache`)."""
+    _check_threshold(threshold)
     ids = sorted(listed)
-    neighbours: dict[str, dict[str, float]] = {}
+    neighbours: Neighbours = {}
     done = 0
     for batch in _batches(ids, batch_size):
         for point in store.retrieve(list(batch), with_vectors=True):
@@ -87,6 +111,12 @@ def find_groups(
         done += len(batch)
         if on_progress:
             on_progress(done, len(ids))
+    return neighbours
+
+
+def group_neighbours(listed: dict[str, Point], neighbours: Neighbours, *, include_resolved: bool = False) -> list[Group]:
+    """The groups of ``neighbours`` (largest first), with the reviews of ``listed``'s payloads;
+    resolved groups only when asked."""
     groups = []
     assigned: set[str] = set()
     # leaders first by how many neighbours they have, then by id: every member is similar to its
@@ -102,7 +132,115 @@ def find_groups(
         group = Group(group_id(members), [listed[i] for i in members], best, review=resolving_review(listed, members))
         if group.review is None or include_resolved:
             groups.append(group)
-    return sorted(groups, key=lambda g: (-len(g.members), -g.best_score, g.id))
+    return sorted(groups, key=lambda g: g.sort_key)
+
+
+def find_groups(
+    store: VectorStore, threshold: float, *, k: int = 10, batch_size: int = 256, include_resolved: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[Group]:
+    """Groups of near-duplicates in ``store`` (largest first); resolved groups only when asked.
+
+    ``threshold`` is a raw cosine similarity (see :mod:`..calibration` for one that means the
+    same for every model); ``k`` bounds the neighbours looked at per point.
+    """
+    _check_threshold(threshold)
+    listed = listed_points(store)
+    neighbours = find_neighbours(store, listed, threshold, k=k, batch_size=batch_size, on_progress=on_progress)
+    return group_neighbours(listed, neighbours, include_resolved=include_resolved)
+
+
+@dataclass(frozen=True)
+class _Computed:
+    state: tuple[Any, ...]
+    neighbours: Neighbours
+
+
+class GroupingCache:
+    """Groups per ``(threshold, k)`` whose k-NN pass runs once while the collection is unchanged.
+
+    Each call still lists the points (one scroll of the listed fields, about 0.2 s at 10,000
+    points) so that reviews, moves and new or removed points show at once; the neighbours are
+    computed again only when the set of point ids, the collection behind an alias or its model
+    differ from those they were computed on (a point's id is its content hash, so the same ids
+    are the same vectors). The most recent ``entries`` ``(threshold, k)`` pairs are kept.
+    """
+
+    def __init__(self, store: VectorStore, entries: int = 4) -> None:
+        self._store = store
+        self._entries = entries
+        self._computed: OrderedDict[tuple[float, int], _Computed] = OrderedDict()
+        self._lock = threading.Lock()  # two first requests must not both run the k-NN pass
+
+    def groups(self, threshold: float, *, k: int = 10, include_resolved: bool = False) -> list[Group]:
+        _check_threshold(threshold)
+        listed = listed_points(self._store)
+        state = (frozenset(listed), self._store.alias_target(), self._store.collection_model())
+        key = (threshold, k)
+        with self._lock:
+            computed = self._computed.get(key)
+            if computed is None or computed.state != state:
+                computed = self._computed[key] = _Computed(state, find_neighbours(self._store, listed, threshold, k=k))
+            self._computed.move_to_end(key)
+            while len(self._computed) > self._entries:
+                self._computed.popitem(last=False)
+        return group_neighbours(listed, computed.neighbours, include_resolved=include_resolved)
+
+
+@dataclass
+class GroupPage:
+    """One page of a listing of groups, and how many there are in all."""
+
+    groups: list[Group]
+    total_groups: int
+    total_members: int
+    next_cursor: str | None
+    """Where the next page starts (None: this is the last page)."""
+
+
+class CursorError(ValueError):
+    """A paging cursor that this listing did not hand out."""
+
+
+def _cursor(group: Group) -> str:
+    size, score, gid = group.sort_key
+    return f"{-size}_{-score!r}_{gid}"
+
+
+def _after(cursor: str) -> tuple[int, float, str]:
+    try:
+        size, score, gid = cursor.split("_")
+        key = (-int(size), -float(score), gid)
+    except ValueError:
+        raise CursorError(f"{cursor!r} is not a cursor of this listing (use next_cursor as given)") from None
+    if len(gid) != 16 or not all(c in "0123456789abcdef" for c in gid):
+        raise CursorError(f"{cursor!r} is not a cursor of this listing (use next_cursor as given)")
+    return key
+
+
+def page_of(groups: list[Group], *, limit: int, offset: int = 0, cursor: str | None = None) -> GroupPage:
+    """``limit`` groups of ``groups`` (in listing order) from ``offset``, or after ``cursor``.
+
+    A cursor names the last group of the page before by its place in the order, not by a
+    position, so a page stays right when groups before it were reviewed meanwhile.
+    """
+    start = offset
+    if cursor is not None:
+        after = _after(cursor)
+        start = next((i for i, g in enumerate(groups) if g.sort_key > after), len(groups))
+    chosen = groups[start : start + limit]
+    more = bool(chosen) and start + limit < len(groups)
+    return GroupPage(chosen, len(groups), sum(len(g.members) for g in groups), _cursor(chosen[-1]) if more else None)
+
+
+def group_by_id(groups: Iterable[Group], wanted: str) -> Group:
+    """The group with id ``wanted``; :class:`~.searcher.PointNotFoundError` when no group has it now
+    (a mistyped id, or the group changed since it was listed: list the groups again)."""
+    for group in groups:
+        if group.id == wanted:
+            return group
+    raise PointNotFoundError(f"no near-duplicate group {wanted!r} now (it changed since it was listed, or the id is "
+                             "wrong; list the groups again with the same threshold and k)")
 
 
 def resolving_review(points: dict[str, Point], member_ids: Sequence[str]) -> dict[str, Any] | None:
@@ -152,5 +290,6 @@ def carry_reviews(source: VectorStore, into: VectorStore, batch_size: int = 256)
     return carried
 
 
-__all__ = ["DECISIONS", "Group", "REVIEW_FIELD", "carry_reviews", "find_groups", "group_id", "record_review",
-           "resolving_review"]
+__all__ = ["DECISIONS", "DEFAULT_MIN_RELEVANCE", "CursorError", "Group", "GroupPage", "GroupingCache", "MEMBER_FIELDS", "REVIEW_FIELD",
+           "carry_reviews", "find_groups", "find_neighbours", "group_by_id", "group_id", "group_neighbours", "listed_points",
+           "page_of", "record_review", "resolving_review"]

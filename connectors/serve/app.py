@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from ..backends.base import StoreError
 from ..decode import ImageDecodeError
 from ..search.filters import FilterError, FilterSyntaxError, parse_filter
-from ..search.duplicates import DECISIONS
+from ..search.duplicates import DECISIONS, DEFAULT_MIN_RELEVANCE, page_of
 from ..search.results import result_document
 from ..search.searcher import PointNotFoundError
 from .scheduled_ingest import ScheduledIngest
@@ -38,6 +38,9 @@ from .service import SearchService, ThumbnailUnavailable
 MAX_UPLOAD_BYTES = 20 << 20
 RETRY_AFTER_S = 5
 MAX_K = 1000
+MAX_DUPLICATE_K = 100
+#: groups in one page of GET /v1/duplicates: by default, and at most
+DUPLICATES_PAGE, MAX_DUPLICATES_PAGE = 50, 500
 
 
 class SearchRequest(BaseModel):
@@ -57,11 +60,17 @@ class SearchRequest(BaseModel):
 
 
 class ReviewRequest(BaseModel):
-    """A decision on a near-duplicate group (``keep`` names the point to keep, for ``keep-one`` only)."""
+    """A decision on a near-duplicate group, named by its ``members`` or by its ``group`` id as
+    listed at ``min_relevance`` (or ``threshold``) and ``k`` (``keep`` names the point to keep,
+    for ``keep-one`` only)."""
 
-    members: list[str] = Field(..., min_length=2, max_length=MAX_K)
+    members: Optional[list[str]] = Field(None, min_length=2, max_length=MAX_K)
+    group: Optional[str] = Field(None, max_length=64, description="a group id from GET /v1/duplicates")
     decision: Literal[DECISIONS]  # type: ignore[valid-type]
     keep: Optional[str] = None
+    min_relevance: Optional[float] = Field(None, ge=0, lt=1, description="with group: the listing's cut")
+    threshold: Optional[float] = Field(None, ge=-1, le=1, description="with group: the listing's raw cosine instead")
+    k: int = Field(10, ge=1, le=MAX_DUPLICATE_K, description="with group: the listing's k")
 
 
 class EmbedTextRequest(BaseModel):
@@ -165,16 +174,31 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
         return {"valid": True, "error": None, "position": None}
 
     # -- near-duplicates
-    @app.get("/v1/duplicates", summary="Near-duplicate groups at a calibrated relevance (one k-NN search per item)")
-    async def duplicates(min_relevance: float = Query(0.9, ge=0, lt=1), k: int = Query(10, ge=1, le=100),
-                         include_resolved: bool = False) -> dict[str, Any]:
-        cut, groups = await _call(service.duplicates, min_relevance, k=k, include_resolved=include_resolved)
-        return {"collection": service.collection, "model_id": service.model_id, "min_relevance": min_relevance,
-                "threshold": cut, "groups": [g.to_dict() for g in groups]}
+    @app.get("/v1/duplicates", summary="Near-duplicate groups at a calibrated relevance, page by page (largest first)")
+    async def duplicates(min_relevance: Optional[float] = Query(None, ge=0, lt=1, description=f"default {DEFAULT_MIN_RELEVANCE}"),
+                         threshold: Optional[float] = Query(None, ge=-1, le=1, description="a raw cosine instead of min_relevance"),
+                         k: int = Query(10, ge=1, le=MAX_DUPLICATE_K), include_resolved: bool = False,
+                         limit: int = Query(DUPLICATES_PAGE, ge=1, le=MAX_DUPLICATES_PAGE), offset: int = Query(0, ge=0),
+                         cursor: Optional[str] = Query(None, max_length=100, description="next_cursor of the page before")) -> dict[str, Any]:
+        if cursor is not None and offset:
+            raise ApiError(400, "give offset or cursor, not both")
+        cut, groups = await _call(service.duplicates, min_relevance=min_relevance, threshold=threshold, k=k,
+                                  include_resolved=include_resolved)
+        page = await _call(page_of, groups, limit=limit, offset=offset, cursor=cursor)
+        return {"collection": service.collection, "model_id": service.model_id,
+                "min_relevance": None if threshold is not None else DEFAULT_MIN_RELEVANCE if min_relevance is None else min_relevance,
+                "threshold": cut, "k": k, "total_groups": page.total_groups, "total_members": page.total_members,
+                "offset": offset, "limit": limit, "next_cursor": page.next_cursor, "groups": [g.to_dict() for g in page.groups]}
 
-    @app.post("/v1/duplicates/review", summary="Store a decision on a group: it is not listed again unless a new member joins")
+    @app.post("/v1/duplicates/review", summary="Store a decision on a group (by id or members): it is not listed again "
+              "unless a new member joins")
     async def review(body: ReviewRequest) -> dict[str, Any]:
-        return await _call(service.review, body.members, body.decision, body.keep)
+        if (body.members is None) == (body.group is None):
+            raise ApiError(400, "give the group's id or its members, not both")
+        if body.group is None:
+            return await _call(service.review, body.members, body.decision, body.keep)
+        return await _call(service.review_group, body.group, body.decision, body.keep, min_relevance=body.min_relevance,
+                           threshold=body.threshold, k=body.k)
 
     # -- embeddings
     @app.post("/v1/embed/text", summary="Texts to vectors")
