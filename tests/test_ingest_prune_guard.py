@@ -145,3 +145,18 @@ def test_moved_files_do_not_count_as_pruned(tmp_path, tiny_embedder):
         stats = ingest(store, tiny_embedder, photos, prune=True)
         assert stats.prune_refused is None and (stats.moved, stats.pruned) == (3, 1)
         assert all_paths(store) == sorted(str(photos / "sorted" / p.name) for p in files[:3])
+
+
+def test_a_bind_mount_over_the_source_counts_as_another_filesystem(tmp_path, tiny_embedder, mountable):
+    """A bind mount of the same device (which ``os.path.ismount`` does not see) read from mountinfo."""
+    photos = write_shape_folder(tmp_path / "photos", n=10)
+    other = tmp_path / "other"
+    shutil.copytree(photos, other)
+    sorted(other.rglob("*.png"))[0].unlink()
+    record = str(tmp_path / "sources.json")
+    with open_test_store("qdrant-edge", tmp_path / "db") as store:
+        ingest(store, tiny_embedder, photos, prune=True, source_record=record)
+        assert subprocess.run(["mount", "--bind", str(other), str(photos)]).returncode == 0
+        mountable.append(photos)
+        stats = ingest(store, tiny_embedder, photos, prune=True, source_record=record)
+        assert "another filesystem" in stats.prune_refused and stats.pruned == 0

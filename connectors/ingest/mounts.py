@@ -21,9 +21,14 @@ log = logging.getLogger("clip_ingest.ingest")
 MOUNTINFO = "/proc/self/mountinfo"
 
 
-def mount_point(path: str) -> str:
-    """The mount point of the filesystem that holds ``path`` (an existing folder)."""
+def mount_point(path: str, mounts: Iterable[str] = ()) -> str:
+    """The mount point of the filesystem that holds ``path`` (an existing folder): the longest of
+    ``mounts`` (mount points, e.g. from mountinfo, where bind mounts show too) that contains it,
+    else the nearest ancestor ``os.path.ismount`` recognises."""
     path = os.path.realpath(path)
+    containing = [m for m in mounts if path == m or path.startswith(m.rstrip("/") + "/")]
+    if containing:
+        return max(containing, key=len)
     while not os.path.ismount(path):
         parent = os.path.dirname(path)
         if parent == path:
@@ -56,8 +61,9 @@ def _mounts(mountinfo: str = MOUNTINFO) -> dict[str, str]:
 
 def source_identity(root: str, mounts: dict[str, str] | None = None) -> str:
     """``"MOUNT_POINT FSTYPE SOURCE"`` of the filesystem holding the folder ``root``."""
-    point = mount_point(root)
-    detail = (mounts if mounts is not None else _mounts()).get(point, "")
+    mounts = _mounts() if mounts is None else mounts
+    point = mount_point(root, mounts)
+    detail = mounts.get(point, "")
     return f"{point} {detail}".strip()
 
 

@@ -38,6 +38,7 @@ from ..preprocess import Preparer
 from .executor import ordered_map
 from .plan import Candidate
 from .reader import DEFAULT_READ_TIMEOUT_S, TimedReader
+from .metadata import MetadataLimits
 from .stages import DecodeStage, Failed, ImageEncoder, Loaded
 from .state import StoredState
 
@@ -52,7 +53,8 @@ Layout = list[tuple[int, int, int, tuple[int, ...], str]]
 """Per input placed in a block: (index in the chunk, byte offset, byte size, shape, dtype)."""
 
 
-def _start_worker(preparer: Preparer, collection: str, state: StoredState, decode: bool, read_timeout: float) -> None:
+def _start_worker(preparer: Preparer, collection: str, state: StoredState, decode: bool, read_timeout: float,
+                  metadata_limits: MetadataLimits) -> None:
     global _STAGE
     try:  # one intra-op thread per process: the processes are the parallelism
         import torch
@@ -61,7 +63,8 @@ def _start_worker(preparer: Preparer, collection: str, state: StoredState, decod
     except ImportError:  # an ONNX-only install
         pass
     reader = TimedReader(1, read_timeout)
-    _STAGE = DecodeStage(ImageEncoder(None, preparer), collection, state, decode=decode, read=reader.read)
+    _STAGE = DecodeStage(ImageEncoder(None, preparer), collection, state, decode=decode, read=reader.read,
+                         metadata_limits=metadata_limits)
 
 
 def _decode_chunk(task: tuple[list[Candidate], str | None]) -> tuple[list[Loaded | Failed], str | None, Layout]:
@@ -178,7 +181,7 @@ class ProcessExecutor:
             pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                        initializer=_start_worker,
                                        initargs=(replace(preparer, as_numpy=True), decode.collection, decode.state,
-                                                 decode.decode, self.read_timeout))
+                                                 decode.decode, self.read_timeout, decode.metadata_limits))
             try:
                 # ordered_map asks for the next task only after this loop took the previous
                 # result, so a block is free again (unpacked) whenever the next task needs one

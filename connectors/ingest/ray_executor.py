@@ -37,6 +37,7 @@ from ..embedder import Embedder
 from ..preprocess import Preparer
 from .plan import Candidate
 from .reader import DEFAULT_READ_TIMEOUT_S, TimedReader
+from .metadata import MetadataLimits
 from .stages import DecodeStage, Failed, ImageEncoder, Loaded
 from .state import StoredState
 
@@ -64,7 +65,7 @@ _STATES: dict[str, StoredState] = {}
 
 
 def _decode_batch(batch: dict[str, np.ndarray], *, preparer: Preparer | None, collection: str, state: Any,
-                  decode: bool, read_timeout: float) -> dict[str, np.ndarray]:
+                  decode: bool, read_timeout: float, metadata_limits: MetadataLimits) -> dict[str, np.ndarray]:
     """A Ray task of the decode stage: the pipeline's own :class:`DecodeStage`, without the model."""
     import ray
 
@@ -74,7 +75,8 @@ def _decode_batch(batch: dict[str, np.ndarray], *, preparer: Preparer | None, co
         _STATES[key] = ray.get(state)
     reader = TimedReader(1, read_timeout)
     try:
-        stage = DecodeStage(ImageEncoder(None, preparer), collection, _STATES[key], decode=decode, read=reader.read)
+        stage = DecodeStage(ImageEncoder(None, preparer), collection, _STATES[key], decode=decode, read=reader.read,
+                            metadata_limits=metadata_limits)
         return {"item": _objects([stage(candidate) for candidate in batch["item"]])}
     finally:
         reader.close()
@@ -152,7 +154,8 @@ class RayExecutor:
         dataset = dataset.map_batches(
             _decode_batch, batch_format="numpy", batch_size=self.batch_size, num_cpus=1,
             fn_kwargs={"preparer": decode.encoder.preparer, "collection": decode.collection,
-                       "state": ray.put(decode.state), "decode": decode.decode, "read_timeout": self.read_timeout},
+                       "state": ray.put(decode.state), "decode": decode.decode, "read_timeout": self.read_timeout,
+                       "metadata_limits": decode.metadata_limits},
         )
         if decode.decode:
             device = self.device or ("cuda" if gpu else "cpu")
