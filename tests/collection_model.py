@@ -31,7 +31,7 @@ import hashlib
 import io
 import json
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -218,24 +218,49 @@ class DiskFile:
     metadata: dict[str, Any] | None
 
 
-def scan_sources(roots: Iterable[str], label_from_folder: bool) -> dict[str, DiskFile]:
-    """Every image file under ``roots`` (hidden names skipped), as the model sees it."""
+@dataclass(frozen=True)
+class Disk:
+    """What a run must find: the files it scans, and the manifest rows whose file is missing."""
+
+    files: dict[str, DiskFile]
+    missing: frozenset[str]
+    """Paths listed by a manifest that do not exist (each dead-lettered as ``missing``)."""
+
+
+def _read_file(path: str, root: str, label_from_folder: bool, row: Mapping[str, Any] | None = None) -> DiskFile:
+    with open(path, "rb") as fh:
+        data = fh.read()
+    meta = sidecar_metadata(path)
+    if meta is not BAD:
+        meta = {**meta, **(folder_label(path, root) if label_from_folder else {}),
+                **{k: v for k, v in (row or {}).items() if k not in SYSTEM_KEYS and v not in ("", None)}}
+    return DiskFile(path, root, content_of(data), os.stat(path).st_mtime_ns, meta)
+
+
+def scan_sources(directories: Iterable[str], manifests: Iterable[str], label_from_folder: bool) -> Disk:
+    """Every image file under ``directories`` (hidden names skipped) and every row of the JSONL
+    ``manifests`` (paths relative to the manifest's folder), as the model sees them."""
     files: dict[str, DiskFile] = {}
-    for root in roots:
+    missing = set()
+    for root in directories:
         root = os.path.abspath(root)
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for name in filenames:
-                if name.startswith(".") or name.rsplit(".", 1)[-1].lower() not in IMAGE_EXTENSIONS:
-                    continue
-                path = os.path.join(dirpath, name)
-                with open(path, "rb") as fh:
-                    data = fh.read()
-                meta = sidecar_metadata(path)
-                if meta is not BAD and label_from_folder:
-                    meta = {**meta, **folder_label(path, root)}
-                files[path] = DiskFile(path, root, content_of(data), os.stat(path).st_mtime_ns, meta)
-    return files
+                if not name.startswith(".") and name.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS:
+                    path = os.path.join(dirpath, name)
+                    files[path] = _read_file(path, root, label_from_folder)
+    for manifest in manifests:
+        root = os.path.dirname(os.path.abspath(manifest))
+        with open(manifest, encoding="utf-8") as fh:
+            rows = [json.loads(line) for line in fh if line.strip()]
+        for row in rows:
+            path = os.path.normpath(os.path.join(root, row["path"]))
+            if os.path.isfile(path):
+                files[path] = _read_file(path, root, label_from_folder, row)
+            else:
+                missing.add(path)
+    return Disk(files, frozenset(missing))
 
 
 # ------------------------------------------------------------------------------ the store
@@ -247,17 +272,21 @@ class Snapshot:
 
     payloads: dict[str, dict[str, Any]]
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    duplicate_ids: list[str] = field(default_factory=list)
+    """Ids the scroll returned more than once."""
 
     @classmethod
     def of(cls, store: VectorStore, with_vectors: bool = False) -> "Snapshot":
         """The store's points (none before its collection exists)."""
         if store.collection_model() is None:
             return cls({})
-        payloads = {p.id: p.payload for p in store.scroll(fields=None)}
+        points = list(store.scroll(fields=None))
+        payloads = {p.id: p.payload for p in points}
+        duplicates = sorted(pid for pid, n in Counter(p.id for p in points).items() if n > 1)
         vectors = {}
         if with_vectors and payloads:
             vectors = {p.id: np.asarray(p.vector) for p in store.retrieve(list(payloads), with_vectors=True)}
-        return cls(payloads, vectors)
+        return cls(payloads, vectors, duplicates)
 
     def listing(self) -> dict[str, list[str]]:
         """path -> sha256 of every point listing it."""
@@ -281,6 +310,7 @@ class RunSpec:
     """The options of one run that the model depends on."""
 
     roots: tuple[str, ...]
+    """Source folders, and the folder of each manifest."""
     label_from_folder: bool
     prune: bool
     max_prune: float
@@ -310,6 +340,8 @@ def check_points(after: Snapshot, history: History, problems: Problems) -> None:
     """Structure every state must have, interrupted or not: each point lists paths (``path`` =
     ``paths[0]``, ``mtimes_ns`` aligned, no path twice), one point per content, stable ids,
     content facts (size, pixels, format) right."""
+    for pid in after.duplicate_ids:
+        problems.add(PointsMismatch, f"point id {pid} scrolled more than once")
     seen_sha: dict[str, str] = {}
     for pid, payload in after.payloads.items():
         paths = payload.get("paths") or []
@@ -350,7 +382,7 @@ def check_consistent(after: Snapshot, history: History, context: str) -> None:
     problems.raise_if_any(context)
 
 
-def check_dry_run(*, before: Snapshot, after: Snapshot, files: Mapping[str, DiskFile], run: RunSpec, stats: Any,
+def check_dry_run(*, before: Snapshot, after: Snapshot, disk: Disk, run: RunSpec, stats: Any,
                   embedded: int, context: str) -> None:
     """A dry run leaves ids, payloads and vectors exactly as they were, embeds nothing, and
     reports the prune guard's decision like a real run."""
@@ -358,7 +390,7 @@ def check_dry_run(*, before: Snapshot, after: Snapshot, files: Mapping[str, Disk
     if embedded:
         problems.add(DryRunMismatch, f"a dry run embedded {embedded} images")
     was = before.listing()
-    check_prune_refused(prune_verdict(was, files, run), was, files, run, stats, problems)
+    check_prune_refused(prune_verdict(was, disk.files, run), was, disk.files, run, stats, problems)
     for pid in sorted(set(before.payloads) | set(after.payloads)):
         b, a = before.payloads.get(pid), after.payloads.get(pid)
         if b is None or a is None:
@@ -396,16 +428,19 @@ def prune_verdict(before: Mapping[str, list[str]], files: Mapping[str, DiskFile]
     keepable = frozenset(gone - moved_away(before, files))
     if not run.prune:
         return PruneVerdict(False, frozenset(), frozenset())
-    if run.max_prune >= 1.0:
+    if run.max_prune >= 1.0 or not gone:
         return PruneVerdict(False, keepable, frozenset())
-    empty_roots = tuple(r + os.sep for r in run.roots
-                        if not any(f.root == r for f in files.values())
-                        and any(p.startswith(r + os.sep) for p in before))
-    if empty_roots:  # their paths are kept; whether the other sources are pruned is not said
-        return PruneVerdict(True, frozenset(), frozenset(p for p in keepable if p.startswith(empty_roots)))
+    empty = tuple(r + os.sep for r in run.roots if not any(f.root == r for f in files.values()))
+    held = frozenset(p for p in keepable if p.startswith(empty))
+    if held:  # an empty source's paths are kept; whether the other sources are pruned is not said
+        return PruneVerdict(True, frozenset(), held)
     # the share of listed paths to remove; whether a moved file's old path counts is not said
-    shares = {len(keepable) / len(before), len(gone) / len(before)} if before else {0.0}
+    shares = {len(keepable) / len(before), len(gone) / len(before)}
     verdicts = {share > run.max_prune for share in shares}
+    # a source emptied by moves only: "no file found while paths are listed under it" at the start,
+    # none left to keep after the moves; either reading is allowed
+    if any(p.startswith(empty) for p in before):
+        verdicts.add(True)
     if verdicts == {False}:
         return PruneVerdict(False, keepable, frozenset())
     if verdicts == {True}:
@@ -417,7 +452,7 @@ def check_completed_run(
     *,
     before: Snapshot,
     after: Snapshot,
-    files: Mapping[str, DiskFile],
+    disk: Disk,
     history: History,
     run: RunSpec,
     stats: Any,
@@ -428,6 +463,7 @@ def check_completed_run(
     """Compare the store after a completed (not dry) run with the model; raise a :class:`Mismatch`."""
     problems = Problems()
     check_points(after, history, problems)
+    files = disk.files
     was = before.listing()
     now = after.listing()
     good = {p: f for p, f in files.items() if f.metadata is not BAD}
@@ -483,7 +519,7 @@ def check_completed_run(
         problems.add(EmbeddingMismatch, f"stats.embedded={stats.embedded}, the embedder saw {embedded}")
 
     check_prune_refused(verdict, was, files, run, stats, problems)
-    check_failures(bad, stats, dead_letters, problems)
+    check_failures(bad, disk.missing, stats, dead_letters, problems)
     check_metadata_updated(before, after, good, stats, problems)
     problems.raise_if_any(context)
 
@@ -502,13 +538,15 @@ def check_prune_refused(verdict: PruneVerdict, was: Mapping[str, list[str]], fil
                                          f"{len(set(was) - set(files))} gone)")
 
 
-def check_failures(bad: Mapping[str, DiskFile], stats: Any, dead_letters: list[dict[str, Any]],
-                   problems: Problems) -> None:
-    """Every file with an invalid sidecar is dead-lettered as ``bad_metadata``; nothing else fails."""
-    if stats.failed != len(bad):
-        problems.add(StatsMismatch, f"stats.failed={stats.failed}, must be {len(bad)} (files with an invalid sidecar)")
+def check_failures(bad: Mapping[str, DiskFile], missing: Iterable[str], stats: Any,
+                   dead_letters: list[dict[str, Any]], problems: Problems) -> None:
+    """Every file with an invalid sidecar is dead-lettered as ``bad_metadata``, every manifest row
+    whose file is missing as ``missing``; nothing else fails."""
+    want = sorted([(p, "bad_metadata") for p in bad] + [(p, "missing") for p in missing])
+    if stats.failed != len(want):
+        problems.add(StatsMismatch, f"stats.failed={stats.failed}, must be {len(want)} (files with an invalid "
+                                    f"sidecar, manifest rows of missing files)")
     got = sorted((d.get("path"), d.get("reason")) for d in dead_letters)
-    want = sorted((p, "bad_metadata") for p in bad)
     if got != want:
         details = [(d.get("path"), d.get("reason"), short(d.get("detail"), 60)) for d in dead_letters]
         problems.add(StatsMismatch, f"dead letters {details}, must be {want}")

@@ -59,11 +59,14 @@ settings.register_profile(
 )
 
 SOURCES = ("src0", "src1")
+MANIFEST_SOURCE = "man"
+"""A folder of images listed by ``man/photos.jsonl`` (a row's columns are metadata)."""
 FOLDERS = ("", "a", "b", os.path.join("a", "x"))
 IMAGE_SIZE = 12
 HAS_MAX_PRUNE = "max_prune" in {f.name for f in fields(IngestOptions)}
 
 sources = st.sampled_from(SOURCES)
+any_sources = st.sampled_from((*SOURCES, MANIFEST_SOURCE))
 folders = st.sampled_from(FOLDERS)
 picks = st.integers(0, 1000)
 formats = st.sampled_from(["PNG", "JPEG"])
@@ -97,9 +100,13 @@ class CollectionMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.base = Path(tempfile.mkdtemp(prefix="collection-state-"))
-        self.roots = tuple(str(self.base / s) for s in SOURCES)
+        self.folders = tuple(str(self.base / s) for s in SOURCES)
+        self.manifest = str(self.base / MANIFEST_SOURCE / "photos.jsonl")
+        self.roots = (*self.folders, os.path.dirname(self.manifest))
         for root in self.roots:
             os.makedirs(root)
+        self.rows: dict[str, dict[str, Any]] = {}  # manifest: relative path -> row
+        self._write_manifest()
         self.store = self.open_store(self.base / "db")
         self.counting = CountingEmbedder(self.embedder)
         self.history = History()
@@ -118,13 +125,20 @@ class CollectionMachine(RuleBasedStateMachine):
         self.clock_ns += 10**9
         os.utime(path, ns=(self.clock_ns, self.clock_ns))
 
-    def _images(self) -> list[str]:
-        return sorted(str(p) for root in self.roots for p in Path(root).rglob("*")
+    def _images(self, roots: tuple[str, ...] | None = None) -> list[str]:
+        return sorted(str(p) for root in roots or self.roots for p in Path(root).rglob("*")
                       if p.suffix in (".png", ".jpg") and p.is_file())
 
-    def _pick(self, pick: int) -> str:
-        images = self._images()
+    def _pick(self, pick: int, roots: tuple[str, ...] | None = None) -> str:
+        images = self._images(roots)
         return images[pick % len(images)]
+
+    def _write_manifest(self) -> None:
+        Path(self.manifest).write_text("".join(json.dumps({"path": rel, **row}) + "\n" for rel, row in self.rows.items()))
+
+    def _list_in_manifest(self, image: str, row: dict[str, Any]) -> None:
+        self.rows[os.path.relpath(image, os.path.dirname(self.manifest))] = row
+        self._write_manifest()
 
     def _new_path(self, source: str, folder: str, ext: str) -> str:
         folder_path = os.path.join(self.base, source, folder)
@@ -152,7 +166,7 @@ class CollectionMachine(RuleBasedStateMachine):
                 suffix = ".json" if sidecar == f"{image}.json" else None
                 os.rename(sidecar, f"{target}{suffix}" if suffix else f"{os.path.splitext(target)[0]}.json")
 
-    @initialize(layout=st.lists(st.tuples(sources, folders, formats, st.none() | metadata_dicts), min_size=1,
+    @initialize(layout=st.lists(st.tuples(any_sources, folders, formats, st.none() | metadata_dicts), min_size=1,
                                 max_size=5))
     def first_run(self, layout: list) -> None:
         for source, folder, fmt, metadata in layout:
@@ -160,20 +174,38 @@ class CollectionMachine(RuleBasedStateMachine):
             self._write_image(path, fmt)
             if metadata is not None:
                 self._write_sidecar(path, "ext", json.dumps(metadata))
+            if source == MANIFEST_SOURCE:
+                self._list_in_manifest(path, {})
         self._run(prune=False, max_prune=0.5, label=True, dry=False)
 
-    @rule(source=sources, folder=folders, fmt=formats, copy_of=st.none() | picks)
+    @rule(source=any_sources, folder=folders, fmt=formats, copy_of=st.none() | picks)
     def add_image(self, source: str, folder: str, fmt: str, copy_of: int | None) -> None:
+        """A new image (in the manifest's folder: listed by a new row), or an exact copy of one."""
         if copy_of is not None and self._images():  # an exact copy: same content, another path
             original = self._pick(copy_of)
             path = self._new_path(source, folder, original.rsplit(".", 1)[1])
             shutil.copyfile(original, path)
             self._touch(path)
         else:
-            self._write_image(self._new_path(source, folder, "png" if fmt == "PNG" else "jpg"), fmt)
+            path = self._new_path(source, folder, "png" if fmt == "PNG" else "jpg")
+            self._write_image(path, fmt)
+        if source == MANIFEST_SOURCE:
+            self._list_in_manifest(path, {})
+
+    @precondition(lambda self: self._images((os.path.dirname(self.manifest),)))
+    @rule(pick=picks, columns=metadata_dicts | st.just({"colour": ""}))
+    def set_manifest_row(self, pick: int, columns: dict) -> None:
+        """Add or edit the row of an image of the manifest's folder (an empty column is no metadata)."""
+        self._list_in_manifest(self._pick(pick, (os.path.dirname(self.manifest),)), columns)
+
+    @precondition(lambda self: self.rows)
+    @rule(pick=picks)
+    def delete_manifest_row(self, pick: int) -> None:
+        del self.rows[sorted(self.rows)[pick % len(self.rows)]]
+        self._write_manifest()
 
     @precondition(lambda self: self._images())
-    @rule(pick=picks, source=sources, folder=folders, with_sidecars=st.booleans())
+    @rule(pick=picks, source=any_sources, folder=folders, with_sidecars=st.booleans())
     def move_image(self, pick: int, source: str, folder: str, with_sidecars: bool) -> None:
         image = self._pick(pick)
         self._move(image, self._new_path(source, folder, image.rsplit(".", 1)[1]), with_sidecars)
@@ -229,9 +261,9 @@ class CollectionMachine(RuleBasedStateMachine):
 
     @rule(source=sources)
     def empty_source(self, source: str) -> None:
-        root = os.path.join(self.base, source)
-        shutil.rmtree(root)
-        os.makedirs(root)
+        """Every image of a source deleted (its folders and sidecars stay)."""
+        for image in self._images((os.path.join(self.base, source),)):
+            os.remove(image)
 
     @rule(source=sources, rename_away=st.booleans())
     def unmount_source(self, source: str, rename_away: bool) -> None:
@@ -272,11 +304,12 @@ class CollectionMachine(RuleBasedStateMachine):
     def _run(self, *, prune: bool, max_prune: float, label: bool, dry: bool, stop_after: int | None = None) -> None:
         spec = RunSpec(self.roots, label, prune, max_prune, dry)
         before = Snapshot.of(self.store, with_vectors=dry)
-        files = scan_sources(self.roots, label)
-        self.history.saw(files)
+        disk = scan_sources(self.folders, [self.manifest], label)
+        self.history.saw(disk.files)
         dead_letter = str(self.base / "dead.jsonl")
         options = IngestOptions(
-            collection=COLLECTION, directories=list(self.roots), label_from_folder=label, prune=prune,
+            collection=COLLECTION, directories=list(self.folders), manifests=[self.manifest],
+            label_from_folder=label, prune=prune,
             dry_run=dry, workers=2, batch_size=4, progress=False, dead_letter=dead_letter,
             **({"max_prune": max_prune} if HAS_MAX_PRUNE else {}),
         )
@@ -292,12 +325,12 @@ class CollectionMachine(RuleBasedStateMachine):
         embedded = self.counting.images - embedded_before
         after = Snapshot.of(self.store, with_vectors=dry)
         if dry:
-            check_dry_run(before=before, after=after, files=files, run=spec, stats=stats, embedded=embedded,
+            check_dry_run(before=before, after=after, disk=disk, run=spec, stats=stats, embedded=embedded,
                           context=context)
             return
         with open(dead_letter, encoding="utf-8") as fh:
             dead = [json.loads(line) for line in fh if line.strip()]
-        check_completed_run(before=before, after=after, files=files, history=self.history, run=spec, stats=stats,
+        check_completed_run(before=before, after=after, disk=disk, history=self.history, run=spec, stats=stats,
                             embedded=embedded, dead_letters=dead, context=context)
 
 
