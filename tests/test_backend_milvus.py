@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,6 +25,7 @@ from backend_contract import (
     point,
     unit,
 )
+from click.testing import CliRunner
 from milvus_server import MilvusServer
 from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
@@ -37,6 +40,7 @@ from clip_ingest.connectors.backends import (
 )
 from clip_ingest.connectors.backends.milvus_store import (
     Capabilities,
+    LiteLockedNoise,
     LiteTimestampNoise,
     MilvusStore,
     is_transient,
@@ -334,11 +338,97 @@ def test_capabilities_by_version() -> None:
     assert Capabilities.from_version("milvus_lite-3.2.2") == Capabilities("milvus_lite-3.2.2", True, False, False)
 
 
-def test_deployment_capabilities_are_detected(deployment_uri: str) -> None:
-    with MilvusStore("unused", uri=deployment_uri) as store:
-        caps = store.capabilities
-        assert caps.lite == store.is_lite
-        assert not caps.filter_params  # neither Milvus Lite nor 2.3.5 has expression templates
+def test_deployment_capabilities_are_detected(milvus: MilvusStore) -> None:
+    caps = milvus.capabilities
+    assert caps.lite == milvus.is_lite
+    assert not caps.filter_params  # neither Milvus Lite nor 2.3.5 has expression templates
+
+
+# -- Milvus Lite files: never created by a read, one clear line when another process holds one
+
+#: a process holding a Milvus Lite file open until its stdin closes (as a running ingest does)
+HOLDER = """
+import sys
+from clip_ingest.connectors.backends.milvus_store import MilvusStore
+from backend_contract import SPEC
+store = MilvusStore(SPEC.name, uri=sys.argv[1])
+store.ensure_collection(SPEC)
+print("holding", flush=True)
+sys.stdin.read()
+store.close()
+"""
+
+
+def test_reads_of_a_missing_lite_file_create_nothing(tmp_path: Path) -> None:
+    data_dir = tmp_path / "clip-ingest-data"
+    store = MilvusStore(COLLECTION, uri=str(data_dir / "milvus.db"))
+    assert store.collection_model() is None and store.collection_model_spec() is None
+    assert store.alias_target() is None and store.aliases() == {} and store.collections() == []
+    for read in (lambda: store.search(unit(0), k=3), store.count, lambda: store.retrieve([pid(0)]),
+                 lambda: list(store.scroll())):
+        with pytest.raises(StoreError, match="no collection at .*milvus.db.*ingest first with clip-ingest --target milvus"):
+            read()
+    store.close()
+    assert not data_dir.exists()
+
+
+def test_clip_search_on_a_missing_lite_file_exits_1_and_creates_nothing(tmp_path: Path, monkeypatch) -> None:
+    from clip_ingest.connectors.cli.search import main
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["--target", "milvus", "--model", "clip-ingest-tiny:random", "--device", "cpu",
+                                       "--text", "x"])
+    assert result.exit_code == 1, result.output
+    assert "Error:" in result.output and "does not exist" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def held_lite_file(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen]]:
+    """A Milvus Lite file with a collection, held open by another (real) process."""
+    path = tmp_path / "clip-ingest-data" / "milvus.db"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              cwd=Path(__file__).parent, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        yield path, holder
+    finally:
+        holder.communicate(timeout=60)  # closes its stdin: it releases the file and exits
+
+
+def test_a_lite_file_held_by_another_process_is_one_error_naming_it(held_lite_file) -> None:
+    path, holder = held_lite_file
+    store = MilvusStore(COLLECTION, uri=str(path))
+    with pytest.raises(StoreError, match=f"the Milvus Lite file .*milvus.db is in use by process {holder.pid} .*clip-search serve"):
+        store.collection_model()
+
+
+def test_clip_search_on_a_held_lite_file_prints_one_line_and_exits_1(held_lite_file, tmp_path: Path) -> None:
+    path, holder = held_lite_file
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "clip-search"), "--target", "milvus", "--milvus-uri", str(path),
+         "--collection", COLLECTION, "--text", "x"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith(f"Error: the Milvus Lite file {path} is in use by process {holder.pid}")
+    assert "clip-search serve" in lines[0] and "wait for the ingest to finish" in lines[0]
+
+
+def test_lite_locked_noise_filter_drops_only_the_held_file_traceback() -> None:
+    class DataDirLockedError(Exception):  # the name Milvus Lite gives it
+        pass
+
+    def record(exc: BaseException | None) -> logging.LogRecord:
+        info = (type(exc), exc, None) if exc is not None else None
+        return logging.LogRecord("milvus_lite.server_manager", logging.ERROR, __file__, 1, "Failed", (), info)
+
+    noise = LiteLockedNoise()
+    assert not noise.filter(record(DataDirLockedError("held")))
+    assert noise.filter(record(OSError("disk full"))) and noise.filter(record(None))
 
 
 # -- errors and secrets ---------------------------------------------------------------------

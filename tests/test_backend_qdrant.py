@@ -128,6 +128,18 @@ def test_edge_collection_name_must_be_a_plain_folder_name(tmp_path: Path, name: 
         QdrantEdgeStore(name, path=tmp_path)
 
 
+@pytest.mark.parametrize("make", [QdrantEdgeStore, QdrantClientStore], ids=["edge", "local-mode"])
+def test_reads_of_a_missing_store_folder_create_nothing(tmp_path: Path, make) -> None:
+    folder = tmp_path / "clip-ingest-data" / "qdrant"
+    store = make(COLLECTION, path=str(folder))
+    assert store.collection_model() is None and store.aliases() == {} and store.collections() == []
+    for read in (lambda: store.search(point(0).vector, k=3), store.count, lambda: list(store.scroll())):
+        with pytest.raises(StoreError, match="does not exist.*ingest first"):
+            read()
+    store.close()
+    assert not (tmp_path / "clip-ingest-data").exists()
+
+
 # -- Qdrant Edge: one process at a time, durable across processes ---------------------------
 
 

@@ -38,8 +38,10 @@ A store is not thread-safe; use one per thread.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import re
 import time
 from contextlib import contextmanager
@@ -51,7 +53,13 @@ from urllib.parse import urlsplit
 import grpc
 import numpy as np
 from pymilvus import DataType, MilvusClient
-from pymilvus.exceptions import ConnectError, ErrorCode, MilvusException, MilvusUnavailableException
+from pymilvus.exceptions import (
+    ConnectError,
+    ConnectionConfigException,
+    ErrorCode,
+    MilvusException,
+    MilvusUnavailableException,
+)
 
 from .base import (
     CollectionSpec,
@@ -90,6 +98,8 @@ DEFAULT_SEARCH_EF = 128
 MAX_SEARCH_EF = 4096
 #: filters matching at most this many points are ranked exactly when a page comes back short
 EXACT_SEARCH_MAX_MATCHES = 4096
+#: HNSW ``ef`` of a filtered search on Milvus Lite (see :meth:`MilvusStore.search`)
+LITE_FILTERED_EF = 16384
 #: vector index types offered, with their build parameters
 INDEX_PARAMS: dict[str, dict[str, Any]] = {
     "AUTOINDEX": {},
@@ -184,17 +194,68 @@ class LiteTimestampNoise(logging.Filter):
         return tb is None or tb.tb_frame.f_code.co_name != "AllocTimestamp"
 
 
+class LiteLockedNoise(logging.Filter):
+    """Drops the traceback Milvus Lite logs when another process holds a database file: the
+    store reports that itself, in one line naming the holder (:func:`lite_file_holder`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and type(record.exc_info[1]).__name__ == "DataDirLockedError")
+
+
 _LITE_NOISE = LiteTimestampNoise()
+_LITE_LOCKED_NOISE = LiteLockedNoise()
 #: the loggers of Milvus Lite's gRPC server thread and of pymilvus' query iterator
 LITE_NOISY_LOGGERS = ("grpc._server", "pymilvus.client.iterator.query_iterator")
+#: the logger of Milvus Lite's server start (a held database file)
+LITE_START_LOGGER = "milvus_lite.server_manager"
+#: the lock file inside a Milvus Lite database folder, held (flock) by the process that has it open
+LITE_LOCK_FILE = "LOCK"
 
 
 def quiet_lite_timestamp_noise() -> None:
-    """Install :class:`LiteTimestampNoise` on the loggers that emit it (idempotent)."""
-    for name in LITE_NOISY_LOGGERS:
+    """Install :class:`LiteTimestampNoise` and :class:`LiteLockedNoise` on the loggers that
+    emit them (idempotent)."""
+    for name, noise in [*((name, _LITE_NOISE) for name in LITE_NOISY_LOGGERS), (LITE_START_LOGGER, _LITE_LOCKED_NOISE)]:
         logger = logging.getLogger(name)
-        if _LITE_NOISE not in logger.filters:
-            logger.addFilter(_LITE_NOISE)
+        if noise not in logger.filters:
+            logger.addFilter(noise)
+
+
+def lite_file_holder(database: Path) -> str | None:
+    """Who holds the Milvus Lite ``database`` open: ``"process 123 (clip-ingest)"``, or
+    ``"another process"`` where the lock's owner cannot be read; None when nobody does.
+
+    The owner comes from ``/proc/locks`` (Linux); its command name only, never its arguments.
+    """
+    try:
+        fd = os.open(database / LITE_LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return _flock_owner(os.fstat(fd).st_ino) or "another process"
+    finally:
+        os.close(fd)  # releases the probe's own shared lock too
+    return None
+
+
+def _flock_owner(inode: int) -> str | None:
+    """``"process PID (command)"`` of the exclusive flock on ``inode``, from ``/proc/locks``."""
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()  # "1: FLOCK ADVISORY WRITE 4242 00:2f:1234 0 EOF"
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[3] == "WRITE" and fields[5].rsplit(":", 1)[-1] == str(inode):
+            pid = fields[4]
+            try:
+                command = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                return f"process {pid}"
+            return f"process {pid} ({command})"
+    return None
 
 
 def row_bytes(row: Mapping[str, Any]) -> int:
@@ -259,7 +320,8 @@ class MilvusStore(ServerStore):
     ) -> None:
         """Describe the connection; nothing is contacted until the first operation.
 
-        ``uri``: a ``.db`` file for Milvus Lite (its folder is created) or ``http(s)://host:port``.
+        ``uri``: a ``.db`` file for Milvus Lite (created, with its folder, by :meth:`ensure_collection`
+        only) or ``http(s)://host:port``.
         ``token``: ``"user:password"`` or an API key (callers read ``CLIP_INGEST_MILVUS_TOKEN``).
         TLS: ``secure=True`` (implied by ``https://``), ``server_pem_path``/``server_name`` for
         one-way TLS, plus ``ca_pem_path``/``client_pem_path``/``client_key_path`` for mutual TLS.
@@ -336,17 +398,45 @@ class MilvusStore(ServerStore):
             clean = self._scrub(str(exc)) == str(exc)
             raise error_type(message) from (exc if clean else None)
 
-    def _conn(self) -> MilvusClient:
-        """The client, connected on first use; also learns what the deployment supports."""
+    def _lite_file_missing(self) -> bool:
+        """Whether this is Milvus Lite and its database file does not exist (yet)."""
+        return self.is_lite and self._client is None and not Path(self.uri).exists()
+
+    def _no_lite_file(self) -> StoreError:
+        return StoreError(
+            f"no collection at {self.uri} (no Milvus Lite database there); ingest first with "
+            f"clip-ingest --target milvus (collection {self.collection!r})"
+        )
+
+    def _conn(self, *, create: bool = False) -> MilvusClient:
+        """The client, connected on first use; also learns what the deployment supports.
+
+        Only ``create=True`` (:meth:`ensure_collection`) may create a Milvus Lite database file
+        and its folder; any other first request on a missing file raises :class:`StoreError`, so
+        a search never leaves a store behind. A file another process holds open (Milvus Lite
+        allows one process per file) is one :class:`StoreError` naming that process.
+        """
         if self._client is None:
+            if self._lite_file_missing() and not create:
+                raise self._no_lite_file()
             with self._errors("connect"):
                 if self.is_lite:
                     Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
                     quiet_lite_timestamp_noise()
-                client = MilvusClient(
-                    uri=self.uri, token=self._token, db_name=self.db_name or "", timeout=self.timeout, **self._tls,
-                    **({"grpc_options": _LITE_GRPC_OPTIONS} if self.is_lite else {}),
-                )
+                try:
+                    client = MilvusClient(
+                        uri=self.uri, token=self._token, db_name=self.db_name or "", timeout=self.timeout, **self._tls,
+                        **({"grpc_options": _LITE_GRPC_OPTIONS} if self.is_lite else {}),
+                    )
+                except ConnectionConfigException:
+                    holder = lite_file_holder(Path(self.uri)) if self.is_lite else None
+                    if holder is None:
+                        raise
+                    raise StoreError(
+                        f"the Milvus Lite file {self.uri} is in use by {holder} (a running clip-ingest or "
+                        "clip-search serve; Milvus Lite opens a file in one process at a time): search it through "
+                        "that server (`clip-search serve`), or wait for the ingest to finish"
+                    ) from None
                 try:
                     self._caps = Capabilities.from_version(client.get_server_version(timeout=self.timeout))
                 except BaseException:
@@ -372,6 +462,8 @@ class MilvusStore(ServerStore):
 
     def _properties(self) -> dict[str, Any] | None:
         """The collection's properties (where the model record lives), or None if it does not exist."""
+        if self._lite_file_missing():
+            return None
         client = self._conn()
         with self._errors("describe"):
             if not client.has_collection(self.collection, timeout=self.timeout):
@@ -404,7 +496,7 @@ class MilvusStore(ServerStore):
         bad_names = sorted(name for name in spec.indexed_fields if not _is_payload_key(name))
         if bad_names:
             raise InvalidSettingError(f"indexed_fields {bad_names} cannot be payload fields in Milvus")
-        client = self._conn()
+        client = self._conn(create=True)
         stored = self.collection_model()
         if stored is not None and recreate:
             refuse_recreate_through_alias(self)
@@ -444,6 +536,8 @@ class MilvusStore(ServerStore):
     # -- aliases: Milvus's own, resolved by the server on every request
 
     def alias_target(self) -> str | None:
+        if self._lite_file_missing():
+            return None
         client = self._conn()
         with self._errors("resolve alias"):
             if self.capabilities.list_aliases:
@@ -455,6 +549,8 @@ class MilvusStore(ServerStore):
         return real if real and real != self.collection else None
 
     def aliases(self) -> dict[str, str]:
+        if self._lite_file_missing():
+            return {}
         client = self._conn()
         found: dict[str, str] = {}
         with self._errors("list aliases"):
@@ -468,6 +564,8 @@ class MilvusStore(ServerStore):
         return found
 
     def collections(self) -> list[str]:
+        if self._lite_file_missing():
+            return []
         with self._errors("list collections"):
             return sorted(self._conn().list_collections(timeout=self.timeout))
 
@@ -537,6 +635,8 @@ class MilvusStore(ServerStore):
     def _ready(self) -> int:
         """The collection's dimension, verifying once per store that it exists and is loaded."""
         if self._dim is None:
+            if self._lite_file_missing():
+                raise self._no_lite_file()
             stored = self.collection_model()
             if stored is None:
                 raise StoreError(
@@ -689,21 +789,33 @@ class MilvusStore(ServerStore):
         offset: int = 0,
         score_threshold: float | None = None,
     ) -> list[Hit]:
-        """Nearest points by cosine; with a filter, never fewer than ``min(k, matches - offset)``.
+        """Nearest points by cosine; with a filter, the top ``k`` of the matching points.
 
-        Milvus collects HNSW candidates (``ef`` of them) and filters them, so a restrictive filter
-        whose matches lie far from the query can leave a page short although more points match.
-        A short filtered page is therefore checked against the exact count of matches; when
-        points are missing the search is repeated with a 4x wider ``ef`` (up to
-        :data:`MAX_SEARCH_EF`), and where that still falls short, or few points match
-        (:data:`EXACT_SEARCH_MAX_MATCHES`), the matches are ranked exactly by a scan. A full page,
-        the usual case, costs one search as before.
+        Milvus Lite's HNSW (FAISS) keeps ``ef`` candidates among *all* points and returns those
+        that pass the filter, so a filter whose matches lie away from the query came back as a
+        full page of the wrong items: filtered recall@10 of a 1% label on 8,677 clustered 512-d
+        vectors was 0.29 at ``ef`` 128, 0.84 at 1024 and 1.0 at 4096. A filtered search on Lite
+        therefore runs at ``ef`` :data:`LITE_FILTERED_EF`: above a segment's size the graph
+        search visits every point of the segment and is exact, and its cost is dominated by
+        evaluating the filter in Python, not by ``ef`` (20-90 ms at 8,677 points for ``ef`` 128
+        to 16384 alike). Ranking the matches by a scan of their vectors instead cost 190 ms for
+        100 matches and 780 ms for 4,000, and counting the matches first (to size ``ef``) cost
+        70-220 ms, since Lite materialises every matching row to count it.
+
+        A Milvus server filters during the graph search (hnswlib-style: the search goes on until
+        ``ef`` *matching* candidates are found, and knowhere scans by brute force when few points
+        match), so it keeps :attr:`search_ef`.
+
+        A short filtered page is checked against the exact count of matches; when points are
+        missing the search is repeated with a 4x wider ``ef`` (up to :data:`MAX_SEARCH_EF`), and
+        where that still falls short, or few points match (:data:`EXACT_SEARCH_MAX_MATCHES`),
+        the matches are ranked exactly by a scan. A full page costs one search.
         """
         query = check_vector(vector, self._ready())
         if k < 1 or offset < 0:
             raise ValueError("k must be >= 1 and offset >= 0")
         expr, params = self._expression(filter)
-        ef = max(self.search_ef, k + offset)
+        ef = max(self._filtered_ef() if expr else self.search_ef, k + offset)
         hits = self._ann_search(query, expr, params, k, offset, ef)
         if expr and len(hits) < k:
             matches = self.count(filter)
@@ -718,6 +830,10 @@ class MilvusStore(ServerStore):
                 hits = self._exact_search(query, expr, params, k, offset)
         # a threshold applied to the returned top k: exact, and the same on every deployment
         return [hit for hit in hits if score_threshold is None or hit.score >= score_threshold]
+
+    def _filtered_ef(self) -> int:
+        """The HNSW ``ef`` of a filtered search on this deployment (see :meth:`search`)."""
+        return max(self.search_ef, LITE_FILTERED_EF) if self.capabilities.lite else self.search_ef
 
     def _ann_search(
         self, query: np.ndarray, expr: str, params: dict[str, Any], k: int, offset: int, ef: int

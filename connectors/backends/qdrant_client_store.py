@@ -20,6 +20,7 @@ key is scrubbed from every message and never shown by ``repr``.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import httpx
@@ -135,7 +136,8 @@ class QdrantClientStore(ServerStore):
     persisted in that folder) or ``location=":memory:"``. ``api_key`` is sent to servers only;
     callers read it from ``CLIP_INGEST_QDRANT_API_KEY`` or their config. ``prefer_grpc`` talks
     gRPC on ``grpc_port`` where the client can. ``https`` forces TLS,
-    ``verify`` is ``False`` or a CA bundle path for REST TLS verification.
+    ``verify`` is ``False`` or a CA bundle path for REST TLS verification. A ``path`` that does
+    not exist is created by :meth:`ensure_collection` only: reads there find no collection.
     """
 
     backend = "qdrant"
@@ -165,11 +167,14 @@ class QdrantClientStore(ServerStore):
         self._local = url is None
         self._where = redact_uri(url) if url is not None else (path or str(location))
         self._dim: int | None = None
+        self._path = path
+        self._qdrant: QdrantClient | None = None
+        if self._local:
+            if not self._folder_missing():
+                self._open_local()
+            return
         with self._translated("connect"):
-            if self._local:
-                self._client = QdrantClient(path=path, location=location)
-            else:
-                self._client = QdrantClient(
+            self._qdrant = QdrantClient(
                     url=url,
                     api_key=api_key,
                     timeout=max(1, int(np.ceil(timeout))),
@@ -179,6 +184,23 @@ class QdrantClientStore(ServerStore):
                     verify=verify,
                     check_compatibility=False,  # would cost a request (and a warning) per open
                 )
+
+    def _folder_missing(self) -> bool:
+        """Whether this is local mode on a folder that does not exist (yet): nothing to read there."""
+        return self._qdrant is None and self._path is not None and not Path(self._path).exists()
+
+    def _open_local(self) -> None:
+        """Open local mode (which creates its folder): at construction when the folder exists,
+        else by :meth:`ensure_collection`, so a read never leaves a store folder behind."""
+        if self._qdrant is None:
+            with self._translated("connect"):
+                self._qdrant = QdrantClient(path=self._path, location=None if self._path else ":memory:")
+
+    @property
+    def _client(self) -> QdrantClient:
+        if self._qdrant is None:
+            raise StoreError(f"collection {self.collection!r} does not exist at {self._where}; ingest first")
+        return self._qdrant
 
     def __repr__(self) -> str:
         key = "***" if self._secret else None
@@ -204,6 +226,8 @@ class QdrantClientStore(ServerStore):
 
     def _config(self) -> models.CollectionConfig | None:
         """The collection's config (its metadata holds the model record), or None if it does not exist."""
+        if self._folder_missing():
+            return None
         with self._translated("read collection"):
             if not self._client.collection_exists(self.collection):
                 return None
@@ -227,6 +251,7 @@ class QdrantClientStore(ServerStore):
 
     def ensure_collection(self, spec: CollectionSpec, *, recreate: bool = False) -> None:
         check_index_types(spec)
+        self._open_local()
         stored = self.collection_model()
         if stored is not None and not recreate:
             check_collection_model(self.collection, spec, stored)
@@ -371,10 +396,14 @@ class QdrantClientStore(ServerStore):
         return self.aliases().get(self.collection)
 
     def aliases(self) -> dict[str, str]:
+        if self._folder_missing():
+            return {}
         with self._translated("list aliases"):
             return {a.alias_name: a.collection_name for a in self._client.get_aliases().aliases}
 
     def collections(self) -> list[str]:
+        if self._folder_missing():
+            return []
         with self._translated("list collections"):
             return sorted(c.name for c in self._client.get_collections().collections)
 
@@ -414,8 +443,9 @@ class QdrantClientStore(ServerStore):
             self._client.delete_collection(collection)
 
     def close(self) -> None:
-        with self._translated("close"):
-            self._client.close()
+        if self._qdrant is not None:
+            with self._translated("close"):
+                self._qdrant.close()
 
 
 def _compile(filter: Any | None) -> models.Filter | None:
