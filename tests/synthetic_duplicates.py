@@ -15,12 +15,15 @@ from PIL import Image
 
 from clip_ingest.connectors.backends import CollectionSpec, Point, VectorStore
 
+from planted_duplicates import texture
+
 #: a raw cosine between the planted clusters (members >= 0.995 to each other) and everything else
 #: (unrelated unit vectors in 32 dimensions: below 0.9)
 THRESHOLD = 0.99
 #: the image sizes a cluster's members have, in order (an original, then smaller re-encodes)
 SIZES = ((48, 36), (40, 30), (32, 24), (24, 18), (16, 12))
-COLOURS = ((200, 60, 40), (40, 120, 200), (60, 170, 80), (230, 190, 40), (150, 70, 180), (90, 90, 90))
+#: distinct pictures the clusters cycle through (photo-like textures)
+PICTURES = 24
 
 
 @dataclass
@@ -30,11 +33,9 @@ class Planted:
     """The point ids of each planted cluster."""
 
 
-def _image_bytes(colour: tuple[int, int, int], size: tuple[int, int], fmt: str) -> bytes:
-    image = Image.new("RGB", size, colour)
-    image.paste(tuple(255 - c for c in colour), (size[0] // 4, size[1] // 4, size[0] // 2, size[1] // 2))
+def _image_bytes(picture: Image.Image, size: tuple[int, int], fmt: str) -> bytes:
     out = io.BytesIO()
-    image.save(out, format=fmt)
+    picture.resize(size).save(out, format=fmt)
     return out.getvalue()
 
 
@@ -43,7 +44,8 @@ def plant_clusters(store: VectorStore, embedder, folder: Path, n: int, *, seed: 
     clusters of 2-5 near-identical vectors, the rest single; ids are seeded (the same every run)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    blobs = {(c, s, fmt): _image_bytes(COLOURS[c], SIZES[s], fmt) for c in range(len(COLOURS)) for s in range(len(SIZES))
+    pictures = [texture(seed, size=SIZES[0][0]) for seed in range(PICTURES)]
+    blobs = {(c, s, fmt): _image_bytes(pictures[c], SIZES[s], fmt) for c in range(PICTURES) for s in range(len(SIZES))
              for fmt in ("PNG", "JPEG")}
     points: list[Point] = []
     clusters: list[set[str]] = []
@@ -52,12 +54,12 @@ def plant_clusters(store: VectorStore, embedder, folder: Path, n: int, *, seed: 
         size = int(rng.integers(2, 6)) if rng.random() < cluster_odds else 1
         size = min(size, n - len(points))
         base = rng.normal(size=embedder.dim)
-        colour = len(clusters) % len(COLOURS)
+        picture = len(clusters) % PICTURES
         members = set()
         for member in range(size):
             vector = base + rng.normal(scale=0.01, size=embedder.dim) if size > 1 else base
             fmt = "PNG" if member % 2 == 0 else "JPEG"
-            data = blobs[(colour, member, fmt)]
+            data = blobs[(picture, member, fmt)]
             point_id = str(uuid.UUID(bytes=rng.bytes(16), version=4))
             path = folder / f"{len(points):05d}.{fmt.lower()}"
             path.write_bytes(data)

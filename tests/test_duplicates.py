@@ -166,3 +166,41 @@ def test_image_search_with_min_relevance_keeps_the_calibrated_near_duplicates_on
     result = CliRunner().invoke(clip_search, ["query", "--image", query, "--min-relevance", "0.9", "--min-score", "0.5",
                                               *_where(tmp_path)])
     assert result.exit_code == 2, result.output  # one cut or the other (text: tests/test_text_calibration.py)
+
+
+def test_the_cli_pages_groups_and_reviews_one_by_its_group_id(tmp_path, tiny_embedder):
+    """``--limit/--offset`` page the listing (largest first, with the totals); ``review --group ID``
+    finds the group again at the same --threshold and -k; an id no group has now exits 1."""
+    from clip_ingest.connectors.search.duplicates import group_id
+
+    from synthetic_duplicates import THRESHOLD, plant_clusters
+
+    with open_store("qdrant-edge", "dups", path=str(tmp_path / "data" / "qdrant-edge")) as store:
+        planted = plant_clusters(store, tiny_embedder, tmp_path / "photos", 120)
+    where = ["--target", "qdrant-edge", "--data-dir", str(tmp_path / "data"), "--collection", "dups", "--threshold", str(THRESHOLD)]
+
+    def listing(*extra: str) -> dict:
+        result = CliRunner().invoke(clip_search, ["duplicates", *where, "--json", "-q", *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    everything = listing()
+    assert everything["total_groups"] == len(everything["groups"]) == len(planted.clusters) > 5
+    page = listing("--limit", "3", "--offset", "2")
+    assert page["groups"] == everything["groups"][2:5] and page["total_groups"] == len(planted.clusters)
+    assert page["total_members"] == sum(len(c) for c in planted.clusters)
+    text = CliRunner().invoke(clip_search, ["duplicates", *where, "-q", "--limit", "3", "--offset", "2"]).output
+    assert f"groups 3-5 of {len(planted.clusters)} group(s)" in text
+
+    first = everything["groups"][0]
+    ids = [m["id"] for m in first["members"]]
+    assert first["group"] == group_id(ids) and {"size", "width", "height", "format"} <= set(first["members"][0])
+    result = CliRunner().invoke(clip_search, ["review", "--group", first["group"], "--decision", "keep-one", "--keep", ids[1],
+                                              *where, "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["members"] == sorted(ids)
+    assert first["group"] not in {g["group"] for g in listing()["groups"]}
+    unknown = CliRunner().invoke(clip_search, ["review", "--group", "0123456789abcdef", "--decision", "keep-all", *where, "-q"])
+    assert unknown.exit_code == 1 and "no near-duplicate group" in unknown.output
+    both = CliRunner().invoke(clip_search, ["review", ids[0], ids[1], "--group", first["group"], "--decision", "keep-all", *where])
+    assert both.exit_code == 2 and "not both" in both.output

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -18,11 +17,8 @@ from playwright import sync_api
 
 from clip_ingest.connectors.backends import open_store
 
+from browser_helpers import browser  # noqa: F401 (the fixture)
 from serve_helpers import PLANTED_TEXT, plant_collection, running_server, serving_planted_duplicates
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-if CHROMIUM is None:  # .ci/run installs it; a developer machine without it says so plainly
-    pytest.fail("Chromium is not installed (apt-get install chromium); the browser tests need it", pytrace=False)
 
 TIMEOUT_MS = 20_000
 
@@ -38,14 +34,6 @@ def site(tmp_path_factory, tiny_embedder):
     with running_server(store, tiny_embedder) as (url, _service):
         yield url, points, planted
     store.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -229,8 +217,9 @@ def test_duplicate_groups_are_reviewed_on_the_page_and_stay_reviewed(page, dup_s
     assert parse_qs(urlparse(page.url).query) == {"duplicates": ["1"], "min_relevance": ["0.9"]}
     first = page.locator("#grid .group").first
     assert first.locator(".member").count() == expected[0]["size"]
-    page.wait_for_function("() => [...document.querySelectorAll('#grid .group img')].every(i => i.complete && i.naturalWidth > 0)")
-    screenshot(page, "serve-duplicates")
+    # thumbnails load as they come near the screen: those on the first screen are there
+    page.wait_for_function("() => [...document.querySelectorAll('#grid .group img')].filter(i => i.getBoundingClientRect().top"
+                           " < innerHeight).every(i => i.complete && i.naturalWidth > 0)")
     first.locator("button.not-duplicates").click()
     page.wait_for_function("n => document.querySelectorAll('#grid .group').length === n", arg=len(expected) - 1)
     assert page.locator("#status").inner_text().startswith("saved: not-duplicates")
