@@ -86,6 +86,20 @@ def test_pages_walk_the_finders_groups_once_each_with_what_a_person_picks_by(ser
     assert listing(client, limit=7, offset=len(expected)).json()["groups"] == []
 
 
+def test_a_cursor_page_stays_right_when_groups_before_it_are_reviewed(served):
+    """The page a person reviews from loses groups as they decide; the next page by cursor starts
+    where the last one ended (an offset would now skip as many groups as were decided)."""
+    client, _, _ = served
+    before = listing(client, limit=20).json()["groups"]
+    first = listing(client, limit=5).json()
+    for group in first["groups"][:3]:
+        saved = client.post("/v1/duplicates/review", json={"group": group["group"], "decision": "keep-all", "threshold": THRESHOLD})
+        assert saved.status_code == 200, saved.text
+    following = listing(client, limit=5, cursor=first["next_cursor"]).json()
+    assert [g["group"] for g in following["groups"]] == [g["group"] for g in before[5:10]]
+    assert following["total_groups"] == first["total_groups"] - 3
+
+
 def test_the_grouping_pass_runs_once_while_the_collection_is_unchanged(served, tiny_embedder):
     client, store, planted = served
     listing(client, limit=5)
