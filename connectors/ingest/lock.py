@@ -2,8 +2,8 @@
 
 The kernel releases a flock when its process dies, so a lock left by a killed
 run is simply taken over. The file's content, a JSON :class:`LockHolder` (command, pid, host,
-start time, the store it is about), is written when the lock is taken and emptied when it is
-released: it tells a refused run who holds the lock, and what to do about it. ``clip-search
+start time, the store it is about), is written when the lock is taken and marked ``released``
+when it is let go: it tells a refused run who holds the lock, and what to do about it. ``clip-search
 serve`` on an embedded store holds its collection's run lock for as long as it serves
 (``holds_store``): an embedded store is open in one process at a time, so a cron
 ``clip-ingest`` beside it is refused with a message that names the server and says how to
@@ -70,9 +70,11 @@ class LockHolder:
 
     @classmethod
     def parse(cls, text: str) -> "LockHolder | None":
-        """The holder a lock file records, or None (empty, unreadable or from an older version)."""
+        """The holder a lock file records, or None (released, empty or unreadable)."""
         try:
             data = json.loads(text or "{}")
+            if data.get("released"):
+                return None
             return cls(command=str(data.get("command") or "clip-ingest"), pid=int(data["pid"]), host=str(data["host"]),
                        started=str(data["started"]), target=str(data.get("target", "")),
                        location=str(data.get("location", "")), collection=str(data.get("collection", "")),
@@ -192,10 +194,13 @@ class RunLock:
         self._fh = fh
 
     def release(self) -> None:
-        """Empty the holder record (the lock is free), then unlock."""
+        """Mark the holder record released (the last holder stays readable), then unlock."""
         if self._fh is not None:
             self._fh.seek(0)
+            record = json.loads(self._fh.read() or "{}")
+            self._fh.seek(0)
             self._fh.truncate()
+            self._fh.write(json.dumps({**record, "released": now_iso()}))
             self._fh.flush()
             fcntl.flock(self._fh, fcntl.LOCK_UN)
             self._fh.close()
