@@ -41,7 +41,8 @@ def quarantine(paths: tuple[str, ...], take_failed: bool, release_paths: bool, *
 
     The quarantine file is DATA_DIR/dead-letter/TARGET-COLLECTION.quarantine.jsonl (one per target
     and collection, given by the same options and config as clip-ingest). Only local files can be
-    quarantined. Exit codes: 0 done, 2 usage (a path that is not a regular local file, nothing given).
+    quarantined. Exit codes: 0 done; 2 usage (a path that is missing or not a regular local file,
+    --failed with no dead letters, --release without paths).
     """
     settings = load_settings(params, INGEST)
     try:
