@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from clip_ingest.connectors.ingest.deadletter import read_dead_letter
+from clip_ingest.connectors.search.duplicates import record_review
 from imagegen import make_shape_image
 from ingest_helpers import ALL_BACKENDS, CountingEmbedder, ingest, open_test_store, points_by_path
 
@@ -159,3 +160,17 @@ def test_hostile_manifest_rows_fail_alone(tmp_path, counting):
         records = read_dead_letter(dead)
         assert [r["reason"] for r in records] == ["bad_metadata"] * 3
         assert [r["path"] for r in records] == [f"{jsonl}:2", f"{jsonl}:3", f"{csv_file}:2"]
+
+
+def test_a_review_decision_survives_a_metadata_refresh(tmp_path, counting):
+    root = tmp_path / "photos"
+    first, second = _photo(root / "a.png", 1, {"v": 1}), _photo(root / "b.png", 2)
+    with open_test_store("qdrant-edge", tmp_path / "db") as store:
+        ingest(store, counting, root)
+        ids = [points_by_path(store)[str(p)]["_id"] for p in (first, second)]
+        review = record_review(store, ids, "not-duplicates")
+        Path(f"{first}.json").write_text(json.dumps({"v": 2}))
+        os.utime(f"{first}.json", ns=(1, 1_000_000_000))
+        assert ingest(store, counting, root).metadata_updated == 1
+        payload = points_by_path(store)[str(first)]
+        assert payload["v"] == 2 and payload["duplicate_review"] == review

@@ -9,6 +9,7 @@ One point is one distinct image content. Its payload::
     mtime       modification time of the primary path, Unix seconds (float, filterable)
     width, height, format, sha256, ingested_at (ISO-8601 UTC), model_id
     meta_sig    signature of the primary path's metadata sources (:func:`..scan.metadata_signature`)
+    duplicate_review  a near-duplicate review decision (:mod:`..search.duplicates`), when one was made
     ...         user metadata (sidecar JSON, folder label, manifest columns) as top-level keys
 
 User metadata is always that of the primary path: when the primary changes (a move, a prune, an
@@ -25,9 +26,12 @@ from typing import Any, Iterable, Mapping
 
 log = logging.getLogger(__name__)
 
+REVIEW_FIELD = "duplicate_review"
+"""Written by a near-duplicate review, not by ingestion: kept when the user metadata is replaced."""
+
 RESERVED_KEYS = frozenset(
     {"path", "paths", "mtimes_ns", "size", "mtime", "width", "height", "sha256", "format", "ingested_at", "model_id",
-     "meta_sig"}
+     "meta_sig", REVIEW_FIELD}
 )
 
 

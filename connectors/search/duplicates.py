@@ -29,9 +29,9 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..backends.base import Point, StoreError, VectorStore
+from ..ingest.payload import REVIEW_FIELD
 from .searcher import PointNotFoundError
 
-REVIEW_FIELD = "duplicate_review"
 DECISIONS = ("keep-all", "not-duplicates", "keep-one")
 #: the calibrated relevance a listing cuts at unless told otherwise
 DEFAULT_MIN_RELEVANCE = 0.9
@@ -144,7 +144,6 @@ def find_groups(
     ``threshold`` is a raw cosine similarity (see :mod:`..calibration` for one that means the
     same for every model); ``k`` bounds the neighbours looked at per point.
     """
-    _check_threshold(threshold)
     listed = listed_points(store)
     neighbours = find_neighbours(store, listed, threshold, k=k, batch_size=batch_size, on_progress=on_progress)
     return group_neighbours(listed, neighbours, include_resolved=include_resolved)
@@ -173,6 +172,7 @@ class GroupingCache:
         self._lock = threading.Lock()  # two first requests must not both run the k-NN pass
 
     def groups(self, threshold: float, *, k: int = 10, include_resolved: bool = False) -> list[Group]:
+        """What :func:`find_groups` returns, from the kept k-NN pass when it still holds."""
         _check_threshold(threshold)
         listed = listed_points(self._store)
         state = (frozenset(listed), self._store.alias_target(), self._store.collection_model())
@@ -208,14 +208,15 @@ def _cursor(group: Group) -> str:
 
 
 def _after(cursor: str) -> tuple[int, float, str]:
+    """The sort key a cursor names (:class:`CursorError` for anything :func:`_cursor` did not write)."""
     try:
         size, score, gid = cursor.split("_")
         key = (-int(size), -float(score), gid)
+        if len(gid) == 16 and all(c in "0123456789abcdef" for c in gid):
+            return key
     except ValueError:
-        raise CursorError(f"{cursor!r} is not a cursor of this listing (use next_cursor as given)") from None
-    if len(gid) != 16 or not all(c in "0123456789abcdef" for c in gid):
-        raise CursorError(f"{cursor!r} is not a cursor of this listing (use next_cursor as given)")
-    return key
+        pass
+    raise CursorError(f"{cursor!r} is not a cursor of this listing (use next_cursor as given)")
 
 
 def page_of(groups: list[Group], *, limit: int, offset: int = 0, cursor: str | None = None) -> GroupPage:
