@@ -31,7 +31,7 @@ SERVE_COMMAND = "clip-search serve"
 
 #: what to do when a server holds an embedded store: let it ingest, or use a database server
 SERVER_ADVICE = (
-    "an embedded store is open in one process at a time, so let the server ingest: start it with "
+    "an embedded store is open in one process at a time, so let the server ingest: (re)start it with "
     "--ingest-every DURATION --ingest DIR (the same incremental run, dead-letter file and summary), or "
     "POST /v1/ingest to it for a pass now; or use a database server (--qdrant-url, or --milvus-uri "
     "http://...), where clip-ingest and clip-search serve run side by side"
