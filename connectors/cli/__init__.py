@@ -5,4 +5,4 @@ settings with :mod:`clip_ingest.connectors.config`: whichever tool runs, it can 
 the shared config file that another command uses (accepted, ignored) from a typo (an error).
 """
 
-from . import duplicates, ingest, migrate, search, serve  # noqa: F401  (registration)
+from . import duplicates, ingest, migrate, quarantine, search, serve, status  # noqa: F401  (registration)
