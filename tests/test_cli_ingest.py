@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from cli_helpers import workdir  # noqa: F401 - a fixture
 from clip_ingest.connectors.backends.base import CollectionSpec
 from clip_ingest.connectors.cli.ingest import INGEST_SETTINGS, main
 from clip_ingest.connectors.config import COMMON_SETTINGS, ConfigError, resolve_settings, store_target
@@ -19,16 +20,6 @@ from clip_ingest.connectors.ingest.lock import RunLock
 from ingest_helpers import all_paths, open_test_store
 
 SETTINGS = COMMON_SETTINGS + INGEST_SETTINGS
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch) -> Path:
-    """An empty working directory (no stray clip-ingest.toml) and no CLIP_INGEST_* from the outside."""
-    for key in list(os.environ):
-        if key.startswith("CLIP_INGEST_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def run(*args: str, env: dict[str, str] | None = None):
