@@ -1,21 +1,24 @@
 """A stateful property test of ingestion: random file operations interleaved with runs, each
 completed run checked against the reference model (tests/collection_model.py).
 
-The machine keeps two source folders (sub-folders ``a``, ``b``, ``a/x`` and the root, so folder
-labels differ) in a fresh temporary folder with a fresh collection per example. Its rules add
-images (new content, or an exact copy of another file), copy, move (within a source, across
-sources, with or without the sidecar), rename, edit the content, re-encode, add / edit / delete
-sidecars (``IMAGE.ext.json`` or ``IMAGE.json``), write hostile sidecars (100 and 100,000 levels
-deep, over 64 KiB, not an object, malformed), delete files, empty a source, unmount one (renamed
-away or replaced by an empty folder) and mount it back. Runs: with and without ``prune``,
+The machine keeps two source folders and the folder of a JSONL manifest (sub-folders ``a``, ``b``,
+``a/x`` and the root, so folder labels differ) in a fresh temporary folder with a fresh collection
+per example. Its rules add images (new content, or an exact copy of another file; in the manifest's
+folder with a row), move them (within a source, across sources, with or without the sidecar),
+rename, edit the content, re-encode, add / edit / delete sidecars (``IMAGE.ext.json`` or
+``IMAGE.json``) and manifest rows, write hostile sidecars (100 and 100,000 levels deep, over
+64 KiB, not an object, malformed), delete files, empty a source folder, unmount one (renamed away
+or replaced by an empty folder) and mount it back. Runs: with and without ``prune``,
 ``max_prune`` 0.5 or 1.0, ``label_from_folder`` on or off, dry runs, and runs stopped by
 ``should_stop`` after k images. After every run the store (all points with payloads) is compared
 with the model: paths, labels and user metadata, one point per content, no point without a path,
 stable ids, the images embedded (a counting embedder: stored content is never embedded again),
 dead letters, ``stats.prune_refused`` and ``stats.metadata_updated``.
 
-Default run: Qdrant Edge and Milvus Lite, :data:`EXAMPLES` examples of :data:`STEPS` steps.
-The long job also runs qdrant-client's local mode and the Milvus server, with more examples::
+Default run: Qdrant Edge and Milvus Lite, :data:`EXAMPLES` examples of :data:`STEPS` steps (20 of
+20: about 25-40 s per backend on 2 busy cores). The long job (``CLIP_INGEST_STATEFUL_EXAMPLES``
+examples of 25 steps) also runs qdrant-client's local mode and the Milvus server (the one at
+``CLIP_INGEST_TEST_MILVUS_URI``, else one started for the session)::
 
     CLIP_INGEST_STATEFUL_EXAMPLES=200 CLIP_INGEST_TEST_MILVUS_URI=http://127.0.0.1:19530 \\
         .venv/bin/python -m pytest tests/test_collection_state.py -p no:cacheprovider
@@ -48,8 +51,8 @@ from reliability_helpers import numbered_image
 
 #: set for the long job: more examples, longer histories, every backend
 LONG_EXAMPLES = os.environ.get("CLIP_INGEST_STATEFUL_EXAMPLES")
-EXAMPLES = int(LONG_EXAMPLES or "15")
-STEPS = 25 if LONG_EXAMPLES else 15
+EXAMPLES = int(LONG_EXAMPLES or "20")
+STEPS = 25 if LONG_EXAMPLES else 20
 settings.register_profile(
     "collection-state",
     max_examples=EXAMPLES,
