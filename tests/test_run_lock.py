@@ -52,17 +52,23 @@ def test_a_cron_run_beside_a_server_on_the_embedded_store_names_the_server(workd
 
 
 def test_a_lock_held_by_another_process_is_named_and_taken_over_when_it_dies(workdir, shape_folder):
+    """A running clip-ingest (here: a process holding the run lock) is named by a refused run and by
+    ``status``, which does not open the embedded store meanwhile; once it is killed, the next run goes."""
     lock = workdir / "run.lock"
+    Path("clip-ingest.toml").write_text(f"[ingest]\nlock_file = {str(lock)!r}\n")  # read by the run and by status
+    assert cli(str(shape_folder), *MODEL).exit_code == 0
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom clip_ingest.connectors.ingest.lock import RunLock\n"
          f"lock = RunLock({str(lock)!r})\nlock.acquire()\nprint('held', flush=True)\ntime.sleep(600)"],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        result = cli(str(shape_folder), *MODEL, "--lock-file", str(lock), "--summary", "s.json")
+        result = cli(str(shape_folder), *MODEL, "--summary", "s.json")
         assert result.exit_code == 4 and f"clip-ingest (pid {holder.pid} " in one_line(result.output), result.output
         assert "--lock-timeout" in result.output
         assert json.loads(Path("s.json").read_text())["outcome"] == "locked"
+        status = cli("status")
+        assert status.exit_code == 4 and f"held by clip-ingest (pid {holder.pid} " in status.output, status.output
         with pytest.raises(LockedError) as refused:
             RunLock(lock).acquire()
         assert refused.value.holder is not None and refused.value.holder.pid == holder.pid
@@ -73,7 +79,8 @@ def test_a_lock_held_by_another_process_is_named_and_taken_over_when_it_dies(wor
     while read_holder(lock) is not None:  # the pid recorded is gone: nobody holds it
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    assert cli(str(shape_folder), *MODEL, "--lock-file", str(lock)).exit_code == 0
+    assert cli(str(shape_folder), *MODEL).exit_code == 0
+    assert cli("status").exit_code == 0
 
 
 def test_a_released_lock_records_no_holder(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import nullcontext
 from dataclasses import asdict
 from typing import Any
 
@@ -19,7 +20,7 @@ import click
 
 from ..config import Settings, StoreTarget
 from ..ingest.deadletter import RunFiles, read_dead_letter_head
-from ..ingest.lock import LockHolder, default_lock_path, read_holder, store_holder
+from ..ingest.lock import LockedError, LockHolder, RunLock, default_lock_path, read_holder, store_holder
 from ..ingest.plan import Shard
 from ..ingest.quarantine import Quarantine, QuarantineError
 from .common import EXIT_FAILED_FILES, EXIT_FATAL, EXIT_LOCKED, EXIT_OK, common_options, fatal, load_settings, open_target_store, store_target
@@ -74,17 +75,29 @@ def collect(settings: Settings, shard: Shard) -> dict[str, Any]:
                         settings.dead_letter)
     report: dict[str, Any] = {"target": target.target, "location": target.location, "collection": settings.collection}
     report.update(_run_files(files))
-    holder = _holder(target, settings, shard)
-    report["held_by"] = asdict(holder) if holder is not None and target.embedded else None
-    report["ingest_running"] = asdict(holder) if holder is not None and not target.embedded else None
-    if report["held_by"] is not None:
-        report["health"] = "held"
-        return report
-    if target.embedded and not os.path.exists(target.location):
-        report.update(exists=False, health="missing")
-        return report
+    worker = "" if target.embedded else shard.label
+    lock_path = settings.lock_file or default_lock_path(target.target, target.location, settings.collection, worker)
+    report.update(held_by=None, ingest_running=None)
+    if target.embedded:
+        server = store_holder(target.target, target.location, None if target.target == "milvus" else settings.collection)
+        if server is not None:
+            report.update(held_by=asdict(server), health="held")
+            return report
+        if not os.path.exists(target.location):
+            report.update(exists=False, health="missing")
+            return report
+    else:
+        running = read_holder(lock_path)
+        report["ingest_running"] = asdict(running) if running is not None else None
     try:
-        report.update(_collection(target, settings.collection))
+        # an embedded store is read under the run lock: a cron run starting meanwhile is refused
+        # naming this command, instead of failing to open the store
+        with RunLock(lock_path, command="clip-ingest status", about={"target": target.target, "location": target.location,
+                     "collection": settings.collection}) if target.embedded else nullcontext():
+            report.update(_collection(target, settings.collection))
+    except LockedError as exc:
+        report.update(held_by=asdict(exc.holder) if exc.holder else None, error=str(exc), health="held")
+        return report
     except Exception as exc:  # noqa: BLE001 - StoreError and whatever a driver raises: reported, exit 1
         report.update(exists=None, error=str(exc), health="unreadable")
         return report
@@ -95,17 +108,6 @@ def collect(settings: Settings, shard: Shard) -> dict[str, Any]:
     else:
         report["health"] = "healthy"
     return report
-
-
-def _holder(target: StoreTarget, settings: Settings, shard: Shard) -> LockHolder | None:
-    """Who holds the collection now: a server keeping the embedded store open, else the run lock's
-    holder (the shard worker's on a database server, where shards lock apart)."""
-    if target.embedded:
-        held = store_holder(target.target, target.location, None if target.target == "milvus" else settings.collection)
-        if held is not None:
-            return held
-    worker = "" if target.embedded else shard.label
-    return read_holder(settings.lock_file or default_lock_path(target.target, target.location, settings.collection, worker))
 
 
 def _collection(target: StoreTarget, collection: str) -> dict[str, Any]:
@@ -148,9 +150,9 @@ def _run_files(files: RunFiles) -> dict[str, Any]:
 def render(report: dict[str, Any]) -> str:
     """The report as lines for a person."""
     lines = [f"{report['target']} collection {report['collection']!r} at {report['location']}"]
-    if report["held_by"]:
-        holder = LockHolder(**report["held_by"])
-        lines.append(f"  held by {holder.describe()}: the embedded store is open in that process, so it was not read")
+    if report["health"] == "held":
+        who = LockHolder(**report["held_by"]).describe() if report["held_by"] else "another process"
+        lines.append(f"  held by {who}: the embedded store is open in that process, so it was not read")
     elif report.get("error"):
         lines.append(f"  cannot read the store: {report['error']}")
     elif not report.get("exists"):
