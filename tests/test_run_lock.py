@@ -15,9 +15,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import MODEL, cli, workdir  # noqa: F401 - workdir is a fixture
-from clip_ingest.connectors.cli import common
 from clip_ingest.connectors.ingest.lock import LockedError, RunLock, read_holder
-from clip_ingest.connectors.ingest.summary import OUTCOMES
 from serve_helpers import free_port, serve_process
 
 
@@ -89,9 +87,3 @@ def test_a_released_lock_records_no_holder(tmp_path):
         assert held is not None and (held.command, held.pid) == ("clip-ingest", os.getpid())
     assert read_holder(tmp_path / "run.lock") is None
 
-
-def test_summary_outcome_words_match_the_exit_codes():
-    codes = {name: getattr(common, name) for name in common.__all__ if name.startswith("EXIT_")}
-    assert {OUTCOMES[code] for code in codes.values()} >= {"ok", "fatal", "usage", "failed_files", "locked", "interrupted"}
-    assert set(codes.values()) <= set(OUTCOMES), "an exit code without an outcome word"
-    assert OUTCOMES[codes["EXIT_LOCKED"]] == "locked" and OUTCOMES[codes["EXIT_FAILED_FILES"]] == "failed_files"
