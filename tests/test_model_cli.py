@@ -98,7 +98,7 @@ def test_export_refuses_metrics_of_other_models(tmp_path):
     report = {"models": [{"spec": "a", "metrics": {"x": 1}}, {"spec": "b", "metrics": {"x": 2}}]}
     (tmp_path / "eval.json").write_text(json.dumps(report))
     result = invoke("export", "clip-ingest-tiny:random", str(tmp_path / "out"), "--metrics", str(tmp_path / "eval.json"))
-    assert result.exit_code == 2 and "no model 'clip-ingest-tiny'" in result.output and "a, b" in result.output
+    assert result.exit_code == 2 and "no model 'clip-ingest-tiny:random'" in result.output and "a, b" in result.output
     assert not (tmp_path / "out").exists()
     (tmp_path / "one.json").write_text(json.dumps({"models": report["models"][1:]}))
     result = invoke("export", "clip-ingest-tiny:random", str(tmp_path / "out"), "--metrics", str(tmp_path / "one.json"))
@@ -517,7 +517,7 @@ def test_eval_against_a_model_gives_each_other_column_its_paired_difference_and_
     assert result.exit_code == 0, result.output
     written = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert [m["spec"] for m in written["models"]] == ["clip-ingest-tiny:random", finetuned]
-    assert written["against"] == "clip-ingest-tiny:random" and written["models"][0]["differences"] == {}
+    assert written["against"] == "clip-ingest-tiny" and written["models"][0]["differences"] == {}
     again = written["models"][1]["differences"]["eth80 instance mAP"]
     assert again["diff"] == pytest.approx(entry["diff"]) and again["ci"] == pytest.approx(entry["ci"])
     assert "paired-bootstrap 95 % CI" in result.output
