@@ -14,7 +14,8 @@ import pytest
 
 from imagegen import make_shape_image, write_shape_folder  # noqa: E402
 
-TINY_SPEC = "clip-ingest-tiny:random"
+TINY_ARCH = "clip-ingest-tiny"
+TINY_SPEC = f"{TINY_ARCH}:random"  # random weights on purpose: a bare architecture is refused
 
 
 @pytest.fixture(scope="session")
@@ -31,4 +32,4 @@ def shape_folder(tmp_path: Path) -> Path:
     return write_shape_folder(tmp_path / "photos", n=12)
 
 
-__all__ = ["make_shape_image", "write_shape_folder", "TINY_SPEC"]
+__all__ = ["make_shape_image", "write_shape_folder", "TINY_ARCH", "TINY_SPEC"]

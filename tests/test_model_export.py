@@ -18,7 +18,7 @@ from clip_ingest.model.doc_blocks import replace_block
 from clip_ingest.model.export import ExportError, export_model
 from clip_ingest.model.model_card import CARD_NAME, EXPERIMENT_BLOCK, render_model_card
 from clip_ingest.model.published import PUBLISHED, PublishedCheckpoint, PublishedCheckpointError, fetch_published
-from conftest import TINY_SPEC
+from conftest import TINY_ARCH, TINY_SPEC
 from imagegen import make_shape_image
 
 IMAGES = [make_shape_image(c, s, variant=i) for i, (c, s) in enumerate([("red", "circle"), ("blue", "square")])]
@@ -104,7 +104,7 @@ def test_export_refuses_a_non_empty_destination_and_leaves_it_alone(tmp_path):
 
 # --- published checkpoints: conversion of a local .pth (no network) ---------------------------
 
-TINY_RELEASE = PublishedCheckpoint(arch=TINY_SPEC, base_tag=None, url="unused", description="tiny test release")
+TINY_RELEASE = PublishedCheckpoint(arch=TINY_ARCH, base_tag=None, url="unused", description="tiny test release")
 
 
 def _tiny_state_dict() -> dict[str, torch.Tensor]:
