@@ -650,7 +650,10 @@ def _install_client_faults(faults: ClientFaults) -> None:
 
         setattr(cls, method, wrapped)
 
-    wrap(qdrant_client_store.QdrantClientStore, "__init__", "_client", ("upsert", "batch_update_points", "delete"), qdrant_client_error)
+    # a server client is made by __init__, local mode's when its folder exists or is created
+    for method in ("__init__", "_open_local"):
+        wrap(qdrant_client_store.QdrantClientStore, method, "_qdrant", ("upsert", "batch_update_points", "delete"),
+             qdrant_client_error)
     wrap(qdrant_edge_store.QdrantEdgeStore, "_open", "_shard", ("update",), edge_error)
     wrap(milvus_store.MilvusStore, "_conn", "_client", ("upsert", "delete"), milvus_client_error)
     if faults.qdrant_client:

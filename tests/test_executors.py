@@ -22,6 +22,7 @@ ray = pytest.importorskip("ray")
 from clip_ingest.connectors.backends import open_store  # noqa: E402
 from clip_ingest.connectors.cli.ingest import main as ingest_main  # noqa: E402
 from clip_ingest.connectors.ingest.ids import point_id  # noqa: E402
+from clip_ingest.connectors.ingest.metadata import MetadataLimits  # noqa: E402
 
 from badfiles import write_bad_corpus  # noqa: E402
 from conftest import TINY_SPEC  # noqa: E402
@@ -225,7 +226,7 @@ def test_decode_worker_inputs_cross_in_shared_memory_and_what_does_not_fit_trave
     one_input = expected[0].nbytes
     blocks = pe._Blocks(1, 3 * one_input)  # room for three of the five
     try:
-        pe._start_worker(preparer, "c", state, True, 5.0)
+        pe._start_worker(preparer, "c", state, True, 5.0, MetadataLimits())
         name = blocks.take()
         results, block, layout = pe._decode_chunk((candidates, name))
         assert block == name and [index for index, *_ in layout] == [0, 1, 2]

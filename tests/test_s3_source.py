@@ -29,8 +29,9 @@ from imagegen import make_shape_image, write_shape_folder
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto")
 
-#: payload fields that name where a file lives (differ between a folder and a bucket) or when it was written
-LOCATION = {"path", "paths", "mtime", "mtimes_ns", "ingested_at"}
+#: payload fields that name where a file lives (differ between a folder and a bucket) or when it was
+#: written (``meta_sig`` holds the sidecar's mtime)
+LOCATION = {"path", "paths", "mtime", "mtimes_ns", "ingested_at", "meta_sig"}
 
 
 def _free_port() -> int:
