@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -139,6 +140,19 @@ def test_cron_wrapper_real_run_alerts_on_failed_files(shape_folder, tmp_path):
     assert "alert sent" in proc.stdout
     dead_letter = (tmp_path / "data" / "dead-letter").glob("*.jsonl")
     assert any("broken.png" in path.read_text() for path in dead_letter), "the run itself was real"
+
+
+def test_cron_wrapper_real_run_alerts_when_a_prune_is_refused(shape_folder, tmp_path):
+    """The real clip-ingest: an emptied source (an unmounted disk) with --prune exits 5, nothing is
+    pruned, the wrapper alerts and exits 0."""
+    args = ("--model", TINY, "--device", "cpu", "--data-dir", str(tmp_path / "data"), "-q", "--prune", str(shape_folder))
+    assert run_cron(*args, cwd=tmp_path)[0].returncode == 0
+    for child in shape_folder.iterdir():
+        shutil.rmtree(child)
+    proc, alerts = run_cron(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert alerts.read_text().startswith("5 clip-ingest finished but refused to prune")
+    assert "is empty" in proc.stderr
 
 
 def _fake_clip_ingest(tmp_path: Path, code: int) -> Path:
