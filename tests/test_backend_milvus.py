@@ -113,6 +113,8 @@ def test_a_post_filtering_index_cannot_make_a_filtered_page_short(tmp_path: Path
     monkeypatch.setattr(store, "_ann_search", post_filtered)
     # small filters go straight to the exact ranking; the two largest (200, 1000 matches) try a wider ef first
     monkeypatch.setattr("clip_ingest.connectors.backends.milvus_store.EXACT_SEARCH_MAX_MATCHES", 100)
+    # filtered searches start at the server's ef, as on a Lite collection past LITE_FILTERED_EF points
+    monkeypatch.setattr("clip_ingest.connectors.backends.milvus_store.LITE_FILTERED_EF", 128)
     assert_filtered_pages_are_full(store, points)
     assert max(widths) > 128
     store.close()

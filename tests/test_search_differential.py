@@ -213,6 +213,15 @@ def test_filtered_pages_equal_brute_force(embedded: dict[str, VectorStore], back
     assert_right(embedded[backend], exact=True)
 
 
+def test_filtered_pages_of_a_milvus_lite_collection_past_the_widest_ef(embedded: dict[str, VectorStore], monkeypatch) -> None:
+    """A Lite collection larger than LITE_FILTERED_EF (here made 500 points, 1/3 of the
+    collection): filters of at most EXACT_SEARCH_MAX_MATCHES (here 100) are ranked by a scan,
+    exactly; wider ones by the graph search at that ef, approximately."""
+    monkeypatch.setattr("clip_ingest.connectors.backends.milvus_store.LITE_FILTERED_EF", 500)
+    monkeypatch.setattr("clip_ingest.connectors.backends.milvus_store.EXACT_SEARCH_MAX_MATCHES", 100)
+    assert_right(embedded["milvus"], exact=False, query_step=2, pages=((10, 0), (5, 3)))
+
+
 @pytest.mark.milvus_server
 def test_filtered_pages_reach_the_recall_floor_on_a_milvus_server(milvus_server: MilvusServer) -> None:
     store = MilvusStore("differential_search", uri=milvus_server.uri, timeout=30)
