@@ -14,6 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 from clip_ingest.connectors.cli.ingest import INGEST_SETTINGS
+from clip_ingest.connectors.cli.clip_ingest import main as ingest_group
 from clip_ingest.connectors.cli.ingest import main as ingest_main
 from clip_ingest.connectors.cli.search import main as search_main
 from clip_ingest.connectors.config import COMMON_SETTINGS, resolve_settings
@@ -28,7 +29,7 @@ SYSTEMD = DEPLOY / "systemd"
 #: the image's ENTRYPOINT (deploy/docker/Dockerfile): what runs when only args/command are given
 IMAGE_ENTRYPOINT = "clip-ingest"
 
-COMMAND = re.compile(r"(?<![\w-])clip-(ingest|search)(?![\w-])")
+COMMAND = re.compile(r"(?<![\w-])clip-(ingest|search)(?![\w-])(?:[ \t]+(migrate|status|quarantine|serve|duplicates|review)\b)?")
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 #: where one shell command ends: a newline, ; && || | or the next clip-* command
 COMMAND_END = re.compile(r"\n|;|&&|\|\||\||(?<![\w-])clip-(?:ingest|search|model)(?![\w-])")
@@ -135,7 +136,8 @@ def _invocations(text: str) -> list[tuple[str, set[str]]]:
     for match in COMMAND.finditer(text):
         rest = text[match.end():]
         end = COMMAND_END.search(rest)
-        found.append((f"clip-{match.group(1)}", set(FLAG.findall(rest[: end.start()] if end else rest))))
+        command = f"clip-{match.group(1)}" + (f" {match.group(2)}" if match.group(2) else "")
+        found.append((command, set(FLAG.findall(rest[: end.start()] if end else rest))))
     return found
 
 
@@ -171,6 +173,9 @@ def _text_sources() -> list[Path]:
 
 def test_every_flag_used_exists_in_the_cli():
     known = {"clip-ingest": _help_flags(ingest_main), "clip-search": _help_flags(search_main)}
+    for name, group in (("clip-ingest", ingest_group), ("clip-search", search_main)):
+        known.update({f"{name} {sub}": _help_flags(command) for sub, command in group.commands.items()
+                      if sub != group.default})
     assert {"--target", "--collection", "--prune", "--summary"} <= known["clip-ingest"]
     assert {"--text", "--like", "--filter"} <= known["clip-search"]
     uses = [(where, line) for where, line in _container_command_lines()]
@@ -186,8 +191,10 @@ def test_every_flag_used_exists_in_the_cli():
 
 def test_flag_extraction_finds_wrong_flags():
     """The extraction itself: commands, continuations and command ends."""
-    text = "clip-ingest --target qdrant \\\n  --bogus /x; clip-search --text a && clip-model eval --model m\n/opt/clip-ingest-data --nope"
-    assert _invocations(text) == [("clip-ingest", {"--target", "--bogus"}), ("clip-search", {"--text"})]
+    text = ("clip-ingest --target qdrant \\\n  --bogus /x; clip-search --text a && clip-model eval --model m\n"
+            "/opt/clip-ingest-data --nope; clip-ingest quarantine --failed")
+    assert _invocations(text) == [("clip-ingest", {"--target", "--bogus"}), ("clip-search", {"--text"}),
+                                  ("clip-ingest quarantine", {"--failed"})]
     assert _argv_text(None, ["--prune", "/images"]) == "clip-ingest --prune /images"
     assert _argv_text(["/bin/sh", "-c"], ["exec clip-search --like x"]) == "exec clip-search --like x"
 
