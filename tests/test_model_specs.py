@@ -87,3 +87,23 @@ def test_search_serve_and_duplicates_refuse_a_weightless_query_model(collection)
     accepted = CliRunner().invoke(search_main, [*where, "--model", TINY_SPEC, "--text", "a red circle", "--json"])
     assert accepted.exit_code == 0, accepted.output
     assert len(json.loads(accepted.stdout)["hits"]) == 6
+
+
+def test_a_collection_that_records_a_bare_architecture_says_whose_spec_it_is(tmp_path, tiny_embedder):
+    """Built before random weights had to be asked for: searching it without --model names the
+    collection's spec and the two ways out."""
+    import numpy as np
+
+    from clip_ingest.connectors.backends import open_store
+    from clip_ingest.connectors.backends.base import CollectionSpec, Point
+
+    bare = TINY_SPEC.split(":")[0]
+    with open_store("qdrant-edge", "images", path=str(tmp_path / "qdrant-edge")) as store:
+        store.ensure_collection(CollectionSpec("images", tiny_embedder.dim, tiny_embedder.model_id, {}, model_spec=bare))
+        vector = np.ones(tiny_embedder.dim, dtype=np.float32) / np.sqrt(tiny_embedder.dim)
+        store.upsert([Point("00000000-0000-0000-0000-000000000001", vector, {"path": "/x.png"})])
+    args = ["--target", "qdrant-edge", "--data-dir", str(tmp_path), "--text", "a cat"]
+    refused = CliRunner().invoke(search_main, args)
+    assert refused.exit_code == 2
+    assert f"the model this collection records, '{bare}'" in refused.output and f"{bare}:random" in refused.output
+    assert CliRunner().invoke(search_main, [*args, "--model", TINY_SPEC]).exit_code == 0

@@ -114,10 +114,15 @@ def open_target_store(target: StoreTarget, collection: str) -> VectorStore:
 
 def load_query_embedder(settings: Settings, store: VectorStore) -> Any:
     """The query model: ``--model`` when given, else the model the collection records, else the default."""
-    model = settings.model
-    if settings.origins.get("model") == "default":  # the model the collection was built with
-        model = store.collection_model_spec() or model
-    return load_settings_embedder(settings, model, settings.get("batch_size", 32))
+    recorded = store.collection_model_spec() if settings.origins.get("model") == "default" else None
+    try:
+        return load_settings_embedder(settings, recorded or settings.model, settings.get("batch_size", 32))
+    except click.UsageError as exc:
+        if recorded is None:
+            raise
+        # e.g. a bare architecture recorded before random weights had to be asked for: say whose spec it is
+        raise click.UsageError(f"the model this collection records, {recorded!r}: {exc.message.rstrip('.')}; "
+                               "or name the query model with --model") from None
 
 
 def load_settings_embedder(settings: Settings, model: str, batch_size: int) -> Any:
