@@ -219,7 +219,7 @@ LITE_START_LOGGER = "milvus_lite.server_manager"
 LITE_LOCK_FILE = "LOCK"
 
 
-def quiet_lite_timestamp_noise() -> None:
+def quiet_lite_noise() -> None:
     """Install :class:`LiteTimestampNoise` and :class:`LiteLockedNoise` on the loggers that
     emit them (idempotent)."""
     for name, noise in [*((name, _LITE_NOISE) for name in LITE_NOISY_LOGGERS), (LITE_START_LOGGER, _LITE_LOCKED_NOISE)]:
@@ -429,7 +429,7 @@ class MilvusStore(ServerStore):
             with self._errors("connect"):
                 if self.is_lite:
                     Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
-                    quiet_lite_timestamp_noise()
+                    quiet_lite_noise()
                 try:
                     client = MilvusClient(
                         uri=self.uri, token=self._token, db_name=self.db_name or "", timeout=self.timeout, **self._tls,
