@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import common, decode, duplicates, duplicates_scale, executors, ingest, memory, peers, query, rerun, runtimes, serve, training  # importable via pytest's pythonpath
+from benchmarks import common, decode, duplicates, duplicates_scale, executors, filtered_recall, ingest, memory, peers, query, rerun, runtimes, serve, training  # importable via pytest's pythonpath
 
 
 def run(module, tmp_path: Path, *args: str) -> dict:
@@ -166,3 +166,14 @@ def test_executors_benchmark_measures_ray_beside_local_and_the_parquet_path(tmp_
     assert [r["name"] for r in result["ratios"]] == [
         "ray / local marginal throughput", "ray / local throughput, whole run of 24", "parquet load rate / embed rate"]
     assert common.fixed_and_marginal((10, 2.0), (50, 6.0)) == (1.0, 10.0)  # seconds(n) = 1 + n / 10
+
+
+def test_filtered_recall_compares_every_target_with_exact_search(tmp_path: Path) -> None:
+    from imagegen import write_shape_folder
+
+    folder = write_shape_folder(tmp_path / "labelled", n=24)
+    result = run(filtered_recall, tmp_path, "--images", str(folder), "--n", "24", "--targets", "qdrant-edge", "milvus-lite",
+                 "--cache-dir", str(tmp_path / "cache"))
+    rows = result["tables"]["filtered recall@10 and database p50 (ms)"]
+    assert {row["target"] for row in rows} == {"qdrant-edge", "milvus-lite"}
+    assert all(row["recall@10"] == 1.0 for row in rows), rows  # exact on both embedded stores
