@@ -95,9 +95,10 @@ class QdrantEdgeStore(VectorStore):
             detail = str(exc)
             if "WouldBlock" in detail:
                 detail = (
-                    "the collection is open in another process (Qdrant Edge allows one at a time): wait for "
-                    "that run to finish (a running clip-ingest holds it until it ends), or use a Qdrant server "
-                    "(--qdrant-url) when several processes need the collection at once"
+                    "the collection is open in another process (Qdrant Edge allows one at a time): a running "
+                    "clip-ingest holds it until it ends, a clip-search serve while it serves (let the server "
+                    "ingest: --ingest-every or POST /v1/ingest); or use a Qdrant server (--qdrant-url) when "
+                    "several processes need the collection at once"
                 )
             raise StoreError(f"qdrant-edge {action} on {self.collection!r} at {self._root}: {detail}") from None
 
