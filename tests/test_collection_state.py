@@ -10,8 +10,9 @@ rename, edit the content, re-encode, add / edit / delete sidecars (``IMAGE.ext.j
 64 KiB, not an object, malformed), delete files, empty a source folder, unmount one (renamed away
 or replaced by an empty folder) and mount it back. Runs: with and without ``prune``,
 ``max_prune`` 0.5 or 1.0, ``label_from_folder`` on or off, dry runs, and runs stopped by
-``should_stop`` after k images. After every run the store (all points with payloads) is compared
-with the model: paths, labels and user metadata, one point per content, no point without a path,
+``should_stop`` after k images (a run with fewer images to read completes). Every example ends with
+one more completed run. After every run the store (all points with payloads) is compared with the
+model: paths, labels and user metadata, one point per content, no point without a path,
 stable ids, the images embedded (a counting embedder: stored content is never embedded again),
 dead letters, ``stats.prune_refused`` and ``stats.metadata_updated``.
 
@@ -116,10 +117,17 @@ class CollectionMachine(RuleBasedStateMachine):
         self.names = itertools.count()
         self.clock_ns = 1_700_000_000 * 10**9
         self.away: dict[str, str] = {}  # source root -> where its unmounted folder went
+        self.label = True  # label_from_folder of the last run
+        self.failed = False  # a run failed its check: teardown must not hide that failure
 
     def teardown(self) -> None:
-        self.close_store(self.store)
-        shutil.rmtree(self.base, ignore_errors=True)
+        """One last completed run checks the files as the last steps left them (unless a check failed)."""
+        try:
+            if not self.failed:
+                self._run(prune=False, max_prune=0.5, label=self.label, dry=False)
+        finally:
+            self.close_store(self.store)
+            shutil.rmtree(self.base, ignore_errors=True)
 
     # ---------------------------------------------------------------- files
 
@@ -170,7 +178,7 @@ class CollectionMachine(RuleBasedStateMachine):
                 os.rename(sidecar, f"{target}{suffix}" if suffix else f"{os.path.splitext(target)[0]}.json")
 
     @initialize(layout=st.lists(st.tuples(any_sources, folders, formats, st.none() | metadata_dicts), min_size=1,
-                                max_size=5))
+                                max_size=6))
     def first_run(self, layout: list) -> None:
         for source, folder, fmt, metadata in layout:
             path = self._new_path(source, folder, "png" if fmt == "PNG" else "jpg")
@@ -305,6 +313,13 @@ class CollectionMachine(RuleBasedStateMachine):
         self._run(prune=prune, max_prune=1.0, label=label, dry=False, stop_after=stop_after)
 
     def _run(self, *, prune: bool, max_prune: float, label: bool, dry: bool, stop_after: int | None = None) -> None:
+        self.failed = True
+        self._check_run(prune=prune, max_prune=max_prune, label=label, dry=dry, stop_after=stop_after)
+        self.failed = False
+        if not dry:
+            self.label = label
+
+    def _check_run(self, *, prune: bool, max_prune: float, label: bool, dry: bool, stop_after: int | None) -> None:
         spec = RunSpec(self.roots, label, prune, max_prune, dry)
         before = Snapshot.of(self.store, with_vectors=dry)
         disk = scan_sources(self.folders, [self.manifest], label)
