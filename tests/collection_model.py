@@ -14,8 +14,9 @@ The rules, in short (a file is *good* when it has no sidecar or a valid one):
 * every good file is listed by exactly one point, that of its current content; ``mtimes_ns`` is
   aligned with ``paths``; one point per content, every point lists a path, ids never change;
 * a file whose sidecar is invalid (not a JSON object, malformed, nested deeper than
-  :data:`MAX_DEPTH`, over :data:`MAX_BYTES`) is dead-lettered (``bad_metadata``) and its path keeps
-  exactly the listing it had;
+  :data:`MAX_DEPTH`, over :data:`MAX_BYTES`) is dead-lettered (``bad_metadata``; optional for an
+  unchanged second path of a stored content, whose metadata no payload holds) and its path keeps
+  exactly the listing it had; a manifest row of a missing file is dead-lettered ``missing``;
 * a path whose file is gone may stay listed (by the point that listed it) unless ``prune`` removed
   it or its content was found at a new path (a move);
 * ``prune``: a source emptied while the collection lists paths under it, or a share of listed
@@ -416,10 +417,13 @@ class PruneVerdict:
 
 
 def moved_away(before: Mapping[str, list[str]], files: Mapping[str, DiskFile]) -> set[str]:
-    """Listed paths that are gone while their content is found at a path that did not list it (a move)."""
+    """Listed paths whose file no longer exists while their content is found at a path that did not
+    list it (a move). A file that still exists but is not scanned (its manifest row deleted) was
+    not moved."""
     found_anew = {f.content.sha256 for p, f in files.items()
                   if f.metadata is not BAD and f.content.sha256 not in before.get(p, [])}
-    return {p for p, shas in before.items() if p not in files and set(shas) & found_anew}
+    return {p for p, shas in before.items()
+            if p not in files and set(shas) & found_anew and not os.path.lexists(p)}
 
 
 def prune_verdict(before: Mapping[str, list[str]], files: Mapping[str, DiskFile], run: RunSpec) -> PruneVerdict:
@@ -488,16 +492,16 @@ def check_completed_run(
         if path in files:
             continue
         if not set(shas) <= set(was.get(path, [])):
-            problems.add(PathsMismatch, f"{path} (not on disk) newly listed by {[s[:12] for s in shas]}")
+            problems.add(PathsMismatch, f"{path} (not scanned) newly listed by {[s[:12] for s in shas]}")
         elif len(shas) > 1:
-            problems.add(PathsMismatch, f"{path} (not on disk) listed by {len(shas)} points")
+            problems.add(PathsMismatch, f"{path} (not scanned) listed by {len(shas)} points")
         elif path in moved:
-            problems.add(PathsMismatch, f"{path} (not on disk): stale path of a moved file (content "
+            problems.add(PathsMismatch, f"{path} (not scanned): stale path of a moved file (content "
                                         f"{shas[0][:12]} found at a new path)")
         elif path in verdict.removed:
-            problems.add(PathsMismatch, f"{path} (not on disk) not pruned")
+            problems.add(PathsMismatch, f"{path} (not scanned) not pruned")
     for path in sorted(verdict.kept - set(now)):
-        problems.add(PathsMismatch, f"{path} (not on disk) removed although the prune must be refused")
+        problems.add(PathsMismatch, f"{path} (not scanned) removed although the prune must be refused")
 
     for pid, payload in sorted(after.payloads.items()):
         primary = payload.get("path")
@@ -559,6 +563,9 @@ def check_failures(bad: Mapping[str, DiskFile], missing: Iterable[str], before: 
                                     f"sidecar, manifest rows of missing files)"
                                     + (f" to {len(allowed)}" if unread else ""))
     got = {(d.get("path"), d.get("reason")) for d in dead_letters}
+    if len(got) != len(dead_letters):
+        twice = sorted(p for p, n in Counter(d.get("path") for d in dead_letters).items() if n > 1)
+        problems.add(StatsMismatch, f"dead-lettered more than once in one run: {twice}")
     if not set(want) <= got <= allowed:
         details = [(d.get("path"), d.get("reason"), short(d.get("detail"), 60)) for d in dead_letters]
         problems.add(StatsMismatch, f"dead letters {details}, must be {want}"
