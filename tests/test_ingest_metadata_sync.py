@@ -174,3 +174,20 @@ def test_a_review_decision_survives_a_metadata_refresh(tmp_path, counting):
         assert ingest(store, counting, root).metadata_updated == 1
         payload = points_by_path(store)[str(first)]
         assert payload["v"] == 2 and payload["duplicate_review"] == review
+
+
+def test_a_file_is_dead_lettered_once_even_when_it_also_becomes_a_primary(tmp_path, counting):
+    """A touched second path with a bad sidecar fails when read, and again when the pruned primary
+    hands it the point: one dead letter, one failure."""
+    root = tmp_path / "photos"
+    first = _photo(root / "a.png", 1)
+    second = root / "b.png"
+    shutil.copy(first, second)
+    dead = tmp_path / "dead.jsonl"
+    with open_test_store("qdrant-edge", tmp_path / "db") as store:
+        ingest(store, counting, root)
+        first.unlink()
+        Path(f"{second}.json").write_text("[" * 20)
+        os.utime(second, ns=(1, 1_000_000_000))
+        stats = ingest(store, counting, root, prune=True, max_prune=1.0, dead_letter=str(dead))
+        assert stats.failed == 1 and [r["path"] for r in read_dead_letter(dead)] == [str(second)]

@@ -182,7 +182,10 @@ def run_ingest(
     state = retrying(load_state, store, spec, recreate=options.recreate, dry_run=options.dry_run)
     dead = DeadLetter(None if options.dry_run else options.dead_letter)
 
+    failed: set[str] = set()
+
     def fail(path: str, reason: str, detail: str) -> None:
+        failed.add(path)
         stats.failed += 1
         dead.record(path, reason, detail)
         log.warning("skipped %s: %s: %s", path, reason, detail)
@@ -209,7 +212,7 @@ def run_ingest(
     def describe(path: str) -> tuple[dict, str] | None:
         """The metadata of a path that became a point's primary (see :data:`.writer.Describe`)."""
         file = planner.scanned_file(path)
-        if file is None:
+        if file is None or path in failed:  # a file that failed this run is dead-lettered once
             return None
         try:
             return file_metadata(file, options.metadata_limits), file.meta_sig
