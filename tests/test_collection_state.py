@@ -411,3 +411,21 @@ def test_run_statistics_name_a_refused_prune_and_refreshed_metadata(tmp_path: Pa
         stats = run_ingest(store, counting, IngestOptions(**options, prune=True))
         assert getattr(stats, "prune_refused", "missing") not in ("missing", None)
         assert [p.payload["path"] for p in store.scroll(fields=["path"])] == [str(image)]
+
+
+def test_a_bad_sidecar_found_twice_in_one_run_is_one_dead_letter(tiny_embedder) -> None:
+    """A shortest history the state machine found: a content at two paths, the primary deleted, the
+    other path edited and given an invalid sidecar, then ``prune``: the run reads that sidecar as the
+    path's own and again as the point's new primary's, and must report the file once."""
+    state = machine_for(lambda root: open_test_store("qdrant-edge", root), tiny_embedder)()
+    try:
+        state.first_run(layout=[("src0", "", "PNG", None)])
+        state.add_image(copy_of=0, fmt="PNG", folder="", source="src0")
+        state.run(label=False, max_prune=0.5, prune=False)
+        state.delete_image(pick=0)
+        state.edit_content(pick=0)
+        state.hostile_sidecar(kind="big", pick=0, style="ext")
+        state.run(label=False, max_prune=1.0, prune=True)
+    finally:
+        state.failed = True  # teardown's last run is the state machine's business
+        state.teardown()
