@@ -83,3 +83,38 @@ def test_sigterm_ends_a_run_stuck_in_a_read_at_once(tmp_path):
     again = run_cli([*args[:-2], "--lock-timeout", "0"], tmp_path)  # lock free; no stall now: completes
     assert again.exit_code == 0, again.output[-3000:]
     assert read_json(summary)["failed"] == 0 and Path(summary).exists()
+
+
+def test_abort_fails_queued_reads_without_killing_the_read_thread():
+    """Reads queued behind a hung one are failed by ``abort``; the thread that reaches them later
+    skips them (it used to die with 'Future in unexpected state')."""
+    import threading
+
+    release = threading.Event()
+    errors: list[BaseException] = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)
+    reader = TimedReader(1, timeout=3600, read=lambda path: (release.wait(10), b"x")[1])
+    try:
+        results: list[BaseException | bytes] = []
+
+        def read(path: str) -> None:
+            try:
+                results.append(reader.read(path))
+            except ReadTimeout as exc:
+                results.append(exc)
+
+        callers = [threading.Thread(target=read, args=(f"/f{i}",)) for i in range(3)]
+        for caller in callers:
+            caller.start()
+        time.sleep(0.3)  # one read hangs, two wait in the queue
+        reader.abort()
+        for caller in callers:
+            caller.join(5)
+        release.set()
+        time.sleep(0.3)  # the thread comes back and meets the two settled futures
+        assert len(results) == 3 and all(isinstance(r, ReadTimeout) for r in results)
+        assert errors == []
+    finally:
+        threading.excepthook = previous
+        reader.close()

@@ -65,7 +65,10 @@ class TimedReader:
             if job is None:
                 return
             path, future = job
-            if not future.set_running_or_notify_cancel():
+            try:
+                if not future.set_running_or_notify_cancel():
+                    continue
+            except RuntimeError:  # settled while queued (abort() failed it): nothing to read
                 continue
             try:
                 data = (self._read or read_file)(path)
