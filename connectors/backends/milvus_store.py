@@ -718,12 +718,14 @@ class MilvusStore(ServerStore):
             self._conn().flush(self.collection, timeout=self.admin_timeout)
 
     def wait_until_indexed(self, timeout: float = 600.0, poll: float = 0.5) -> bool:
-        """Wait until the vector index covers every flushed row; ``False`` if ``timeout`` ran out.
+        """Wait until the vector index covers every flushed row and the query nodes search it;
+        ``False`` if ``timeout`` ran out.
 
         A Milvus server builds indexes in the background after a flush; until then searches
-        run on temporary per-segment indexes with much lower recall (and query nodes take a
-        few more seconds to switch to the built index). Call this after a bulk load, before
-        searching (Milvus Lite indexes synchronously and returns at once). Raises
+        run on temporary per-segment indexes or by brute force, and the query nodes switch to
+        the built index some 10 s after it is finished: the same search then returns different
+        (approximate) hits. Call this after a bulk load, before searching, so that answers stop
+        changing (Milvus Lite indexes synchronously and returns at once). Raises
         :class:`StoreError` when there is no index or its build failed.
         """
         self._ready()
@@ -735,11 +737,20 @@ class MilvusStore(ServerStore):
                 raise StoreError(f"collection {self.collection!r} has no vector index")
             if str(info.get("state", "")).lower() == "failed":
                 raise StoreError(f"building the vector index of {self.collection!r} failed: {info.get('index_state_fail_reason', '')}")
-            if int(info.get("pending_index_rows", 0)) == 0 and int(info.get("indexed_rows", 0)) >= int(info.get("total_rows", 0)):
-                return True
+            indexed = int(info.get("indexed_rows", 0))
+            if int(info.get("pending_index_rows", 0)) == 0 and indexed >= int(info.get("total_rows", 0)):
+                if self.capabilities.lite or self._served_indexed_rows() >= indexed:
+                    return True
             if time.monotonic() >= deadline:
                 return False
             time.sleep(poll)
+
+    def _served_indexed_rows(self) -> int:
+        """Rows of the sealed segments the query nodes have loaded (with their index, where the
+        segment is large enough to get one)."""
+        with self._errors("list loaded segments"):
+            segments = self._conn().list_loaded_segments(self.collection, timeout=self.timeout)
+        return sum(int(segment.num_rows) for segment in segments)
 
     # -- reads -----------------------------------------------------------------------------
 
