@@ -43,9 +43,7 @@ from PIL import Image, ImageEnhance
 
 from .decode import ImageInput, decode_image
 from .embedder import Embedder
-from .ingest.objectstore import is_uri
-from .ingest.reader import read_file
-from .ingest.scan import os_path
+from .ingest.reader import read_stored
 
 CALIBRATION_VERSION = 1
 MIN_IMAGES = 8
@@ -200,15 +198,6 @@ def first_points(store: Any, n: int) -> list[Any]:
     return sorted(store.retrieve(ids, with_vectors=True), key=lambda p: p.id)
 
 
-def _stored_image(path: str) -> bytes | None:
-    """The bytes behind a stored ``path`` payload (a local file, escaped names included, or an
-    object-store URI), or ``None`` when it cannot be read any more."""
-    try:
-        return read_file(path if is_uri(path) else os_path(path))
-    except OSError:
-        return None
-
-
 def collection_calibration(embedder: Embedder, store: Any) -> Calibration:
     """The calibration of the embedder's model: cached, or measured now on up to
     :data:`CALIBRATION_IMAGES` of the collection's own images, read from their ``path`` (local
@@ -223,7 +212,7 @@ def collection_calibration(embedder: Embedder, store: Any) -> Calibration:
     wanted = max(MIN_IMAGES, min(CALIBRATION_IMAGES, len(stored) // 2))
     images: list[bytes] = []
     for index in pick_diverse(np.array([p.vector for p in stored]), len(stored)):
-        data = _stored_image(stored[index].payload["path"])
+        data = read_stored(stored[index].payload["path"])
         if data is not None:
             images.append(data)
             if len(images) == wanted:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from clip_ingest.connectors.calibration import edits
 
@@ -20,12 +20,27 @@ def texture(seed: int, size: int = 128) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
+def photo(seed: int, size: int = 128) -> Image.Image:
+    """A distinct picture with edges in it, as photos have (:func:`texture` with a few shapes drawn
+    on it): the pixel check of near-duplicates compares edges and texture, not colour fields."""
+    rng = np.random.default_rng(seed + 10_000)
+    image = texture(seed, size)
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x0, y0 = (int(v) for v in rng.integers(0, size - 20, 2))
+        x1, y1 = x0 + int(rng.integers(12, size // 2)), y0 + int(rng.integers(12, size // 2))
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x0, y0, x1, y1), fill=colour)
+    return image
+
+
 def planted(root: Path, seeds: range, edited: int) -> dict[str, set[str]]:
-    """Write one image per seed, and 3 edited copies of the first ``edited``; returns {group: paths}."""
+    """Write one picture per seed (:func:`photo`), and 3 edited copies of the first ``edited``;
+    returns {group: paths}."""
     root.mkdir(parents=True, exist_ok=True)
     groups: dict[str, set[str]] = {}
     for n, seed in enumerate(seeds):
-        image = texture(seed)
+        image = photo(seed)
         original = root / f"img{seed:03d}.png"
         image.save(original)
         groups[str(seed)] = {str(original)}

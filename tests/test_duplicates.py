@@ -177,7 +177,9 @@ def test_the_cli_pages_groups_and_reviews_one_by_its_group_id(tmp_path, tiny_emb
 
     with open_store("qdrant-edge", "dups", path=str(tmp_path / "data" / "qdrant-edge")) as store:
         planted = plant_clusters(store, tiny_embedder, tmp_path / "photos", 120)
-    where = ["--target", "qdrant-edge", "--data-dir", str(tmp_path / "data"), "--collection", "dups", "--threshold", str(THRESHOLD)]
+    # synthetic vectors, with pictures that repeat across clusters: the embedding tier alone
+    where = ["--target", "qdrant-edge", "--data-dir", str(tmp_path / "data"), "--collection", "dups", "--threshold", str(THRESHOLD),
+             "--similar"]
 
     def listing(*extra: str) -> dict:
         result = CliRunner().invoke(clip_search, ["duplicates", *where, "--json", "-q", *extra])

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import click
 
 from ..config import Setting, Settings, register_command
-from ..search.duplicates import DEFAULT_MIN_RELEVANCE
+from ..search.duplicates import CANDIDATE_MIN_RELEVANCE, DEFAULT_MIN_RELEVANCE
 from .common import EXIT_OK, common_options, fatal, load_query_embedder, load_settings, open_target_store, setup_logging, store_target
 
 log = logging.getLogger("clip_ingest.duplicates")
@@ -25,10 +25,14 @@ REVIEW = register_command("review", ())
 
 
 def _grouping_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--min-relevance, --threshold and -k: where groups are cut (a group id holds for these only)."""
+    """--similar, --min-relevance, --threshold and -k: where groups are cut (a group id holds for these only)."""
     for option in reversed((
-        click.option("--min-relevance", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=DEFAULT_MIN_RELEVANCE,
-                     show_default=True, help="Calibrated: the probability that a pair is a near-duplicate (the same for every model)."),
+        click.option("--similar", is_flag=True,
+                     help="List look-alikes (other shots, other views of one thing) by the embedding alone, "
+                          "instead of edits of one photo (the default: the embedding, then a pixel check)."),
+        click.option("--min-relevance", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+                     help=f"Calibrated cut of the embedding step (the same for every model) [default: {CANDIDATE_MIN_RELEVANCE} "
+                          f"for duplicates, whose pixel check decides; {DEFAULT_MIN_RELEVANCE} with --similar]."),
         click.option("--threshold", type=click.FloatRange(-1, 1), default=None, help="A raw cosine similarity instead (model-dependent)."),
         click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True, help="Neighbours looked at per image."),
     )):
@@ -47,17 +51,21 @@ def _grouping_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Model batch size for the calibration [default: 32].")
 @click.option("-v", "--verbose", count=True, help="Debug logging.")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
-def duplicates(min_relevance: float, threshold: float | None, k: int, include_resolved: bool, limit: int | None, offset: int,
-               as_json: bool, html_file: str | None, verbose: int, quiet: bool, **params: Any) -> None:
-    """List groups of near-duplicate images (edits, crops, re-encodes) of a collection.
+def duplicates(similar: bool, min_relevance: float | None, threshold: float | None, k: int, include_resolved: bool,
+               limit: int | None, offset: int, as_json: bool, html_file: str | None, verbose: int, quiet: bool,
+               **params: Any) -> None:
+    """List groups of near-duplicate images (edits of one photo: crops, re-encodes, resizes,
+    colour changes, flips, borders) of a collection; with --similar, groups of look-alikes.
 
     Exact copies are already one point. Each image's nearest neighbours come from the database's
-    own k-NN, so memory stays small at any size. --min-relevance is calibrated per model: the
-    first use measures the model's score scale on edited copies of up to 64 of the collection's
-    images (picked far apart, so that its own copies do not count as non-matches) and caches it.
-    Groups come largest first; each has an id. Decide on a group with `clip-search review`
-    (by its id, at the same cut and -k, or by its members): a resolved group is not listed again
-    unless a new image joins it.
+    own k-NN, so memory stays small at any size; then each candidate pair's pixels are compared
+    (the images are read from their stored paths: a pair whose file is gone is not claimed). An
+    embedding puts "the same kind of thing" as close as "the same photo"; the pixel check is what
+    keeps the listing to real duplicates (docs/duplicates.md has the figures). --min-relevance is
+    calibrated per model: the first use measures the model's score scale on edited copies of up
+    to 64 of the collection's images and caches it. Groups come largest first; each has an id.
+    Decide on a group with `clip-search review` (by its id, with the same options, or by its
+    members): a resolved group is not listed again unless a new image joins it.
     """
     setup_logging(verbose, quiet)
     settings = load_settings(params, DUPLICATES)
@@ -67,13 +75,14 @@ def duplicates(min_relevance: float, threshold: float | None, k: int, include_re
 
     try:
         with open_target_store(store_target(settings), settings.collection) as store:
-            raw, calibration = _cut(settings, store, min_relevance, threshold)
-            found = find_groups(store, raw, k=k, include_resolved=include_resolved)
+            raw, calibration = _cut(settings, store, min_relevance, threshold, similar)
+            found = find_groups(store, raw, k=k, include_resolved=include_resolved, same_photo=_check(similar))
     except (StoreError, ModelLoadError, ValueError) as exc:
         fatal(str(exc))
     page = page_of(found, limit=len(found) if limit is None else limit, offset=offset)
     groups = page.groups
-    document = {"collection": settings.collection, "threshold": raw, "min_relevance": None if threshold is not None else min_relevance,
+    document = {"collection": settings.collection, "tier": "similar" if similar else "duplicates", "threshold": raw,
+                "min_relevance": None if threshold is not None else (min_relevance or default_min_relevance(similar)),
                 "k": k, "calibration": None if calibration is None else calibration.__dict__,
                 "total_groups": page.total_groups, "total_members": page.total_members, "offset": offset,
                 "groups": [g.to_dict() for g in groups]}
@@ -88,18 +97,34 @@ def duplicates(min_relevance: float, threshold: float | None, k: int, include_re
             for point in group.members:
                 click.echo(f"  {point.id}  {point.payload.get('path')}")
         shown = f"groups {offset + 1}-{offset + len(groups)} of " if len(groups) < page.total_groups else ""
-        click.echo(f"{shown}{page.total_groups} group(s), {page.total_members} images, at cosine >= {raw:.4f}")
+        check = "" if similar else ", same photo by the pixel check"
+        click.echo(f"{shown}{page.total_groups} group(s), {page.total_members} images, at cosine >= {raw:.4f}{check}")
     sys.exit(EXIT_OK)
 
 
-def _cut(settings: Settings, store: Any, min_relevance: float, threshold: float | None) -> tuple[float, Any]:
-    """``(raw cosine, calibration or None)``: ``threshold`` itself, else the calibrated cut of ``min_relevance``."""
+def default_min_relevance(similar: bool) -> float:
+    from ..search.duplicates import default_min_relevance as tier_default
+
+    return tier_default("similar" if similar else "duplicates")
+
+
+def _check(similar: bool):
+    """The pixel check of the duplicates tier (None: --similar)."""
+    from ..search.duplicates import SamePhotoCheck
+
+    return None if similar else SamePhotoCheck()
+
+
+def _cut(settings: Settings, store: Any, min_relevance: float | None, threshold: float | None,
+         similar: bool) -> tuple[float, Any]:
+    """``(raw cosine, calibration or None)``: ``threshold`` itself, else the calibrated cut of
+    ``min_relevance`` (default: the tier's)."""
     if threshold is not None:
         return threshold, None
     from ..calibration import cosine_for
 
     calibration = _calibration(settings, store)
-    return cosine_for(calibration, min_relevance), calibration
+    return cosine_for(calibration, min_relevance or default_min_relevance(similar)), calibration
 
 
 def _calibration(settings: Settings, store: Any):
@@ -138,12 +163,12 @@ def _write_html(path: str, collection: str, groups: list, calibration: Any) -> N
 @click.option("--keep", default=None, metavar="ID", help="With keep-one: the member to keep.")
 @click.option("-v", "--verbose", count=True, help="Debug logging.")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
-def review(members: tuple[str, ...], group: str | None, min_relevance: float, threshold: float | None, k: int, decision: str,
-           keep: str | None, verbose: int, quiet: bool, **params: Any) -> None:
+def review(members: tuple[str, ...], group: str | None, similar: bool, min_relevance: float | None, threshold: float | None,
+           k: int, decision: str, keep: str | None, verbose: int, quiet: bool, **params: Any) -> None:
     """Record a decision on the group made of MEMBERS (point ids) or named by --group.
 
-    A group id names the members `clip-search duplicates` listed at the same --min-relevance (or
-    --threshold) and -k; the groups are found again to look it up, and an id that no group has
+    A group id names the members `clip-search duplicates` listed with the same --similar,
+    --min-relevance (or --threshold) and -k; the groups are found again to look it up, and an id that no group has
     now (the group changed) is an error, exit 1. The decision is stored in each member's payload
     (field duplicate_review): it survives re-runs, moves and `clip-ingest migrate`. clip-ingest
     deletes no file.
@@ -161,8 +186,9 @@ def review(members: tuple[str, ...], group: str | None, min_relevance: float, th
         with open_target_store(store_target(settings), settings.collection) as store:
             chosen = list(members)
             if group is not None:
-                raw, _ = _cut(settings, store, min_relevance, threshold)
-                chosen = group_by_id(find_groups(store, raw, k=k, include_resolved=True), group).member_ids
+                raw, _ = _cut(settings, store, min_relevance, threshold, similar)
+                found = find_groups(store, raw, k=k, include_resolved=True, same_photo=_check(similar))
+                chosen = group_by_id(found, group).member_ids
             written = record_review(store, chosen, decision, keep)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -17,6 +17,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Callable
 
 from . import objectstore
+from .scan import os_path
 
 #: default limit for reading one file (seconds)
 DEFAULT_READ_TIMEOUT_S = 60.0
@@ -32,6 +33,17 @@ def read_file(path: str) -> bytes:
         return objectstore.read(path)
     with open(path, "rb") as fh:
         return fh.read()
+
+
+def read_stored(path: object) -> bytes | None:
+    """The bytes behind a stored ``path`` payload (a local file, escaped names included, or an
+    object-store URI); ``None`` when there is no such path or it cannot be read any more."""
+    if not isinstance(path, str):
+        return None
+    try:
+        return read_file(path if objectstore.is_uri(path) else os_path(path))
+    except OSError:
+        return None
 
 
 class TimedReader:

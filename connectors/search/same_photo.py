@@ -30,7 +30,7 @@ step ~10-40 ms, run only on pairs that pass the placement.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -86,7 +86,6 @@ class Thumbnail:
 
     pixels: np.ndarray
     detail: Image.Image
-    _templates: dict[tuple[float, bool], _Template | None] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, image: Image.Image | bytes) -> "Thumbnail":
@@ -99,7 +98,7 @@ class Thumbnail:
 
     @cached_property
     def spectrum(self) -> np.ndarray:
-        return np.fft.rfft2(self.pixels, _FFT)
+        return np.fft.rfft2(self.pixels, _FFT).astype(np.complex64)
 
     @cached_property
     def _integrals(self) -> tuple[np.ndarray, np.ndarray]:
@@ -118,22 +117,20 @@ class Thumbnail:
         return np.sqrt(np.maximum(variance, 0.0))
 
     def template(self, scale: float, mirrored: bool) -> _Template | None:
-        """This thumbnail at ``scale`` (mirrored or not), ready to be correlated; None: too small or flat."""
-        key = (scale, mirrored)
-        if key not in self._templates:
-            height, width = self.pixels.shape
-            th, tw = int(height * scale), int(width * scale)
-            found = None
-            if min(th, tw) >= MIN_TEMPLATE:
-                pixels = _resized(self.pixels, tw, th)
-                if mirrored:
-                    pixels = pixels[:, ::-1]
-                centred = pixels - pixels.mean()
-                norm = float(np.linalg.norm(centred))
-                if norm > 1e-3:
-                    found = _Template(th, tw, np.conj(np.fft.rfft2(centred, _FFT)), norm)
-            self._templates[key] = found
-        return self._templates[key]
+        """This thumbnail at ``scale`` (mirrored or not), ready to be correlated; None: too small
+        or flat. Not kept: a collection's worth of templates would take ~1 MB an image."""
+        height, width = self.pixels.shape
+        th, tw = int(height * scale), int(width * scale)
+        if min(th, tw) < MIN_TEMPLATE:
+            return None
+        pixels = _resized(self.pixels, tw, th)
+        if mirrored:
+            pixels = pixels[:, ::-1]
+        centred = pixels - pixels.mean()
+        norm = float(np.linalg.norm(centred))
+        if norm <= 1e-3:
+            return None
+        return _Template(th, tw, np.conj(np.fft.rfft2(centred, _FFT)).astype(np.complex64), norm)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,98 @@
+"""The pixel check of near-duplicates: edits of one picture pass it, other pictures and other
+views of one scene do not; in the duplicates tier it drops look-alike pairs the embedding kept."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance, ImageOps
+from planted_duplicates import photo
+
+from clip_ingest.connectors.backends.base import Point
+from clip_ingest.connectors.search.duplicates import SamePhotoCheck
+from clip_ingest.connectors.search.same_photo import SAME_PHOTO_CUT, Thumbnail, alignment_score, same_photo_score
+
+
+def _jpeg(image: Image.Image, quality: int) -> Image.Image:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(out.getvalue())).convert("RGB")
+
+
+def _bordered(image: Image.Image) -> Image.Image:
+    frame = image.width // 10
+    canvas = Image.new("RGB", (image.width + 2 * frame, image.height + 3 * frame), (240, 240, 240))
+    canvas.paste(image, (frame, 2 * frame))
+    return canvas
+
+
+EDITS = {
+    "crop": lambda im: im.crop((20, 10, 230, 220)),
+    "resize": lambda im: im.resize((128, 128)),
+    "reencode": lambda im: _jpeg(im, 25),
+    "colour": lambda im: ImageEnhance.Brightness(ImageEnhance.Color(im).enhance(1.5)).enhance(0.85),
+    "flip": ImageOps.mirror,
+    "border": _bordered,
+}
+# a 3-5 degree turn passes on about half of real photos (docs/duplicates.md), not on grainy
+# synthetic ones: not promised here
+
+
+@pytest.fixture(scope="module")
+def original() -> Image.Image:
+    return photo(7, size=256)
+
+
+@pytest.mark.parametrize("kind", sorted(EDITS))
+def test_an_edit_of_a_picture_is_the_same_photo(original: Image.Image, kind: str) -> None:
+    edited = EDITS[kind](original)
+    assert same_photo_score(Thumbnail.of(original), Thumbnail.of(edited)) >= SAME_PHOTO_CUT
+    assert same_photo_score(Thumbnail.of(edited), Thumbnail.of(original)) >= SAME_PHOTO_CUT  # either way round
+
+
+def test_other_pictures_are_not_the_same_photo(original: Image.Image) -> None:
+    first = Thumbnail.of(original)
+    scores = [same_photo_score(first, Thumbnail.of(photo(seed, size=256))) for seed in range(20, 40)]
+    assert max(scores) < SAME_PHOTO_CUT, scores
+
+
+def test_another_view_of_the_same_scene_is_not_the_same_photo() -> None:
+    """The same colour field and shapes, the shapes moved a little (another shot of one scene):
+    the layout places well, the detail does not match."""
+    rng = np.random.default_rng(3)
+    scene = photo(11, size=256)
+    moved = scene.copy()
+    for _ in range(6):
+        box = tuple(int(v) for v in (*rng.integers(0, 180, 2), *rng.integers(30, 70, 2)))
+        patch = scene.crop((box[0], box[1], box[0] + box[2], box[1] + box[3]))
+        moved.paste(patch, (box[0] + int(rng.integers(4, 9)), box[1] + int(rng.integers(4, 9))))
+    a, b = Thumbnail.of(scene), Thumbnail.of(moved)
+    assert alignment_score(a, b) > 0.9  # the embedding's kind of look-alike: the layout matches
+    assert same_photo_score(a, b) < SAME_PHOTO_CUT
+
+
+def test_thumbnails_come_from_bytes_and_bad_bytes_are_refused() -> None:
+    encoded = io.BytesIO()
+    photo(3, size=300).save(encoded, "JPEG")
+    thumb = Thumbnail.of(encoded.getvalue())
+    assert max(thumb.pixels.shape) == 48 and max(thumb.detail.size) == 112
+    with pytest.raises(OSError):
+        Thumbnail.of(b"not an image")
+
+
+def test_the_duplicates_tier_keeps_edits_and_drops_look_alikes_and_unreadable_pairs(original: Image.Image) -> None:
+    """Pairs the k-NN pass put together: an edit (kept), another picture (dropped), a pair whose
+    file is gone (dropped, counted)."""
+    images = {"a": original, "b": EDITS["crop"](original), "c": photo(30, size=256)}
+    encoded = {}
+    for key, image in images.items():
+        out = io.BytesIO()
+        image.save(out, "PNG")
+        encoded[key] = out.getvalue()
+    listed = {key: Point(key, None, {"path": key}) for key in ("a", "b", "c", "gone")}
+    neighbours = {"a": {"b": 0.97, "c": 0.96, "gone": 0.99}, "b": {"a": 0.97}, "c": {"a": 0.96}}
+    check = SamePhotoCheck(lambda point: encoded.get(point.id))
+    assert check(listed, neighbours) == {"a": {"b": 0.97}, "b": {"a": 0.97}}
+    assert check.unreadable == 1
