@@ -273,27 +273,31 @@ def served_duplicates(tmp_path_factory):
 
 def test_duplicates_are_the_finders_groups_at_the_calibrated_cut_and_reviews_stick(served_duplicates):
     from clip_ingest.connectors.calibration import cosine_for, load_calibration
-    from clip_ingest.connectors.search.duplicates import find_groups
+    from clip_ingest.connectors.search.duplicates import CANDIDATE_MIN_RELEVANCE, DEFAULT_MIN_RELEVANCE, SamePhotoCheck, find_groups
 
     client, service, truth = served_duplicates
-    response = client.get("/v1/duplicates", params={"min_relevance": 0.9})
+    response = client.get("/v1/duplicates")  # the default tier: edits of one photo
     assert response.status_code == 200, response.text
     body = response.json()
     calibration = load_calibration(service.model_id)  # measured by that request, and cached
-    assert calibration is not None and body["threshold"] == pytest.approx(cosine_for(calibration, 0.9))
-    assert body["groups"] == [g.to_dict() for g in find_groups(service.store, body["threshold"])]
+    assert calibration is not None and body["threshold"] == pytest.approx(cosine_for(calibration, CANDIDATE_MIN_RELEVANCE))
+    assert body["tier"] == "duplicates" and body["min_relevance"] == CANDIDATE_MIN_RELEVANCE
+    assert body["groups"] == [g.to_dict() for g in find_groups(service.store, body["threshold"], same_photo=SamePhotoCheck())]
     planted_pairs = {frozenset((a, b)) for g in truth.values() for a in g for b in g if a < b}
     found_pairs = {frozenset((a["path"], b["path"])) for g in body["groups"] for a in g["members"] for b in g["members"] if a["path"] < b["path"]}
-    assert found_pairs & planted_pairs  # the planted edits are among what it groups
+    assert found_pairs and found_pairs <= planted_pairs  # the pixel check claims no pair that was not planted
+    similar = client.get("/v1/duplicates", params={"tier": "similar"}).json()
+    assert similar["threshold"] == pytest.approx(cosine_for(calibration, DEFAULT_MIN_RELEVANCE))
+    assert similar["groups"] == [g.to_dict() for g in find_groups(service.store, similar["threshold"])]
 
     first = body["groups"][0]
     ids = [m["id"] for m in first["members"]]
     saved = client.post("/v1/duplicates/review", json={"members": ids, "decision": "keep-one", "keep": ids[0]})
     assert saved.status_code == 200, saved.text
     assert saved.json()["decision"] == "keep-one" and saved.json()["members"] == sorted(ids)
-    again = client.get("/v1/duplicates", params={"min_relevance": 0.9}).json()
+    again = client.get("/v1/duplicates").json()
     assert first["group"] not in {g["group"] for g in again["groups"]} and len(again["groups"]) == len(body["groups"]) - 1
-    resolved = client.get("/v1/duplicates", params={"min_relevance": 0.9, "include_resolved": True}).json()
+    resolved = client.get("/v1/duplicates", params={"include_resolved": True}).json()
     assert {g["group"]: g["review"]["keep"] for g in resolved["groups"] if g["review"]} == {first["group"]: ids[0]}
 
 

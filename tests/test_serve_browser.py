@@ -208,13 +208,13 @@ def test_duplicate_groups_are_reviewed_on_the_page_and_stay_reviewed(page, dup_s
     import httpx
 
     url, service, _ = dup_site
-    expected = httpx.get(url + "/v1/duplicates", params={"min_relevance": 0.9}, timeout=120).json()["groups"]
+    expected = httpx.get(url + "/v1/duplicates", timeout=120).json()["groups"]
     assert len(expected) >= 2
     page.goto(url + "/")
     page.click("#dups")
     page.wait_for_selector("#grid .group")
     assert group_ids(page) == [g["group"] for g in expected]
-    assert parse_qs(urlparse(page.url).query) == {"duplicates": ["1"], "min_relevance": ["0.9"]}
+    assert parse_qs(urlparse(page.url).query) == {"duplicates": ["1"], "tier": ["duplicates"]}
     first = page.locator("#grid .group").first
     assert first.locator(".member").count() == expected[0]["size"]
     # thumbnails load as they come near the screen: those on the first screen are there

@@ -28,7 +28,7 @@ POINTS = 10_000
 MAX_THUMBS = 6  # the page's bound on thumbnail requests in flight
 TIMEOUT_MS = 20_000
 #: the view of the planted collection: a raw cosine, as clip-search duplicates --threshold
-VIEW = f"/?duplicates=1&threshold={THRESHOLD}"
+VIEW = f"/?duplicates=1&tier=similar&threshold={THRESHOLD}"
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def site(tmp_path_factory, tiny_embedder):
     planted = plant_clusters(store, tiny_embedder, root / "photos", POINTS)
     with running_server(store, tiny_embedder, collection="dups") as (url, service):
         started = time.perf_counter()
-        warm = httpx.get(url + "/v1/duplicates", params={"threshold": THRESHOLD, "limit": 1}, timeout=300)
+        warm = httpx.get(url + "/v1/duplicates", params={"threshold": THRESHOLD, "tier": "similar", "limit": 1}, timeout=300)
         assert warm.status_code == 200, warm.text
         print(f"\ngrouping pass over {POINTS} points (once, then cached): {time.perf_counter() - started:.2f} s")
         yield url, service, planted

@@ -43,7 +43,7 @@ def served(tmp_path, tiny_embedder):
 
 
 def listing(client, **params) -> httpx.Response:
-    return client.get("/v1/duplicates", params={"threshold": THRESHOLD, **params})
+    return client.get("/v1/duplicates", params={"threshold": THRESHOLD, "tier": "similar", **params})
 
 
 def every_page(client, limit: int, by_cursor: bool) -> list[dict]:
@@ -93,7 +93,7 @@ def test_a_cursor_page_stays_right_when_groups_before_it_are_reviewed(served):
     before = listing(client, limit=20).json()["groups"]
     first = listing(client, limit=5).json()
     for group in first["groups"][:3]:
-        saved = client.post("/v1/duplicates/review", json={"group": group["group"], "decision": "keep-all", "threshold": THRESHOLD})
+        saved = client.post("/v1/duplicates/review", json={"group": group["group"], "decision": "keep-all", "threshold": THRESHOLD, "tier": "similar"})
         assert saved.status_code == 200, saved.text
     following = listing(client, limit=5, cursor=first["next_cursor"]).json()
     assert [g["group"] for g in following["groups"]] == [g["group"] for g in before[5:10]]
@@ -111,7 +111,7 @@ def test_the_grouping_pass_runs_once_while_the_collection_is_unchanged(served, t
     assert store.searches == once  # paging did not search again
     # a review shows at once, without a new pass
     gone = listing(client, limit=1).json()["groups"][0]
-    saved = client.post("/v1/duplicates/review", json={"group": gone["group"], "decision": "keep-all", "threshold": THRESHOLD})
+    saved = client.post("/v1/duplicates/review", json={"group": gone["group"], "decision": "keep-all", "threshold": THRESHOLD, "tier": "similar"})
     assert saved.status_code == 200, saved.text
     after = listing(client, limit=500).json()
     assert gone["group"] not in {g["group"] for g in after["groups"]} and after["total_groups"] == len(planted.clusters) - 1
@@ -131,23 +131,23 @@ def test_a_review_names_its_group_by_id_and_a_stale_or_unknown_id_is_404(served)
     first, second = groups[0], groups[1]
     keep = first["members"][1]["id"]
     saved = client.post("/v1/duplicates/review", json={"group": first["group"], "decision": "keep-one", "keep": keep,
-                                                       "threshold": THRESHOLD})
+                                                       "threshold": THRESHOLD, "tier": "similar"})
     assert saved.status_code == 200, saved.text
     assert saved.json()["members"] == sorted(m["id"] for m in first["members"]) and saved.json()["keep"] == keep
     resolved = {g["group"]: g["review"] for g in listing(client, limit=500, include_resolved=True).json()["groups"]}
     assert resolved[first["group"]]["keep"] == keep
     # a resolved group can be decided again by its id (include_resolved lists it)
-    again = client.post("/v1/duplicates/review", json={"group": first["group"], "decision": "not-duplicates", "threshold": THRESHOLD})
+    again = client.post("/v1/duplicates/review", json={"group": first["group"], "decision": "not-duplicates", "threshold": THRESHOLD, "tier": "similar"})
     assert again.status_code == 200, again.text
 
     untouched = [m["id"] for m in second["members"]]
     store.delete([untouched[0]])  # the group changed since it was listed
     cases = [
-        ({"group": second["group"], "decision": "keep-all", "threshold": THRESHOLD}, 404, "changed since it was listed"),
-        ({"group": "0123456789abcdef", "decision": "keep-all", "threshold": THRESHOLD}, 404, "no near-duplicate group"),
+        ({"group": second["group"], "decision": "keep-all", "threshold": THRESHOLD, "tier": "similar"}, 404, "changed since it was listed"),
+        ({"group": "0123456789abcdef", "decision": "keep-all", "threshold": THRESHOLD, "tier": "similar"}, 404, "no near-duplicate group"),
         ({"group": first["group"], "members": untouched, "decision": "keep-all"}, 400, "not both"),
         ({"decision": "keep-all"}, 400, "not both"),
-        ({"group": first["group"], "decision": "keep-one", "keep": untouched[1], "threshold": THRESHOLD}, 400, "not a member"),
+        ({"group": first["group"], "decision": "keep-one", "keep": untouched[1], "threshold": THRESHOLD, "tier": "similar"}, 400, "not a member"),
         ({"group": first["group"], "decision": "keep-all", "threshold": THRESHOLD, "min_relevance": 0.9}, 400, "not both"),
     ]
     for body, status, words in cases:

@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from ..backends.base import StoreError
 from ..decode import ImageDecodeError
 from ..search.filters import FilterError, FilterSyntaxError, parse_filter
-from ..search.duplicates import DECISIONS, DEFAULT_MIN_RELEVANCE, page_of
+from ..search.duplicates import DECISIONS, TIERS, default_min_relevance, page_of
 from ..search.results import result_document
 from ..search.searcher import PointNotFoundError
 from .scheduled_ingest import ScheduledIngest
@@ -68,6 +68,7 @@ class ReviewRequest(BaseModel):
     group: Optional[str] = Field(None, max_length=64, description="a group id from GET /v1/duplicates")
     decision: Literal[DECISIONS]  # type: ignore[valid-type]
     keep: Optional[str] = None
+    tier: Literal[TIERS] = Field("duplicates", description="with group: the listing's tier")  # type: ignore[valid-type]
     min_relevance: Optional[float] = Field(None, ge=0, lt=1, description="with group: the listing's cut")
     threshold: Optional[float] = Field(None, ge=-1, le=1, description="with group: the listing's raw cosine instead")
     k: int = Field(10, ge=1, le=MAX_DUPLICATE_K, description="with group: the listing's k")
@@ -174,8 +175,12 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
         return {"valid": True, "error": None, "position": None}
 
     # -- near-duplicates
-    @app.get("/v1/duplicates", summary="Near-duplicate groups at a calibrated relevance, page by page (largest first)")
-    async def duplicates(min_relevance: Optional[float] = Query(None, ge=0, lt=1, description=f"default {DEFAULT_MIN_RELEVANCE}"),
+    @app.get("/v1/duplicates", summary="Near-duplicate groups (edits of one photo, or with tier=similar look-alikes), "
+             "page by page (largest first)")
+    async def duplicates(tier: Literal[TIERS] = Query("duplicates", description=(  # type: ignore[valid-type]
+                             "duplicates: the k-NN pass, then a pixel check keeps edits of one photo; similar: the k-NN pass alone")),
+                         min_relevance: Optional[float] = Query(None, ge=0, lt=1, description=(
+                             "the k-NN pass's calibrated cut [default: 0.5 for duplicates, 0.9 for similar]")),
                          threshold: Optional[float] = Query(None, ge=-1, le=1, description="a raw cosine instead of min_relevance"),
                          k: int = Query(10, ge=1, le=MAX_DUPLICATE_K), include_resolved: bool = False,
                          limit: int = Query(DUPLICATES_PAGE, ge=1, le=MAX_DUPLICATES_PAGE), offset: int = Query(0, ge=0),
@@ -183,10 +188,10 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
         if cursor is not None and offset:
             raise ApiError(400, "give offset or cursor, not both")
         cut, groups = await _call(service.duplicates, min_relevance=min_relevance, threshold=threshold, k=k,
-                                  include_resolved=include_resolved)
+                                  include_resolved=include_resolved, tier=tier)
         page = await _call(page_of, groups, limit=limit, offset=offset, cursor=cursor)
-        return {"collection": service.collection, "model_id": service.model_id,
-                "min_relevance": None if threshold is not None else DEFAULT_MIN_RELEVANCE if min_relevance is None else min_relevance,
+        return {"collection": service.collection, "model_id": service.model_id, "tier": tier,
+                "min_relevance": None if threshold is not None else default_min_relevance(tier) if min_relevance is None else min_relevance,
                 "threshold": cut, "k": k, "total_groups": page.total_groups, "total_members": page.total_members,
                 "offset": offset, "limit": limit, "next_cursor": page.next_cursor, "groups": [g.to_dict() for g in page.groups]}
 
@@ -198,7 +203,7 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
         if body.group is None:
             return await _call(service.review, body.members, body.decision, body.keep)
         return await _call(service.review_group, body.group, body.decision, body.keep, min_relevance=body.min_relevance,
-                           threshold=body.threshold, k=body.k)
+                           threshold=body.threshold, k=body.k, tier=body.tier)
 
     # -- embeddings
     @app.post("/v1/embed/text", summary="Texts to vectors")

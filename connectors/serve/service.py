@@ -21,7 +21,7 @@ from ..calibration import Calibration, collection_calibration, cosine_for, load_
 from ..decode import ImageInput
 from ..embedder import Embedder
 from ..ingest.scan import os_path
-from ..search.duplicates import DEFAULT_MIN_RELEVANCE, Group, GroupingCache, group_by_id, record_review
+from ..search.duplicates import Group, GroupingCache, SamePhotoCheck, default_min_relevance, group_by_id, record_review
 from ..search.html import PATH_FIELD, thumbnail_jpeg
 from ..search.searcher import PointNotFoundError, Searcher
 from .batching import BatchObserver, MicroBatcher
@@ -154,23 +154,28 @@ class SearchService:
         (``ValueError`` when the collection cannot calibrate it, or no pair can reach it)."""
         return cosine_for(self.calibration(), min_relevance)
 
-    def duplicate_cut(self, min_relevance: float | None = None, threshold: float | None = None) -> float:
-        """The raw cosine a duplicates listing cuts at: ``threshold`` itself, else the calibrated
-        cut of ``min_relevance`` (default :data:`~..search.duplicates.DEFAULT_MIN_RELEVANCE`)."""
+    def duplicate_cut(self, min_relevance: float | None = None, threshold: float | None = None,
+                      tier: str = "duplicates") -> float:
+        """The raw cosine a duplicates listing's k-NN pass cuts at: ``threshold`` itself, else the
+        calibrated cut of ``min_relevance`` (default: the tier's,
+        :func:`~..search.duplicates.default_min_relevance`)."""
         if threshold is not None:
             if min_relevance is not None:
                 raise ValueError("give min_relevance or threshold, not both")
             return threshold
-        return self.relevance_cut(DEFAULT_MIN_RELEVANCE if min_relevance is None else min_relevance)
+        return self.relevance_cut(default_min_relevance(tier) if min_relevance is None else min_relevance)
 
     def duplicates(self, *, min_relevance: float | None = None, threshold: float | None = None, k: int = 10,
-                   include_resolved: bool = False) -> tuple[float, list[Group]]:
-        """``(raw cosine, groups)`` at :meth:`duplicate_cut`, as :func:`~..search.duplicates.find_groups`
-        finds them. The k-NN pass (one search per stored point, as long as a ``clip-search
-        duplicates`` run) is made once per ``(cut, k)`` while the collection is unchanged; each
-        call after it lists the points again, so reviews and moves show at once."""
-        cut = self.duplicate_cut(min_relevance, threshold)
-        return cut, self._groupings.groups(cut, k=k, include_resolved=include_resolved)
+                   include_resolved: bool = False, tier: str = "duplicates") -> tuple[float, list[Group]]:
+        """``(raw cosine, groups)`` of ``tier`` at :meth:`duplicate_cut`, as
+        :func:`~..search.duplicates.find_groups` finds them (``duplicates``: then the pixel check;
+        ``similar``: the k-NN pass alone). The k-NN pass (one search per stored point, as long as
+        a ``clip-search duplicates`` run) and the check are made once per ``(cut, k, tier)`` while
+        the collection is unchanged; each call after it lists the points again, so reviews and
+        moves show at once."""
+        cut = self.duplicate_cut(min_relevance, threshold, tier)
+        check = SamePhotoCheck() if tier == "duplicates" else None
+        return cut, self._groupings.groups(cut, k=k, include_resolved=include_resolved, same_photo=check)
 
     def review(self, member_ids: Sequence[str], decision: str, keep: str | None = None) -> dict[str, Any]:
         """Store a decision on a group (see :func:`~..search.duplicates.record_review`)."""
@@ -182,10 +187,10 @@ class SearchService:
         return record_review(self.store, members, decision, keep)
 
     def review_group(self, group: str, decision: str, keep: str | None = None, *, min_relevance: float | None = None,
-                     threshold: float | None = None, k: int = 10) -> dict[str, Any]:
-        """Store a decision on the group listed with id ``group`` at the same cut and ``k``;
+                     threshold: float | None = None, k: int = 10, tier: str = "duplicates") -> dict[str, Any]:
+        """Store a decision on the group listed with id ``group`` at the same tier, cut and ``k``;
         :class:`PointNotFoundError` when no group has that id now (it changed, or it never was)."""
-        _, groups = self.duplicates(min_relevance=min_relevance, threshold=threshold, k=k, include_resolved=True)
+        _, groups = self.duplicates(min_relevance=min_relevance, threshold=threshold, k=k, include_resolved=True, tier=tier)
         return self.review(group_by_id(groups, group).member_ids, decision, keep)
 
     # -- embeddings
