@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from clip_ingest.connectors.backends.base import CollectionSpec, Point
+from clip_ingest.connectors.cpus import decode_workers
 from clip_ingest.connectors.embedder import Embedder
 from clip_ingest.connectors.ingest.executor import LocalExecutor, StageExecutor
 from clip_ingest.connectors.ingest.pipeline import IngestOptions, run_ingest
@@ -65,12 +66,13 @@ def forward_throughput(embedder: Embedder, paths: Sequence[Path], n: int, batch_
     return n / seconds
 
 
-def decode_throughput(embedder: Embedder, folder: Path, workers: int, executor: StageExecutor | None = None) -> float:
+def decode_throughput(embedder: Embedder, folder: Path, workers: int | None, executor: StageExecutor | None = None) -> float:
     """(b) images/s of the pipeline's own decode stage (read, hash, decode, preprocess) on its
     thread pool, or on ``executor`` (its start-up included, as a run pays it)."""
     state = StoredState()
     decode = DecodeStage(ImageEncoder(embedder), "bench", state)
     planner = Planner(Scan([str(folder)], on_problem=lambda p: None), state)
+    workers = decode_workers(workers)
     executor = executor or LocalExecutor(workers, window=4 * workers)
     seconds, count = common.timed(lambda: sum(1 for _ in executor.results(planner, decode)))
     return count / seconds

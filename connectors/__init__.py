@@ -1,5 +1,11 @@
 """Production side of clip-ingest: embedder, image decoding, ingestion, search, CLIs."""
 
+from .cpus import passive_openmp
+
+# before torch is loaded by any module of the package: its OpenMP threads then sleep rather than
+# spin while they wait (a user's OMP_WAIT_POLICY / GOMP_SPINCOUNT wins; see .cpus)
+passive_openmp()
+
 from .decode import DecodedImage, ImageDecodeError, ImageInput, decode_image
 from .embedder import Embedder
 

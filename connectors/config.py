@@ -76,6 +76,8 @@ COMMON_SETTINGS: tuple[Setting, ...] = (
     Setting("device", str, "auto"),
     Setting("runtime", str, "torch", help="torch or onnx (ONNX Runtime)"),
     Setting("quantize", str, "none", help="none or int8 (ONNX Runtime only)"),
+    Setting("cpus", int, None, help="CPUs to size the model and decode threads to (default: those this process "
+            "may use, its affinity and cgroup quota; see clip_ingest.connectors.cpus)"),
     Setting("data_dir", str, DEFAULT_DATA_DIR, help="where embedded stores and run files live"),
     Setting("qdrant_api_key", str, None, secret=True),
     Setting("milvus_token", str, None, secret=True),

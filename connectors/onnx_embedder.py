@@ -41,6 +41,8 @@ class OnnxEmbedder:
         batch_size: images/texts per run; results do not depend on it.
         providers: onnxruntime execution providers (default: CPU).
         max_megapixels: images above this size are refused (:class:`ImageDecodeError`).
+        session_options: onnxruntime ``SessionOptions`` of both towers (default: onnxruntime's;
+            :func:`~clip_ingest.connectors.runtime.load_embedder` sizes them, see :mod:`..cpus`).
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class OnnxEmbedder:
         batch_size: int = 32,
         providers: Sequence[str] | None = None,
         max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+        session_options: Any = None,
     ) -> None:
         import onnxruntime as ort  # optional dependency: import only when used
 
@@ -73,8 +76,8 @@ class OnnxEmbedder:
         # an export carries its tokenizer config; a runtime cache entry names its model's tokenizer
         self._tokenizer = open_clip.get_tokenizer(metadata.get("tokenizer") or f"local-dir:{directory}")
         providers = list(providers or ["CPUExecutionProvider"])
-        self._image = ort.InferenceSession(str(directory / onnx_files["image"]), providers=providers)
-        self._text = ort.InferenceSession(str(directory / onnx_files["text"]), providers=providers)
+        self._image, self._text = (ort.InferenceSession(str(directory / onnx_files[tower]), sess_options=session_options,
+                                                        providers=providers) for tower in ("image", "text"))
         self._dim = int(self._run(self._text, self._tokens(["a"])).shape[1])
 
     @property

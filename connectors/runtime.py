@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from .config import QUANTIZATIONS, RUNTIMES
+from .cpus import onnx_session_options, size_torch, thread_plan
 from .embedder import Embedder
 from .factory import DEFAULT_MODEL_SPEC, METADATA_FILE, ModelLoadError, load_model, open_clip_name, parse_model_spec
 
 CACHE_ENV = "CLIP_INGEST_CACHE"
 #: appended to the ``model_id`` of int8 models: their vectors must not mix with fp32 ones
 INT8_SUFFIX = "+onnx-int8"
+log = logging.getLogger("clip_ingest.runtime")
 
 
 def cache_root() -> Path:
@@ -46,9 +48,16 @@ def cache_root() -> Path:
 
 
 def load_embedder(spec: str = DEFAULT_MODEL_SPEC, *, runtime: str = "torch", quantize: str = "none",
-                  device: str | None = "auto", batch_size: int = 32, **options: Any) -> Embedder:
+                  device: str | None = "auto", batch_size: int = 32, cpus: int | None = None, **options: Any) -> Embedder:
     """The embedder for ``spec`` on ``runtime`` (``torch`` or ``onnx``), ``quantize`` ``none`` or
-    ``int8`` (ONNX only); ``options`` go to the embedder (e.g. ``max_megapixels``, torch's ``precision``)."""
+    ``int8`` (ONNX only); ``options`` go to the embedder (e.g. ``max_megapixels``, torch's ``precision``).
+
+    Its threads are sized here, for every command and adapter, to the CPUs this process may use
+    (:func:`~.cpus.thread_plan`: ``cpus``, else ``CLIP_INGEST_CPUS``, else affinity and cgroup
+    quota; ``OMP_NUM_THREADS`` names the model threads unless ``cpus`` is given): torch's
+    intra-op threads (a process-wide setting), or ONNX Runtime's pools, without spin-waiting."""
+    plan = thread_plan(cpus)
+    log.debug("threads: %s", plan.describe())
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
     if quantize not in QUANTIZATIONS:
@@ -58,6 +67,7 @@ def load_embedder(spec: str = DEFAULT_MODEL_SPEC, *, runtime: str = "torch", qua
             raise ValueError("int8 quantization runs on ONNX Runtime: add --runtime onnx")
         from .openclip_embedder import OpenClipEmbedder
 
+        size_torch(plan)
         return OpenClipEmbedder(spec, device=device, batch_size=batch_size, **options)
     try:
         import onnx  # noqa: F401 - the exporter writes with it
@@ -67,7 +77,8 @@ def load_embedder(spec: str = DEFAULT_MODEL_SPEC, *, runtime: str = "torch", qua
     from .onnx_embedder import OnnxEmbedder
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if str(device or "").startswith("cuda") else None
-    return OnnxEmbedder(onnx_model_dir(spec, quantize=quantize), batch_size=batch_size, providers=providers, **options)
+    return OnnxEmbedder(onnx_model_dir(spec, quantize=quantize), batch_size=batch_size, providers=providers,
+                        session_options=onnx_session_options(plan), **options)
 
 
 def onnx_model_dir(spec: str, *, quantize: str = "none") -> Path:

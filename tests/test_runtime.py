@@ -90,3 +90,32 @@ def test_the_adapters_take_the_runtime(tiny_embedder):
     embeddings = ClipIngestEmbeddings(TINY_SPEC, runtime="onnx")
     vector = embeddings.embed_query("a red circle")
     assert _cosines(np.array([vector]), tiny_embedder.embed_texts(["a red circle"]))[0] >= 0.9999
+
+
+@pytest.fixture
+def torch_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    yield torch
+    torch.set_num_threads(before)  # load_embedder's setting is process-wide
+
+
+def test_the_factory_sizes_the_runtimes_threads_and_turns_spinning_off(monkeypatch, torch_threads):
+    from clip_ingest.connectors.cpus import ORT_NO_SPIN
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("CLIP_INGEST_CPUS", "3")  # the setting's environment variable
+    load_embedder(TINY_SPEC, device="cpu")
+    assert torch_threads.get_num_threads() == 3
+    load_embedder(TINY_SPEC, device="cpu", cpus=1)  # the setting itself (--cpus) over the environment
+    assert torch_threads.get_num_threads() == 1
+    for quantize in ("none", "int8"):
+        onnx = load_embedder(TINY_SPEC, runtime="onnx", quantize=quantize)
+        for session in (onnx._image, onnx._text):
+            options = session.get_session_options()
+            assert (options.intra_op_num_threads, options.inter_op_num_threads) == (3, 1)
+            assert [options.get_session_config_entry(key) for key in ORT_NO_SPIN] == ["0", "0"]
+    monkeypatch.delenv("CLIP_INGEST_CPUS")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a user's OMP_NUM_THREADS names the model threads, ONNX Runtime's too
+    assert load_embedder(TINY_SPEC, runtime="onnx")._image.get_session_options().intra_op_num_threads == 1

@@ -65,6 +65,11 @@ _COMMON_OPTIONS = (
         "vectors, so a model id of its own: it cannot share a collection with fp32) [default: none].",
     ),
     click.option(
+        "--cpus", type=click.IntRange(1), default=None,
+        help="CPUs to size the threads to: the model's, and half as many decode workers [default: the CPUs "
+        "this process may use (affinity, cgroup quota); OMP_NUM_THREADS still names the model's].",
+    ),
+    click.option(
         "--config", "config_file", type=click.Path(dir_okay=False), default=None,
         help="TOML config file [default: ./clip-ingest.toml if present].",
     ),
@@ -132,7 +137,7 @@ def load_settings_embedder(settings: Settings, model: str, batch_size: int) -> A
 
     try:
         return load_embedder(model, runtime=settings.runtime, quantize=settings.quantize, device=settings.device,
-                             batch_size=batch_size)
+                             batch_size=batch_size, cpus=settings.get("cpus"))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 

@@ -23,6 +23,7 @@ import click
 
 from ..backends.common import redact_uri
 from ..config import Setting, Settings, StoreTarget, register_command
+from ..cpus import decode_workers
 from ..ingest.deadletter import RunFiles
 from ..ingest.lock import LockedError, LockHolder, RunLock, default_lock_path, refusal, store_holder
 from ..ingest.metadata import MetadataLimits
@@ -80,7 +81,7 @@ INGEST_SETTINGS: tuple[Setting, ...] = (
     Setting("read_timeout", float, DEFAULT_READ_TIMEOUT_S),
     Setting("summary", str, None),
     Setting("from_parquet", str, None),
-    Setting("workers", int, 4),
+    Setting("workers", int, None),
     Setting("batch_size", int, 32),
     Setting("executor", str, "local"),
     Setting("ray_address", str, None),
@@ -140,7 +141,7 @@ def source_options(fn: F) -> F:
             f"reason 'timeout') and the run goes on [default: {DEFAULT_READ_TIMEOUT_S:g}].",
         ),
         click.option("--summary", default=None, type=click.Path(dir_okay=False), help="Write a JSON run summary here."),
-        click.option("--workers", default=None, type=click.IntRange(1), help="Decode threads, or processes with --executor processes [default: 4]."),
+        click.option("--workers", default=None, type=click.IntRange(1), help="Decode threads, or processes with --executor processes [default: half the CPUs (--cpus), at least 1]."),
         click.option("--batch-size", default=None, type=click.IntRange(1), help="Images per model forward pass [default: 32]."),
         click.option("-v", "--verbose", count=True, help="Debug logging."),
         click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only."),
@@ -277,7 +278,7 @@ def plan_job(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> 
         dry_run=settings.dry_run,
         shard=shard,
         dead_letter=dead_letter,
-        workers=settings.workers,
+        workers=decode_workers(settings.workers, settings.get("cpus")),
         batch_size=settings.batch_size,
         max_batch_bytes=WRITE_BATCH_BYTES[target.target],
         retry_for=settings.retry_for,
@@ -479,7 +480,7 @@ def _executor(settings: Settings, embedder: Any) -> Any:
                   "worker processes); use --executor local", EXIT_USAGE)
         from ..ingest.process_executor import ProcessExecutor
 
-        return ProcessExecutor(workers=settings.workers, read_timeout=settings.read_timeout)
+        return ProcessExecutor(workers=decode_workers(settings.workers, settings.get("cpus")), read_timeout=settings.read_timeout)
     if settings.get("executor") != "ray":
         return None
     if importlib.util.find_spec("ray") is None:

@@ -16,6 +16,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
+from ..cpus import decode_workers
 from .plan import Candidate
 from .reader import DEFAULT_READ_TIMEOUT_S, TimedReader
 from .stages import DecodeStage, Failed, Loaded
@@ -47,8 +48,8 @@ class LocalExecutor:
     release the GIL, and threads avoid pickling every preprocessed tensor between processes.
     ``window`` decodes stay in flight, enough to fill the next batch while the model runs."""
 
-    def __init__(self, workers: int = 4, read_timeout: float = DEFAULT_READ_TIMEOUT_S, window: int = 64) -> None:
-        self.workers = workers
+    def __init__(self, workers: int | None = None, read_timeout: float = DEFAULT_READ_TIMEOUT_S, window: int = 64) -> None:
+        self.workers = decode_workers(workers)  # None: sized to the CPUs (..cpus.thread_plan)
         self.read_timeout = read_timeout
         self.window = window
 

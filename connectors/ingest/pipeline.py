@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 from ..backends.base import CollectionSpec, ModelMismatchError, StoreError, TransientStoreError, VectorStore
+from ..cpus import decode_workers
 from ..embedder import Embedder
 from .deadletter import DeadLetter
 from .executor import LocalExecutor, StageExecutor
@@ -57,7 +58,8 @@ class IngestOptions:
     dry_run: bool = False
     shard: Shard = Shard()
     dead_letter: str | None = None
-    workers: int = 4
+    workers: int | None = None
+    """Decode threads (None: sized to the CPUs this process may use, :func:`~..cpus.thread_plan`)."""
     batch_size: int = 32
     max_batch_bytes: int = 4 << 20
     queue_size: int = 8
@@ -171,7 +173,7 @@ def run_ingest(
     ``should_stop`` (asked between images) stops the run like Ctrl-C does, for a run in a
     thread that cannot receive one (``clip-search serve --ingest-every``). ``executor`` runs
     the read + decode stage (default: :class:`~.executor.LocalExecutor` with ``options.workers``
-    threads).
+    threads, by default sized to the CPUs).
     """
     stats = RunStats()
     spec = CollectionSpec(options.collection, embedder.dim, embedder.model_id, dict(options.index_fields),
@@ -207,8 +209,9 @@ def run_ingest(
     embed = EmbedStage(encoder, embedder.model_id, options.batch_size, embed=not options.dry_run)
     if executor is None:
         # enough decodes in flight to fill the next batch while the model runs on this one
-        window = max(4 * options.workers, 2 * options.batch_size)
-        executor = LocalExecutor(options.workers, options.read_timeout, window)
+        workers = decode_workers(options.workers)
+        window = max(4 * workers, 2 * options.batch_size)
+        executor = LocalExecutor(workers, options.read_timeout, window)
     def describe(path: str) -> tuple[dict, str] | None:
         """The metadata of a path that became a point's primary (see :data:`.writer.Describe`)."""
         file = planner.scanned_file(path)

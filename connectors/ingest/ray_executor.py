@@ -86,11 +86,11 @@ class _EmbedWorker:
     """One Ray actor of the embed stage: embeds the new content of a batch, drops its pixels."""
 
     def __init__(self, factory: EmbedderFactory, device: str | None, threads: int | None) -> None:
-        if threads:
+        self.encoder = ImageEncoder(factory(device=device))
+        if threads:  # after the factory, which sizes torch's threads to the machine: the actor's CPUs win
             import torch
 
             torch.set_num_threads(threads)
-        self.encoder = ImageEncoder(factory(device=device))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         items = list(batch["item"])
