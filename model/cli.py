@@ -424,7 +424,10 @@ def calibrate_text_command(spec: str, data: str, val_fraction: float | None, eva
     matches the words), so that `clip-search query --text ... --min-relevance 0.5` means the same
     for every model. A caption matches the images of its class (rows with a label) or its own
     image. Each query's scores are standardised against its scores over the images (at search
-    time: over the collection), then a logistic fit maps them to a relevance.
+    time: over the collection), then a monotone (isotonic) fit maps them to a relevance: the
+    share of images that matched at that score, at the fit's own share of matches (its base rate;
+    a collection where the words match more images gets more precise cuts, one where they match
+    fewer less precise ones).
 
     The result is cached per model id and, for a model folder (an export), written into its
     clip_ingest.json, where every clip-search and serve finds it. Prints a JSON summary with the
