@@ -8,17 +8,19 @@ the table; :func:`environment` records the load the numbers were taken under.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -170,6 +172,31 @@ def input_images(images: str | None, n: int, into: Path, size: int = 256) -> tup
         paths = real_images(images, n, into)
         return paths, f"{images} (first {len(paths)} images)"
     return generate_images(into, n, size=size), f"generated {size}x{size} JPEG"
+
+
+# -- a competing CPU load
+#: what each competing process runs: a single-threaded numpy loop that never sleeps
+BUSY_LOOP = ("import numpy as np\n"
+             "a = np.random.default_rng(0).random((200, 200))\n"
+             "while True:\n    a = np.tanh(a @ a.T * 1e-3)\n")
+
+
+@contextlib.contextmanager
+def competing_load(processes: int | None = None) -> Iterator[int]:
+    """Run ``processes`` (default: one per CPU this process may use) busy single-threaded numpy
+    loops for the duration of the block, as other jobs of a shared machine would; yields their count."""
+    count = processes or len(os.sched_getaffinity(0))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for _ in range(count)]
+    try:
+        time.sleep(0.5)  # numpy imported: every loop is spinning
+        yield count
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
 
 
 # -- timing

@@ -6,7 +6,8 @@ a cgroup CPU quota when one is set (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us
 a quota of 1.5 CPUs is 2), so a container limited to 2 CPUs on a 64-core host counts 2, not 64.
 The ``cpus`` setting (``--cpus``, ``CLIP_INGEST_CPUS``) replaces it.
 
-The split (:func:`thread_plan`), decided on measurements (``benchmarks/README.md``, Threads):
+The split (:func:`thread_plan`), decided on measurements (``python -m benchmarks.runtimes``; recorded
+in ``benchmarks/README.md``, "threads sized to the CPUs"):
 
 - **model threads** = the budget: torch's intra-op threads (and its inter-op threads while they
   have not started), ONNX Runtime's intra-op pool (its inter-op pool gets 1 thread: a session
@@ -21,8 +22,11 @@ The split (:func:`thread_plan`), decided on measurements (``benchmarks/README.md
   both pools. torch's OpenMP pool (libgomp) reads its wait policy once, when torch is loaded,
   so :func:`passive_openmp` sets ``OMP_WAIT_POLICY=PASSIVE`` in the environment before that
   (``clip_ingest.connectors`` calls it on import); a user's ``OMP_WAIT_POLICY`` or
-  ``GOMP_SPINCOUNT`` is kept. Spinning threads are what made an ingest 6x slower beside other
-  CPU jobs, and even alone on 2 CPUs the starter model ingested ~8x slower with them.
+  ``GOMP_SPINCOUNT`` is kept.
+
+With this plan the starter model ingests 4.6x faster on torch than with the threads as they
+were (host count, spin-waiting, 4 decode threads) on 2 CPUs, 6x beside a competing CPU load, at
+a third of the CPU time per image; 1.1-1.2x on ONNX Runtime.
 
 This module imports only the standard library (torch and onnxruntime inside the functions
 that configure them), so any layer may use it.
@@ -30,15 +34,12 @@ that configure them), so any layer may use it.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
-
-log = logging.getLogger("clip_ingest.cpus")
 
 #: the override of the budget (also the ``cpus`` setting's environment variable)
 CPUS_ENV = "CLIP_INGEST_CPUS"

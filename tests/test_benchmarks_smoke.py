@@ -138,12 +138,18 @@ def test_duplicates_reports_precision_and_recall_per_relevance(tmp_path: Path) -
 
 def test_runtimes_measures_each_runtime_and_its_agreement_with_torch(tmp_path: Path) -> None:
     result = run(runtimes, tmp_path)
-    rows = {r["runtime"]: r for r in only_table(result)}
+    agreement, threads = result["tables"].values()
+    rows = {r["runtime"]: r for r in agreement}
     assert set(rows) == {"torch", "onnx", "onnx-int8"}
     assert rows["onnx"]["model_id"] == rows["torch"]["model_id"] and rows["onnx-int8"]["model_id"].endswith("+onnx-int8")
     assert rows["onnx"]["cos_distance_to_torch_max"] < 1e-4 and rows["torch"]["cos_distance_to_torch_max"] < 1e-6
     assert all(r["forward_images_per_s"] > 0 and r["ingest_images_per_s"] > 0 for r in rows.values())
     assert "onnx / torch, end to end (c)" in [r["name"] for r in result["ratios"]]
+    # the threads as they were and sized, each quiet and beside a competing load (one runtime in smoke mode)
+    assert {(r["threads"].split(":")[0], r["load"]) for r in threads} == {
+        (variant, load) for variant in runtimes.THREADS for load in runtimes.LOADS}
+    assert all(r["images_per_s"] > 0 and r["cpu_ms_per_image"] > 0 for r in threads)
+    assert {"torch, competing load: sized / before", "torch, quiet: sized / before"} <= {r["name"] for r in result["ratios"]}
 
 
 def test_peers_races_every_contender_on_the_same_weights(tmp_path: Path) -> None:
