@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -164,6 +165,24 @@ def real_images(source: str, n: int, into: Path) -> list[Path]:
         link.symlink_to(path.resolve())
         links.append(link)
     return links
+
+
+def class_folders(into: Path, classes: int = 3, per_class: int = 4, size: int = 160) -> Path:
+    """A small stand-in for Caltech-101 (``--smoke``): ``class_N/image_XXXX.jpg`` generated
+    images, plus ``Faces`` and ``Faces_easy`` holding the same photos, the second a tight crop."""
+    from PIL import Image
+
+    for c in range(classes):
+        for i, path in enumerate(generate_images(into / "tmp" / f"class_{c}", per_class, size=size, seed=c)):
+            (into / f"class_{c}").mkdir(parents=True, exist_ok=True)
+            path.rename(into / f"class_{c}" / f"image_{i + 1:04d}.jpg")
+    for i, path in enumerate(generate_images(into / "tmp" / "faces", per_class, size=size, seed=99)):
+        for folder, box in (("Faces", None), ("Faces_easy", (size // 5, size // 5, size - size // 5, size - size // 5))):
+            (into / folder).mkdir(parents=True, exist_ok=True)
+            image = Image.open(path)
+            (image.crop(box).resize((size, size)) if box else image).save(into / folder / f"image_{i + 1:04d}.jpg", quality=92)
+    shutil.rmtree(into / "tmp")
+    return into
 
 
 def input_images(images: str | None, n: int, into: Path, size: int = 256) -> tuple[list[Path], str]:

@@ -1,136 +1,209 @@
-"""Near-duplicate finding: precision and recall of the groups at calibrated thresholds, and its cost.
+"""Near-duplicates on a real collection: what each tier flags on all of Caltech-101, planted edits and ETH-80.
 
-Run ``python -m benchmarks.duplicates --images /work/shared/data/caltech101`` (``--eth80
-/work/shared/data/eth80`` adds the ETH-80 views). Planted set: N real photos; a third of them get
-four edited copies made *differently* from the calibration's edits (an off-centre 80 % crop, JPEG
-quality 25, a 3 degree rotation, a 60 % downscale), so the calibration is not graded on its own
-edits. Everything is ingested into a fresh Qdrant Edge collection with the model (default: the
-starter), the model is calibrated as ``clip-search duplicates`` does (far-apart images of the
-collection), and :func:`find_groups` runs at each ``--relevance``. Reported per relevance: the raw
-threshold it maps to, pair precision and recall against the planted groups, groups found, seconds.
-With ``--eth80``: the views of one ETH-80 object (41 angles) are counted as one group, what
-"similar" rather than "near-identical" means; expect low recall there.
+Run ``python -m benchmarks.duplicates --caltech /work/shared/data/caltech101 --eth80
+/work/shared/data/eth80`` (about 25 minutes on 2 cores for the two models). The collection:
+
+* all 8,677 Caltech-101 photos; its ``Faces`` and ``Faces_easy`` folders hold the same 435
+  photos (``Faces_easy`` a tight crop): the natural true pairs;
+* planted edits of ``--planted`` of them (seeded), one kind each, in turn: ``crop`` (75-88 % of
+  the side, off centre), ``resize`` (half), ``reencode`` (JPEG quality 25), ``colour``
+  (saturation 1.5, brightness 0.85), ``rotate`` (3 or 5 degrees, corners cut), ``flip`` (mirror),
+  ``border`` (a screenshot-style grey frame, wider at the top);
+* all 3,280 ETH-80 views: 41 views of each of 80 objects, "similar, not duplicate".
+
+True pairs are the planted ones and the Faces pairs, closed under "same photo" (an edit of a
+``Faces_easy`` photo is a duplicate of its ``Faces`` original too). Everything is ingested into
+a fresh Qdrant Edge collection per model, the model is calibrated as ``clip-search duplicates``
+does, and each tier runs at its default: *duplicates* (k-NN at relevance 0.5, then the pixel
+check) and *similar* (k-NN at relevance 0.9). Reported per model and tier: images flagged beside
+the true ones, pair precision, groups, mixed-class groups (Faces and Faces_easy one class, an
+ETH-80 category one class), recall per edit kind and of the Faces pairs, ETH-80 view pairs
+flagged, seconds. ``--sheet`` writes the most similar false pairs as one picture (some of
+Caltech-101's own photos are duplicates: look before trusting the precision). ``--smoke`` runs
+on a few generated images in Caltech's layout (:func:`common.class_folders`) with the starter.
 """
 
 from __future__ import annotations
 
 import io
 import os
+from collections import Counter
+from itertools import combinations
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageEnhance, ImageOps
 
 from clip_ingest.connectors.backends import open_store
-from clip_ingest.connectors.calibration import calibration_for, pick_diverse
+from clip_ingest.connectors.calibration import collection_calibration, cosine_for
 from clip_ingest.connectors.ingest.pipeline import IngestOptions, run_ingest
 from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
-from clip_ingest.connectors.search.duplicates import find_groups
+from clip_ingest.connectors.search.duplicates import TIERS, SamePhotoCheck, default_min_relevance, find_groups
 
 from . import common
 
+KINDS = ("crop", "resize", "reencode", "colour", "rotate", "flip", "border")
 
-def evaluation_edits(image: Image.Image) -> list[Image.Image]:
-    """Edits unlike the calibration's: off-centre crop, JPEG q25, small rotation, downscale."""
+
+def edit(image: Image.Image, kind: str, rng: np.random.Generator) -> Image.Image:
+    """``image`` edited the way near-duplicates arise (one of :data:`KINDS`)."""
     width, height = image.size
-    crop = image.crop((int(width * 0.15), int(height * 0.05), int(width * 0.95), int(height * 0.85))).resize((width, height))
-    encoded = io.BytesIO()
-    image.save(encoded, "JPEG", quality=25)
-    rotated = image.rotate(3, resample=Image.Resampling.BICUBIC, expand=False, fillcolor=(255, 255, 255))
-    small = image.resize((max(1, int(width * 0.6)), max(1, int(height * 0.6))))
-    return [crop, Image.open(io.BytesIO(encoded.getvalue())).convert("RGB"), rotated, small]
+    if kind == "crop":
+        share = rng.uniform(0.75, 0.88)
+        cw, ch = int(width * share), int(height * share)
+        x, y = int(rng.integers(0, width - cw + 1)), int(rng.integers(0, height - ch + 1))
+        return image.crop((x, y, x + cw, y + ch))
+    if kind == "resize":
+        return image.resize((max(1, width // 2), max(1, height // 2)), Image.Resampling.LANCZOS)
+    if kind == "reencode":
+        encoded = io.BytesIO()
+        image.save(encoded, "JPEG", quality=25)
+        return Image.open(io.BytesIO(encoded.getvalue())).convert("RGB")
+    if kind == "colour":
+        return ImageEnhance.Brightness(ImageEnhance.Color(image).enhance(1.5)).enhance(0.85)
+    if kind == "rotate":
+        turned = image.rotate(float(rng.choice([-5, -3, 3, 5])), resample=Image.Resampling.BICUBIC)
+        margin = int(0.06 * min(width, height))
+        return turned.crop((margin, margin, width - margin, height - margin))
+    if kind == "flip":
+        return ImageOps.mirror(image)
+    if kind == "border":
+        frame = int(0.1 * max(width, height))
+        canvas = Image.new("RGB", (width + 2 * frame, height + 3 * frame), (240, 240, 240))
+        canvas.paste(image, (frame, 2 * frame))
+        return canvas
+    raise ValueError(kind)
 
 
-def plant(paths: Sequence[Path], into: Path) -> dict[str, set[str]]:
-    """Copy ``paths`` into ``into``, four edits of every third one; returns {group: file paths}."""
-    into.mkdir(parents=True, exist_ok=True)
-    groups: dict[str, set[str]] = {}
-    for i, path in enumerate(paths):
-        image = Image.open(path).convert("RGB")
-        original = into / f"{i:05d}.png"
-        image.save(original)
-        groups[str(i)] = {str(original)}
-        if i % 3 == 0:
-            for j, edited in enumerate(evaluation_edits(image)):
-                copy = into / f"{i:05d}-edit{j}.png"
-                edited.save(copy)
-                groups[str(i)].add(str(copy))
-    return groups
+def build(caltech: Path, eth80: Path | None, planted: int, into: Path, seed: int) -> dict[str, Any]:
+    """Lay out the collection under ``into``; returns its truth: {path: (class, photo key, kind)}."""
+    photos = sorted(p for p in caltech.rglob("*") if p.suffix.lower() in common.IMAGE_SUFFIXES)
+    if not photos:
+        raise common.BenchmarkInputError(f"no Caltech-101 images under {caltech}")
+    files: dict[str, tuple[str, str, str]] = {}
+    for photo in photos:
+        link = into / "caltech" / photo.parent.name / photo.name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(photo.resolve())
+        label = "Faces" if photo.parent.name == "Faces_easy" else photo.parent.name
+        key = f"Faces/{photo.stem}" if label == "Faces" else f"{photo.parent.name}/{photo.stem}"
+        files[str(link)] = (label, key, "original")
+    rng = np.random.default_rng(seed)
+    (into / "planted").mkdir()
+    for n, index in enumerate(rng.choice(len(photos), planted, replace=False)):
+        photo, kind = photos[index], KINDS[n % len(KINDS)]
+        label, key, _ = files[str(into / "caltech" / photo.parent.name / photo.name)]
+        out = into / "planted" / f"{photo.parent.name}__{photo.stem}__{kind}.jpg"
+        edit(Image.open(photo).convert("RGB"), kind, rng).save(out, quality=92)
+        files[str(out)] = (label, key, kind)
+    if eth80 is not None:
+        for view in sorted(p for p in eth80.rglob("*") if p.suffix.lower() in common.IMAGE_SUFFIXES):
+            link = into / "eth80" / view.relative_to(eth80)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(view.resolve())
+            files[str(link)] = (f"eth80/{view.parent.parent.name}", f"eth80/{view.parent.name}/{view.stem}", "eth80")
+    return files
 
 
-def eth80_groups(root: str, objects: int) -> dict[str, set[str]]:
-    """{object: its view files} for the first ``objects`` ETH-80 objects (sorted)."""
-    views = [p for p in Path(root).rglob("*") if p.suffix.lower() in common.IMAGE_SUFFIXES]
-    folders = sorted({p.parent for p in views})[:objects]
-    return {str(folder): {str(p) for p in views if p.parent == folder} for folder in folders}
+def score(groups: list[set[str]], files: dict[str, tuple[str, str, str]]) -> dict[str, Any]:
+    """Pair precision, flagged vs true images, mixed-class groups and recall per kind of ``groups``."""
+    by_key: dict[str, list[str]] = {}
+    for path, (_, key, _) in files.items():
+        by_key.setdefault(key, []).append(path)
+    true_pairs = {frozenset(p) for members in by_key.values() for p in combinations(members, 2)}
+    flagged = {frozenset(p) for g in groups for p in combinations(sorted(g), 2)}
+    hits = flagged & true_pairs
+    false = flagged - true_pairs
+    row: dict[str, Any] = {
+        "groups": len(groups),
+        "images flagged": sum(len(g) for g in groups),
+        "true images": sum(len(m) for m in by_key.values() if len(m) > 1),
+        "pair precision": round(len(hits) / len(flagged), 3) if flagged else 1.0,
+        "mixed-class groups": round(sum(len({files[p][0] for p in g}) > 1 for g in groups) / max(1, len(groups)), 3),
+        "eth80 view pairs flagged": sum(all(files[p][2] == "eth80" for p in pair) for pair in false),
+    }
+    for kind in (*KINDS, "faces"):
+        if kind == "faces":
+            wanted = {frozenset(m) for k, m in by_key.items() if k.startswith("Faces/") and len(m) == 2
+                      and all(files[p][2] == "original" for p in m)}
+        else:
+            wanted = {pair for pair in true_pairs if any(files[p][2] == kind for p in pair)
+                      and any(files[p][2] == "original" for p in pair)}
+        row[f"recall {kind}"] = round(len(wanted & flagged) / len(wanted), 2) if wanted else "-"
+    row["_false"] = sorted(false, key=sorted)
+    return row
 
 
-def pair_scores(found: list[set[str]], truth: dict[str, set[str]]) -> tuple[float, float]:
-    def pairs(groups: Any) -> set[tuple[str, str]]:
-        return {(a, b) for g in groups for a in g for b in g if a < b}
-    got, want = pairs(found), pairs(truth.values())
-    return (len(got & want) / len(got) if got else 1.0), (len(got & want) / len(want) if want else 1.0)
+def contact_sheet(pairs: Sequence[frozenset], path: Path, per_row: int = 8, cell: tuple[int, int] = (120, 90)) -> None:
+    """The pairs as one picture: each pair one column of two cells."""
+    width, height = cell
+    rows = (len(pairs) + per_row - 1) // per_row
+    sheet = Image.new("RGB", (per_row * (width + 10), rows * (2 * height + 15)), "white")
+    for n, pair in enumerate(pairs):
+        for m, member in enumerate(sorted(pair)):
+            thumb = Image.open(member).convert("RGB").resize(cell)
+            sheet.paste(thumb, ((n % per_row) * (width + 10), (n // per_row) * (2 * height + 15) + m * height))
+    sheet.save(path)
 
 
-def measure(embedder: OpenClipEmbedder, folder: Path, truth: dict[str, set[str]], root: Path, name: str,
-            relevances: Sequence[float]) -> list[dict[str, Any]]:
+def measure(model: str, folder: Path, files: dict, root: Path, sheet: Path | None) -> list[dict[str, Any]]:
+    embedder = OpenClipEmbedder(model, device="cpu")
+    name = "real_" + "".join(ch if ch.isalnum() else "_" for ch in model)
     rows = []
-    with open_store("qdrant-edge", name, path=str(root)) as store:
-        run_ingest(store, embedder, IngestOptions(collection=name, directories=[str(folder)], progress=False))
-        stored = sorted(store.retrieve([p.id for p in store.scroll(fields=[])], with_vectors=True), key=lambda p: p.id)
-        readable = [p for p in stored if os.path.isfile(p.payload["path"])]
-        picked = pick_diverse(np.array([p.vector for p in readable]), min(64, len(readable) // 2))
-        calibration = calibration_for(embedder, [readable[i].payload["path"] for i in picked])
-        for relevance in relevances:
-            threshold = calibration.threshold(relevance)
-            if threshold > 1:
-                rows.append({"set": name, "relevance": relevance, "threshold": threshold, "precision": "-",
-                             "recall": "-", "groups": 0, "seconds": 0.0})
+    with open_store("qdrant-edge", name, path=str(root / name)) as store:
+        seconds, _ = common.timed(lambda: run_ingest(store, embedder, IngestOptions(
+            collection=name, directories=[str(folder)], progress=False)))
+        try:
+            calibration = collection_calibration(embedder, store)
+        except ValueError as exc:
+            return [{"model": model, "tier": tier, "error": str(exc)} for tier in TIERS]
+        for tier in TIERS:
+            relevance = default_min_relevance(tier)
+            try:
+                cut = cosine_for(calibration, relevance)
+            except ValueError as exc:
+                rows.append({"model": model, "tier": tier, "error": str(exc)})
                 continue
-            seconds, groups = common.timed(lambda: find_groups(store, threshold))
-            precision, recall = pair_scores([{p.payload["path"] for p in g.members} for g in groups], truth)
-            rows.append({"set": name, "relevance": relevance, "threshold": threshold, "precision": precision,
-                         "recall": recall, "groups": len(groups), "seconds": seconds, "points": store.count()})
+            check = SamePhotoCheck() if tier == "duplicates" else None
+            took, groups = common.timed(lambda: find_groups(store, cut, same_photo=check))
+            found = [{p.payload["path"] for p in g.members} for g in groups]
+            row = score(found, files)
+            false = row.pop("_false")
+            if sheet is not None and tier == "duplicates" and model == "starter":
+                contact_sheet(false[:32], sheet)
+            rows.append({"model": model, "tier": tier, "relevance": relevance, "cosine cut": round(cut, 4), **row,
+                         "ingest s": round(seconds, 1), "find s": round(took, 1)})
     return rows
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = common.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--images", help="a real image folder (e.g. /work/shared/data/caltech101) [default: generated]")
-    parser.add_argument("--n", type=int, help="photos [default: 300; smoke: 9]")
-    parser.add_argument("--eth80", help="the ETH-80 folder: its object views as groups")
-    parser.add_argument("--eth80-objects", type=int, default=20)
-    parser.add_argument("--model", default="starter")
-    parser.add_argument("--relevance", type=float, nargs="+", default=[0.5, 0.9, 0.99])
+    parser.add_argument("--caltech", help="the Caltech-101 folder (../shared/data/caltech101); required unless --smoke")
+    parser.add_argument("--eth80", help="the ETH-80 folder: its views as look-alikes [default: left out]")
+    parser.add_argument("--planted", type=int, help="photos given one planted edit each [default: 350; smoke: 7]")
+    parser.add_argument("--models", nargs="+", help="[default: starter clip-ingest-photo-s:random; smoke: starter]")
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--sheet", help="write the starter's most similar false pairs (duplicates tier) as a PNG here")
     args = parser.parse_args(argv)
-    args.n = args.n or (9 if args.smoke else 300)
+    if not args.caltech and not args.smoke:
+        raise common.BenchmarkInputError("--caltech is required (the Caltech-101 folder)")
+    args.planted = args.planted or (7 if args.smoke else 350)
+    args.models = args.models or (["starter"] if args.smoke else ["starter", "clip-ingest-photo-s:random"])
     work = common.Workdir.create(args.workdir)
     os.environ.setdefault("CLIP_INGEST_CACHE", str(work.path / "cache"))  # a fresh calibration, never the user's
     rows: list[dict[str, Any]] = []
     try:
-        embedder = OpenClipEmbedder(args.model, device="cpu")
-        if args.images:  # spread over the whole folder: its first N files are one class
-            every = sorted(p for p in Path(args.images).rglob("*") if p.suffix.lower() in common.IMAGE_SUFFIXES)
-            paths = every[:: max(1, len(every) // args.n)][: args.n]
-            source = f"{args.images} ({len(paths)} images, every {max(1, len(every) // args.n)}th)"
-        else:
-            paths, source = common.input_images(None, args.n, work.path / "source", 256)
-        truth = plant(paths, work.path / "planted")
-        rows += measure(embedder, work.path / "planted", truth, work.path / "db", "planted", args.relevance)
-        if args.eth80:
-            groups = eth80_groups(args.eth80, args.eth80_objects)
-            folder = work.path / "eth80"
-            folder.mkdir()
-            for files in groups.values():
-                for f in files:
-                    (folder / f"{Path(f).parent.name}-{Path(f).name}").symlink_to(Path(f).resolve())  # a relative --eth80 must not dangle
-            linked = {k: {str(folder / f"{Path(f).parent.name}-{Path(f).name}") for f in v} for k, v in groups.items()}
-            rows += measure(embedder, folder, linked, work.path / "db", "eth80", args.relevance)
+        folder = work.path / "collection"
+        caltech = Path(args.caltech) if args.caltech else common.class_folders(work.path / "caltech")
+        files = build(caltech, Path(args.eth80) if args.eth80 else None, args.planted, folder, args.seed)
+        for model in args.models:
+            rows += measure(model, folder, files, work.path / "db", Path(args.sheet) if args.sheet else None)
     finally:
         work.close()
-    config = {"model": args.model, "images": len(paths), "source": source, "eth80": args.eth80}
-    return common.report("duplicates", config, {"pair precision / recall of the groups": rows}, [], args.json)
+    kinds = Counter(kind for _, _, kind in files.values())
+    config = {"images": len(files), "planted": args.planted, "kinds": dict(kinds), "seed": args.seed}
+    return common.report("duplicates", config, {"near-duplicates per tier, at its default": rows}, [], args.json)
 
 
 if __name__ == "__main__":

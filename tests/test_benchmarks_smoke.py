@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import common, decode, duplicates, duplicates_scale, executors, filtered_recall, ingest, memory, peers, query, rerun, runtimes, serve, training  # importable via pytest's pythonpath
+from benchmarks import common, decode, duplicates, duplicates_scale, executors, filtered_recall, ingest, memory, peers, query, rerun, runtimes, serve, text_relevance, training  # importable via pytest's pythonpath
 
 
 def run(module, tmp_path: Path, *args: str) -> dict:
@@ -126,14 +126,24 @@ def test_duplicates_scale_finds_the_planted_groups_in_every_target(tmp_path: Pat
         assert row["find_s"] > 0 and row["peak_rss_mb"] > 0 and row["rss_after_find_mb"] > 0
 
 
-def test_duplicates_reports_precision_and_recall_per_relevance(tmp_path: Path) -> None:
+def test_duplicates_reports_each_tier_on_a_collection_in_caltechs_layout(tmp_path: Path) -> None:
     result = run(duplicates, tmp_path)
     rows = only_table(result)
-    assert [r["relevance"] for r in rows] == [0.5, 0.9, 0.99]
-    thresholds = [r["threshold"] for r in rows]
-    assert thresholds == sorted(thresholds)  # a higher relevance is a higher raw threshold
-    measured = [r for r in rows if r["precision"] != "-"]
-    assert measured and all(0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1 for r in measured)
+    assert [(r["model"], r["tier"]) for r in rows] == [("starter", "duplicates"), ("starter", "similar")]
+    assert result["config"]["kinds"]["original"] > 0 and result["config"]["planted"] == 7
+    for row in rows:
+        assert 0 <= row["pair precision"] <= 1 and 0 <= row["mixed-class groups"] <= 1
+        # the Faces pairs (4 photos, 2 files each), the 7 edits, and their originals where not a Faces photo already
+        assert 8 + 7 <= row["true images"] <= 8 + 2 * 7
+        assert {f"recall {kind}" for kind in (*duplicates.KINDS, "faces")} <= set(row)
+
+
+def test_text_relevance_reports_precision_per_cut(tmp_path: Path) -> None:
+    rows = only_table(run(text_relevance, tmp_path))
+    assert [r["cut"] for r in rows] == list(text_relevance.CUTS)
+    assert all(r["precision"] == "-" or 0 <= r["precision"] <= 1 for r in rows)
+    kept = [r["kept per query"] for r in rows]
+    assert kept == sorted(kept, reverse=True)  # a higher cut keeps fewer
 
 
 def test_runtimes_measures_each_runtime_and_its_agreement_with_torch(tmp_path: Path) -> None:
