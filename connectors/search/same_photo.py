@@ -55,7 +55,7 @@ SAME_PHOTO_CUT = 0.9
 _FINE_SCALES = (0.93, 0.965, 1.0, 1.035, 1.07)
 _FINE_SHIFT = 4
 _EDGE_MARGIN = 0.08
-_ANGLES = (0.0, -3.0, 3.0, -5.0, 5.0)
+_ANGLES = (-3.0, 3.0, -5.0, 5.0)
 _FFT = (2 * SIDE, 2 * SIDE)
 
 
@@ -95,6 +95,11 @@ class Thumbnail:
             image.draft("RGB", (FINE_SIDE * 2, FINE_SIDE * 2))  # JPEG: decode at a fraction of the size
         grey = image.convert("L")
         return cls(np.asarray(_fit(grey, SIDE), dtype=np.float32), _fit(grey, FINE_SIDE))
+
+    @cached_property
+    def band(self) -> np.ndarray:
+        """The detail image's edges and texture (:func:`_band`)."""
+        return _band(self.detail)
 
     @cached_property
     def spectrum(self) -> np.ndarray:
@@ -176,13 +181,15 @@ def _band(image: Image.Image) -> np.ndarray:
             - np.asarray(image.filter(ImageFilter.GaussianBlur(3)), dtype=np.float32))
 
 
-def _detail_at(big: Thumbnail, small: Image.Image, place: _Placement) -> float:
-    """The best band-pass NCC of ``small`` around ``place`` in ``big``'s detail image."""
-    band = _band(big.detail)
+def _detail_at(big: Thumbnail, small: Image.Image, place: _Placement,
+               adjusts: tuple[float, ...] = _FINE_SCALES) -> tuple[float, float]:
+    """The best band-pass NCC of ``small`` around ``place`` in ``big``'s detail image, and the
+    scale adjustment it was found at."""
+    band = big.band
     ry = big.detail.height / big.pixels.shape[0]
     rx = big.detail.width / big.pixels.shape[1]
-    best = -1.0
-    for adjust in _FINE_SCALES:
+    best, best_adjust = -1.0, 1.0
+    for adjust in adjusts:
         tw, th = max(8, round(place.width * rx * adjust)), max(8, round(place.height * ry * adjust))
         if tw > band.shape[1] or th > band.shape[0]:
             continue
@@ -204,35 +211,34 @@ def _detail_at(big: Thumbnail, small: Image.Image, place: _Placement) -> float:
         products = np.einsum("ijkl,kl->ij", windows, template)
         means = windows.mean(axis=(2, 3))
         spread = np.sqrt(np.maximum((windows**2).sum(axis=(2, 3)) - template.size * means**2, 1e-9))
-        best = max(best, float((products / (spread * norm)).max()))
-    return min(best, 1.0)
+        score = float((products / (spread * norm)).max())
+        if score > best:
+            best, best_adjust = score, adjust
+    return min(best, 1.0), best_adjust
 
 
 def _rotated(image: Image.Image, angle: float) -> Image.Image:
-    """``image`` turned by ``angle`` degrees, its corners (filled in by the turn) cut away."""
-    if not angle:
-        return image
-    width, height = image.size
-    margin = int(0.06 * min(width, height))
-    turned = image.rotate(angle, resample=Image.Resampling.BILINEAR)
-    return turned.crop((margin, margin, width - margin, height - margin)).resize((width, height))
+    """``image`` turned by ``angle`` degrees about its centre, at the same scale; the corners the
+    turn uncovers are its mean grey (flat: no edges in the band-pass but their own border)."""
+    grey = int(np.asarray(image).mean())
+    return image.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=grey)
 
 
 def same_photo_score(a: Thumbnail, b: Thumbnail, *, cut: float = SAME_PHOTO_CUT) -> float:
     """How surely ``a`` and ``b`` are one photo, edited: the detail NCC at their best placement, in
     [-1, 1] (at or above :data:`SAME_PHOTO_CUT`: the same photo). Pairs whose placement is under
-    :data:`PLACEMENT_GATE` get the placement's score. Small rotations are tried only while the
-    score is under ``cut``."""
+    :data:`PLACEMENT_GATE` get the placement's score. Small turns (3 and 5 degrees either way)
+    are tried only while the score is under ``cut``."""
     forward, backward = _placed_inside(a, b), _placed_inside(b, a)
     big, small, place = (a, b, forward) if forward.score >= backward.score else (b, a, backward)
     if place.score < PLACEMENT_GATE:
         return place.score
     detail = small.detail.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if place.mirrored else small.detail
-    best = -1.0
-    for angle in _ANGLES:
-        best = max(best, _detail_at(big, _rotated(detail, angle), place))
+    best, adjust = _detail_at(big, detail, place)
+    for angle in _ANGLES:  # turned a little: near the scale found unturned
         if best >= cut:
             break
+        best = max(best, _detail_at(big, _rotated(detail, angle), place, (adjust / 1.035, adjust, adjust * 1.035))[0])
     return best
 
 
