@@ -206,3 +206,21 @@ def test_the_cli_pages_groups_and_reviews_one_by_its_group_id(tmp_path, tiny_emb
     assert unknown.exit_code == 1 and "no near-duplicate group" in unknown.output
     both = CliRunner().invoke(clip_search, ["review", ids[0], ids[1], "--group", first["group"], "--decision", "keep-all", *where])
     assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_a_pair_whose_file_is_gone_is_not_claimed_and_the_listing_says_so(tmp_path, cache):
+    """A file deleted after the last ingest: its pairs cannot be checked, so they are left out of
+    the duplicates tier (named in the log and counted in the JSON), while the rest is listed."""
+    photos = tmp_path / "photos"
+    truth = planted(photos, range(40, 50), edited=3)
+    assert CliRunner().invoke(clip_ingest, ["run", str(photos), *_where(tmp_path), "-q"]).exit_code == 0
+    before = _groups(tmp_path)
+    assert before["unreadable_pairs"] == 0 and before["total_groups"] >= 2
+    gone = sorted(next(iter(truth.values())))[1]
+    Path(gone).unlink()
+    result = CliRunner().invoke(clip_search, ["duplicates", *_where(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    after = json.loads(result.output[result.output.index("{"):])
+    assert after["unreadable_pairs"] >= 1 and "could not be read" in result.output
+    assert gone not in {m["path"] for g in after["groups"] for m in g["members"]}
+    assert after["total_groups"] >= before["total_groups"] - 1

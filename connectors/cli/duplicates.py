@@ -76,15 +76,21 @@ def duplicates(similar: bool, min_relevance: float | None, threshold: float | No
     try:
         with open_target_store(store_target(settings), settings.collection) as store:
             raw, calibration = _cut(settings, store, min_relevance, threshold, similar)
-            found = find_groups(store, raw, k=k, include_resolved=include_resolved, same_photo=_check(similar))
+            check = _check(similar)
+            found = find_groups(store, raw, k=k, include_resolved=include_resolved, same_photo=check)
     except (StoreError, ModelLoadError, ValueError) as exc:
         fatal(str(exc))
+    unreadable = 0 if check is None else check.unreadable
+    if unreadable:
+        log.warning("%d candidate pair(s) were not checked and are not listed: an image could not be read "
+                    "(moved or deleted since the last ingest? run clip-ingest again)", unreadable)
     page = page_of(found, limit=len(found) if limit is None else limit, offset=offset)
     groups = page.groups
     document = {"collection": settings.collection, "tier": "similar" if similar else "duplicates", "threshold": raw,
                 "min_relevance": None if threshold is not None else (min_relevance or default_min_relevance(similar)),
                 "k": k, "calibration": None if calibration is None else calibration.__dict__,
                 "total_groups": page.total_groups, "total_members": page.total_members, "offset": offset,
+                "unreadable_pairs": unreadable,
                 "groups": [g.to_dict() for g in groups]}
     if html_file:
         _write_html(html_file, settings.collection, groups, calibration)
