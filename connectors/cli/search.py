@@ -45,9 +45,10 @@ def main() -> None:
 @click.option("--min-score", type=float, default=None, help="Only hits with cosine similarity >= this.")
 @click.option("--min-relevance", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Hits with at least this calibrated relevance, the same setting for every model. --image / --like: "
-                   "the probability of a near-duplicate of the query (see clip-search duplicates --help). --text: the "
-                   "probability that the image matches the words, cut per query from its scores over the collection "
-                   "(models with a text calibration: clip-model calibrate-text; the starter has one).")
+                   "the probability of a near-duplicate of the query at equal prior, by the embedding alone: look-alikes "
+                   "pass too (clip-search duplicates checks pixels). --text: the share of hits that matched the words at "
+                   "that score, on queries like those the model was calibrated on (the starter: object words; "
+                   "clip-model calibrate-text). See docs/relevance.md.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--jsonl", "as_jsonl", is_flag=True, help="Print one JSON object per hit.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, writable=True), default=None, help="Also write a self-contained HTML page of the results.")
