@@ -43,11 +43,18 @@ from .base import (
     check_vector,
     refuse_recreate_through_alias,
 )
-from .common import redact_uri, scrub_secrets
+from .common import (
+    check_index_types,
+    metadata_record,
+    payload_selector,
+    record_to_point,
+    redact_uri,
+    scored_to_hit,
+    scrub_secrets,
+)
 
 #: key of our record inside the collection metadata
 METADATA_KEY = "clip_ingest"
-METADATA_FORMAT = 1
 
 #: CollectionSpec.indexed_fields type name -> Qdrant payload schema
 PAYLOAD_SCHEMAS: dict[str, models.PayloadSchemaType] = {
@@ -60,28 +67,6 @@ PAYLOAD_SCHEMAS: dict[str, models.PayloadSchemaType] = {
 
 _TRANSIENT_HTTP = {408, 429, 502, 503, 504}
 _TRANSIENT_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"}
-
-
-def metadata_record(spec: CollectionSpec) -> dict[str, Any]:
-    """The model record stored with a collection (also used by the Qdrant Edge store)."""
-    record: dict[str, Any] = {"model_id": spec.model_id, "dim": spec.dim, "format": METADATA_FORMAT}
-    if spec.model_spec:
-        record["model_spec"] = spec.model_spec
-    return record
-
-
-def check_index_types(spec: CollectionSpec) -> None:
-    """Raise ``ValueError`` for an ``indexed_fields`` type no Qdrant index exists for (before any change)."""
-    unknown = {name: kind for name, kind in spec.indexed_fields.items() if kind not in PAYLOAD_SCHEMAS}
-    if unknown:
-        raise InvalidSettingError(f"unknown payload index types {unknown}; choose from {', '.join(PAYLOAD_SCHEMAS)}")
-
-
-def payload_selector(fields: Sequence[str] | None) -> bool | list[str]:
-    """``with_payload`` for a field projection: all (None), none (empty) or just these fields."""
-    if fields is None:
-        return True
-    return list(fields) or False
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -112,21 +97,6 @@ def _describe(exc: BaseException) -> str:
     if callable(details):
         return f"gRPC {exc.code().name}: {details()}"  # type: ignore[attr-defined]
     return f"{type(exc).__name__}: {exc}"
-
-
-def record_to_point(record: Any) -> Point:
-    """A qdrant-client or Qdrant Edge record as our Point (id as a string, vector as float32 when fetched).
-
-    ``record`` has ``id``, ``vector`` (a list when fetched) and ``payload``; shared by the Qdrant Edge store.
-    """
-    vector = record.vector
-    array = np.asarray(vector, dtype=np.float32) if isinstance(vector, list) else None
-    return Point(id=str(record.id), vector=array, payload=dict(record.payload or {}))
-
-
-def scored_to_hit(scored: Any) -> Hit:
-    """A qdrant-client or Qdrant Edge scored point (``id``, ``score``, ``payload``) as our Hit."""
-    return Hit(id=str(scored.id), score=float(scored.score), payload=dict(scored.payload or {}))
 
 
 class QdrantClientStore(ServerStore):

@@ -40,7 +40,7 @@ from .base import (
     check_vector,
     refuse_recreate_through_alias,
 )
-from .qdrant_client_store import (
+from .common import (
     check_index_types,
     metadata_record,
     payload_selector,
