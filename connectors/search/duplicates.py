@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -38,6 +39,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from PIL import Image
 
 from ..backends.base import Point, StoreError, VectorStore
+from ..cpus import cpu_budget
 from ..ingest.payload import REVIEW_FIELD
 from ..ingest.reader import read_stored
 from .same_photo import SAME_PHOTO_CUT, Thumbnail, same_photo_score
@@ -152,42 +154,55 @@ class SamePhotoCheck:
     """
 
     def __init__(self, image: Callable[[Point], bytes | None] = stored_image, *, cut: float = SAME_PHOTO_CUT,
-                 keep: int = 4096) -> None:
+                 keep: int = 4096, workers: int | None = None) -> None:
+        """``workers``: threads checking pairs (None: the CPUs this process may use; the FFTs and
+        image resizes release the GIL)."""
         self.image = image
         self.cut = cut
+        self.workers = workers or cpu_budget()
         self._keep = keep
         self._thumbnails: OrderedDict[str, Thumbnail | None] = OrderedDict()
+        self._lock = threading.Lock()
         self.unreadable = 0
 
     def thumbnail(self, point: Point) -> Thumbnail | None:
-        if point.id in self._thumbnails:
-            self._thumbnails.move_to_end(point.id)
-            return self._thumbnails[point.id]
+        with self._lock:
+            if point.id in self._thumbnails:
+                self._thumbnails.move_to_end(point.id)
+                return self._thumbnails[point.id]
         data = self.image(point)
         try:
             found = Thumbnail.of(data) if data is not None else None
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # what PIL raises on a bad file
             found = None
-        self._thumbnails[point.id] = found
-        while len(self._thumbnails) > self._keep:
-            self._thumbnails.popitem(last=False)
+        with self._lock:
+            self._thumbnails[point.id] = found
+            while len(self._thumbnails) > self._keep:
+                self._thumbnails.popitem(last=False)
         return found
+
+    def _same(self, listed: dict[str, Point], pair: tuple[str, str]) -> bool | None:
+        """Whether the pair is one photo (None: an image could not be read)."""
+        first, second = self.thumbnail(listed[pair[0]]), self.thumbnail(listed[pair[1]])
+        if first is None or second is None:
+            return None
+        return same_photo_score(first, second, cut=self.cut) >= self.cut
 
     def __call__(self, listed: dict[str, Point], neighbours: Neighbours,
                  on_progress: Callable[[int, int], None] | None = None) -> Neighbours:
         """The pairs of ``neighbours`` that are one photo, edited (each pair checked once)."""
         pairs = sorted({(a, b) if a < b else (b, a) for a, found in neighbours.items() for b in found})
         kept: Neighbours = {}
-        for done, (a, b) in enumerate(pairs, 1):
-            first, second = self.thumbnail(listed[a]), self.thumbnail(listed[b])
-            if first is None or second is None:
-                self.unreadable += 1
-            elif same_photo_score(first, second, cut=self.cut) >= self.cut:
-                score = neighbours.get(a, {}).get(b, neighbours.get(b, {}).get(a, 0.0))
-                kept.setdefault(a, {})[b] = score
-                kept.setdefault(b, {})[a] = score
-            if on_progress and (done % 1000 == 0 or done == len(pairs)):
-                on_progress(done, len(pairs))
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="same-photo") as pool:
+            for done, ((a, b), same) in enumerate(zip(pairs, pool.map(lambda pair: self._same(listed, pair), pairs)), 1):
+                if same is None:
+                    self.unreadable += 1
+                elif same:
+                    score = neighbours.get(a, {}).get(b, neighbours.get(b, {}).get(a, 0.0))
+                    kept.setdefault(a, {})[b] = score
+                    kept.setdefault(b, {})[a] = score
+                if on_progress and (done % 1000 == 0 or done == len(pairs)):
+                    on_progress(done, len(pairs))
         return kept
 
 
