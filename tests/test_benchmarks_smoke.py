@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import common, decode, duplicates, duplicates_scale, executors, filtered_recall, ingest, memory, peers, query, rerun, runtimes, serve, text_relevance, training  # importable via pytest's pythonpath
+from benchmarks import cli_latency, common, decode, duplicates, duplicates_scale, executors, filtered_recall, ingest, memory, peers, query, rerun, runtimes, serve, text_relevance, training  # importable via pytest's pythonpath
 
 
 def run(module, tmp_path: Path, *args: str) -> dict:
@@ -93,6 +93,19 @@ def test_memory_measures_two_sizes_in_subprocesses(tmp_path: Path) -> None:
     rows = only_table(result)
     assert [r["images"] for r in rows] == [r["embedded"] for r in rows] == [20, 60]
     assert all(r["peak_after_mb"] >= r["peak_before_mb"] > 0 for r in rows)
+
+
+def test_cli_latency_times_every_command_first_and_repeated_beside_the_import_reference(tmp_path: Path) -> None:
+    result = run(cli_latency, tmp_path)
+    commands = {r["what"]: r for r in result["tables"]["commands, wall end to end (s)"]}
+    reference = {r["what"]: r for r in result["tables"]["reference: a fresh interpreter (s)"]}
+    assert {"clip-search --help", "clip-ingest --help", "clip-search --text (torch)", "clip-search --text (onnx)"} <= set(commands)
+    assert {"import torch, open_clip", "exit after import torch, open_clip (teardown)"} <= set(reference)
+    assert all(r["runs"] == 2 and r["first_s"] > 0 and r["repeated_s"] > 0 for r in commands.values())
+    assert all(r["repeated_cpu_s"] > 0 for r in commands.values())
+    (first_use,) = result["tables"]["first use of --runtime onnx (s)"]
+    assert first_use["wall_s"] > 0
+    assert result["ratios"][0]["target"] is None  # the 1.5 s target is the starter's, not the smoke model's
 
 
 def test_serve_measures_in_process_and_every_concurrency_over_http(tmp_path: Path) -> None:
