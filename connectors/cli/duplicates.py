@@ -14,7 +14,7 @@ from typing import Any, Callable
 import click
 
 from ..config import Setting, Settings, register_command
-from ..search.duplicates import CANDIDATE_MIN_RELEVANCE, DEFAULT_MIN_RELEVANCE
+from ..search.duplicates import CANDIDATE_MIN_RELEVANCE, DEFAULT_MIN_RELEVANCE, default_min_relevance, same_photo_check
 from .common import EXIT_OK, common_options, fatal, load_query_embedder, load_settings, open_target_store, setup_logging, store_target
 
 log = logging.getLogger("clip_ingest.duplicates")
@@ -73,10 +73,11 @@ def duplicates(similar: bool, min_relevance: float | None, threshold: float | No
     from ..factory import ModelLoadError
     from ..search.duplicates import find_groups, page_of
 
+    tier = _tier(similar)
+    check = same_photo_check(tier)
     try:
         with open_target_store(store_target(settings), settings.collection) as store:
-            raw, calibration = _cut(settings, store, min_relevance, threshold, similar)
-            check = _check(similar)
+            raw, calibration = _cut(settings, store, min_relevance, threshold, tier)
             found = find_groups(store, raw, k=k, include_resolved=include_resolved, same_photo=check)
     except (StoreError, ModelLoadError, ValueError) as exc:
         fatal(str(exc))
@@ -86,8 +87,8 @@ def duplicates(similar: bool, min_relevance: float | None, threshold: float | No
                     "(moved or deleted since the last ingest? run clip-ingest again)", unreadable)
     page = page_of(found, limit=len(found) if limit is None else limit, offset=offset)
     groups = page.groups
-    document = {"collection": settings.collection, "tier": "similar" if similar else "duplicates", "threshold": raw,
-                "min_relevance": None if threshold is not None else (min_relevance or default_min_relevance(similar)),
+    document = {"collection": settings.collection, "tier": tier, "threshold": raw,
+                "min_relevance": None if threshold is not None else _relevance(min_relevance, tier),
                 "k": k, "calibration": None if calibration is None else calibration.__dict__,
                 "total_groups": page.total_groups, "total_members": page.total_members, "offset": offset,
                 "unreadable_pairs": unreadable,
@@ -103,26 +104,22 @@ def duplicates(similar: bool, min_relevance: float | None, threshold: float | No
             for point in group.members:
                 click.echo(f"  {point.id}  {point.payload.get('path')}")
         shown = f"groups {offset + 1}-{offset + len(groups)} of " if len(groups) < page.total_groups else ""
-        check = "" if similar else ", same photo by the pixel check"
-        click.echo(f"{shown}{page.total_groups} group(s), {page.total_members} images, at cosine >= {raw:.4f}{check}")
+        how = "" if check is None else ", same photo by the pixel check"
+        click.echo(f"{shown}{page.total_groups} group(s), {page.total_members} images, at cosine >= {raw:.4f}{how}")
     sys.exit(EXIT_OK)
 
 
-def default_min_relevance(similar: bool) -> float:
-    from ..search.duplicates import default_min_relevance as tier_default
-
-    return tier_default("similar" if similar else "duplicates")
+def _tier(similar: bool) -> str:
+    return "similar" if similar else "duplicates"
 
 
-def _check(similar: bool):
-    """The pixel check of the duplicates tier (None: --similar)."""
-    from ..search.duplicates import SamePhotoCheck
-
-    return None if similar else SamePhotoCheck()
+def _relevance(min_relevance: float | None, tier: str) -> float:
+    """``min_relevance`` as given, else the tier's default."""
+    return default_min_relevance(tier) if min_relevance is None else min_relevance
 
 
 def _cut(settings: Settings, store: Any, min_relevance: float | None, threshold: float | None,
-         similar: bool) -> tuple[float, Any]:
+         tier: str) -> tuple[float, Any]:
     """``(raw cosine, calibration or None)``: ``threshold`` itself, else the calibrated cut of
     ``min_relevance`` (default: the tier's)."""
     if threshold is not None:
@@ -130,7 +127,7 @@ def _cut(settings: Settings, store: Any, min_relevance: float | None, threshold:
     from ..calibration import cosine_for
 
     calibration = _calibration(settings, store)
-    return cosine_for(calibration, min_relevance or default_min_relevance(similar)), calibration
+    return cosine_for(calibration, _relevance(min_relevance, tier)), calibration
 
 
 def _calibration(settings: Settings, store: Any):
@@ -192,8 +189,8 @@ def review(members: tuple[str, ...], group: str | None, similar: bool, min_relev
         with open_target_store(store_target(settings), settings.collection) as store:
             chosen = list(members)
             if group is not None:
-                raw, _ = _cut(settings, store, min_relevance, threshold, similar)
-                found = find_groups(store, raw, k=k, include_resolved=True, same_photo=_check(similar))
+                raw, _ = _cut(settings, store, min_relevance, threshold, _tier(similar))
+                found = find_groups(store, raw, k=k, include_resolved=True, same_photo=same_photo_check(_tier(similar)))
                 chosen = group_by_id(found, group).member_ids
             written = record_review(store, chosen, decision, keep)
     except ValueError as exc:

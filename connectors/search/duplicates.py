@@ -206,6 +206,20 @@ class SamePhotoCheck:
         return kept
 
 
+def same_photo_check(tier: str) -> SamePhotoCheck | None:
+    """What ``tier`` checks the k-NN pass's pairs with: the pixel check for ``duplicates``, nothing
+    for ``similar``."""
+    default_min_relevance(tier)  # refuses an unknown tier
+    return SamePhotoCheck() if tier == "duplicates" else None
+
+
+def _checked_neighbours(store: VectorStore, listed: dict[str, Point], threshold: float, k: int,
+                        same_photo: SamePhotoCheck | None, **search: Any) -> Neighbours:
+    """The k-NN pass, then (the duplicates tier) the pairs that pass the pixel check."""
+    neighbours = find_neighbours(store, listed, threshold, k=k, **search)
+    return neighbours if same_photo is None else same_photo(listed, neighbours)
+
+
 def group_neighbours(listed: dict[str, Point], neighbours: Neighbours, *, include_resolved: bool = False) -> list[Group]:
     """The groups of ``neighbours`` (largest first), with the reviews of ``listed``'s payloads;
     resolved groups only when asked."""
@@ -238,9 +252,7 @@ def find_groups(
     only the pairs that pass the pixel check (the duplicates tier).
     """
     listed = listed_points(store)
-    neighbours = find_neighbours(store, listed, threshold, k=k, batch_size=batch_size, on_progress=on_progress)
-    if same_photo is not None:
-        neighbours = same_photo(listed, neighbours)
+    neighbours = _checked_neighbours(store, listed, threshold, k, same_photo, batch_size=batch_size, on_progress=on_progress)
     return group_neighbours(listed, neighbours, include_resolved=include_resolved)
 
 
@@ -277,9 +289,7 @@ class GroupingCache:
         with self._lock:
             computed = self._computed.get(key)
             if computed is None or computed.state != state:
-                neighbours = find_neighbours(self._store, listed, threshold, k=k)
-                if same_photo is not None:
-                    neighbours = same_photo(listed, neighbours)
+                neighbours = _checked_neighbours(self._store, listed, threshold, k, same_photo)
                 computed = self._computed[key] = _Computed(state, neighbours)
             self._computed.move_to_end(key)
             while len(self._computed) > self._entries:
@@ -393,4 +403,4 @@ def carry_reviews(source: VectorStore, into: VectorStore, batch_size: int = 256)
 
 __all__ = ["CANDIDATE_MIN_RELEVANCE", "DECISIONS", "DEFAULT_MIN_RELEVANCE", "TIERS", "CursorError", "Group", "GroupPage", "GroupingCache",
            "MEMBER_FIELDS", "REVIEW_FIELD", "SamePhotoCheck", "carry_reviews", "default_min_relevance", "find_groups", "find_neighbours", "group_by_id", "group_id", "group_neighbours", "listed_points",
-           "page_of", "record_review", "resolving_review", "stored_image"]
+           "page_of", "record_review", "resolving_review", "same_photo_check", "stored_image"]

@@ -21,7 +21,7 @@ from ..calibration import Calibration, collection_calibration, cosine_for, load_
 from ..decode import ImageInput
 from ..embedder import Embedder
 from ..ingest.scan import os_path
-from ..search.duplicates import Group, GroupingCache, SamePhotoCheck, default_min_relevance, group_by_id, record_review
+from ..search.duplicates import Group, GroupingCache, default_min_relevance, group_by_id, record_review, same_photo_check
 from ..search.html import PATH_FIELD, thumbnail_jpeg
 from ..search.searcher import PointNotFoundError, Searcher
 from .batching import BatchObserver, MicroBatcher
@@ -174,8 +174,7 @@ class SearchService:
         the collection is unchanged; each call after it lists the points again, so reviews and
         moves show at once."""
         cut = self.duplicate_cut(min_relevance, threshold, tier)
-        check = SamePhotoCheck() if tier == "duplicates" else None
-        return cut, self._groupings.groups(cut, k=k, include_resolved=include_resolved, same_photo=check)
+        return cut, self._groupings.groups(cut, k=k, include_resolved=include_resolved, same_photo=same_photo_check(tier))
 
     def review(self, member_ids: Sequence[str], decision: str, keep: str | None = None) -> dict[str, Any]:
         """Store a decision on a group (see :func:`~..search.duplicates.record_review`)."""
