@@ -61,7 +61,7 @@ class Setting:
 
 
 #: what computes the vectors (see :mod:`clip_ingest.connectors.runtime`)
-RUNTIMES = ("torch", "onnx")
+RUNTIMES = ("auto", "torch", "onnx")
 QUANTIZATIONS = ("none", "int8")
 
 COMMON_SETTINGS: tuple[Setting, ...] = (
@@ -72,9 +72,9 @@ COMMON_SETTINGS: tuple[Setting, ...] = (
     Setting("qdrant_path", str, None, help="local Qdrant folder (default DATA_DIR/qdrant)"),
     Setting("milvus_uri", str, None, help="Milvus server URI or Milvus Lite file (default DATA_DIR/milvus.db)"),
     Setting("milvus_consistency", str, "Strong", help="consistency level of Milvus searches"),
-    Setting("model", str, "starter", help="model spec (see clip_ingest.connectors.factory)"),
+    Setting("model", str, "starter", help="model spec (see clip_ingest.connectors.model_spec)"),
     Setting("device", str, "auto"),
-    Setting("runtime", str, "torch", help="torch or onnx (ONNX Runtime)"),
+    Setting("runtime", str, "auto", help="auto, torch or onnx (ONNX Runtime); auto: ONNX Runtime where it can run the model"),
     Setting("quantize", str, "none", help="none or int8 (ONNX Runtime only)"),
     Setting("cpus", int, None, help="CPUs to size the model and decode threads to (default: those this process "
             "may use, its affinity and cgroup quota; see clip_ingest.connectors.cpus)"),

@@ -1,12 +1,17 @@
 """An :class:`~clip_ingest.connectors.embedder.Embedder` that runs an exported model with onnxruntime.
 
 It reads an export directory written by ``clip-model export --onnx`` (see
-``clip_ingest.model.export``), or an entry of the ``--runtime onnx`` cache (:mod:`.runtime`): the ONNX towers for the forward passes, the same
-open_clip preprocessing (from ``open_clip_config.json``) and tokenizer, and the
-``model_id`` recorded with the weights the graphs were exported from. Its vectors
-match :class:`~clip_ingest.connectors.openclip_embedder.OpenClipEmbedder` on the same
-directory (cosine distance below 1e-4), so both may write to the same collection.
-Useful where torch is too heavy to deploy; onnxruntime is the ``onnx`` extra.
+``clip_ingest.model.export``; the bundled starter is one), or an entry of the ``--runtime onnx``
+cache (:mod:`.runtime`): the ONNX towers for the forward passes, the same preprocessing (from
+``open_clip_config.json``) and tokenizer, and the ``model_id`` recorded with the weights the
+graphs were exported from. Its vectors match
+:class:`~clip_ingest.connectors.openclip_embedder.OpenClipEmbedder` on the same directory
+(cosine distance below 1e-4), so both may write to the same collection.
+
+It imports no torch for the models nearly every CLIP is: CLIP's BPE tokenizer
+(:mod:`.clip_tokenizer`) and square ``shortest``/``squash`` preprocessing (:mod:`.pixels`) are
+done in plain Python, numpy and Pillow, with open_clip's exact numbers (tested). A model with
+another tokenizer or preprocessing uses open_clip's, which needs the ``torch`` extra.
 """
 
 from __future__ import annotations
@@ -17,20 +22,34 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-import open_clip
-from open_clip.transform import PreprocessCfg, image_transform_v2
+import onnxruntime as ort
 from PIL import Image
 
+from .clip_tokenizer import ClipTokenizer
 from .decode import DEFAULT_MAX_MEGAPIXELS, DecodedImage, ImageInput
 from .embedder import check_texts, embed_in_batches, l2_normalise
-from .factory import METADATA_FILE, ModelLoadError
-from .preprocess import Preparer, fast_transform
+from .model_spec import METADATA_FILE, ModelLoadError, open_clip_module
+from .pixels import Preparer, PillowTransform
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelLoadError(f"{path} is missing: not an export directory written by `clip-model export`")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _open_clip_transform(preprocess_cfg: dict[str, Any]) -> Any:
+    """open_clip's eval transform (torch), for preprocessing :class:`~.pixels.PillowTransform` does not do."""
+    from .preprocess import fast_transform  # the torch side: imported only for such a model
+
+    transform = open_clip_module().transform
+    return fast_transform(transform.image_transform_v2(transform.PreprocessCfg(**preprocess_cfg), is_train=False))
+
+
+def _open_clip_tokenizer(name: str) -> Any:
+    """open_clip's tokenizer for ``name`` (an export or cache entry's), for a text config that
+    :class:`~.clip_tokenizer.ClipTokenizer` does not describe."""
+    return open_clip_module().get_tokenizer(name)
 
 
 class OnnxEmbedder:
@@ -54,8 +73,6 @@ class OnnxEmbedder:
         max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
         session_options: Any = None,
     ) -> None:
-        import onnxruntime as ort  # optional dependency: import only when used
-
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         directory = Path(export_dir).expanduser()
@@ -69,12 +86,14 @@ class OnnxEmbedder:
         self.max_megapixels = max_megapixels
         self._model_id = str(metadata["model_id"])
         self._name = str(metadata.get("name") or directory.name)
-        pp = PreprocessCfg(**config["preprocess_cfg"])
-        self.image_size = int(pp.size[0] if isinstance(pp.size, (tuple, list)) else pp.size)
-        self.preparer = Preparer(fast_transform(image_transform_v2(pp, is_train=False)), self.image_size,
-                                 max_megapixels, as_numpy=True)
-        # an export carries its tokenizer config; a runtime cache entry names its model's tokenizer
-        self._tokenizer = open_clip.get_tokenizer(metadata.get("tokenizer") or f"local-dir:{directory}")
+        pp_cfg = config["preprocess_cfg"]
+        size = pp_cfg.get("size", 224)
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self.preparer = Preparer(PillowTransform.for_preprocess_cfg(pp_cfg) or _open_clip_transform(pp_cfg),
+                                 self.image_size, max_megapixels, as_numpy=True)
+        text_cfg = (config.get("model_cfg") or {}).get("text_cfg")
+        self._tokenizer = (ClipTokenizer.for_text_config(text_cfg) if text_cfg is not None else None) or _open_clip_tokenizer(
+            metadata.get("tokenizer") or f"local-dir:{directory}")
         providers = list(providers or ["CPUExecutionProvider"])
         self._image, self._text = (ort.InferenceSession(str(directory / onnx_files[tower]), sess_options=session_options,
                                                         providers=providers) for tower in ("image", "text"))
@@ -101,7 +120,7 @@ class OnnxEmbedder:
         return self.preparer.preprocess(image)
 
     def _tokens(self, texts: Sequence[str]) -> np.ndarray:
-        return self._tokenizer(list(texts)).numpy().astype(np.int64)
+        return np.asarray(self._tokenizer(list(texts)), dtype=np.int64)
 
     @staticmethod
     def _run(session, batch: np.ndarray) -> np.ndarray:

@@ -9,6 +9,10 @@ and ``text.onnx`` maps ``tokens (n, context_length) int64 -> embedding (n, dim)`
 Preprocessing and tokenisation stay outside the graphs and are rebuilt from the
 export directory's ``open_clip_config.json`` by
 :class:`~clip_ingest.connectors.onnx_embedder.OnnxEmbedder`.
+
+Weights that half precision holds exactly (those of a model stored in fp16, like the bundled
+starter) are stored as fp16 and cast back to fp32 in the graph (:func:`store_exact_halves`):
+half the file, the same numbers.
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnx
 import torch
 import torch.nn.functional as F
+from onnx import numpy_helper
 from torch import nn
 
 ONNX_SUBDIR = "onnx"
@@ -53,6 +60,37 @@ def _export(tower: nn.Module, example: torch.Tensor, path: Path, input_name: str
         # the TorchScript exporter is deprecated, but the dynamo one needs onnxscript (not a dependency)
         warnings.simplefilter("ignore", DeprecationWarning)
         _trace(tower, example, path, input_name, opset)
+    store_exact_halves(path)
+
+
+#: initialisers smaller than this stay as they are (a cast costs more than it saves)
+HALF_MIN_ELEMENTS = 4096
+
+
+def store_exact_halves(path: Path) -> int:
+    """Rewrite the graph at ``path`` with every large float32 initialiser that fp16 represents
+    exactly stored as fp16, behind a ``Cast`` to float32 under its old name (ONNX Runtime folds
+    the cast when the session starts). Returns the number of initialisers rewritten."""
+    model = onnx.load(str(path))
+    graph = model.graph
+    casts, rewritten = [], 0
+    for init in graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or int(np.prod(init.dims)) < HALF_MIN_ELEMENTS:
+            continue
+        values = numpy_helper.to_array(init)
+        half = values.astype(np.float16)
+        if not np.array_equal(half.astype(np.float32), values):
+            continue
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(half, name=f"{name}__fp16"))
+        casts.append(onnx.helper.make_node("Cast", [f"{name}__fp16"], [name], to=onnx.TensorProto.FLOAT))
+        rewritten += 1
+    if rewritten:
+        nodes = [*casts, *graph.node]  # the casts first: the graph stays topologically sorted
+        del graph.node[:]
+        graph.node.extend(nodes)
+        onnx.save(model, str(path))
+    return rewritten
 
 
 def _trace(tower: nn.Module, example: torch.Tensor, path: Path, input_name: str, opset: int) -> None:

@@ -13,7 +13,7 @@ from PIL import Image
 from .decode import DEFAULT_MAX_MEGAPIXELS, DecodedImage, ImageInput
 from .embedder import check_texts, embed_in_batches, l2_normalise
 from .factory import DEFAULT_MODEL_SPEC, LoadedModel, load_model
-from .preprocess import Preparer
+from .pixels import Preparer
 
 
 def pick_device(requested: str | None = None) -> torch.device:

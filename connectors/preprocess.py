@@ -13,57 +13,26 @@ with unusual preprocessing stays correct, only slower.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import Compose, Normalize, ToTensor
 
-from .decode import DEFAULT_MAX_MEGAPIXELS, DecodedImage, ImageInput, decode_image
+from .pixels import Normalise
 
 Transform = Callable[[Any], torch.Tensor]
 
 
-@dataclass(frozen=True)
-class Preparer:
-    """An embedder's input path without its model: decode (JPEG draft at the input size, the
-    size limit) and the eval transform. It pickles, so decode workers in other processes (the
-    Ray executor's) build exactly the inputs the embedder would build itself."""
-
-    transform: Transform
-    image_size: int
-    max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
-    as_numpy: bool = False
-    """ONNX Runtime takes numpy arrays, torch tensors."""
-
-    def decode(self, item: ImageInput) -> DecodedImage:
-        return decode_image(item, max_megapixels=self.max_megapixels, draft_size=self.image_size)
-
-    def preprocess(self, image: Image.Image) -> Any:
-        pixels = self.transform(image)
-        return pixels.numpy() if self.as_numpy else pixels
-
-
 class FusedToNormalisedTensor:
-    """RGB PIL image → normalised ``(3, H, W)`` float32 tensor in one arithmetic pass.
-
-    The channel-first transpose is made on the uint8 pixels (a quarter of the bytes), and the
-    subtraction writes float32 straight from them: about 3x faster than converting to float,
-    normalising and transposing the floats, with bit-identical results (tested)."""
+    """RGB PIL image → normalised ``(3, H, W)`` float32 tensor: :class:`~.pixels.Normalise`'s
+    one arithmetic pass, as a tensor sharing its memory."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.mean = (np.asarray(mean, dtype=np.float32) * 255.0).reshape(3, 1, 1)
-        self.scale = (1.0 / (np.asarray(std, dtype=np.float32) * 255.0)).reshape(3, 1, 1)
+        self.normalise = Normalise(mean, std)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        channels = np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1))  # (3, H, W) uint8
-        pixels = np.subtract(channels, self.mean, dtype=np.float32)
-        pixels *= self.scale
-        return torch.from_numpy(pixels)
+        return torch.from_numpy(self.normalise(image))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

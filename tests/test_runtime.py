@@ -63,7 +63,8 @@ def test_int8_gets_a_model_id_of_its_own_and_close_vectors(shape_folder, tiny_em
     cos = _cosines(int8.embed_images(paths), tiny_embedder.embed_images(paths))
     assert cos.mean() > 0.9 and cos.min() < 0.99999  # close, but not the same vectors
     with pytest.raises(ValueError, match="runtime onnx"):
-        load_embedder(TINY_SPEC, quantize="int8")
+        load_embedder(TINY_SPEC, runtime="torch", quantize="int8")
+    assert load_embedder(TINY_SPEC, quantize="int8").model_id == int8.model_id  # auto: int8 runs on ONNX
     with pytest.raises(ValueError, match="runtime must be"):
         load_embedder(TINY_SPEC, runtime="tensorrt")
 
@@ -80,7 +81,7 @@ def test_the_clis_take_the_runtime_and_refuse_to_mix_int8_into_fp32(tmp_path, sh
     assert ids[0] == ids[1] and ids[0]  # one collection, either runtime
     mixed = runner.invoke(ingest_main, [str(shape_folder), *common, "--runtime", "onnx", "--quantize", "int8", "-q"])
     assert mixed.exit_code == 1 and INT8_SUFFIX in mixed.output
-    usage = runner.invoke(search_main, [*common, "--text", "x", "--quantize", "int8"])
+    usage = runner.invoke(search_main, [*common, "--text", "x", "--runtime", "torch", "--quantize", "int8"])
     assert usage.exit_code == 2 and "runtime onnx" in usage.output
 
 

@@ -47,7 +47,7 @@ def resolve_embedder(embedder: Embedder | str | None, **options: Any) -> Embedde
         if options:
             raise TypeError(f"{', '.join(sorted(options))} only apply when a model spec is given, not an Embedder")
         return embedder
-    from ..factory import DEFAULT_MODEL_SPEC
+    from ..model_spec import DEFAULT_MODEL_SPEC
     from ..runtime import load_embedder
 
     return load_embedder(embedder or DEFAULT_MODEL_SPEC, **options)

@@ -70,7 +70,7 @@ def duplicates(similar: bool, min_relevance: float | None, threshold: float | No
     setup_logging(verbose, quiet)
     settings = load_settings(params, DUPLICATES)
     from ..backends.base import StoreError
-    from ..factory import ModelLoadError
+    from ..model_spec import ModelLoadError
     from ..search.duplicates import find_groups, page_of
 
     tier = _tier(similar)
@@ -181,7 +181,7 @@ def review(members: tuple[str, ...], group: str | None, similar: bool, min_relev
         raise click.UsageError("give the group's MEMBERS or --group, not both")
     settings = load_settings(params, REVIEW)
     from ..backends.base import StoreError
-    from ..factory import ModelLoadError
+    from ..model_spec import ModelLoadError
     from ..search.duplicates import find_groups, group_by_id, record_review
     from ..search.searcher import PointNotFoundError
 

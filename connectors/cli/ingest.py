@@ -310,7 +310,7 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str], preload
     """One ingestion run with the CLI's lock, signals, summary and exit codes (``preloaded``: an
     embedder already loaded, e.g. by ``migrate``, which runs several passes with one model)."""
     from ..backends.base import InvalidSettingError, ModelMismatchError, StoreError
-    from ..factory import ModelLoadError
+    from ..model_spec import ModelLoadError
     from ..ingest.pipeline import IngestInterrupted, run_ingest
 
     job = plan_job(settings, shard, index_fields)

@@ -125,7 +125,7 @@ def _carry_reviews(target: Any, live: str, physical: str) -> int:
 
 def _migrate(settings: Settings, index_fields: dict[str, str], *, switch_after: bool) -> int:
     from ..backends.base import StoreError
-    from ..factory import ModelLoadError
+    from ..model_spec import ModelLoadError
 
     target = store_target(settings)
     try:

@@ -122,7 +122,7 @@ def _run(
     queries through its image calibration (measured on the collection's images at first use)."""
     from ..backends.base import InvalidSettingError, StoreError
     from ..decode import ImageDecodeError
-    from ..factory import ModelLoadError
+    from ..model_spec import ModelLoadError
     from ..search.filters import UnsupportedFilterError
     from ..search.searcher import PointNotFoundError, Searcher
 

@@ -78,7 +78,7 @@ def serve(verbose: int, quiet: bool, **params: Any) -> None:
     import uvicorn
 
     from ..backends.base import StoreError
-    from ..factory import ModelLoadError
+    from ..model_spec import ModelLoadError
     from ..serve.app import Metrics, create_app
     from ..serve.scheduled_ingest import ScheduledIngest
     from ..serve.service import SearchService

@@ -8,7 +8,7 @@ the writer. What bounds a small model's ingestion on a CPU is that stage (see
 threads are as fast and start at once.
 
 Each worker is started once per run (``spawn``: no copy of the driver's threads or model) with
-the embedder's :class:`~..preprocess.Preparer` and the stored state; it never loads the model.
+the embedder's :class:`~..pixels.Preparer` and the stored state; it never loads the model.
 Candidates travel in chunks and come back in input order. The pixels do not cross the pipe: the
 driver owns one shared-memory block per task in flight, the worker writes its chunk's model
 inputs there and sends back only where each lies, and the driver copies the block out in one
@@ -34,7 +34,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from ..preprocess import Preparer
+from ..pixels import Preparer
 from .executor import ordered_map
 from .plan import Candidate
 from .reader import DEFAULT_READ_TIMEOUT_S, TimedReader

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from ..embedder import Embedder
-from ..preprocess import Preparer
+from ..pixels import Preparer
 from .plan import Candidate
 from .reader import DEFAULT_READ_TIMEOUT_S, TimedReader
 from .metadata import MetadataLimits
@@ -46,7 +46,7 @@ log = logging.getLogger("clip_ingest.ingest")
 EmbedderFactory = Callable[..., Embedder]
 """Builds the run's embedder inside an embed actor, called with ``device=``. Must pickle: a
 ``functools.partial`` of a module-level function. Decode tasks never load the model: they get
-the embedder's :class:`~..preprocess.Preparer`."""
+the embedder's :class:`~..pixels.Preparer`."""
 
 
 def _objects(items: list[Any]) -> np.ndarray:

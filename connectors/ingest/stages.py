@@ -25,13 +25,13 @@ from .scan import SourceFile, os_path, read_sidecar
 from .state import StoredState
 
 if TYPE_CHECKING:
-    from ..preprocess import Preparer
+    from ..pixels import Preparer
 
 
 class ImageEncoder:
     """Adapts any :class:`Embedder` to the split decode (in workers) / embed (batched) pipeline.
 
-    Embedders with a ``preparer`` (:class:`~..preprocess.Preparer`) or with ``decode`` /
+    Embedders with a ``preparer`` (:class:`~..pixels.Preparer`) or with ``decode`` /
     ``preprocess`` / ``embed_pixels`` (e.g. ``OpenClipEmbedder``) get their input tensors built
     in the decode workers; any other embedder gets decoded PIL images passed to ``embed_images``.
     ``ImageEncoder(None, preparer)`` only prepares: what a decode worker without the model runs.
