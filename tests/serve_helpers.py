@@ -23,7 +23,7 @@ from clip_ingest.connectors.serve.app import Metrics, create_app
 from clip_ingest.connectors.serve.scheduled_ingest import ScheduledIngest
 from clip_ingest.connectors.serve.service import SearchService
 
-from imagegen import make_shape_image
+from imagegen import make_shape_image, write_shape_folder
 from planted_duplicates import planted
 from search_helpers import plant_shapes
 
@@ -78,6 +78,21 @@ def running_server(store, embedder, *, serialise_store: bool = True, collection:
         if scheduled:
             scheduled.close()
         service.close()
+
+
+@pytest.fixture(scope="module", params=["qdrant-edge", "milvus"])
+def served(request, tmp_path_factory, tiny_embedder):
+    """``(client, service, points, planted, folder)``: the tiny model served over 12 shapes and
+    the planted text answer, in Qdrant Edge and in Milvus Lite (one server per module and store)."""
+    root = tmp_path_factory.mktemp(f"serve-{request.param}")
+    folder = write_shape_folder(root / "photos", n=12)
+    location = {"qdrant-edge": {"path": str(root / "edge")}, "milvus": {"uri": str(root / "milvus.db")}}[request.param]
+    store = open_store(request.param, "shapes", **location)
+    points, planted = plant_collection(store, tiny_embedder, folder)
+    with running_server(store, tiny_embedder) as (url, service):
+        with httpx.Client(base_url=url, timeout=30) as client:
+            yield client, service, points, planted, folder
+    store.close()
 
 
 @contextmanager

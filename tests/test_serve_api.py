@@ -15,22 +15,7 @@ from PIL import Image
 from clip_ingest.connectors.backends import TransientStoreError, open_store
 from clip_ingest.connectors.search.searcher import Searcher
 
-from serve_helpers import PLANTED_TEXT, plant_collection, running_server, serving_planted_duplicates
-
-
-@pytest.fixture(scope="module", params=["qdrant-edge", "milvus"])
-def served(request, tmp_path_factory, tiny_embedder):
-    root = tmp_path_factory.mktemp(f"serve-{request.param}")
-    from imagegen import write_shape_folder
-
-    folder = write_shape_folder(root / "photos", n=12)
-    location = {"qdrant-edge": {"path": str(root / "edge")}, "milvus": {"uri": str(root / "milvus.db")}}[request.param]
-    store = open_store(request.param, "shapes", **location)
-    points, planted = plant_collection(store, tiny_embedder, folder)
-    with running_server(store, tiny_embedder) as (url, service):
-        with httpx.Client(base_url=url, timeout=30) as client:
-            yield client, service, points, planted, folder
-    store.close()
+from serve_helpers import PLANTED_TEXT, plant_collection, running_server, served, serving_planted_duplicates  # noqa: F401 (fixture)
 
 
 def test_text_search_finds_the_planted_answer_in_the_cli_json_schema(served, tiny_embedder):
@@ -102,14 +87,15 @@ def test_a_request_never_names_a_file(served, tmp_path):
 def test_error_cases(served):
     client, *_ = served
     bad = client.get("/v1/search", params={"text": "x", "filter": 'colour = "red" and'})
-    assert bad.status_code == 400 and bad.json()["position"] == 18
+    assert bad.status_code == 400 and bad.json()["error"]["position"] == 18
     assert client.get("/v1/filter/validate", params={"filter": "colour = "}).json()["valid"] is False
-    assert client.get("/v1/filter/validate", params={"filter": 'colour = "red"'}).json() == {"valid": True, "error": None, "position": None}
+    assert client.get("/v1/filter/validate", params={"filter": 'colour = "red"'}).json() == {
+        "valid": True, "error": None, "position": None, "warnings": []}
     unknown = "00000000-0000-0000-0000-000000000000"
     assert client.get(f"/v1/items/{unknown}").status_code == 404
     assert client.get("/v1/search", params={"like": unknown}).status_code == 404
     notimage = client.post("/v1/search/image", files={"file": ("x.png", b"not an image at all", "image/png")})
-    assert notimage.status_code == 400 and notimage.json()["reason"] == "not_an_image"
+    assert notimage.status_code == 400 and notimage.json()["error"]["code"] == "not_an_image"
     assert client.post("/v1/search", json={"image": "%%%"}).status_code == 400
     assert client.post("/v1/search", json={"text": "a", "like": unknown}).status_code == 400
     assert client.get("/v1/search", params={"text": "a", "k": 0}).status_code == 422
@@ -125,7 +111,7 @@ def test_bombs_and_oversized_uploads(tmp_path, tiny_embedder):
     with running_server(store, tiny_embedder, max_upload_bytes=1 << 20) as (url, _):
         with httpx.Client(base_url=url, timeout=30) as client:
             bomb = client.post("/v1/search/image", files={"file": ("b.png", buffer.getvalue(), "image/png")})
-            assert bomb.status_code == 400 and bomb.json()["reason"] == "too_large"
+            assert bomb.status_code == 400 and bomb.json()["error"]["code"] == "too_large"
             big = client.post("/v1/search/image", files={"file": ("b.png", b"\0" * (2 << 20), "image/png")})
             assert big.status_code == 413
     store.close()
@@ -140,10 +126,10 @@ def test_embeddings_and_the_unmodified_openai_client(served, tiny_embedder):
     expected = tiny_embedder.embed_texts(texts)
     assert body["model_id"] == tiny_embedder.model_id and np.allclose(body["vectors"], expected, atol=1e-5)
     sdk = openai.OpenAI(base_url=str(client.base_url).rstrip("/") + "/v1", api_key="unused")
-    result = sdk.embeddings.create(model="anything", input=texts)  # the SDK asks for base64 by default
+    result = sdk.embeddings.create(model=tiny_embedder.model_id, input=texts)  # the SDK asks for base64 by default
     assert result.model == tiny_embedder.model_id
     assert np.allclose([d.embedding for d in result.data], expected, atol=1e-5)
-    floats = sdk.embeddings.create(model="x", input="a red circle", encoding_format="float")
+    floats = sdk.embeddings.create(model=tiny_embedder.model_id, input="a red circle", encoding_format="float")
     assert np.allclose(floats.data[0].embedding, expected[0], atol=1e-5)
     assert client.post("/v1/embeddings", json={"input": [[1, 2, 3]]}).status_code == 400
     image = client.post("/v1/embed/image", files=[("files", ("a.png", _png(), "image/png"))]).json()
@@ -188,7 +174,8 @@ def test_api_key_is_required_and_never_logged(tmp_path, tiny_embedder, caplog):
     caplog.set_level(logging.DEBUG)
     with running_server(store, tiny_embedder, api_key=key) as (url, _):
         with httpx.Client(base_url=url, timeout=30) as client:
-            assert client.get("/v1/search", params={"text": "x"}).status_code == 401
+            refused = client.get("/v1/search", params={"text": "x"})
+            assert refused.status_code == 401 and refused.json()["error"]["type"] == "authentication_error"
             assert client.get("/v1/search", params={"text": "x"}, headers={"Authorization": "Bearer wrong"}).status_code == 401
             assert client.get("/v1/search", params={"text": "x"}, headers={"Authorization": f"Bearer {key}"}).status_code == 200
             assert client.get("/v1/info", headers={"X-API-Key": key}).json()["count"] == 5
@@ -227,6 +214,7 @@ def test_database_down_gives_503_with_retry_after_and_recovers(tmp_path, tiny_em
             store.down = True
             down = client.get("/v1/search", params={"text": PLANTED_TEXT})
             assert down.status_code == 503 and down.headers["retry-after"] == "5"
+            assert down.json()["error"]["code"] == "database_unavailable" and "injected" in down.json()["error"]["message"]
             assert client.get("/readyz").status_code == 503
             store.down = False
             assert client.get("/v1/search", params={"text": PLANTED_TEXT}).json()["hits"][0]["id"] == planted.id
@@ -355,7 +343,7 @@ def test_text_min_relevance_needs_a_text_calibrated_model(served, served_duplica
     tiny_client, *_ = served
     assert tiny_client.get("/v1/info").json()["text_calibrated"] is False
     refused = tiny_client.get("/v1/search", params={"text": "a photo", "min_relevance": 0.5})
-    assert refused.status_code == 400 and "calibrate-text" in refused.json()["error"]
+    assert refused.status_code == 400 and "calibrate-text" in refused.json()["error"]["message"]
     client, service, _ = served_duplicates
     assert client.get("/v1/info").json()["text_calibrated"] is True
     response = client.get("/v1/search", params={"text": "a red picture", "min_relevance": 0.5, "k": 100})

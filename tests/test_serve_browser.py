@@ -257,3 +257,36 @@ def test_the_relevance_slider_cuts_image_and_text_searches_at_the_calibrated_sco
     page.wait_for_function("() => /cut per query/.test(document.querySelector('#status').textContent)")
     assert parse_qs(urlparse(page.url).query)["min_relevance"] == ["0.5"]
     assert card_ids(page) == [h["id"] for h in words["hits"]]
+
+
+def test_every_error_status_shows_the_servers_message(page, site, tmp_path):
+    url, *_ = site
+    page.goto(url + "/?text=a+cup&k=5000")  # 422: a value out of range
+    sync_api.expect(page.locator("#status")).to_contain_text("error 422: invalid request: k: ")
+    page.goto(url + "/?like=00000000-0000-0000-0000-000000000000")  # 404: no such item
+    sync_api.expect(page.locator("#status")).to_contain_text("error 404: no point with id")
+    not_image = tmp_path / "notes.png"
+    not_image.write_bytes(b"these are notes, not a picture")
+    page.set_input_files("#file", str(not_image))  # 400: the decoder's reason
+    sync_api.expect(page.locator("#status")).to_contain_text("error 400: image: not_an_image")
+    assert "undefined" not in page.locator("#status").inner_text()
+
+
+def test_the_api_docs_render_without_internet(page, site):
+    url, *_ = site
+    outside: list[str] = []
+
+    def local_only(route):
+        if route.request.url.startswith(url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", local_only)
+    page.goto(url + "/docs")
+    page.wait_for_selector(".swagger-ui .opblock")
+    paths = page.locator(".opblock-summary-path").all_inner_texts()
+    assert {"/v1/search", "/v1/embeddings", "/v1/duplicates"} <= {p.replace("\u200b", "") for p in paths}, paths
+    assert not outside, outside
+    assert page.evaluate("document.querySelector('link[rel~=icon]').href").endswith("/favicon.svg")

@@ -11,6 +11,7 @@ the collection records is used; an explicit one is still checked against the col
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from typing import Any, Sequence
 
@@ -18,6 +19,7 @@ import click
 
 from ..config import Setting, Settings, register_command
 from ..search.results import hit_dict, result_document
+from ..serve.fields import FIELD_SAMPLE, sample_fields
 from .common import EXIT_OK, DefaultCommandGroup, common_options, fatal, load_query_embedder, load_settings, open_target_store, setup_logging, store_target
 
 SEARCH_SETTINGS: tuple[Setting, ...] = (
@@ -30,12 +32,37 @@ SEARCH = register_command("search", SEARCH_SETTINGS)
 TABLE_FIELDS = ("path",)
 
 
+#: ``--version``: the installed clip-ingest distribution's version
+version_option = click.version_option(package_name="clip-ingest", prog_name="clip-search", message="%(prog)s %(version)s")
+
+
 @click.group(cls=DefaultCommandGroup, default="query", context_settings={"help_option_names": ["-h", "--help"]})
+@version_option
 def main() -> None:
     """Search a clip-ingest collection (``clip-search --text ...``) or serve it (``clip-search serve``)."""
 
 
-@main.command("query", context_settings={"help_option_names": ["-h", "--help"]})
+class QueryCommand(click.Command):
+    """The default command, whose help is what ``clip-search --help`` shows: it ends with the
+    other commands, so they can be found from there."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        others = [(name, first_sentence(main.commands[name].help or "")) for name in main.list_commands(ctx)
+                  if name != self.name]
+        if others:
+            with formatter.section("Other commands (clip-search COMMAND --help)"):
+                formatter.write_dl(others)
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a command's help, on one line."""
+    line = " ".join(text.split("\n\n")[0].split())
+    return line.split(". ")[0].rstrip(".")
+
+
+@main.command("query", cls=QueryCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@version_option
 @click.option("--text", "texts", multiple=True, help="Find images matching this text (repeatable: one model load, results per query).")
 @click.option("--image", "images", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Find images similar to this image file (repeatable).")
 @click.option("--like", "likes", multiple=True, help="Find images similar to a stored point (ID) or an image file (PATH), excluding it (repeatable).")
@@ -164,29 +191,12 @@ def _run(
     raise AssertionError("unreachable")  # fatal() exits
 
 
-#: points whose payloads are read to tell a misspelt filter field from one that matches nothing
-FIELD_SAMPLE = 200
-
-
 def _warn_unknown_fields(store: Any, filter: Any) -> None:
     """No hits with a filter: warn about filter fields that none of the first points has (a typo
-    such as ``lable`` otherwise looks like an empty result)."""
-    import itertools
-    import logging
-
-    from ..search.filters import filter_fields
-
-    seen: set[str] = set()
-    sampled = 0
-    for point in itertools.islice(store.scroll(batch_size=FIELD_SAMPLE), FIELD_SAMPLE):
-        seen.update(point.payload)
-        sampled += 1
-    unknown = sorted(filter_fields(filter) - seen)
-    if seen and unknown:
-        logging.getLogger("clip_ingest.search").warning(
-            "no hits; the filter names field(s) %s that none of %d sampled points has (fields seen: %s)",
-            ", ".join(unknown), sampled, ", ".join(sorted(seen)),
-        )
+    such as ``lable`` otherwise looks like an empty result); the server warns the same way."""
+    warning = sample_fields(store.scroll(batch_size=FIELD_SAMPLE)).warning(filter)
+    if warning:
+        logging.getLogger("clip_ingest.search").warning("no hits; %s", warning)
 
 
 def format_table(hits: Sequence[Any], offset: int = 0) -> str:

@@ -50,7 +50,7 @@ def parse_duration(text: str) -> float:
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port [default: 8000].")
 @click.option("--max-upload-mb", type=click.FloatRange(0.001), default=None, help="Largest image upload, MB [default: 20].")
 @click.option("--cors-origin", multiple=True, help="Allow browser pages of this origin to call the API (repeatable; default: none).")
-@click.option("--batch-size", type=click.IntRange(1), default=None, help="Most texts per shared forward pass [default: 64].")
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Most texts (or images) per shared forward pass [default: 64].")
 @click.option("--ingest-every", default=None, metavar="DURATION",
               help="Run the incremental ingestion inside the server now and then every DURATION (30m, 1h, 1d): "
               "the way to keep an embedded store fresh while serving it. Sources: --ingest, or the [ingest] "

@@ -2,34 +2,42 @@
 
 Embedded stores (Qdrant local, Qdrant Edge, Milvus Lite) are not made for concurrent callers, so
 every store call goes through one lock; server stores are called concurrently. Text queries go
-through a :class:`~.batching.MicroBatcher`. Nothing here takes a file path from a caller: a
+through a :class:`~.batching.MicroBatcher`, and so do images, decoded first in the caller's thread
+(the embedder's own decode, as at ingestion, so a query image gets the vector ingestion gave
+it). Nothing here takes a file path from a caller: a
 thumbnail is read only from the ``path`` that ingestion stored in the item's payload.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import threading
+import time
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+from PIL import Image
 
 from ..backends.base import Hit, Point, StoreError, VectorStore, check_point_id
 from ..calibration import Calibration, collection_calibration, cosine_for, load_text_calibration
-from ..decode import ImageInput
+from ..decode import ImageInput, decode_image
 from ..embedder import Embedder
 from ..ingest.scan import os_path
 from ..search.duplicates import Group, GroupingCache, default_min_relevance, group_by_id, record_review, same_photo_check
 from ..search.html import PATH_FIELD, thumbnail_jpeg
 from ..search.searcher import PointNotFoundError, Searcher
 from .batching import BatchObserver, MicroBatcher
+from .fields import FIELD_SAMPLE, FieldSample, sample_fields
 
 #: thumbnail edge lengths a client may ask for (bounded, so the cache cannot be flooded)
 THUMBNAIL_SIZES = (64, 128, 160, 256, 384, 512)
 #: thumbnails kept in memory (about 10-30 KB each)
 THUMBNAIL_CACHE = 2048
+#: seconds a sample of the payload fields (warnings, facets) is reused
+FIELD_SAMPLE_TTL_S = 60.0
 
 
 class ThumbnailUnavailable(LookupError):
@@ -54,16 +62,31 @@ class LockedStore:
 
         return locked
 
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock every call takes (hold it to iterate a ``scroll`` safely)."""
+        return self._lock
+
     def __repr__(self) -> str:
         return repr(self._store)
 
 
-class _BatchedEmbedder:
-    """An :class:`Embedder` whose text embeddings go through a micro-batcher."""
+def decode_for(embedder: Embedder, item: ImageInput) -> Image.Image:
+    """``item`` decoded the way ``embedder`` decodes at ingestion (JPEG draft at its input size),
+    upright RGB; :class:`~..decode.ImageDecodeError` when it is no image."""
+    decode = getattr(embedder, "decode", None)
+    decoded = decode(item) if decode is not None else decode_image(item)
+    assert decoded.image is not None  # only a decode worker process leaves the pixels out
+    return decoded.image
 
-    def __init__(self, embedder: Embedder, batcher: MicroBatcher) -> None:
+
+class _BatchedEmbedder:
+    """An :class:`Embedder` whose texts and (decoded) images go through micro-batchers."""
+
+    def __init__(self, embedder: Embedder, batcher: MicroBatcher, image_batcher: MicroBatcher) -> None:
         self._embedder = embedder
         self._batcher = batcher
+        self._image_batcher = image_batcher
 
     @property
     def dim(self) -> int:
@@ -74,7 +97,7 @@ class _BatchedEmbedder:
         return self._embedder.model_id
 
     def embed_images(self, items: Iterable[ImageInput]) -> np.ndarray:
-        return self._embedder.embed_images(items)
+        return self._image_batcher.embed([decode_for(self._embedder, item) for item in items])
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self._batcher.embed(texts)
@@ -106,19 +129,25 @@ class SearchService:
         self._thumbs_lock = threading.Lock()
         self._calibration_lock = threading.Lock()
         self._groupings = GroupingCache(self.store)
+        self._fields: tuple[float, FieldSample] | None = None
+        self._fields_lock = threading.Lock()
 
     def _use(self, embedder: Embedder) -> Embedder:
-        """Make ``embedder`` the query model (its texts micro-batched); returns the batched embedder."""
+        """Make ``embedder`` the query model (its texts and images micro-batched); returns the batched embedder."""
         self.embedder = embedder
         self.batcher = MicroBatcher(embedder.embed_texts, **self._batching)
-        return _BatchedEmbedder(embedder, self.batcher)
+        self.image_batcher = MicroBatcher(embedder.embed_images, name="clip-search-image-batcher",
+                                          max_batch=self._batching["max_batch"], max_wait_s=self._batching["max_wait_s"])
+        self.batched = _BatchedEmbedder(embedder, self.batcher, self.image_batcher)
+        return self.batched
 
     def _switch_model(self, spec: str | None) -> Embedder:
         """The collection behind the name changed model (a migration): load it, retire the old one."""
         assert self._load_model is not None
-        old = self.batcher
+        old = (self.batcher, self.image_batcher)
         batched = self._use(self._load_model(spec))
-        old.close()
+        for batcher in old:
+            batcher.close()
         return batched
 
     @property
@@ -127,6 +156,7 @@ class SearchService:
 
     def close(self) -> None:
         self.batcher.close()
+        self.image_batcher.close()
 
     # -- search
     def search(self, kind: str, value: Any, **options: Any) -> list[Hit]:
@@ -196,8 +226,14 @@ class SearchService:
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self.batcher.embed(texts)
 
-    def embed_images(self, images: Sequence[bytes]) -> np.ndarray:
-        return self.embedder.embed_images(list(images))
+    def embed_images(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """Vectors of image files' bytes (or PIL images), in shared forward passes;
+        :class:`~..decode.ImageDecodeError` for the first that is no image."""
+        return self.batched.embed_images(images)
+
+    def decode(self, image: ImageInput) -> Image.Image:
+        """``image`` decoded as the query model decodes it (see :func:`decode_for`)."""
+        return decode_for(self.embedder, image)
 
     # -- items
     def item(self, point_id: str) -> Point:
@@ -239,6 +275,17 @@ class SearchService:
                 self._thumbs.popitem(last=False)
         return jpeg
 
+    # -- payload fields
+    def fields(self) -> FieldSample:
+        """The payload fields of the collection's first points (:mod:`.fields`), sampled again
+        after :data:`FIELD_SAMPLE_TTL_S` so new labels show up."""
+        with self._fields_lock:
+            if self._fields is None or time.monotonic() - self._fields[0] > FIELD_SAMPLE_TTL_S:
+                with getattr(self.store, "lock", contextlib.nullcontext()):
+                    sample = sample_fields(self.store.scroll(batch_size=FIELD_SAMPLE))
+                self._fields = (time.monotonic(), sample)
+            return self._fields[1]
+
     # -- health
     def readiness(self) -> str | None:
         """None when the model is loaded and the collection answers, else why not."""
@@ -254,4 +301,4 @@ class SearchService:
         return self.store.count()
 
 
-__all__ = ["LockedStore", "SearchService", "THUMBNAIL_SIZES", "ThumbnailUnavailable"]
+__all__ = ["LockedStore", "SearchService", "THUMBNAIL_SIZES", "ThumbnailUnavailable", "decode_for"]
