@@ -23,6 +23,10 @@ from typing import Any, Callable
 
 import click
 
+from .adapt_cli import adapt
+from .cli_errors import run_or_fail
+from .adapt_defaults import FOLDER_SPLITS
+
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 STAGES = ("pretrain", "finetune", "realign")
 
@@ -127,29 +131,6 @@ def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
         return cls(**kwargs)
     except ValueError as exc:  # a setting the config itself rejects
         raise click.UsageError(f"[{where}]: {exc}") from exc
-
-
-# --- error handling --------------------------------------------------------------------------
-
-
-def _failure_types() -> tuple[type[BaseException], ...]:
-    from clip_ingest.connectors.decode import ImageDecodeError
-    from clip_ingest.connectors.factory import ModelLoadError
-
-    from .export import ExportError
-    from .published import PublishedCheckpointError
-
-    return (ModelLoadError, ImageDecodeError, ExportError, PublishedCheckpointError, ValueError, OSError)
-
-
-def run_or_fail(action: Callable[[], Any]) -> Any:
-    """Run ``action``; expected failures (bad data, model, files) become exit code 1 with one clear line."""
-    try:
-        return action()
-    except click.ClickException:
-        raise
-    except _failure_types() as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -313,6 +294,10 @@ def mine_captions(**flags: Any) -> None:
 @click.option("--benchmark", "-b", "benchmarks", multiple=True, type=click.Choice(["eth80", "caltech101", "flickr8k", "cifar10", "eth80-val"]),
               help="Run only these benchmarks (repeatable; default all but eth80-val, a validation set of ETH-80 objects 1-6).")
 @click.option("--max-per-class", type=click.IntRange(min=1), help="Subsample for a quick look (not comparable).")
+@click.option("--data", "-d", "folder", metavar="FOLDER", help="Your own labelled images instead of the benchmarks "
+              "(label folders or a manifest), split by label as `clip-model adapt` splits them.")
+@click.option("--split", "folder_split", type=click.Choice(FOLDER_SPLITS), default="held_out", show_default=True,
+              help="With --data: which labels to measure on.")
 @click.option("--out", "-o", "out_dir", metavar="DIR", help="Write eval.json and eval.md here.")
 @click.option("--device", help="auto, cpu, cuda ...")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Images per forward pass.")
@@ -331,9 +316,13 @@ def eval_command(**flags: Any) -> None:
     each other column also shows its difference to that model and the paired-bootstrap
     95 % CI over queries (one seed: the CI covers query sampling, not training noise).
     These are test benchmarks: select models on a validation split, never on these numbers.
-    A missing dataset folder is reported and the other benchmarks still run.
+    A missing dataset folder is reported and the other benchmarks still run. With --data, the
+    models are measured on your own labelled images instead (image mAP/R@1, k-NN, text mAP/R@5
+    when captions exist, zero-shot on the label names): by default on the held-out labels of
+    `clip-model adapt`'s split. Example: clip-model eval -d ./photos -m starter -m runs/adapt/export --against starter
     """
     from .evaluate import DEFAULT_BENCHMARKS, EvalOptions, compare_to, evaluate_models, render_markdown, resolve_data_root, write_report
+    from .user_eval import evaluate_folder
 
     recipe = load_recipe(flags["recipe"])
     given = {k: flags[k] or None for k in ("data_root", "out_dir", "against")}
@@ -346,21 +335,25 @@ def eval_command(**flags: Any) -> None:
     if against and against not in models:
         models.insert(0, against)
     options = run_or_fail(lambda: EvalOptions(
-        data_root=resolve_data_root(cfg.get("data_root")),
+        data_root=Path(".") if flags["folder"] else resolve_data_root(cfg.get("data_root")),
         benchmarks=tuple(cfg.get("benchmarks") or DEFAULT_BENCHMARKS),
         max_per_class=flags["max_per_class"] or cfg.get("max_per_class"),
         device=flags["device"] or cfg.get("device", "auto"),
         batch_size=flags["batch_size"] or cfg.get("batch_size", 64),
         runtimes=tuple(flags["runtimes"] or cfg.get("runtimes") or ("torch",)),
     ))
-    report = run_or_fail(lambda: evaluate_models(models, options))
+    if flags["folder"]:
+        report = run_or_fail(lambda: evaluate_folder(models, flags["folder"], flags["folder_split"],
+                                                     device=options.device, batch_size=options.batch_size))
+    else:
+        report = run_or_fail(lambda: evaluate_models(models, options))
     if against:
         compare_to(report, against)
     click.echo(render_markdown(report), nl=False)
     if cfg.get("out_dir"):
         json_path, md_path = write_report(report, cfg["out_dir"])
         click.echo(f"wrote {json_path} and {md_path}")
-    if len(report.missing) == len(options.benchmarks):
+    if not flags["folder"] and len(report.missing) == len(options.benchmarks):
         raise click.ClickException("no benchmark could run: every dataset folder is missing")
 
 
@@ -611,6 +604,9 @@ def published(alias: str | None, cache_dir: str | None, url: str | None) -> None
             click.echo(f"{name}: {entry.arch} from {entry.base_tag} - {entry.description}{flag}")
         return
     click.echo(run_or_fail(lambda: fetch_published(alias, cache_dir=cache_dir, url=url)))
+
+
+cli.add_command(adapt)
 
 
 def main(argv: list[str] | None = None) -> None:

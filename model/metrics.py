@@ -336,3 +336,47 @@ def image_to_text_ranks(
         order = _ranking(images[queries] @ texts.T)
         ranks.append((owner[order] == queries[:, None]).argmax(axis=1))
     return np.concatenate(ranks)
+
+
+def knn_correct_leave_one_out(
+    embeddings: np.ndarray,
+    labels: Sequence,
+    *,
+    k: int = DEFAULT_KNN_K,
+    temperature: float = DEFAULT_KNN_TEMPERATURE,
+) -> np.ndarray:
+    """Per row: whether weighted k-NN over all *other* rows classifies it right.
+
+    The k-NN of :func:`knn_correct` for a set with no separate memory (a user's held-out images):
+    every image is classified by its ``k`` nearest other images, never by itself.
+    """
+    emb = _as_matrix(embeddings, "embeddings")
+    labels = _as_labels(labels, emb.shape[0])
+    if emb.shape[0] < 2:
+        raise ValueError("leave-one-out k-NN needs at least 2 rows")
+    correct = []
+    for i in range(emb.shape[0]):
+        others = np.arange(emb.shape[0]) != i
+        correct.append(knn_correct(emb[others], labels[others], emb[i : i + 1], labels[i : i + 1],
+                                   k=k, temperature=temperature))
+    return np.concatenate(correct)
+
+
+def text_query_hits(
+    text_embeddings: np.ndarray, image_embeddings: np.ndarray, relevant: np.ndarray, k: int = 5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per text query with at least one relevant image: its average precision over all images and
+    whether a relevant image is among its ``k`` best (``relevant[q, i]``: image ``i`` matches
+    query ``q``). For captions that several images share (a kind of thing), where the recall of
+    one owner image (:func:`text_to_image_recall`) does not apply."""
+    texts = _as_matrix(text_embeddings, "text_embeddings")
+    images = _as_matrix(image_embeddings, "image_embeddings")
+    relevant = np.asarray(relevant, dtype=bool)
+    if relevant.shape != (texts.shape[0], images.shape[0]):
+        raise ValueError(f"relevant must be (queries, images) = {(texts.shape[0], images.shape[0])}, got {relevant.shape}")
+    keep = relevant.any(axis=1)
+    order = _ranking(texts[keep] @ images.T)
+    ranked = np.take_along_axis(relevant[keep], order, axis=1)
+    precision = np.cumsum(ranked, axis=1) / np.arange(1, ranked.shape[1] + 1)
+    ap = (precision * ranked).sum(axis=1) / ranked.sum(axis=1)
+    return ap.astype(np.float64), ranked[:, :k].any(axis=1).astype(np.float64)

@@ -137,6 +137,11 @@ class FinetuneConfig(StageConfig):
     images the base never trained on."""
     text_guard_seed: int = 0
     text_guard_tolerance: float = 0.01
+    text_guard_score: Literal["t2i_recall", "caption_match"] = "t2i_recall"
+    """What the guard measures on ``text_guard_data``: text->image R@5 of each caption's own image
+    (``t2i_recall``: captions that describe one image, Flickr-style), or image->caption R@1 among
+    the distinct captions (``caption_match``: captions that many images share, a kind of thing,
+    where one owner image does not exist; this is zero-shot classification by those captions)."""
     wise_ft_alphas: tuple[float, ...] = ()
     """WiSE-FT (Wortsman et al., 2022): after training, replace the image tower by
     ``(1 - a) * start + a * trained`` for the ``a`` of this grid (values in (0, 1]; 1 = the
@@ -148,6 +153,8 @@ class FinetuneConfig(StageConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.text_guard_score not in ("t2i_recall", "caption_match"):
+            raise ValueError(f"text_guard_score must be 't2i_recall' or 'caption_match', not {self.text_guard_score!r}")
         if any(not 0.0 < a <= 1.0 for a in self.wise_ft_alphas):
             raise ValueError(f"wise_ft_alphas must lie in (0, 1], not {list(self.wise_ft_alphas)}")
 
@@ -517,8 +524,13 @@ def _text_guarded(cfg: FinetuneConfig, prep: _Prepared, primary: ValidationScore
     held_out = load_samples(cfg.text_guard_data)
     if cfg.text_guard_fraction < 1.0:
         held_out = split_samples(held_out, cfg.text_guard_fraction, cfg.text_guard_seed)[1]
-    guard = TextRetrievalScore(prep.loaded.model, prep.loaded.tokenizer, held_out, prep.loaded.preprocess,
-                               prep.device, k=5)
+    guard: ValidationScore
+    if cfg.text_guard_score == "caption_match":
+        guard = CaptionMatchScore(prep.loaded.model, prep.loaded.tokenizer, [s for s in held_out if s.captions],
+                                  prep.device, preprocess=prep.loaded.preprocess)
+    else:
+        guard = TextRetrievalScore(prep.loaded.model, prep.loaded.tokenizer, held_out, prep.loaded.preprocess,
+                                   prep.device, k=5)
     score = GuardedScore(primary, guard, cfg.text_guard_tolerance)
     log.info("text guard: %d held-out images of %s, %s", len(guard.samples), cfg.text_guard_data, score.name)
     return score

@@ -1,0 +1,313 @@
+"""One guided run from a user's labelled folder to a model judged on the user's held-out labels.
+
+:func:`run_adapt` does, in order (every step reuses the stages of :mod:`clip_ingest.model.stages`):
+
+1. split the images by label into training, validation and held-out
+   (:mod:`clip_ingest.model.user_data`) and write the three manifests;
+2. measure the base on the held-out labels (:mod:`clip_ingest.model.user_eval`);
+3. mine pseudo-captions from ``caption_pool`` with the base when the images have no captions;
+4. fine-tune with 2SFT stage 1 (ArcMargin) and, when captions exist, MCIP, once per learning
+   rate of the plan (:mod:`clip_ingest.model.adapt_plan`), each run keeping its best
+   validation epoch. With captions, the text guard (validation images' captions must keep
+   their score within ``text_guard_tolerance`` of the base's) and WiSE-FT (the image tower moved
+   back towards the base's, for the alpha the guarded score rates best) are on by default: on a
+   few hundred images fine-tuning easily drifts away from the frozen text tower, and both give
+   text search back at a small image cost, chosen on validation;
+5. choose among the base and every run on the validation labels: the best image mAP among those
+   whose text mAP stays within the tolerance of the base's (the base wins unless beaten);
+6. realign the text tower of the choice on the training captions (2SFT stage 2), kept only if
+   validation text mAP does not drop;
+7. evaluate random init of the base's architecture, the base and the choice on the held-out
+   labels, with paired-bootstrap CIs against the base, and state the verdict
+   (:mod:`clip_ingest.model.adapt_verdict`);
+8. export the choice with its name, base, data summary, held-out table and text calibration
+   (fitted on the validation labels) into ``OUT/export``, which ``clip-ingest migrate --model``
+   takes as it is.
+
+Nothing on the held-out labels chooses anything. Finished stages are reused and an interrupted
+one resumes after its last finished epoch, so rerunning the same command continues. Training
+uses a GPU (with mixed precision) when one is present.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import open_clip
+
+from clip_ingest.connectors.factory import DEFAULT_MODEL_SPEC, METADATA_FILE, load_model
+from clip_ingest.connectors.runtime import load_embedder
+
+from .adapt_defaults import DEFAULT_TEXT_TOLERANCE, DEFAULT_WISE_FT_ALPHAS
+from .adapt_plan import AdaptPlan, expectations, image_tower_size, make_plan
+from .adapt_verdict import Verdict, verdict
+from .checkpoint import model_config_for_spec
+from .data import Sample, write_manifest
+from .evaluate import EvalReport, compare_to, render_markdown
+from .export import export_model
+from .mining import MineConfig, run_mine_captions
+from .stages import FinetuneConfig, RealignConfig, run_finetune, run_realign
+from .text_calibration import calibrate_text
+from .train import TrainConfig
+from .user_data import DEFAULT_HELD_OUT_FRACTION, DEFAULT_VAL_FRACTION, UserSplit, load_user_samples, split_by_label
+from .user_eval import IMAGE_MAP, TEXT_MAP, evaluate_on_samples, label_name
+
+log = logging.getLogger(__name__)
+
+
+
+@dataclass
+class AdaptConfig:
+    """Settings of :func:`run_adapt`; every training setting left ``None``/empty comes from the plan."""
+
+    data: str
+    base: str = DEFAULT_MODEL_SPEC
+    out_dir: str = "runs/adapt"
+    name: str | None = None
+    """The exported model's name (default: ``<base name>-<folder name>``)."""
+    held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION
+    val_fraction: float = DEFAULT_VAL_FRACTION
+    split_seed: int = 0
+    lrs: tuple[float, ...] = ()
+    epochs: int | None = None
+    batch_size: int | None = None
+    caption_pool: str | None = None
+    realign: bool = True
+    text_guard_tolerance: float = DEFAULT_TEXT_TOLERANCE
+    wise_ft_alphas: tuple[float, ...] = DEFAULT_WISE_FT_ALPHAS
+    random_baseline: bool = True
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    export: bool = True
+
+
+@dataclass
+class AdaptResult:
+    """What the run chose and measured."""
+
+    split: UserSplit
+    plan: AdaptPlan
+    chosen: str
+    validation: dict[str, dict[str, float]]
+    report: EvalReport
+    table: str
+    verdict: Verdict
+    export_dir: Path | None
+    seconds: float
+    stages: dict[str, float] = field(default_factory=dict)
+
+
+class Progress:
+    """Numbered progress lines with the elapsed time and an ETA from the stages timed so far."""
+
+    def __init__(self, steps: int, echo: Callable[[str], None]) -> None:
+        self.steps, self.echo, self.done = steps, echo, 0
+        self.started = time.monotonic()
+        self.timed: list[float] = []
+
+    def start(self, what: str) -> float:
+        elapsed = time.monotonic() - self.started
+        left = self.steps - self.done
+        eta = f", ETA ~{sum(self.timed) / len(self.timed) * left:.0f} s" if self.timed else ""
+        self.echo(f"[{self.done + 1}/{self.steps}] {what} (elapsed {elapsed:.0f} s{eta})")
+        return time.monotonic()
+
+    def finish(self, began: float) -> float:
+        seconds = time.monotonic() - began
+        self.timed.append(seconds)
+        self.done += 1
+        return seconds
+
+
+def _finished(out_dir: Path) -> bool:
+    return (out_dir / METADATA_FILE).is_file() and (out_dir / "open_clip_config.json").is_file()
+
+
+def random_init_spec(base: str) -> str | None:
+    """``ARCH:random`` for the registered open_clip architecture whose config is the base's, if any."""
+    cfg = model_config_for_spec(base)
+    for arch in open_clip.list_models():
+        if open_clip.get_model_config(arch) == cfg:
+            return f"{arch}:random"
+    return None
+
+
+def _write_split(split: UserSplit, folder: Path) -> dict[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return {side: str(write_manifest(getattr(split, side), folder / f"{side}.jsonl"))
+            for side in ("train", "val", "held_out")}
+
+
+def _guard_score(samples: list[Sample]) -> str:
+    """``caption_match`` when captions are shared by several images (kinds of things), else ``t2i_recall``."""
+    captions = [c for s in samples for c in s.captions]
+    return "caption_match" if len(set(captions)) < 0.5 * len(captions) else "t2i_recall"
+
+
+def _calibration_samples(split: UserSplit) -> list[Sample]:
+    """Validation images with their captions, or a caption from their label's name."""
+    return [s if s.captions else Sample(s.path, s.label, (f"a photo of a {label_name(s.label or '')}",)) for s in split.val]
+
+
+def _choose(scores: dict[str, dict[str, float]], tolerance: float) -> str:
+    """The candidate with the best validation image mAP among those within ``tolerance`` of the
+    base's text mAP (all of them without captions); ``base`` on a tie."""
+    floor = scores["base"].get(TEXT_MAP, 0.0) - tolerance
+    allowed = [n for n, s in scores.items() if s.get(TEXT_MAP, floor) >= floor - 1e-9]
+    return max(allowed, key=lambda n: (scores[n][IMAGE_MAP], n == "base"))
+
+
+def run_adapt(cfg: AdaptConfig, echo: Callable[[str], None] = print) -> AdaptResult:
+    """Run the guided adaptation (see the module doc); ``echo`` receives the progress and the table."""
+    started = time.monotonic()
+    out = Path(cfg.out_dir)
+    split = split_by_label(load_user_samples(cfg.data), cfg.held_out_fraction, cfg.val_fraction, cfg.split_seed)
+    manifests = _write_split(split, out / "split")
+    summary = split.summary()
+    echo(f"split by label: {json.dumps({k: v for k, v in summary.items() if k != 'split'})}")
+    base_loaded = load_model(cfg.base)
+    plan = make_plan(image_tower_size(base_loaded.model), len(split.train), lrs=cfg.lrs, epochs=cfg.epochs,
+                     batch_size=cfg.batch_size)
+    base_name = base_loaded.name
+    del base_loaded
+    echo(expectations(len(split.train), summary["train"]["labels"], len(split.held_out)))
+    echo(f"plan: {plan.describe()}")
+
+    train_data = manifests["train"]
+    captions = split.has_captions
+    if not captions and cfg.caption_pool:
+        mined = run_mine_captions(MineConfig(cfg.base, train_data, cfg.caption_pool, str(out / "split" / "train-mined.jsonl"),
+                                             device=cfg.device))
+        echo(f"mined captions for {mined.with_captions}/{mined.images} training images from {cfg.caption_pool}")
+        train_data, captions = str(mined.output), mined.with_captions > 0
+    methods = ["retrieval", "mcip"] if captions else ["retrieval"]
+    if not captions:
+        echo("no captions (and no --caption-pool): 2SFT only, no text guard; text search is not measured")
+    steps = 2 + len(methods) * len(plan.lrs) + (1 if captions and cfg.realign else 0)
+    progress = Progress(steps, echo)
+
+    began = progress.start(f"measuring the base ({cfg.base}) on {len(split.held_out)} held-out images")
+    base_report = evaluate_on_samples([cfg.base], split.held_out, names=["base"], device=cfg.device)
+    progress.finish(began)
+    echo("base on held-out: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in base_report.models[0].metrics.items()))
+
+    stage_seconds: dict[str, float] = {}
+    candidates: dict[str, str] = {"base": cfg.base}
+    guard = _guard_score(split.val) if captions else "t2i_recall"
+    for method in methods:
+        for lr in plan.lrs:
+            label = f"{'2sft' if method == 'retrieval' else 'mcip'}-lr{lr:g}"
+            stage_dir = out / "stages" / label
+            began = progress.start(f"fine-tuning {label} ({plan.epochs} epochs)")
+            if not _finished(stage_dir):
+                run_finetune(FinetuneConfig(
+                    cfg.base, train_data, str(stage_dir), method=method, val_data=manifests["val"],
+                    train=TrainConfig(epochs=plan.epochs, batch_size=plan.batch_size, lr=lr, seed=cfg.seed,
+                                      device=cfg.device, num_workers=cfg.num_workers),
+                    text_guard_data=manifests["val"] if captions else None, text_guard_score=guard,
+                    text_guard_tolerance=cfg.text_guard_tolerance, wise_ft_alphas=cfg.wise_ft_alphas,
+                ))
+            stage_seconds[label] = progress.finish(began)
+            candidates[label] = str(stage_dir)
+
+    val_report = evaluate_on_samples(list(candidates.values()), split.val, names=list(candidates), device=cfg.device)
+    validation = {m.name: m.metrics for m in val_report.models}
+    chosen = _choose(validation, cfg.text_guard_tolerance)
+    echo(f"validation chose {chosen}: " + "; ".join(
+        f"{n} image mAP {100 * s[IMAGE_MAP]:.1f}" + (f", text mAP {100 * s[TEXT_MAP]:.1f}" if TEXT_MAP in s else "")
+        for n, s in validation.items()))
+
+    if captions and cfg.realign and chosen == "base":
+        progress.steps -= 1
+    elif captions and cfg.realign:
+        began = progress.start(f"realigning the text tower of {chosen}")
+        realigned = out / "stages" / f"{chosen}-realign"
+        if not _finished(realigned):
+            run_realign(RealignConfig(
+                candidates[chosen], train_data, str(realigned), val_data=manifests["val"],
+                train=TrainConfig(epochs=plan.realign_epochs, batch_size=plan.batch_size, lr=plan.realign_lr,
+                                  seed=cfg.seed, device=cfg.device, num_workers=cfg.num_workers),
+            ))
+        check = evaluate_on_samples([str(realigned)], split.val, names=[f"{chosen}-realign"], device=cfg.device)
+        scores = check.models[0].metrics
+        validation[f"{chosen}-realign"] = scores
+        if scores.get(TEXT_MAP, 0.0) >= validation[chosen].get(TEXT_MAP, 0.0):
+            candidates[f"{chosen}-realign"] = str(realigned)
+            chosen = f"{chosen}-realign"
+        echo(f"realignment: validation text mAP {100 * scores.get(TEXT_MAP, 0.0):.1f} "
+             f"({'kept' if chosen.endswith('-realign') else 'not kept'})")
+        stage_seconds["realign"] = progress.finish(began)
+
+    began = progress.start("measuring on the held-out labels")
+    specs, names = [], []
+    random_spec = random_init_spec(cfg.base) if cfg.random_baseline else None
+    if random_spec == cfg.base:
+        random_spec = None  # the base is that random initialisation
+    if random_spec:
+        specs, names = [random_spec], ["random init"]
+    if chosen != "base":
+        specs, names = specs + [candidates[chosen]], names + [chosen]
+    others = evaluate_on_samples(specs, split.held_out, names=names, device=cfg.device) if specs else None
+    models = ([others.models[0]] if random_spec else []) + base_report.models + (others.models[-1:] if chosen != "base" else [])
+    report = EvalReport(models, {}, {**base_report.options, "held_out_labels": sorted({s.label for s in split.held_out})})
+    compare_to(report, cfg.base)
+    progress.finish(began)
+    table = render_markdown(report)
+    text_metric = TEXT_MAP if captions else None
+    decision = verdict(models[-1], IMAGE_MAP, text_metric, same_as_base=chosen == "base")
+
+    export_dir = None
+    name = cfg.name or f"{base_name}-{Path(cfg.data).name or 'adapted'}"
+    if cfg.export and chosen != "base":
+        export_dir = _export(cfg, name, candidates[chosen], split, plan, report, table, decision, validation, chosen)
+    seconds = time.monotonic() - started
+    result = AdaptResult(split, plan, chosen, validation, report, table, decision, export_dir, seconds, stage_seconds)
+    _write_summary(out, result, cfg)
+    echo(table)
+    echo(decision.line)
+    if export_dir is not None:
+        hint = "switch with" if decision.recommend_switch else "to switch anyway"
+        echo(f"{hint}: clip-ingest migrate --model {export_dir} --collection YOUR_COLLECTION YOUR_SOURCES")
+    echo(f"done in {seconds:.0f} s; report in {out / 'adapt.md'}")
+    return result
+
+
+def _export(cfg: AdaptConfig, name: str, source: str, split: UserSplit, plan: AdaptPlan, report: EvalReport,
+            table: str, decision: Verdict, validation: dict[str, dict[str, float]], chosen: str) -> Path:
+    """Export the chosen model with its name, base, data, held-out table and text calibration."""
+    chosen_model = report.models[-1]
+    data = {"folder": str(Path(cfg.data).resolve()), **split.summary()}
+    training = {"chosen": chosen, "plan": vars(plan), "validation": validation,
+                "text_guard_tolerance": cfg.text_guard_tolerance, "wise_ft_alphas": list(cfg.wise_ft_alphas)}
+    compared = [{"name": m.name, "spec": m.spec, "model_id": m.model_id, "metrics": m.metrics}
+                for m in report.models if m is not chosen_model]
+    held_out = f"### Held-out labels of the training folder\n\n{table}\n{decision.line}\n"
+    result = export_model(source, Path(cfg.out_dir) / "export", name=name, recipe={"adapt": training, "base": cfg.base},
+                          data=data, metrics=chosen_model.metrics, compared_with=compared, experiment=held_out,
+                          overwrite=True)
+    metadata_path = result.path / METADATA_FILE
+    metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
+    metadata.update(base_model=cfg.base, held_out={"table": table, "verdict": decision.line})
+    metadata_path.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    calibrate_text(load_embedder(str(result.path), device=cfg.device), _calibration_samples(split), None,
+                   model_folder=result.path)
+    return result.path
+
+
+def _write_summary(out: Path, result: AdaptResult, cfg: AdaptConfig) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "adapt.md").write_text(f"{result.table}\n{result.verdict.line}\n", encoding="utf-8")
+    payload: dict[str, Any] = {
+        "data": cfg.data, "base": cfg.base, "chosen": result.chosen, "plan": vars(result.plan),
+        "split": result.split.summary(), "validation": result.validation, "held_out": result.report.to_json(),
+        "verdict": result.verdict.line, "recommend_switch": result.verdict.recommend_switch,
+        "export": str(result.export_dir) if result.export_dir else None, "seconds": result.seconds,
+        "stage_seconds": result.stages,
+    }
+    (out / "adapt.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
