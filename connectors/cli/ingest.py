@@ -6,6 +6,12 @@ file); 4 another run, or a ``clip-search serve`` on the same embedded store, hol
 collection; 5 finished, but ``--prune`` removed nothing (an empty source, a changed mount, or
 over ``--max-prune``). Every run, refused ones included, leaves its summary (outcome, exit code, failed
 files) in ``DATA_DIR/dead-letter/TARGET-COLLECTION.last-run.json`` for ``clip-ingest status``.
+
+``--failed-files-ok`` turns exit 3 into 0 for schedulers that retry every non-zero exit
+(Kubernetes Jobs, Ray jobs): some files failing is then a finished run, not a failed one, and
+stays visible in the summary (``outcome: failed_files``), the dead-letter file and the
+``--metrics-file`` (a Prometheus text file). Every other code is kept: a crash, an unreachable
+database or a usage error still fails, and a refused prune (5) still needs a person.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from ..ingest.reader import DEFAULT_READ_TIMEOUT_S
 from ..ingest.scan import DEFAULT_EXTENSIONS, ManifestError, is_source_folder, normalise_extensions
 from ..ingest.quarantine import QuarantineError
 from ..ingest.summary import RunStats, failed_files_fields, outcome_fields, write_summary
+from ..ingest.textfile_metrics import write_textfile
 from ..ingest.writer import RETRY_FOR_S
 from .common import (
     EXIT_FAILED_FILES,
@@ -80,6 +87,8 @@ INGEST_SETTINGS: tuple[Setting, ...] = (
     Setting("retry_for", float, RETRY_FOR_S),
     Setting("read_timeout", float, DEFAULT_READ_TIMEOUT_S),
     Setting("summary", str, None),
+    Setting("metrics_file", str, None),
+    Setting("failed_files_ok", bool, False),
     Setting("from_parquet", str, None),
     Setting("workers", int, None),
     Setting("batch_size", int, 32),
@@ -141,6 +150,16 @@ def source_options(fn: F) -> F:
             f"reason 'timeout') and the run goes on [default: {DEFAULT_READ_TIMEOUT_S:g}].",
         ),
         click.option("--summary", default=None, type=click.Path(dir_okay=False), help="Write a JSON run summary here."),
+        click.option(
+            "--metrics-file", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+            help="Also write the run summary as Prometheus gauges (node_exporter textfile collector format: "
+            "name it *.prom), every run, failed and refused ones included.",
+        ),
+        click.option(
+            "--failed-files-ok/--no-failed-files-ok", default=None,
+            help="Exit 0 instead of 3 when the run finished but some files failed (for Kubernetes and Ray "
+            "jobs, which retry any other exit); the summary, dead-letter file and --metrics-file still show them.",
+        ),
         click.option("--workers", default=None, type=click.IntRange(1), help="Decode threads, or processes with --executor processes [default: half the CPUs (--cpus), at least 1]."),
         click.option("--batch-size", default=None, type=click.IntRange(1), help="Images per model forward pass [default: 32]."),
         click.option("-v", "--verbose", count=True, help="Debug logging."),
@@ -192,7 +211,7 @@ def main(verbose: int, quiet: bool, **params: Any) -> None:
     3 some files failed (see the dead-letter file), 4 locked by another run or by a
     clip-search serve holding the same embedded store, 5 done but --prune refused (see
     --max-prune), 130 / 143 stopped by Ctrl-C / SIGTERM
-    (what was embedded is saved; re-run to resume).
+    (what was embedded is saved; re-run to resume). With --failed-files-ok, 3 becomes 0.
 
     The collection's state and the last run: `clip-ingest status`. Files that will never
     decode stop failing runs once acknowledged: `clip-ingest quarantine --help`. Another model
@@ -234,6 +253,8 @@ class IngestJob:
     summary_path: str | None
     last_run_path: str | None = None
     """Every run's summary also goes here (``clip-ingest status`` reads it); None in a dry run."""
+    metrics_path: str | None = None
+    """``--metrics-file``: every run's summary as a Prometheus text file; None: not written."""
 
     def summary_fields(self, collection: str) -> dict[str, Any]:
         """The fields of a run summary that come from the configuration, not the run."""
@@ -247,9 +268,15 @@ class IngestJob:
         return RunLock(self.lock_path, timeout=timeout, command=command, about=about)
 
     def record(self, summary: dict[str, Any]) -> None:
-        """Write a run's summary where ``--summary`` asks and to the last-run file."""
+        """Write a run's summary where ``--summary`` asks, to the last-run file and, as gauges,
+        to the ``--metrics-file``."""
         for path in {self.summary_path, self.last_run_path} - {None}:
             write_summary(path, summary)
+        if self.metrics_path:
+            try:
+                write_textfile(self.metrics_path, summary)
+            except OSError as exc:  # the run's work is done and recorded: a monitor reports the stale file
+                log.error("cannot write the metrics file %s: %s", self.metrics_path, exc)
 
 
 def plan_job(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> IngestJob:
@@ -287,7 +314,8 @@ def plan_job(settings: Settings, shard: Shard, index_fields: dict[str, str]) -> 
         id_namespace=settings.get("id_namespace"),
         quarantine=files.quarantine,
     )
-    return IngestJob(target, options, lock_path, dead_letter, settings.summary, None if settings.dry_run else files.last_run)
+    return IngestJob(target, options, lock_path, dead_letter, settings.summary, None if settings.dry_run else files.last_run,
+                     None if settings.dry_run else settings.get("metrics_file"))
 
 
 def missing_sources(settings: Settings) -> list[str]:
@@ -321,9 +349,8 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str], preload
     def summarise(stats: RunStats, code: int, listed_from: str | None, **extra: Any) -> dict[str, Any]:
         """The JSON summary of this run, whatever its end; ``listed_from``: the dead-letter file
         whose first records it lists (None when this run wrote none)."""
-        return stats.to_dict(model_id=embedder.model_id if embedder is not None else None,
-                             **job.summary_fields(settings.collection), **outcome_fields(code),
-                             **failed_files_fields(listed_from), **extra)
+        fields = {**job.summary_fields(settings.collection), **outcome_fields(code), **failed_files_fields(listed_from), **extra}
+        return stats.to_dict(model_id=embedder.model_id if embedder is not None else None, **fields)
 
     def end(message: str, code: int, stats: RunStats | None = None, listed_from: str | None = None, **extra: Any) -> None:
         """Record the summary of a run that ends early (refused, failed, interrupted), then exit."""
@@ -368,9 +395,9 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str], preload
         end(str(exc), EXIT_FATAL)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    code = EXIT_FAILED_FILES if stats.failed else EXIT_PRUNE_REFUSED if stats.prune_refused else EXIT_OK
+    code, outcome = finished_outcome(stats, failed_files_ok=bool(settings.get("failed_files_ok")))
     summary = summarise(stats, code, None if settings.dry_run else dead_letter,
-                        dead_letter=None if settings.dry_run else dead_letter)
+                        dead_letter=None if settings.dry_run else dead_letter, outcome=outcome)
     job.record(summary)
     if settings.dry_run:
         click.echo("dry run, nothing written: " + json.dumps(summary, sort_keys=True))
@@ -381,6 +408,18 @@ def _run(settings: Settings, shard: Shard, index_fields: dict[str, str], preload
         log.warning("%d file(s) failed; see %s (they are retried on the next run; `clip-ingest quarantine "
                     "--failed` acknowledges files that will never decode)", stats.failed, dead_letter)
     return code
+
+
+def finished_outcome(stats: RunStats, *, failed_files_ok: bool = False) -> tuple[int, str]:
+    """The exit code and outcome word of a run that went to its end: 3 ``failed_files`` when
+    files failed; else 5 ``prune_refused`` when ``--prune`` was refused (never hidden: a retry
+    refuses again, a person must look); else 0. With ``failed_files_ok`` failed files exit 0 (a
+    finished run for a scheduler that retries any non-zero exit) and keep the word ``failed_files``."""
+    if stats.failed and not failed_files_ok:
+        return EXIT_FAILED_FILES, "failed_files"
+    if stats.prune_refused:
+        return EXIT_PRUNE_REFUSED, "prune_refused"
+    return EXIT_OK, "failed_files" if stats.failed else "ok"
 
 
 def _embedded_store_holder(target: StoreTarget, collection: str) -> LockHolder | None:
@@ -498,7 +537,8 @@ def _executor(settings: Settings, embedder: Any) -> Any:
                        progress=bool(sys.stderr.isatty()))
 
 
-__all__ = ["INGEST", "INGEST_SETTINGS", "IngestJob", "main", "missing_sources", "parse_index_fields", "plan_job"]
+__all__ = ["INGEST", "INGEST_SETTINGS", "IngestJob", "finished_outcome", "main", "missing_sources", "parse_index_fields",
+           "plan_job"]
 
 
 if __name__ == "__main__":
