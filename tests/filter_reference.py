@@ -4,13 +4,26 @@ and hypothesis strategies for random filters over it (used by test_filters / tes
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 from typing import Any, Mapping
 
 from hypothesis import strategies as st
 
-from clip_ingest.connectors.search.filters import And, Compare, Exists, Filter, In, Not, Or, StartsWith
+from clip_ingest.connectors.search.filters import (
+    And,
+    Compare,
+    Exists,
+    Filter,
+    GeoBox,
+    GeoRadius,
+    In,
+    Instant,
+    Not,
+    Or,
+    StartsWith,
+)
 
 #: examples per cross-backend property test (each one is a real query in every store)
 FUZZ_EXAMPLES = int(os.environ.get("CLIP_INGEST_FUZZ_EXAMPLES", "200"))
@@ -42,6 +55,34 @@ def _in_range(value: Any, op: str, bound: float) -> bool:
     return {"<": value < bound, "<=": value <= bound, ">": value > bound, ">=": value >= bound}[op]
 
 
+#: mean Earth radius (metres) of the reference great-circle distance
+EARTH_RADIUS_M = 6_371_008.8
+
+
+def great_circle_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Haversine distance in metres."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
+
+
+def geo_point(value: Any) -> tuple[float, float] | None:
+    """``(lat, lon)`` of a payload geo point ``{"lat": n, "lon": n}``; None for anything else."""
+    if not isinstance(value, Mapping) or set(value) != {"lat", "lon"}:
+        return None
+    lat, lon = value["lat"], value["lon"]
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in (lat, lon)):
+        return None
+    return (lat, lon) if -90 <= lat <= 90 and -180 <= lon <= 180 else None
+
+
+def in_box(point: tuple[float, float], box: GeoBox) -> bool:
+    lat, lon = point
+    lons = box.west <= lon <= box.east if box.west <= box.east else (lon >= box.west or lon <= box.east)
+    return box.south <= lat <= box.north and lons
+
+
 def evaluate(node: Filter, payload: Mapping[str, Any], *, null_exists: bool = False) -> bool:
     """Whether ``payload`` matches ``node`` under the documented semantics.
 
@@ -55,6 +96,13 @@ def evaluate(node: Filter, payload: Mapping[str, Any], *, null_exists: bool = Fa
         return any(evaluate(child, payload, null_exists=null_exists) for child in node.operands)
     if isinstance(node, Not):
         return not evaluate(node.operand, payload, null_exists=null_exists)
+    if isinstance(node, (GeoRadius, GeoBox)):
+        point = geo_point(payload.get(node.field))
+        if point is None:
+            return False
+        if isinstance(node, GeoBox):
+            return in_box(point, node)
+        return great_circle_m(node.lat, node.lon, *point) <= node.meters
     values = _values(payload, node.field)
     if isinstance(node, Exists):
         return bool(values) or (null_exists and node.field in payload and payload[node.field] is None)
@@ -77,6 +125,16 @@ def evaluate(node: Filter, payload: Mapping[str, Any], *, null_exists: bool = Fa
 NASTY = ["red", "re", "Red", 'x" or id != "', "a\\b", "50%", "a_b", "a%b", "é", "🙂 smile", "it's", "line\nbreak", ""]
 NAMES = ["alpha", "alphabet", "al_pha", "al%pha", "beta", "be", 'q"uote', "tab\there", "ünï", "x' or '1'='1"]
 NUMBERS = [-3, 0, 1, 2, 2.0, 2.5, 7, 1e6, -0.5, 9007199254740992]
+#: Unix seconds of photos "taken": 2019-06-01T00:00Z exactly, a second and a millisecond either
+#: side, a pre-1970 photo, 2024 with a fraction
+TAKEN = [1559347200, 1559347199, 1559347201, 1559347200.001, -631152000, 1717243200.5, 946684800, 1262304000]
+#: geo points (lat, lon): Paris, Versailles (17 km from Paris), Lyon, Zurich, Sydney, Suva (Fiji),
+#: Taveuni (across the 180th meridian from Suva), Reykjavik, Quito, near the North Pole, McMurdo
+PLACES = [(48.8566, 2.3522), (48.8049, 2.1204), (45.764, 4.8357), (47.3769, 8.5417), (-33.8688, 151.2093),
+          (-18.1416, 178.4419), (-16.8, -179.97), (64.1466, -21.9426), (-0.1807, -78.4678), (89.9, 45.0),
+          (-77.85, 166.67)]
+#: geo field values that are not points (every backend must treat them as no position)
+NOT_POINTS: list[Any] = ["48.85,2.35", {"lat": 48.8566}, 48.8566]
 
 
 def planted_payloads() -> list[dict[str, Any]]:
@@ -99,6 +157,13 @@ def planted_payloads() -> list[dict[str, Any]]:
             payload["flag"] = i % 2 == 0
         if i % 7 != 6:
             payload["name"] = NAMES[i % len(NAMES)]
+        if i % 9 != 8:
+            payload["taken_at"] = TAKEN[i % len(TAKEN)]
+        if i % 12 < len(PLACES):
+            lat, lon = PLACES[(i * 5) % len(PLACES)]
+            payload["gps"] = {"lat": lat, "lon": lon}
+        elif i % 12 == 11:
+            payload["gps"] = NOT_POINTS[i % len(NOT_POINTS)]
         payloads.append(payload)
     return payloads
 
@@ -113,6 +178,27 @@ def planted_id(index: int) -> str:
 _chars = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
 _strings = st.sampled_from(NASTY + NAMES) | st.text(_chars, max_size=6)
 _numbers = st.sampled_from(NUMBERS) | st.integers(-10, 10) | st.floats(-10, 10, allow_nan=False).map(lambda x: round(x, 2))
+_instants = st.sampled_from(TAKEN).map(lambda t: Instant(t)) | st.integers(-2208988800000, 4102444800000).map(
+    lambda ms: Instant(ms / 1000)
+)
+#: radius centres and lengths, boxes' edges: chosen so that no planted point is within 0.5 % of a
+#: circle's edge or 1e-4 degrees of a box's (checked by test_filter_fuzz), where backends may round
+GEO_CENTRES = [(48.8566, 2.3522), (45.0, 5.0), (-18.0, 179.0), (0.0, -78.0), (90.0, 0.0), (-60.0, 100.0)]
+GEO_RADII_M = [1_000.0, 25_000.0, 150_000.0, 800_000.0, 2_500_000.0, 9_000_000.0, 20_000_000.0]
+BOX_LATS = [-90.0, -80.0, -45.0, -25.0, -5.0, 10.0, 30.0, 46.5, 48.83, 50.0, 70.0, 90.0]
+BOX_LONS = [-180.0, -170.0, -100.0, -30.0, 0.0, 2.2, 3.0, 6.0, 40.0, 120.0, 170.0, 179.0, 180.0]
+
+
+def geo_atoms(field: str = "gps") -> st.SearchStrategy[Filter]:
+    """Radius and box predicates over the planted places (a box's west may be east of its east)."""
+    radius = st.builds(lambda c, r: GeoRadius(field, c[0], c[1], r), st.sampled_from(GEO_CENTRES), st.sampled_from(GEO_RADII_M))
+    box = st.builds(
+        lambda lats, w, e: GeoBox(field, min(lats), w, max(lats), e),
+        st.lists(st.sampled_from(BOX_LATS), min_size=2, max_size=2), st.sampled_from(BOX_LONS), st.sampled_from(BOX_LONS),
+    )
+    return radius | box
+
+
 _prefixes = st.sampled_from(["", "a", "al", "al_", "al%", "re", "x\"", "🙂", "ü", "be", "q\"", "tab\\", "x'"]) | st.text(
     alphabet="ab_%\"'\\ ", max_size=3
 )
@@ -135,10 +221,26 @@ def _atoms() -> st.SearchStrategy[Filter]:
     )
 
 
-def filters(max_leaves: int = 8) -> st.SearchStrategy[Filter]:
-    """Random filters (and / or / not over the atoms) on the planted fields."""
+def _photo_atoms() -> st.SearchStrategy[Filter]:
+    return st.one_of(
+        st.builds(Compare, st.just("taken_at"), st.sampled_from(["<", "<=", ">", ">="]), _instants),
+        geo_atoms(),
+        st.builds(Exists, st.sampled_from(["taken_at", "gps"])),
+        # a box or a circle on a field that holds no point: false everywhere (a date against a
+        # string field is the documented SQL-unknown difference of Milvus, like any number)
+        geo_atoms("n"),
+        geo_atoms("colour"),
+    )
+
+
+def filters(max_leaves: int = 8, *, geo_radius: bool = True) -> st.SearchStrategy[Filter]:
+    """Random filters (and / or / not over the atoms) on the planted fields, dates and places
+    included (``geo_radius=False``: no radius, which Milvus refuses)."""
+    atoms = _atoms() | _photo_atoms()
+    if not geo_radius:
+        atoms = atoms.filter(lambda node: not isinstance(node, GeoRadius))
     return st.recursive(
-        _atoms(),
+        atoms,
         lambda children: st.one_of(
             st.builds(Not, children),
             st.builds(lambda xs: And(tuple(xs)), st.lists(children, min_size=2, max_size=3)),

@@ -8,6 +8,7 @@ cross-backend ones, a real query per example in every store, 200 (CLIP_INGEST_FU
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -16,9 +17,43 @@ from hypothesis import strategies as st
 
 from clip_ingest.connectors.backends import CollectionSpec, Point, open_store
 from clip_ingest.connectors.backends.milvus_store import MilvusStore
-from clip_ingest.connectors.search.compile_milvus import to_milvus_expr
-from clip_ingest.connectors.search.filters import Compare, FilterSyntaxError, Or, parse_filter, to_dict, to_text
-from filter_reference import FUZZ_EXAMPLES, PARSER_FUZZ_EXAMPLES, TARGETS, evaluate, filters, planted_id, planted_payloads, store_options
+from clip_ingest.connectors.backends.qdrant_client_store import QdrantClientStore
+from clip_ingest.connectors.search.compile_edge import to_edge_filter
+from clip_ingest.connectors.search.compile_milvus import milvus_string, radius_box, to_milvus_expr
+from clip_ingest.connectors.search.compile_qdrant import to_qdrant_filter
+from clip_ingest.connectors.search.filters import (
+    And,
+    Compare,
+    FilterSyntaxError,
+    GeoBox,
+    GeoRadius,
+    Not,
+    Or,
+    UnsupportedFilterError,
+    filter_fields,
+    make_geo_box,
+    make_geo_radius,
+    parse_filter,
+    to_dict,
+    to_text,
+)
+from filter_reference import (
+    BOX_LATS,
+    BOX_LONS,
+    FUZZ_EXAMPLES,
+    GEO_CENTRES,
+    GEO_RADII_M,
+    PARSER_FUZZ_EXAMPLES,
+    PLACES,
+    TARGETS,
+    evaluate,
+    filters,
+    geo_atoms,
+    great_circle_m,
+    planted_id,
+    planted_payloads,
+    store_options,
+)
 
 PAYLOADS = planted_payloads()
 IDS = [planted_id(i) for i in range(len(PAYLOADS))]
@@ -28,6 +63,8 @@ PARSER_FUZZ = settings(max_examples=PARSER_FUZZ_EXAMPLES, deadline=None, suppres
 
 
 SERVER = "milvus-server"
+#: qdrant-client's local mode (its own Python implementation of Qdrant's filters)
+LOCAL = "qdrant-local"
 #: every embedded backend, plus the real Milvus server that .ci/run starts
 STORE_TARGETS = [*TARGETS, pytest.param(SERVER, marks=pytest.mark.milvus_server)]
 
@@ -65,6 +102,19 @@ def planted(request, planted_stores, target):
     return planted_stores[target]
 
 
+def has_radius(node) -> bool:
+    """Whether a filter holds a ``within D of`` predicate (which Milvus refuses)."""
+    if isinstance(node, Not):
+        return has_radius(node.operand)
+    if isinstance(node, (And, Or)):
+        return any(has_radius(child) for child in node.operands)
+    return isinstance(node, GeoRadius)
+
+
+def is_milvus(target: str) -> bool:
+    return target in ("milvus", SERVER)
+
+
 def selected(store, filter) -> set[str]:
     """Ids the store returns for ``filter`` (k covers the whole planted set)."""
     query = np.ones(DIM, dtype=np.float32) / 2
@@ -100,9 +150,80 @@ def test_random_filters_match_the_reference_evaluator(planted, target):
     @given(filters())
     def check(filter):
         assert parse_filter(to_text(filter)) == filter
+        if is_milvus(target) and has_radius(filter):
+            with pytest.raises(UnsupportedFilterError, match="within box"):
+                selected(store, filter)
+            return
         assert selected(store, filter) == expected(filter, target), to_text(filter)
 
     check()
+
+
+@pytest.fixture(scope="module")
+def local_mode_store(tmp_path_factory):
+    """The planted payloads in qdrant-client's local mode (the date and geo fuzz runs on it too)."""
+    store = QdrantClientStore("planted", path=str(tmp_path_factory.mktemp("local") / "qdrant"))
+    plant(store)
+    yield store
+    store.close()
+
+
+def test_dates_and_places_match_the_reference_evaluator_in_qdrant_local_mode(local_mode_store):
+    """The photo predicates alone (a quarter of the examples), against qdrant-client's local mode."""
+    photo = filters(4).filter(lambda f: bool({"taken_at", "gps"} & filter_fields(f)))
+
+    @settings(max_examples=max(FUZZ_EXAMPLES // 4, 10), deadline=None, suppress_health_check=list(HealthCheck))
+    @given(photo)
+    def check(filter):
+        assert selected(local_mode_store, filter) == expected(filter), to_text(filter)
+
+    check()
+
+
+def test_planted_places_are_clear_of_every_fuzzed_edge():
+    """No planted point lies within 0.5 % of a fuzzed circle's edge or 1e-4 degrees of a box's edge,
+    where the backends' own rounding (Earth radius, float32 geo indexes) could decide differently."""
+    for lat, lon in PLACES:
+        for c_lat, c_lon in GEO_CENTRES:
+            distance = great_circle_m(c_lat, c_lon, lat, lon)
+            assert all(abs(distance - r) > 0.005 * r for r in GEO_RADII_M), (lat, lon, c_lat, c_lon)
+        assert all(abs(lat - edge) > 1e-4 for edge in BOX_LATS)
+        assert all(abs(lon - edge) > 1e-4 for edge in BOX_LONS)
+
+
+@pytest.mark.parametrize("target", STORE_TARGETS)
+def test_planted_dates_and_places_select_the_documented_points(planted, target):
+    """Fixed photo filters answered by hand: dates at the millisecond, the 180th meridian, radii."""
+    cases = {
+        "taken_at >= 2019-06-01": {1559347200, 1559347201, 1559347200.001, 1717243200.5},
+        "taken_at > 2019-06-01T02:00:00+02:00": {1559347201, 1559347200.001, 1717243200.5},
+        "taken_at < 1970-01-01": {-631152000},
+        "gps within box (-20, 170) to (-10, -170)": {(-18.1416, 178.4419), (-16.8, -179.97)},
+        "gps within box (48.8, 2.0) to (48.9, 2.5)": {(48.8566, 2.3522), (48.8049, 2.1204)},
+    }
+    if not is_milvus(target):
+        cases["gps within 20 km of (48.8566, 2.3522)"] = {(48.8566, 2.3522), (48.8049, 2.1204)}
+        cases["gps within 15 km of (48.8566, 2.3522)"] = {(48.8566, 2.3522)}
+        cases["gps within 300 km of (-18, 179)"] = {(-18.1416, 178.4419), (-16.8, -179.97)}
+    for text, wanted in cases.items():
+        indexes = {i for i, p in enumerate(PAYLOADS)
+                   if p.get("taken_at") in wanted or (isinstance(p.get("gps"), dict) and len(p["gps"]) == 2
+                                                      and (p["gps"]["lat"], p["gps"]["lon"]) in wanted)}
+        assert indexes == {i for i, p in enumerate(PAYLOADS) if evaluate(parse_filter(text), p)}, text
+        assert indexes, text
+        assert selected(planted, parse_filter(text)) == {IDS[i] for i in indexes}, text
+        negated = Not(parse_filter(text))
+        assert selected(planted, negated) == set(IDS) - {IDS[i] for i in indexes}, text
+
+
+@pytest.mark.parametrize("target", ["milvus", pytest.param(SERVER, marks=pytest.mark.milvus_server)])
+def test_milvus_refuses_a_radius_and_its_suggested_box_holds_the_circle(planted, target):
+    radius = parse_filter("gps within 300 km of (-18, 179)")
+    with pytest.raises(UnsupportedFilterError, match=r"within box \(") as info:
+        selected(planted, radius)
+    box = parse_filter(str(info.value).rsplit("instead: ", 1)[1])
+    assert box == radius_box(radius)
+    assert selected(planted, box) >= expected(radius, target)
 
 
 @pytest.mark.parametrize("target", STORE_TARGETS)
@@ -130,7 +251,9 @@ def test_hostile_text_only_raises_filter_syntax_error(text):
 
 _pieces = st.sampled_from(
     ['(', ')', 'not', 'and', 'or', 'a', '=', '!=', '<', 'in', '[', ']', ',', '"x"', '"', '\\', "1", "-", "1e999",
-     "exists", "startswith", "true", "é", "🙂", "\x00", "\ud800", "\n", "'"]
+     "exists", "startswith", "true", "é", "🙂", "\x00", "\ud800", "\n", "'",
+     "within", "box", "of", "to", "km", "m", "5km", "0m", "(1, 2)", "(91, 0)", "2019-06-01", "2019-06-01T14:30:00+02:00",
+     "2019-13-45", "0000-01-01", "9999-12-31T23:59:59-14:00", "1e400", "-180", "gps", ">="]
 )
 
 
@@ -153,8 +276,6 @@ def test_any_string_round_trips_as_one_literal(value):
     expr, params = to_milvus_expr(filter, inline=True)
     # the literal is the only quoted token: removing it leaves exactly the expression skeleton
     skeleton, _ = to_milvus_expr(Compare("colour", "=", "v"), inline=True)
-    from clip_ingest.connectors.search.compile_milvus import milvus_string
-
     assert expr.replace(milvus_string(value), '"v"') == skeleton
     assert params == {}
 
@@ -173,11 +294,52 @@ def test_hostile_dicts_only_raise_filter_syntax_error(value):
 @PARSER_FUZZ
 @given(filters())
 def test_every_filter_compiles_for_every_backend_and_binds_all_user_values(filter):
-    from clip_ingest.connectors.search.compile_edge import to_edge_filter
-    from clip_ingest.connectors.search.compile_qdrant import to_qdrant_filter
-
     assert to_qdrant_filter(filter) is not None and to_edge_filter(filter) is not None
+    if has_radius(filter):
+        with pytest.raises(UnsupportedFilterError):
+            to_milvus_expr(filter)
+        return
     expr, params = to_milvus_expr(filter)
-    # with template parameters no user value is ever part of the expression text
+    # with template parameters no user value is ever part of the expression text (a geo point's
+    # keys, ["lat"] and ["lon"], are the compiler's own)
+    expr = expr.replace('["lat"]', "").replace('["lon"]', "")
     assert '"' not in expr and "'" not in expr
     assert set(re.findall(r"\{(p\d+)\}", expr)) == set(params)
+
+
+_degrees = st.floats(-90, 90, allow_nan=False)
+_longitudes = st.floats(-180, 180, allow_nan=False)
+
+
+@PARSER_FUZZ
+@given(st.one_of(
+    st.builds(lambda f, lat, lon, m: make_geo_radius(f, lat, lon, m, ValueError), st.sampled_from(["gps", "where"]),
+              _degrees, _longitudes, st.floats(1e-3, 20_037_509, allow_nan=False)),
+    st.builds(lambda lats, w, e: make_geo_box("gps", min(lats), w, max(lats), e, ValueError),
+              st.lists(_degrees, min_size=2, max_size=2), _longitudes, _longitudes),
+))
+def test_geo_predicates_round_trip_and_compile(node):
+    assert parse_filter(to_text(node)) == node
+    assert parse_filter(to_dict(node)) == node
+    assert to_qdrant_filter(node) is not None and to_edge_filter(node) is not None
+    if isinstance(node, GeoBox):
+        expr, params = to_milvus_expr(node)
+        assert '"' not in expr.replace('["lat"]', "").replace('["lon"]', "") and len(params) == 4
+        assert to_milvus_expr(node, inline=True)[0].count("gps[") == 6
+    else:
+        box = radius_box(node)
+        # the suggested box holds the circle's northmost, southmost and (away from the poles) widest points
+        assert box.south <= node.lat <= box.north
+
+
+@PARSER_FUZZ
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+       st.integers(-14 * 60, 14 * 60), st.booleans())
+def test_date_literals_are_the_instant_they_name(moment, offset_minutes, quoted):
+    moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000,
+                            tzinfo=timezone(timedelta(minutes=offset_minutes)))
+    text = moment.isoformat(timespec="milliseconds")
+    literal = f'"{text}"' if quoted else text
+    node = parse_filter(f"taken_at >= {literal}")
+    assert node == Compare("taken_at", ">=", (moment - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds())
+    assert parse_filter(to_text(node)) == node and parse_filter(to_dict(node)) == node

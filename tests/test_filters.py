@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from qdrant_client import models
 
 from clip_ingest.connectors.search.compile_edge import to_edge_filter
-from clip_ingest.connectors.search.compile_milvus import milvus_string, prefix_range, to_milvus_expr
+from clip_ingest.connectors.search.compile_milvus import EARTH_RADIUS_M, milvus_string, prefix_range, radius_box, to_milvus_expr
 from clip_ingest.connectors.search.compile_qdrant import to_qdrant_filter
 from clip_ingest.connectors.search.filters import (
     MAX_DEPTH,
@@ -15,14 +17,19 @@ from clip_ingest.connectors.search.filters import (
     Compare,
     Exists,
     FilterSyntaxError,
+    GeoBox,
+    GeoRadius,
     In,
+    Instant,
     Not,
     Or,
     StartsWith,
+    UnsupportedFilterError,
     parse_filter,
     to_dict,
     to_text,
 )
+from filter_reference import in_box
 
 RED = Compare("label", "=", "cat")
 
@@ -46,6 +53,16 @@ RED = Compare("label", "=", "cat")
         ('name = "a\\"b\\\\c\\n\\u00e9"', Compare("name", "=", 'a"b\\c\né')),
         ('label = "cat" and year >= 2020 and not camera = "x"',
          And((RED, Compare("year", ">=", 2020), Not(Compare("camera", "=", "x"))))),
+        ("taken_at >= 2019-06-01", Compare("taken_at", ">=", 1559347200)),
+        ('taken_at >= "2019-06-01"', Compare("taken_at", ">=", 1559347200)),
+        ("taken_at < 2019-06-01T14:30:00+02:00", Compare("taken_at", "<", 1559392200)),
+        ("taken_at < 2019-06-01t12:30z", Compare("taken_at", "<", 1559392200)),
+        ("mtime > 2019-06-01T00:00:00.250Z", Compare("mtime", ">", 1559347200.25)),
+        ("gps within 5 km of (48.8566, 2.3522)", GeoRadius("gps", 48.8566, 2.3522, 5000.0)),
+        ("gps WITHIN 250m OF (-33.9, 151)", GeoRadius("gps", -33.9, 151.0, 250.0)),
+        ("gps within box (45.8, 5.9) to (47.8, 10.5)", GeoBox("gps", 45.8, 5.9, 47.8, 10.5)),
+        ("gps within box (-20, 170) to (-10, -170)", GeoBox("gps", -20.0, 170.0, -10.0, -170.0)),
+        ("within = 1 and box exists", And((Compare("within", "=", 1), Exists("box")))),
     ],
 )
 def test_parses_every_construct(text, expected):
@@ -85,6 +102,18 @@ def test_ast_is_immutable():
         ("a = 1 ; drop", 6, "unexpected character"),
         ("", 0, "empty filter"),
         ("x" * 65 + " = 1", 0, "invalid field name"),
+        ("taken_at = 2019-06-01", 11, "for a whole day write taken_at >= 2019-06-01"),
+        ("taken_at in [2019-06-01]", 9, "compares with < <= > >= only"),
+        ("taken_at >= 2019-02-30", 12, "invalid date"),
+        ("taken_at >= 0000-01-01", 12, "invalid date"),
+        ('taken_at >= "yesterday"', 12, "numbers or dates"),
+        ("gps within 5 of (1, 2)", 13, "expected a distance"),
+        ("gps within 5 km (1, 2)", 16, "expected 'of'"),
+        ("gps within 5 km of (1 2)", 22, "expected ','"),
+        ("gps within 5 km of (91, 2)", 11, "latitude 91 is outside"),
+        ("gps within 0 m of (1, 2)", 11, "a radius must be"),
+        ("gps within box (10, 0) to (5, 1)", 11, "south-west corner"),
+        ("gps within box (1, 0) to (5, 181)", 11, "longitude 181 is outside"),
     ],
 )
 def test_errors_carry_position_and_caret(text, position, fragment):
@@ -128,9 +157,26 @@ def test_dict_form_parses_to_the_same_ast():
     assert parse_filter(to_text(parse_filter(text))) == parse_filter(text)
 
 
+def test_dates_print_as_iso_and_geo_predicates_as_text_and_dicts():
+    assert str(Instant.parse("2019-06-01T02:00:00+02:00")) == "2019-06-01"
+    assert str(Instant.parse("2019-06-01T14:30:00.5-01:00")) == "2019-06-01T15:30:00.500Z"
+    assert to_text(parse_filter("taken_at >= 2019-06-01T14:30:00+02:00")) == "taken_at >= 2019-06-01T12:30:00Z"
+    assert to_dict(parse_filter("taken_at >= 2019-06-01")) == {"field": "taken_at", "op": ">=", "value": "2019-06-01"}
+    assert to_text(GeoRadius("gps", 1.5, -2.0, 5000.0)) == "gps within 5.0 km of (1.5, -2.0)"
+    assert to_text(GeoRadius("gps", 1.5, -2.0, 250.5)) == "gps within 250.5 m of (1.5, -2.0)"
+    assert parse_filter({"field": "gps", "op": "geo_box", "value": {"south": 1, "west": 2, "north": 3, "east": 4}}) == GeoBox(
+        "gps", 1.0, 2.0, 3.0, 4.0)
+    assert parse_filter({"field": "gps", "op": "geo_radius", "value": {"lat": 1, "lon": 2, "meters": 3}}) == GeoRadius(
+        "gps", 1.0, 2.0, 3.0)
+
+
 @pytest.mark.parametrize(
     "bad, path",
     [
+        ({"field": "gps", "op": "geo_radius", "value": {"lat": 1, "lon": 2}}, "$.value"),
+        ({"field": "gps", "op": "geo_radius", "value": {"lat": True, "lon": 2, "meters": 1}}, "$.value"),
+        ({"field": "gps", "op": "geo_box", "value": [1, 2, 3, 4]}, "$.value"),
+        ({"field": "t", "op": "=", "value": "2019-06-01"} | {"op": "<", "value": "2019-06-01X"}, "$.value"),
         ({"and": []}, "$"),
         ({"field": "a", "op": "~", "value": 1}, "$"),
         ({"field": "a b", "op": "=", "value": 1}, "$.field"),
@@ -151,6 +197,40 @@ def test_dict_form_errors_name_the_path(bad, path):
 
 
 # ---------------------------------------------------------------- compilers
+
+def test_dates_compile_as_numbers_and_places_as_geo_conditions():
+    f = to_qdrant_filter(parse_filter("taken_at >= 2019-06-01 and gps within 5 km of (48.85, 2.35)"))
+    taken, near = f.must
+    assert taken == models.FieldCondition(key="taken_at", range=models.Range(gte=1559347200.0))
+    assert near == models.FieldCondition(
+        key="gps", geo_radius=models.GeoRadius(center=models.GeoPoint(lat=48.85, lon=2.35), radius=5000.0))
+    box = to_qdrant_filter(parse_filter("gps within box (-20, 170) to (-10, -170)")).must[0]
+    assert box.geo_bounding_box == models.GeoBoundingBox(
+        top_left=models.GeoPoint(lat=-10, lon=170), bottom_right=models.GeoPoint(lat=-20, lon=-170))
+    edge_box = to_edge_filter(parse_filter("gps within box (-20, 170) to (-10, -170)")).must[0].geo_bounding_box
+    assert (edge_box.top_left.lat, edge_box.top_left.lon, edge_box.bottom_right.lat, edge_box.bottom_right.lon) == (-10, 170, -20, -170)
+
+
+def test_milvus_compiles_a_box_to_ranges_on_the_points_keys_and_refuses_a_radius():
+    expr, params = to_milvus_expr(parse_filter("taken_at >= 2019-06-01"), inline=True)
+    assert expr == "((exists taken_at) and (taken_at >= 1559347200.0))" and params == {}
+    assert to_milvus_expr(parse_filter("taken_at >= 2019-06-01"))[1] == {"p0": 1559347200.0}
+    expr, _ = to_milvus_expr(parse_filter("gps within box (-20, 170) to (-10, -170)"), inline=True)
+    assert expr == ('((exists gps["lat"]) and (exists gps["lon"]) and (gps["lat"] >= -20.0 and gps["lat"] <= -10.0)'
+                    ' and (gps["lon"] >= 170.0 or gps["lon"] <= -170.0))')
+    with pytest.raises(UnsupportedFilterError, match=r"no geo type.*instead: gps within box \(48\.805\d+, 2\.281\d+\) to"):
+        to_milvus_expr(parse_filter("not gps within 5 km of (48.85, 2.35)"))
+
+
+@pytest.mark.parametrize("lat, lon, meters", [(48.85, 2.35, 5000), (-18, 179.9, 300_000), (89, 0, 500_000), (0, 0, 20_000_000)])
+def test_milvus_radius_box_holds_the_whole_circle(lat, lon, meters):
+    box = radius_box(GeoRadius("gps", lat, lon, meters))
+    for bearing in range(0, 360, 5):  # points on the circle, by the direct geodesic problem on a sphere
+        d, b, p1, l1 = meters / EARTH_RADIUS_M, math.radians(bearing), math.radians(lat), math.radians(lon)
+        p2 = math.asin(math.sin(p1) * math.cos(d) + math.cos(p1) * math.sin(d) * math.cos(b))
+        l2 = l1 + math.atan2(math.sin(b) * math.sin(d) * math.cos(p1), math.cos(d) - math.sin(p1) * math.sin(p2))
+        point = (math.degrees(p2), (math.degrees(l2) + 540) % 360 - 180)
+        assert in_box(point, box), (bearing, point, box)
 
 def test_qdrant_compiler_structure():
     f = to_qdrant_filter(parse_filter('label = "cat" and year >= 2020 and not camera = "x" and tags in ["a", "b"]'))

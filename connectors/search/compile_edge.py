@@ -1,7 +1,8 @@
 """Compile the filter AST to Qdrant Edge (``qdrant_edge``) filter objects.
 
 Same mapping as :mod:`.compile_qdrant` (shared walker); only the model classes differ:
-qdrant-edge-py has flat ``IsEmptyCondition(key)`` and ``RangeFloat`` instead of ``Range``.
+qdrant-edge-py has flat ``IsEmptyCondition(key)`` and ``RangeFloat`` instead of ``Range``, and
+its ``GeoPoint`` takes ``(lon, lat)``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ class _EdgeDialect:
 
     def is_empty(self, field: str) -> Any:
         return self.edge.IsEmptyCondition(field)
+
+    def geo_radius(self, field: str, lat: float, lon: float, meters: float) -> Any:
+        return self.edge.FieldCondition(key=field, geo_radius=self.edge.GeoRadius(self.edge.GeoPoint(lon, lat), meters))
+
+    def geo_box(self, field: str, north: float, west: float, south: float, east: float) -> Any:
+        box = self.edge.GeoBoundingBox(self.edge.GeoPoint(west, north), self.edge.GeoPoint(east, south))
+        return self.edge.FieldCondition(key=field, geo_bounding_box=box)
 
     def filter(self, *, must: Sequence[Any] = (), should: Sequence[Any] = (), must_not: Sequence[Any] = ()) -> Any:
         return self.edge.Filter(must=list(must) or None, should=list(should) or None, must_not=list(must_not) or None)

@@ -12,6 +12,12 @@ its negation true. Every comparison is therefore guarded as ``((exists f) and ..
 a real false for a missing field. List payloads are matched element-wise for ``=`` / ``in``
 with ``json_contains_any``; ranges and ``startswith`` see scalars only
 (documented in docs/filters.md).
+
+Dates are numbers (Unix seconds) and compile as any range. Milvus 2.3-2.5 has no geo type: a
+box (``within box``) becomes numeric ranges on the point's JSON keys, ``f["lat"]`` and
+``f["lon"]`` (exact: the same points as Qdrant's bounding box); a radius (``within D of``)
+would need a distance the expression language cannot compute, so it is refused with
+:class:`UnsupportedFilterError`, whose message gives the box around the circle to use instead.
 """
 
 from __future__ import annotations
@@ -19,7 +25,22 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .filters import And, Compare, Exists, Filter, In, Not, Or, Scalar, StartsWith, UnsupportedFilterError
+from .filters import (
+    And,
+    Compare,
+    Exists,
+    Filter,
+    GeoBox,
+    GeoRadius,
+    In,
+    Not,
+    Or,
+    Scalar,
+    StartsWith,
+    UnsupportedFilterError,
+    make_geo_box,
+    to_text,
+)
 
 _OPS = {"=": "==", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 #: escapes for a Milvus double-quoted string literal (other characters are sent as they are)
@@ -40,7 +61,7 @@ def milvus_literal(value: Any) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise UnsupportedFilterError("Milvus expressions cannot hold NaN or infinity")
-        return repr(value)
+        return float.__repr__(value)  # a date literal (Instant) is written as its number
     if isinstance(value, str):
         return milvus_string(value)
     if isinstance(value, (list, tuple)):
@@ -78,7 +99,7 @@ class _Compiler:
         if self.inline:
             return milvus_literal(value)
         name = f"p{len(self.params)}"
-        self.params[name] = list(value) if isinstance(value, tuple) else value
+        self.params[name] = list(value) if isinstance(value, tuple) else float(value) if isinstance(value, float) else value
         return "{" + name + "}"
 
     def expr(self, node: Filter) -> str:
@@ -102,7 +123,22 @@ class _Compiler:
             if high is not None:
                 bound += f" and {node.field} < {self.value(high)}"
             return _guard(node.field, bound)
+        if isinstance(node, GeoBox):
+            return self.geo_box(node)
+        if isinstance(node, GeoRadius):
+            raise UnsupportedFilterError(
+                f"Milvus cannot filter by distance ({to_text(node)}): it has no geo type. "
+                f"Use the box around the circle instead: {to_text(radius_box(node))}"
+            )
         raise TypeError(f"not a filter node: {node!r}")
+
+    def geo_box(self, node: GeoBox) -> str:
+        """Ranges on the point's ``lat`` / ``lon`` keys, false unless both are there."""
+        lat, lon = f'{node.field}["lat"]', f'{node.field}["lon"]'
+        lats = f"{lat} >= {self.value(node.south)} and {lat} <= {self.value(node.north)}"
+        joiner = "and" if node.west <= node.east else "or"  # west > east: across the 180th meridian
+        lons = f"{lon} >= {self.value(node.west)} {joiner} {lon} <= {self.value(node.east)}"
+        return f"((exists {lat}) and (exists {lon}) and ({lats}) and ({lons}))"
 
     def one_of(self, field: str, values: list[Scalar]) -> str:
         """The field (or an element of it) equals one of ``values`` (all of one type).
@@ -135,6 +171,27 @@ def _exists(field: str) -> str:
     return f"(exists {field})"
 
 
+#: mean Earth radius (metres), as in the great-circle distance of docs/filters.md
+EARTH_RADIUS_M = 6_371_008.8
+
+
+def radius_box(node: GeoRadius) -> GeoBox:
+    """The smallest latitude/longitude box holding every point within ``node``'s radius."""
+    reach = math.degrees(node.meters / EARTH_RADIUS_M)
+    south, north = max(-90.0, node.lat - reach), min(90.0, node.lat + reach)
+    if south == -90.0 or north == 90.0:  # a pole inside: every longitude
+        return make_geo_box(node.field, math.floor(south * 1e6) / 1e6, -180.0, math.ceil(north * 1e6) / 1e6, 180.0, ValueError)
+    spread = math.degrees(math.asin(min(1.0, math.sin(node.meters / EARTH_RADIUS_M) / math.cos(math.radians(node.lat)))))
+    west, east = node.lon - spread, node.lon + spread
+    if spread >= 180.0 or east - west >= 360.0:
+        west, east = -180.0, 180.0
+    west = west + 360.0 if west < -180.0 else west
+    east = east - 360.0 if east > 180.0 else east
+    # rounded outwards to 6 decimals (~0.1 m), so the box still holds the whole circle
+    return make_geo_box(node.field, math.floor(south * 1e6) / 1e6, math.floor(west * 1e6) / 1e6,
+                        math.ceil(north * 1e6) / 1e6, math.ceil(east * 1e6) / 1e6, ValueError)
+
+
 def to_milvus_expr(node: Filter, *, inline: bool = False) -> tuple[str, dict[str, Any]]:
     """``(expression, params)`` for Milvus ``filter=`` / ``filter_params=``.
 
@@ -145,4 +202,4 @@ def to_milvus_expr(node: Filter, *, inline: bool = False) -> tuple[str, dict[str
     return compiler.expr(node), compiler.params
 
 
-__all__ = ["milvus_literal", "milvus_string", "prefix_range", "to_milvus_expr"]
+__all__ = ["milvus_literal", "milvus_string", "prefix_range", "radius_box", "to_milvus_expr"]

@@ -7,6 +7,9 @@ Mapping (see docs/filters.md for the semantics it implements):
 * ranges -> ``range``; ``f in [...]`` -> ``match: any`` for strings, one condition per number or
   bool otherwise (in a ``should``);
 * ``exists f`` -> ``must_not: is_empty f``; ``startswith`` -> ``match: prefix``;
+* a date is a number (Unix seconds): ``range`` as any number;
+* ``within D of (lat, lon)`` -> ``geo_radius``; ``within box (S, W) to (N, E)`` -> ``geo_bounding_box``
+  with top-left (N, W) and bottom-right (S, E) (Qdrant handles a box crossing the 180th meridian);
 * ``not`` / ``and`` / ``or`` -> ``must_not`` / ``must`` / ``should``.
 
 Qdrant itself gives the list semantics we document: a condition on a list payload holds when
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, Sequence
 
-from .filters import And, Compare, Exists, Filter, In, Not, Or, Scalar, StartsWith
+from .filters import And, Compare, Exists, Filter, GeoBox, GeoRadius, In, Not, Or, Scalar, StartsWith
 
 _RANGE_KEYS = {"<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}
 
@@ -34,6 +37,10 @@ class QdrantDialect(Protocol):
     def range(self, field: str, **bounds: float) -> Any: ...
 
     def is_empty(self, field: str) -> Any: ...
+
+    def geo_radius(self, field: str, lat: float, lon: float, meters: float) -> Any: ...
+
+    def geo_box(self, field: str, north: float, west: float, south: float, east: float) -> Any: ...
 
     def filter(self, *, must: Sequence[Any] = (), should: Sequence[Any] = (), must_not: Sequence[Any] = ()) -> Any: ...
 
@@ -64,6 +71,10 @@ def _condition(node: Filter, dialect: QdrantDialect) -> Any:
         return dialect.filter(must_not=[dialect.is_empty(node.field)])
     if isinstance(node, StartsWith):
         return dialect.match_prefix(node.field, node.prefix)
+    if isinstance(node, GeoRadius):
+        return dialect.geo_radius(node.field, node.lat, node.lon, node.meters)
+    if isinstance(node, GeoBox):
+        return dialect.geo_box(node.field, node.north, node.west, node.south, node.east)
     return compile_qdrant_like(node, dialect)
 
 
@@ -95,6 +106,16 @@ class _ClientDialect:
 
     def is_empty(self, field: str) -> Any:
         return self.models.IsEmptyCondition(is_empty=self.models.PayloadField(key=field))
+
+    def geo_radius(self, field: str, lat: float, lon: float, meters: float) -> Any:
+        center = self.models.GeoPoint(lat=lat, lon=lon)
+        return self.models.FieldCondition(key=field, geo_radius=self.models.GeoRadius(center=center, radius=meters))
+
+    def geo_box(self, field: str, north: float, west: float, south: float, east: float) -> Any:
+        box = self.models.GeoBoundingBox(
+            top_left=self.models.GeoPoint(lat=north, lon=west), bottom_right=self.models.GeoPoint(lat=south, lon=east)
+        )
+        return self.models.FieldCondition(key=field, geo_bounding_box=box)
 
     def filter(self, *, must: Sequence[Any] = (), should: Sequence[Any] = (), must_not: Sequence[Any] = ()) -> Any:
         return self.models.Filter(must=list(must) or None, should=list(should) or None, must_not=list(must_not) or None)

@@ -4,6 +4,8 @@ Text form (see ``docs/filters.md`` for the full reference and the exact semantic
 
     colour = "red" and year >= 2020 and tags in ["a", "b"] and not camera = "x"
     (shape = "circle" or shape startswith "sq") and exists width
+    taken_at >= 2019-06-01 and taken_at < 2019-06-01T18:00:00+02:00
+    gps within 5 km of (48.8566, 2.3522) or gps within box (45.8, 5.9) to (47.8, 10.5)
 
 The same filter as a dict, for programs::
 
@@ -17,6 +19,13 @@ and ``not in`` are sugar for ``not (... = ...)`` / ``not (... in ...)`` so that 
 gets one meaning for negation. The parser is a hand-written tokenizer plus recursive descent
 with bounded length, nesting depth and list sizes: hostile input only ever raises
 :class:`FilterSyntaxError`, never ``RecursionError``.
+
+Dates are instants: a date literal is an :class:`Instant`, a float of Unix seconds (UTC), so a
+range on it is an ordinary numeric range on a field holding Unix seconds (``taken_at``,
+``mtime``) in every backend. The geographic predicates (:class:`GeoRadius`, :class:`GeoBox`)
+test a field holding ``{"lat": degrees, "lon": degrees}`` (``gps``). Their words (``within``,
+``of``, ``box``, ``to``, ``m``, ``km``) are recognised only where a predicate is expected, so
+they stay usable as field names.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping, Union
 
 #: longest filter text accepted (characters)
@@ -41,10 +51,65 @@ KEYWORDS = frozenset({"and", "or", "not", "in", "exists", "startswith", "true", 
 #: field names that are not payload fields in any backend (plus the language's keywords)
 RESERVED_FIELDS = frozenset({"id", "vector"}) | KEYWORDS
 
+#: largest geo radius accepted: half the Earth's circumference (every point is nearer than that)
+MAX_RADIUS_M = 20_037_509.0
+#: metres per distance unit of the text form
+DISTANCE_UNITS = {"m": 1.0, "km": 1000.0}
+
 COMPARE_OPS = ("=", "<", "<=", ">", ">=")
 RANGE_OPS = ("<", "<=", ">", ">=")
 
 Scalar = Union[str, int, float, bool]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_FIRST_MS = round((datetime(1, 1, 1, tzinfo=timezone.utc) - _EPOCH) / timedelta(milliseconds=1))
+_LAST_MS = round((datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc) - _EPOCH) / timedelta(milliseconds=1))
+
+
+class Instant(float):
+    """A date/time literal: its Unix time in seconds (UTC), to the millisecond.
+
+    A float, so that a range on it compiles like any numeric range, against payload fields that
+    hold Unix seconds. A literal without an offset is UTC. ``str()`` is the ISO-8601 form the
+    text form prints (``2019-06-01`` at UTC midnight, else ``2019-06-01T12:30:00Z``).
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def parse(cls, text: str) -> "Instant":
+        """``2019-06-01``, ``2019-06-01T14:30``, ``...:05``, ``...:05.250``, with ``Z`` or ``+02:00``.
+
+        Raises ``ValueError`` for anything else (a bad month, a year outside 1-9999...).
+        """
+        if not _DATE_RE.fullmatch(text):
+            raise ValueError(f"{text!r} is not an ISO-8601 date (2019-06-01, 2019-06-01T14:30:00+02:00)")
+        moment = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        millis = round((moment - _EPOCH) / timedelta(milliseconds=1))
+        if not _FIRST_MS <= millis <= _LAST_MS:
+            raise ValueError(f"{text!r} is outside the years 1 to 9999 (UTC)")
+        return cls(millis / 1000)
+
+    def isoformat(self) -> str:
+        """The instant as ISO-8601 UTC (parses back to the same instant)."""
+        moment = _EPOCH + timedelta(milliseconds=round(float(self) * 1000))
+        if moment.time() == datetime.min.time():
+            return moment.date().isoformat()
+        text = moment.replace(tzinfo=None).isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
+        return text + "Z"
+
+    def __str__(self) -> str:
+        return self.isoformat()
+
+    def __repr__(self) -> str:
+        return f"Instant({self.isoformat()!r})"
+
+
+_DATE_RE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[Tt][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?)?"
+)
 
 
 class FilterError(ValueError):
@@ -140,9 +205,33 @@ class Or:
     operands: tuple["Filter", ...]
 
 
-Filter = Union[Compare, In, Exists, StartsWith, Not, And, Or]
-FILTER_TYPES = (Compare, In, Exists, StartsWith, Not, And, Or)
-FilterInput = Union[str, Mapping[str, Any], Compare, In, Exists, StartsWith, Not, And, Or]
+@dataclass(frozen=True)
+class GeoRadius:
+    """The field is a geo point ``{"lat": .., "lon": ..}`` at most ``meters`` from (``lat``, ``lon``)
+    along the Earth's surface (great-circle distance, degrees WGS 84)."""
+
+    field: str
+    lat: float
+    lon: float
+    meters: float
+
+
+@dataclass(frozen=True)
+class GeoBox:
+    """The field is a geo point inside the box from its south-west corner (``south``, ``west``) to
+    its north-east corner (``north``, ``east``), edges included. ``west > east`` is a box that
+    crosses the 180th meridian (e.g. Fiji: west 177, east -178)."""
+
+    field: str
+    south: float
+    west: float
+    north: float
+    east: float
+
+
+Filter = Union[Compare, In, Exists, StartsWith, GeoRadius, GeoBox, Not, And, Or]
+FILTER_TYPES = (Compare, In, Exists, StartsWith, GeoRadius, GeoBox, Not, And, Or)
+FilterInput = Union[str, Mapping[str, Any], Compare, In, Exists, StartsWith, GeoRadius, GeoBox, Not, And, Or]
 
 
 def filter_fields(node: Filter) -> set[str]:
@@ -202,14 +291,29 @@ def _check_literal(value: Any, fail) -> Scalar:
 
 
 def _make_compare(field: str, op: str, value: Scalar, fail) -> Filter:
-    if op in RANGE_OPS and (isinstance(value, (bool, str))):
-        raise fail(f"{op!r} compares numbers; {value!r} is not a number")
+    if op in RANGE_OPS and isinstance(value, str):
+        try:
+            value = Instant.parse(value)
+        except ValueError:
+            raise fail(f"{op!r} compares numbers or dates; {value!r} is neither (a date: 2019-06-01)") from None
+    if op in RANGE_OPS and isinstance(value, bool):
+        raise fail(f"{op!r} compares numbers or dates; {value!r} is not a number")
+    if op not in RANGE_OPS and isinstance(value, Instant):
+        raise fail(_DATE_EQUALITY_HINT.format(field=field, day=value))
     if op == "!=":
         return Not(Compare(field, "=", value))
     return Compare(field, op, value)
 
 
+_DATE_EQUALITY_HINT = (
+    "a date compares with < <= > >= only (an instant to the millisecond is never what a photo has); "
+    "for a whole day write {field} >= {day} and {field} < the next day"
+)
+
+
 def _make_in(field: str, values: list[Scalar], negated: bool, fail) -> Filter:
+    if any(isinstance(value, Instant) for value in values):
+        raise fail(_DATE_EQUALITY_HINT.format(field=field, day=next(v for v in values if isinstance(v, Instant))))
     if not values:
         raise fail("'in' needs at least one value")
     if len(values) > MAX_LIST:
@@ -218,11 +322,41 @@ def _make_in(field: str, values: list[Scalar], negated: bool, fail) -> Filter:
     return Not(node) if negated else node
 
 
+def _coordinate(value: Any, what: str, limit: float, fail) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise fail(f"{what} must be a number, not {value!r}")
+    if not -limit <= value <= limit:
+        raise fail(f"{what} {value!r} is outside -{limit:g}..{limit:g} degrees")
+    return float(value)
+
+
+def make_geo_radius(field: str, lat: Any, lon: Any, meters: Any, fail) -> GeoRadius:
+    """A validated :class:`GeoRadius` (``fail(message)`` builds the error to raise)."""
+    lat = _coordinate(lat, "latitude", 90, fail)
+    lon = _coordinate(lon, "longitude", 180, fail)
+    if isinstance(meters, bool) or not isinstance(meters, (int, float)) or not 0 < meters <= MAX_RADIUS_M:
+        raise fail(f"a radius must be a number of metres above 0 and at most {MAX_RADIUS_M:g}, not {meters!r}")
+    return GeoRadius(field, lat, lon, float(meters))
+
+
+def make_geo_box(field: str, south: Any, west: Any, north: Any, east: Any, fail) -> GeoBox:
+    """A validated :class:`GeoBox` (``fail(message)`` builds the error to raise)."""
+    south = _coordinate(south, "latitude", 90, fail)
+    north = _coordinate(north, "latitude", 90, fail)
+    west = _coordinate(west, "longitude", 180, fail)
+    east = _coordinate(east, "longitude", 180, fail)
+    if south > north:
+        raise fail(f"a box goes from its south-west corner to its north-east corner: latitude {south:g} is north of {north:g}")
+    return GeoBox(field, south, west, north, east)
+
+
 # --------------------------------------------------------------------------- text form
 
 _TOKEN_RE = re.compile(
     r"""
     (?P<ws>\s+)
+  | (?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[Tt][0-9:.]*(?:[Zz]|[+-][0-9:]*)?)?(?![A-Za-z0-9_.:]))
+  | (?P<distance>(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:km|m)(?![A-Za-z0-9_.]))
   | (?P<number>-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?(?![A-Za-z0-9_.]))
   | (?P<string>")
   | (?P<op>==|!=|<=|>=|=|<|>)
@@ -250,10 +384,16 @@ class _Parser:
         and_expr  := unary ("and" unary)*
         unary     := "not" unary | primary
         primary   := "(" or_expr ")" | "exists" FIELD | FIELD predicate
-        predicate := ("=" | "==" | "!=" | "<" | "<=" | ">" | ">=") literal
+        predicate := ("=" | "==" | "!=") literal | ("<" | "<=" | ">" | ">=") (literal | DATE)
                    | ["not"] "in" "[" literal ("," literal)* [","] "]"
                    | "exists" | "startswith" STRING
+                   | "within" distance "of" point | "within" "box" point "to" point
         literal   := STRING | NUMBER | "true" | "false"
+        distance  := NUMBER ("m" | "km") | NUMBERm | NUMBERkm
+        point     := "(" NUMBER "," NUMBER ")"      (latitude, longitude in degrees)
+
+    DATE is ISO-8601 unquoted (``2019-06-01``, ``2019-06-01T14:30:00+02:00``); ``within``,
+    ``of``, ``box``, ``to``, ``m``, ``km`` are words only in that place, not reserved.
     """
 
     def __init__(self, text: str) -> None:
@@ -285,6 +425,14 @@ class _Parser:
             raw = match.group()
             if kind == "number":
                 tokens.append(_Token("number", self._number(raw, pos), pos))
+            elif kind == "date":
+                try:
+                    tokens.append(_Token("date", Instant.parse(raw), pos))
+                except ValueError as exc:
+                    raise self.error(f"invalid date: {exc}", pos) from None
+            elif kind == "distance":
+                unit = "km" if raw.endswith("km") else "m"
+                tokens.append(_Token("distance", float(raw[: -len(unit)]) * DISTANCE_UNITS[unit], pos))
             elif kind == "word":
                 lowered = raw.lower()
                 tokens.append(_Token("keyword" if lowered in KEYWORDS else "word", lowered if lowered in KEYWORDS else raw, pos))
@@ -355,6 +503,8 @@ class _Parser:
             return "end of filter"
         if token.kind == "string":
             return "a string"
+        if token.kind in ("date", "distance"):
+            return f"{token.kind} {token.value}"
         return repr(token.value) if token.kind != "number" else f"number {token.value}"
 
     def parse(self) -> Filter:
@@ -433,15 +583,67 @@ class _Parser:
             if token.value == "not":
                 self.expect("keyword", "in", "'in' after 'not'")
                 return _make_in(field, self.literal_list(), True, fail)
+        if token.kind == "word" and token.value.lower() == "within":
+            return self.geo(field)
         raise self.error(
-            f"expected an operator (= != < <= > >= in, not in, exists, startswith) after field {field!r}, "
+            f"expected an operator (= != < <= > >= in, not in, exists, startswith, within) after field {field!r}, "
             f"found {self.describe(token)}",
             token.position,
         )
 
+    def geo(self, field: str) -> Filter:
+        """After ``FIELD within``: ``DISTANCE of (LAT, LON)`` or ``box (S, W) to (N, E)``."""
+        start = self.peek()
+        if self.accept_word("box"):
+            south, west = self.point()
+            self.expect_word("to")
+            north, east = self.point()
+            return make_geo_box(field, south, west, north, east, lambda m: self.error(m, start.position))
+        meters = self.distance()
+        self.expect_word("of")
+        lat, lon = self.point()
+        return make_geo_radius(field, lat, lon, meters, lambda m: self.error(m, start.position))
+
+    def accept_word(self, word: str) -> bool:
+        token = self.peek()
+        if token.kind == "word" and token.value.lower() == word:
+            self.advance()
+            return True
+        return False
+
+    def expect_word(self, word: str) -> None:
+        if not self.accept_word(word):
+            raise self.error(f"expected {word!r}, found {self.describe(self.peek())}", self.peek().position)
+
+    def distance(self) -> float:
+        token = self.peek()
+        if self.accept("distance"):
+            return token.value
+        if self.accept("number"):
+            unit = self.peek()
+            if unit.kind == "word" and unit.value.lower() in DISTANCE_UNITS:
+                self.advance()
+                return token.value * DISTANCE_UNITS[unit.value.lower()]
+            token = unit
+        raise self.error(
+            f"expected a distance (5 km, 300 m) or 'box' after 'within', found {self.describe(token)}", token.position
+        )
+
+    def point(self) -> tuple[float, float]:
+        """``(LAT, LON)`` in degrees."""
+        self.expect("punct", "(", "'(' opening a point (latitude, longitude)")
+        coordinates = []
+        for closing in (",", ")"):
+            token = self.peek()
+            if not self.accept("number"):
+                raise self.error(f"expected a number of degrees, found {self.describe(token)}", token.position)
+            coordinates.append(token.value)
+            self.expect("punct", closing, repr(closing))
+        return coordinates[0], coordinates[1]
+
     def literal(self) -> Scalar:
         token = self.advance()
-        if token.kind in ("string", "number"):
+        if token.kind in ("string", "number", "date"):
             return token.value
         if token.kind == "keyword" and token.value in ("true", "false"):
             return token.value == "true"
@@ -465,7 +667,9 @@ class _Parser:
 
 # --------------------------------------------------------------------------- dict form
 
-_DICT_OPS = {"=", "==", "!=", "<", "<=", ">", ">=", "in", "not in", "exists", "startswith"}
+_DICT_OPS = {"=", "==", "!=", "<", "<=", ">", ">=", "in", "not in", "exists", "startswith", "geo_radius", "geo_box"}
+#: the keys of the value object of each geo op of the dict form
+_GEO_KEYS = {"geo_radius": ("lat", "lon", "meters"), "geo_box": ("south", "west", "north", "east")}
 
 
 def _from_dict(node: Any, path: str, depth: int) -> Filter:
@@ -502,6 +706,12 @@ def _from_dict(node: Any, path: str, depth: int) -> Filter:
         return Exists(field)
     value_fail = lambda m: FilterSyntaxError(m, path=f"{path}.value")  # noqa: E731
     value = node["value"]
+    if op in _GEO_KEYS:
+        keys = _GEO_KEYS[op]
+        if not isinstance(value, Mapping) or set(value) != set(keys):
+            raise value_fail(f"{op!r} needs an object with exactly the keys {list(keys)}")
+        make = make_geo_radius if op == "geo_radius" else make_geo_box
+        return make(field, *(value[key] for key in keys), value_fail)
     if op in ("in", "not in"):
         if not isinstance(value, (list, tuple)):
             raise value_fail(f"{op!r} needs a list of values")
@@ -520,13 +730,19 @@ def _from_dict(node: Any, path: str, depth: int) -> Filter:
 def to_dict(node: Filter) -> dict[str, Any]:
     """The dict form of a parsed filter (``parse_filter(to_dict(f)) == f``)."""
     if isinstance(node, Compare):
-        return {"field": node.field, "op": node.op, "value": node.value}
+        value = node.value.isoformat() if isinstance(node.value, Instant) else node.value
+        return {"field": node.field, "op": node.op, "value": value}
     if isinstance(node, In):
         return {"field": node.field, "op": "in", "value": list(node.values)}
     if isinstance(node, Exists):
         return {"field": node.field, "op": "exists"}
     if isinstance(node, StartsWith):
         return {"field": node.field, "op": "startswith", "value": node.prefix}
+    if isinstance(node, GeoRadius):
+        return {"field": node.field, "op": "geo_radius", "value": {"lat": node.lat, "lon": node.lon, "meters": node.meters}}
+    if isinstance(node, GeoBox):
+        box = {"south": node.south, "west": node.west, "north": node.north, "east": node.east}
+        return {"field": node.field, "op": "geo_box", "value": box}
     if isinstance(node, Not):
         return {"not": to_dict(node.operand)}
     if isinstance(node, (And, Or)):
@@ -538,6 +754,8 @@ def format_literal(value: Scalar) -> str:
     """A literal in filter syntax (strings JSON-escaped, so any string round-trips)."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, Instant):
+        return value.isoformat()
     if isinstance(value, float):
         text = repr(value)
         return text if "." in text or "e" in text else text + ".0"
@@ -556,6 +774,14 @@ def to_text(node: Filter) -> str:
         return f"exists {node.field}"
     if isinstance(node, StartsWith):
         return f"{node.field} startswith {format_literal(node.prefix)}"
+    if isinstance(node, GeoRadius):
+        km = node.meters / 1000
+        whole_km = node.meters % 1000 == 0 and km * 1000 == node.meters
+        distance = f"{format_literal(km)} km" if whole_km else f"{format_literal(node.meters)} m"
+        return f"{node.field} within {distance} of ({format_literal(node.lat)}, {format_literal(node.lon)})"
+    if isinstance(node, GeoBox):
+        corners = (node.south, node.west), (node.north, node.east)
+        return f"{node.field} within box " + " to ".join(f"({format_literal(a)}, {format_literal(b)})" for a, b in corners)
     if isinstance(node, Not):
         return f"not {_wrap(node.operand)}"
     if isinstance(node, (And, Or)):
@@ -576,12 +802,17 @@ __all__ = [
     "FilterError",
     "FilterInput",
     "FilterSyntaxError",
+    "GeoBox",
+    "GeoRadius",
     "In",
+    "Instant",
     "Not",
     "Or",
     "StartsWith",
     "UnsupportedFilterError",
     "format_literal",
+    "make_geo_box",
+    "make_geo_radius",
     "parse_filter",
     "to_dict",
     "to_text",
