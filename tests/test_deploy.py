@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 VENV_BIN = Path(sys.executable).parent
 YAML_FILES = sorted(DEPLOY.rglob("*.yaml")) + sorted(DEPLOY.rglob("*.yml"))
-K8S_FILES = sorted((DEPLOY / "kubernetes").glob("*.yaml"))
+K8S_FILES = sorted((DEPLOY / "kubernetes").glob("*.yaml")) + sorted((DEPLOY / "kubernetes" / "bulk").glob("*.yaml"))
 COMPOSE = DEPLOY / "docker" / "compose.yaml"
 SYSTEMD = DEPLOY / "systemd"
 #: the image's ENTRYPOINT (deploy/docker/Dockerfile): what runs when only args/command are given
@@ -51,7 +51,7 @@ def test_kubernetes_manifests_validate_strictly():
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     kinds = {d["kind"] for path in K8S_FILES for d in yaml.safe_load_all(path.read_text()) if d}
-    assert {"CronJob", "Job", "PersistentVolumeClaim"} <= kinds
+    assert {"CronJob", "Job", "PersistentVolumeClaim", "Deployment", "Service"} <= kinds
 
 
 def test_dockerfile_passes_hadolint():
@@ -72,7 +72,7 @@ def test_compose_file():
         assert proc.returncode == 0, proc.stderr
     compose = yaml.safe_load(COMPOSE.read_text())  # PyYAML resolves the `<<: *ingest-image` merges
     services, volumes = compose["services"], compose.get("volumes") or {}
-    assert {"qdrant", "ingester", "search"} <= set(services)
+    assert {"qdrant", "ingester", "search", "serve"} <= set(services)
     for name, service in services.items():
         assert "image" in service or "build" in service, f"{name}: no image or build"
         depends = service.get("depends_on") or []
@@ -85,10 +85,19 @@ def test_compose_file():
             source = mount.split(":")[0]
             if not source.startswith((".", "/", "$")):
                 assert source in volumes, f"{name}: named volume {source!r} is not declared"
-        for port in service.get("ports") or []:
-            assert re.fullmatch(r"\d+:\d+", str(port)), f"{name}: port {port!r}"
+        for port in service.get("ports") or []:  # published on the loopback interface unless SERVE_BIND says otherwise
+            assert re.fullmatch(r"\$\{SERVE_BIND:-127\.0\.0\.1\}:\d+:\d+", str(port)), f"{name}: port {port!r}"
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published == {"serve"}, "only serve is published; the databases stay on the compose network"
+    serve = services["serve"]
+    assert serve["entrypoint"][:2] == ["clip-search", "serve"]
+    assert serve["entrypoint"][serve["entrypoint"].index("--host") + 1] == "0.0.0.0"
+    port = serve["entrypoint"][serve["entrypoint"].index("--port") + 1]
+    assert serve["ports"] == [f"${{SERVE_BIND:-127.0.0.1}}:{port}:{port}"]
+    assert f"127.0.0.1:{port}/readyz" in " ".join(serve["healthcheck"]["test"])
+    assert "${IMAGES_DIR:-./images}:/images:ro" in serve["volumes"] and "/images" in services["ingester"]["command"][0]
     ingester = services["ingester"]
-    assert ingester["build"]["dockerfile"] == "deploy/docker/Dockerfile"
+    assert ingester["build"]["dockerfile"] == "deploy/docker/Dockerfile" and ingester["build"]["target"] == "ingest"
     assert (COMPOSE.parent / ingester["build"]["context"] / ingester["build"]["dockerfile"]).resolve().is_file()
 
 
@@ -168,7 +177,7 @@ def _container_command_lines() -> list[tuple[str, str]]:
 
 
 def _text_sources() -> list[Path]:
-    return [SYSTEMD / "clip-ingest.service", *sorted((REPO / "examples").glob("*.py")), *sorted((REPO / "examples").glob("*.sh"))]
+    return [SYSTEMD / "clip-ingest.service", SYSTEMD / "clip-search.service", *sorted((REPO / "examples").glob("*.py")), *sorted((REPO / "examples").glob("*.sh"))]
 
 
 def test_every_flag_used_exists_in_the_cli():
