@@ -52,8 +52,8 @@ class CollectionSpec:
     """What a collection must look like.
 
     ``indexed_fields`` maps payload field names to a type (``keyword``,
-    ``integer``, ``float``, ``bool``, ``datetime``) and gets a payload / scalar index
-    so filters on them are fast.
+    ``integer``, ``float``, ``bool``, ``datetime``, ``geo``: a ``{"lat", "lon"}`` point) and gets
+    a payload / scalar index so filters on them are fast.
     """
 
     name: str

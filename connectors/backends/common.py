@@ -40,7 +40,7 @@ def scrub_secrets(text: str, *secrets: str | None) -> str:
 METADATA_FORMAT = 1
 
 #: CollectionSpec.indexed_fields types a Qdrant payload index exists for (each store maps them to its schema)
-QDRANT_INDEX_TYPES = ("keyword", "integer", "float", "bool", "datetime")
+QDRANT_INDEX_TYPES = ("keyword", "integer", "float", "bool", "datetime", "geo")
 
 
 def metadata_record(spec: CollectionSpec) -> dict[str, Any]:

@@ -114,7 +114,10 @@ INDEX_PARAMS: dict[str, dict[str, Any]] = {
     "FLAT": {},
 }
 #: CollectionSpec.indexed_fields type -> JSON cast type of a Milvus JSON-path index
-JSON_CAST_TYPES = {"keyword": "VARCHAR", "integer": "DOUBLE", "float": "DOUBLE", "bool": "BOOL", "datetime": "VARCHAR"}
+JSON_CAST_TYPES = {"keyword": "VARCHAR", "integer": "DOUBLE", "float": "DOUBLE", "bool": "BOOL", "datetime": "VARCHAR",
+                   "geo": "DOUBLE"}
+#: the JSON keys a ``geo`` field's index covers (a point is {"lat": .., "lon": ..}; see compile_milvus)
+GEO_KEYS = ("lat", "lon")
 
 _TRANSIENT_GRPC = {
     grpc.StatusCode.UNAVAILABLE,
@@ -627,17 +630,19 @@ class MilvusStore(ServerStore):
         with self._errors("create scalar index"):
             existing = set(client.list_indexes(self.collection, timeout=self.timeout))
             for name, kind in spec.indexed_fields.items():
-                index_name = f"payload_{name}"
-                if index_name in existing:
-                    continue
-                params = client.prepare_index_params()
-                params.add_index(
-                    name,
-                    index_type="INVERTED",
-                    index_name=index_name,
-                    params={"json_path": name, "json_cast_type": JSON_CAST_TYPES[kind]},
-                )
-                client.create_index(self.collection, params, timeout=self.admin_timeout)
+                paths = {f"payload_{name}": name} if kind != "geo" else {
+                    f"payload_{name}_{key}": f'{name}["{key}"]' for key in GEO_KEYS}
+                for index_name, json_path in paths.items():
+                    if index_name in existing:
+                        continue
+                    params = client.prepare_index_params()
+                    params.add_index(
+                        name,
+                        index_type="INVERTED",
+                        index_name=index_name,
+                        params={"json_path": json_path, "json_cast_type": JSON_CAST_TYPES[kind]},
+                    )
+                    client.create_index(self.collection, params, timeout=self.admin_timeout)
 
     def _ready(self) -> int:
         """The collection's dimension, verifying once per store that it exists and is loaded."""

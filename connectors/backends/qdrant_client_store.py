@@ -63,6 +63,7 @@ PAYLOAD_SCHEMAS: dict[str, models.PayloadSchemaType] = {
     "float": models.PayloadSchemaType.FLOAT,
     "bool": models.PayloadSchemaType.BOOL,
     "datetime": models.PayloadSchemaType.DATETIME,
+    "geo": models.PayloadSchemaType.GEO,
 }
 
 _TRANSIENT_HTTP = {408, 429, 502, 503, 504}

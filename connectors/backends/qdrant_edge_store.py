@@ -58,6 +58,7 @@ PAYLOAD_SCHEMAS: dict[str, edge.PayloadSchemaType] = {
     "float": edge.PayloadSchemaType.Float,
     "bool": edge.PayloadSchemaType.Bool,
     "datetime": edge.PayloadSchemaType.Datetime,
+    "geo": edge.PayloadSchemaType.Geo,
 }
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")

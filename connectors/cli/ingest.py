@@ -62,7 +62,7 @@ log = logging.getLogger("clip_ingest.ingest")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-INDEX_TYPES = ("keyword", "integer", "float", "bool", "datetime")
+INDEX_TYPES = ("keyword", "integer", "float", "bool", "datetime", "geo")
 
 #: the limits of a sidecar or manifest row (docs/ingest-metadata.md), from the config file or the
 #: environment only: ``metadata_max_bytes``, ``metadata_max_depth``...

@@ -10,12 +10,16 @@ One point is one distinct image content. Its payload::
     width, height, format, sha256, ingested_at (ISO-8601 UTC), model_id
     meta_sig    signature of the primary path's metadata sources (:func:`..scan.metadata_signature`)
     duplicate_review  a near-duplicate review decision (:mod:`..search.duplicates`), when one was made
+    taken_at, taken_at_local, camera_make, camera_model, lens, gps, orientation
+                photo metadata from the content's EXIF (:mod:`.exif`), each when the file has it
     ...         user metadata (sidecar JSON, folder label, manifest columns) as top-level keys
 
 User metadata is always that of the primary path: when the primary changes (a move, a prune, an
 edited file) or its sources change (a sidecar added, edited or removed, a manifest row edited,
 ``--label-from-folder`` switched), the next run replaces it without re-embedding
 (:func:`with_metadata`). User keys that clash with the reserved names are dropped with a warning.
+Photo metadata belongs to the content, like ``width``: it is read when the content is embedded
+and kept through every later path and metadata edit.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import logging
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
+from .exif import PHOTO_FIELDS
+
 log = logging.getLogger(__name__)
 
 REVIEW_FIELD = "duplicate_review"
@@ -31,7 +37,7 @@ REVIEW_FIELD = "duplicate_review"
 
 RESERVED_KEYS = frozenset(
     {"path", "paths", "mtimes_ns", "size", "mtime", "width", "height", "sha256", "format", "ingested_at", "model_id",
-     "meta_sig", REVIEW_FIELD}
+     "meta_sig", REVIEW_FIELD, *PHOTO_FIELDS}
 )
 
 
@@ -63,9 +69,12 @@ def new_payload(
     model_id: str,
     metadata: Mapping[str, Any],
     meta_sig: str = "",
+    photo: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The payload of a freshly embedded image found at ``path``."""
+    """The payload of a freshly embedded image found at ``path``; ``photo``: its EXIF fields
+    (:func:`.exif.photo_metadata`)."""
     payload = dict(metadata)
+    payload.update(photo or {})
     payload.update(
         meta_sig=meta_sig,
         path=path,

@@ -16,6 +16,7 @@ from PIL import Image
 
 from ..decode import DecodedImage, ImageDecodeError, decode_image
 from ..embedder import Embedder
+from .exif import photo_metadata
 from .ids import point_id, sha256_bytes
 from .metadata import MetadataLimits, check_record
 from .payload import clean_metadata, new_payload
@@ -90,6 +91,8 @@ class Loaded:
     decoded: DecodedImage | None = None
     pixels: Any = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    photo: dict[str, Any] = field(default_factory=dict)
+    """The content's EXIF fields (:mod:`.exif`), read with the bytes that are decoded."""
     vector: np.ndarray | None = None
     """Set by an executor that embeds where it decodes (:class:`~.ray_executor.RayExecutor`)."""
 
@@ -170,6 +173,7 @@ class DecodeStage:
             loaded.decoded, loaded.pixels = self.encoder.prepare(data)
         except ImageDecodeError as exc:
             return Failed(path, exc.reason, exc.detail)
+        loaded.photo = photo_metadata(data, path)
         return loaded
 
 
@@ -223,5 +227,6 @@ class EmbedStage:
             model_id=self.model_id,
             metadata=item.metadata,
             meta_sig=file.meta_sig,
+            photo=item.photo,
         )
         return NewPoint(item.candidate, item.point_id, vector, payload)
