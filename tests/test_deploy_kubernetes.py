@@ -6,7 +6,6 @@ service's probes, host, port and mounts against the real app and CLI."""
 
 from __future__ import annotations
 
-import re
 import shlex
 import subprocess
 import sys
@@ -19,18 +18,17 @@ import yaml
 
 from clip_ingest.connectors.backends import open_store
 from clip_ingest.connectors.cli.search import main as search_main
+from deploy_table import DOC, EXIT_CODES, documented
 from imagegen import write_shape_folder
 from search_helpers import plant_shapes
 from serve_helpers import running_server
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "deploy" / "kubernetes"
-DOC = REPO / "docs" / "deployment.md"
 VENV_BIN = Path(sys.executable).parent
 #: Kubernetes releases the manifests must be valid on: upstream-supported in December 2026
 #: (1.35-1.37) and the three before them, still run under managed extended support
 SUPPORTED_VERSIONS = ("1.32.0", "1.33.0", "1.34.0", "1.35.0", "1.36.0", "1.37.0")
-EXIT_CODES = (0, 1, 2, 3, 4, 5)
 SERVE_LABELS = {"app.kubernetes.io/name": "clip-ingest", "app.kubernetes.io/component": "serve"}
 #: where the image's ingester reads the photos (the paths the collection stores)
 IMAGES_PATH = "/images"
@@ -119,19 +117,6 @@ def kubernetes_fate(job_spec: dict[str, Any], container: dict[str, Any], code: i
             return {"FailJob": "failed", "FailIndex": "failed", "Count": "retried", "Ignore": "loops"}[rule["action"]]
     limit = job_spec.get("backoffLimitPerIndex", job_spec.get("backoffLimit", 6))
     return "retried" if limit > 0 else "failed"
-
-
-def documented(column: str) -> dict[int, str]:
-    """``{exit code: first word}`` of one column of the exit-code table in docs/deployment.md."""
-    rows = [line for line in DOC.read_text().splitlines() if line.startswith("| exit |") or re.match(r"\| \d \|", line)]
-    header = [c.strip() for c in rows[0].strip("|").split("|")]
-    index = next(i for i, name in enumerate(header) if name.startswith(column))
-    fates = {}
-    for row in rows[1:]:
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        fates[int(cells[0])] = re.match(r"\*\*(\w+)\*\*", cells[index]).group(1)
-    assert sorted(fates) == list(EXIT_CODES)
-    return fates
 
 
 def test_each_exit_code_does_what_the_docs_promise_for_the_cronjob():
