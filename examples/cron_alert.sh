@@ -2,7 +2,9 @@
 # cron_alert.sh - run clip-ingest from cron and raise an alert when it needs attention.
 #
 #   # crontab: every hour, arguments are passed to clip-ingest unchanged
-#   17 * * * *  /opt/clip-ingest/examples/cron_alert.sh --config /etc/clip-ingest/clip-ingest.toml
+#   17 * * * *  /opt/clip-ingest/examples/cron_alert.sh --config /etc/clip-ingest/clip-ingest.toml --metrics-file /var/lib/clip-ingest/metrics/clip-ingest.prom
+#   (one line: cron has no continuation; the metrics file holds every run's outcome as Prometheus
+#   gauges, docs/deployment.md)
 #
 # Exit codes of clip-ingest and what this wrapper does with them:
 #   0  all done                          -> nothing, exit 0

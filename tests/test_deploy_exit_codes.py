@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -13,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cli_helpers import workdir  # noqa: F401 - a fixture
 from clip_ingest.connectors.cli.ingest import main
+from serve_helpers import free_port
 
 MODEL = ("--model", "clip-ingest-tiny:random", "--workers", "1")
 
@@ -31,12 +31,6 @@ def samples(path: Path) -> dict[tuple[str, tuple], float]:
 def value(found: dict, name: str, **labels: str) -> float:
     wanted = {"target": "qdrant", "collection": "images", **labels}
     return found[(f"clip_ingest_last_run_{name}", tuple(sorted(wanted.items())))]
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_failed_files_ok_exits_0_and_the_failures_stay_visible(workdir, shape_folder):
@@ -67,7 +61,7 @@ def test_without_the_setting_failed_files_exit_3_and_the_config_file_sets_it(wor
 
 
 def test_an_unreachable_database_and_a_usage_error_still_fail_with_the_setting(workdir, shape_folder):
-    url = f"http://127.0.0.1:{_closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     code, output = run(str(shape_folder), "--qdrant-url", url, "--retry-for", "0", "--failed-files-ok",
                        "--metrics-file", "fatal.prom")
     assert code == 1 and url.removeprefix("http://") in output, output

@@ -16,7 +16,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from clip_ingest.connectors.backends import open_store
 from conftest import TINY_SPEC
 from imagegen import write_shape_folder
 from ingest_helpers import all_paths
+from serve_helpers import free_port
 
 pytestmark = pytest.mark.ray_cluster
 
@@ -39,17 +39,11 @@ IMAGES = 160
 KILL_AFTER_S = 1.5
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class LocalRayCluster:
     """A head and worker nodes, each a ``ray start --block`` process group of the test."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.env = {
             **os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
@@ -66,7 +60,7 @@ class LocalRayCluster:
         with log_file.open("w") as log:
             proc = subprocess.Popen(
                 [str(BIN / "ray"), "start", "--block", "--disable-usage-stats", "--node-ip-address", "127.0.0.1",
-                 "--num-cpus", "1", "--dashboard-agent-listen-port", str(_free_port()), *args],
+                 "--num-cpus", "1", "--dashboard-agent-listen-port", str(free_port()), *args],
                 env=self.env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
             )
         self.nodes.append(proc)
@@ -78,7 +72,7 @@ class LocalRayCluster:
 
     def start_head(self) -> None:
         self._start("--head", "--port", str(self.port), "--include-dashboard", "false",
-                    "--dashboard-port", str(_free_port()), "--temp-dir", str(self.temp_dir))
+                    "--dashboard-port", str(free_port()), "--temp-dir", str(self.temp_dir))
 
     def add_worker(self) -> subprocess.Popen:
         return self._start("--address", self.address)
