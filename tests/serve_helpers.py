@@ -56,7 +56,8 @@ def running_server(store, embedder, *, serialise_store: bool = True, collection:
     """``(base_url, service)`` of a server running in a thread until the block ends; ``ingest``
     makes the server's scheduled ingestion from its service (started with the server)."""
     metrics = Metrics()
-    service = SearchService(store, embedder, serialise_store=serialise_store, collection=collection, on_batch=metrics.batch.observe)
+    service = SearchService(store, embedder, serialise_store=serialise_store, collection=collection, on_batch=metrics.batch.observe,
+                            on_image_batch=metrics.image_batch.observe)
     scheduled = ingest(service, metrics) if ingest else None
     app = create_app(service, metrics=metrics, ingest=scheduled, **app_options)
     port = free_port()

@@ -71,3 +71,42 @@ def test_without_a_wait_requests_that_queue_during_a_forward_pass_form_the_next_
         thread.join()
     batcher.close()
     assert sum(batches) == 8 and len(batches) <= 3 and max(batches) >= 4, batches
+
+
+def test_concurrent_image_requests_share_forward_passes_and_a_bad_image_fails_only_its_own(tmp_path, tiny_embedder):
+    """Through the real service (the image batcher behind ``/v1/embeddings`` and image search):
+    images are decoded before they are queued, so an undecodable one never joins a batch."""
+    from clip_ingest.connectors.backends import open_store
+    from clip_ingest.connectors.decode import ImageDecodeError
+    from clip_ingest.connectors.serve.service import SearchService
+
+    from imagegen import write_shape_folder
+    from serve_helpers import plant_collection
+
+    store = open_store("qdrant-edge", "shapes", path=str(tmp_path / "edge"))
+    points, _ = plant_collection(store, tiny_embedder, write_shape_folder(tmp_path / "p", n=8))
+    batches: list[int] = []
+    service = SearchService(store, tiny_embedder, serialise_store=True, collection="shapes", max_wait_s=0.3,
+                            on_image_batch=batches.append)
+    pictures = [open(p.payload["path"], "rb").read() for p in points]
+    results: dict[int, object] = {}
+    start = threading.Barrier(len(pictures) + 1)
+
+    def ask(i: int, content: bytes) -> None:
+        start.wait()
+        try:
+            results[i] = service.embed_images([content])
+        except ImageDecodeError as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=ask, args=(i, c)) for i, c in enumerate(pictures + [b"not an image"])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    service.close()
+    store.close()
+    assert isinstance(results[len(pictures)], ImageDecodeError)
+    expected = tiny_embedder.embed_images(pictures)
+    assert all(np.allclose(results[i][0], expected[i], atol=1e-5) for i in range(len(pictures)))
+    assert sum(batches) == len(pictures) and len(batches) < len(pictures) and max(batches) > 1, batches

@@ -2,8 +2,10 @@
 with ``executable_path``; no browser download), over a real uvicorn server and Qdrant Edge.
 
 Each test drives the page as a user does: type words, upload an image, click "more like this",
-type a broken filter, go back and forward. The screenshots in the README come from here
-(``CLIP_INGEST_SCREENSHOTS=DIR`` writes them)."""
+type a broken filter, go back and forward, open the full view and step through it by keyboard,
+load more results and reload, click facet labels, meet every error status, open /docs with the
+network cut off, and use a phone-sized window and dark mode. The screenshots in the README and
+docs/serve.md come from here (``CLIP_INGEST_SCREENSHOTS=DIR`` writes them)."""
 
 from __future__ import annotations
 
@@ -130,7 +132,7 @@ def test_an_invalid_filter_shows_the_position_and_keeps_the_previous_results(pag
     page.press("#q", "Enter")
     page.wait_for_function("n => document.querySelectorAll('#grid .hit').length < n", arg=len(before))
     payloads = page.locator("#grid .hit .payload").all_inner_texts()
-    assert payloads and all('"colour": "red"' in text for text in payloads)
+    assert payloads and all("colour: red" in text for text in payloads)
 
 
 def test_words_typed_before_the_page_has_its_model_info_are_kept(page, site):
@@ -176,7 +178,7 @@ def test_the_url_round_trips_the_query_and_back_restores_it(page, site):
     assert page.input_value("#q") == PLANTED_TEXT and card_ids(page) == [planted.id]
 
 
-def test_keyboard_slash_focuses_the_search_box_and_a_phone_window_has_one_column(browser, site):
+def test_keyboard_slash_focuses_the_search_box_and_a_phone_window_has_two_columns(browser, site):
     url, *_ = site
     context = browser.new_context(viewport={"width": 375, "height": 700})
     page = context.new_page()
@@ -185,8 +187,10 @@ def test_keyboard_slash_focuses_the_search_box_and_a_phone_window_has_one_column
     page.locator("#grid .hit button.more").first.focus()
     page.keyboard.press("/")
     assert page.evaluate("document.activeElement.id") == "q"
-    boxes = [page.locator("#grid .hit").nth(i).bounding_box() for i in range(2)]
-    assert boxes[1]["y"] > boxes[0]["y"] and boxes[0]["x"] == boxes[1]["x"]  # stacked, one column
+    boxes = [page.locator("#grid .hit").nth(i).bounding_box() for i in range(3)]
+    assert boxes[1]["y"] == boxes[0]["y"] and boxes[1]["x"] > boxes[0]["x"] + boxes[0]["width"]  # two side by side
+    assert boxes[2]["x"] == boxes[0]["x"] and boxes[2]["y"] > boxes[0]["y"] + boxes[0]["height"]  # then the next row
+    assert all(box["width"] > 140 for box in boxes)  # pictures big enough to see on a phone
     assert page.evaluate("document.documentElement.scrollWidth") <= 375  # no sideways scrolling
     wait_thumbnails(page)
     screenshot(page, "serve-phone")
@@ -290,3 +294,112 @@ def test_the_api_docs_render_without_internet(page, site):
     assert {"/v1/search", "/v1/embeddings", "/v1/duplicates"} <= {p.replace("\u200b", "") for p in paths}, paths
     assert not outside, outside
     assert page.evaluate("document.querySelector('link[rel~=icon]').href").endswith("/favicon.svg")
+
+
+def test_the_lightbox_shows_the_full_image_the_payload_table_and_steps_with_the_keyboard(page, site):
+    url, points, planted = site
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    search_words(page, url, PLANTED_TEXT)
+    ids = card_ids(page)
+    page.locator("#grid .hit .view").first.click()
+    lightbox = page.locator("#lightbox")
+    sync_api.expect(lightbox).to_be_visible()
+    page.wait_for_function("() => $('lb-img').complete && $('lb-img').naturalWidth > 0")
+    table = dict(zip(page.locator("#lb-payload th").all_inner_texts(), page.locator("#lb-payload td").all_inner_texts()))
+    assert table == {"id": planted.id, **{key: str(value) for key, value in planted.payload.items()}}
+    original = page.request.get(page.evaluate("$('lb-open').href"))
+    assert original.ok and original.body() == open(planted.payload["path"], "rb").read()
+    page.click("#lb-copy")
+    assert page.evaluate("navigator.clipboard.readText()") == f"{url}/?like={planted.id}"
+    screenshot(page, "serve-lightbox")
+    page.keyboard.press("ArrowRight")
+    sync_api.expect(page.locator("#lb-payload td").first).to_have_text(ids[1])
+    page.keyboard.press("ArrowLeft")
+    sync_api.expect(page.locator("#lb-payload td").first).to_have_text(ids[0])
+    page.keyboard.press("Escape")
+    sync_api.expect(lightbox).to_be_hidden()
+    # the grid by keyboard: the focus comes back to the card, arrows move it, Enter opens that one
+    assert page.evaluate("document.activeElement.closest('.hit').dataset.id") == ids[0]
+    page.keyboard.press("ArrowRight")
+    assert page.evaluate("document.activeElement.closest('.hit').dataset.id") == ids[1]
+    page.keyboard.press("Enter")
+    sync_api.expect(page.locator("#lb-payload td").first).to_have_text(ids[1])
+    page.click("#lb-more")  # more like this, from the full view
+    page.wait_for_function("id => new URLSearchParams(location.search).get('like') === id", arg=ids[1])
+    sync_api.expect(lightbox).to_be_hidden()
+
+
+def test_load_more_pages_on_and_the_url_keeps_the_position(page, site):
+    url, points, planted = site
+    everything = len(points) + 1
+    page.goto(url + "/?text=" + PLANTED_TEXT.replace(" ", "+") + "&k=5")
+    page.wait_for_function("() => document.querySelectorAll('#grid .hit').length === 5")
+    page.click("#load-more")
+    page.wait_for_function("() => document.querySelectorAll('#grid .hit').length === 10")
+    assert parse_qs(urlparse(page.url).query)["shown"] == ["10"]
+    ranks = page.locator("#grid .hit .rank").all_inner_texts()
+    assert ranks == [str(i) for i in range(1, 11)]
+    first_ten = card_ids(page)
+    page.reload()  # the position comes back: ten results, the same ones
+    page.wait_for_function("() => document.querySelectorAll('#grid .hit').length === 10")
+    assert card_ids(page) == first_ten
+    page.click("#load-more")
+    page.wait_for_function("n => document.querySelectorAll('#grid .hit').length === n", arg=everything)
+    sync_api.expect(page.locator("#load-more")).to_be_hidden()  # the last page was short: nothing more
+    assert len(set(card_ids(page))) == everything and card_ids(page)[0] == planted.id
+
+
+def test_the_query_image_is_shown_and_the_url_never_keeps_older_words(page, site):
+    url, points, _ = site
+    search_words(page, url, PLANTED_TEXT)
+    target = points[5]
+    page.set_input_files("#file", target.payload["path"])
+    page.wait_for_function("id => document.querySelector('#grid .hit').dataset.id === id", arg=target.id)
+    sync_api.expect(page.locator("#query-view")).to_be_visible()
+    page.wait_for_function("() => $('query-img').complete && $('query-img').naturalWidth > 0")
+    assert page.input_value("#q") == "" and "text" not in parse_qs(urlparse(page.url).query)
+    screenshot(page, "serve-image-query")
+    # "more like this": the seed is shown and named in the URL, so a reload shows the same view
+    seed = card_ids(page)[1]
+    page.locator("#grid .hit").nth(1).locator("button.more").click()
+    page.wait_for_function("id => new URLSearchParams(location.search).get('like') === id", arg=seed)
+    page.reload()
+    page.wait_for_selector("#grid .hit")
+    page.wait_for_function("() => $('query-img').complete && $('query-img').naturalWidth > 0")
+    assert "more like this" in page.locator("#query-label").inner_text() and seed not in card_ids(page)
+
+
+def test_facets_filter_by_a_label_and_write_the_filter(page, site):
+    url, points, planted = site
+    search_words(page, url, PLANTED_TEXT)
+    red = page.locator('#facets .chip[data-field="colour"][data-value="red"]')
+    expected = sum(p.payload["colour"] == "red" for p in points) + 1
+    assert red.locator("small").inner_text() == str(expected)
+    red.click()
+    assert page.input_value("#filter") == 'colour = "red"'
+    page.wait_for_function("n => document.querySelectorAll('#grid .hit').length === n", arg=expected)
+    assert all("colour: red" in text for text in page.locator("#grid .hit .payload").all_inner_texts())
+    assert parse_qs(urlparse(page.url).query)["filter"] == ['colour = "red"'] and red.get_attribute("aria-pressed") == "true"
+    page.locator('#facets .chip[data-field="shape"][data-value="planted"]').click()
+    assert page.input_value("#filter") == 'colour = "red" and shape = "planted"'
+    page.wait_for_function("() => document.querySelectorAll('#grid .hit').length === 1")
+    screenshot(page, "serve-facets")
+    red.click()  # a second click takes the label out again
+    assert page.input_value("#filter") == 'shape = "planted"'
+    page.fill("#filter", 'lable = "red"')  # a misspelt field: warned about on the page
+    page.press("#q", "Enter")
+    sync_api.expect(page.locator("#warnings")).to_contain_text("lable")
+
+
+def test_dark_mode_follows_the_system_and_the_favicon_is_served(browser, site):
+    url, *_ = site
+    context = browser.new_context(viewport={"width": 1100, "height": 800}, color_scheme="dark")
+    page = context.new_page()
+    search_words(page, url, PLANTED_TEXT)
+    wait_thumbnails(page)
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert sum(int(c) for c in background[background.index("(") + 1:-1].split(",")[:3]) < 120, background
+    icon = page.request.get(page.evaluate("document.querySelector('link[rel=icon]').href"))
+    assert icon.ok and icon.headers["content-type"] == "image/svg+xml"
+    screenshot(page, "serve-dark")
+    context.close()

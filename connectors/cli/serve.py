@@ -96,6 +96,7 @@ def serve(verbose: int, quiet: bool, **params: Any) -> None:
             embedder = load_query_embedder(settings, store)
             service = SearchService(store, embedder, serialise_store=target.embedded, collection=settings.collection,
                                     max_batch=settings.batch_size, on_batch=metrics.batch.observe,
+                                    on_image_batch=metrics.image_batch.observe,
                                     load_model=lambda spec: load_settings_embedder(settings, spec or settings.model, settings.batch_size))
             ingest = None
             if job is not None:  # through the service's store handle: searches and writes take turns

@@ -16,12 +16,14 @@ ingestion (``--ingest-every``). With ``api_key`` set, ``/v1/*`` and ``/metrics``
 from __future__ import annotations
 
 import hmac
+import mimetypes
+import os
 import time
 from typing import Any, Literal, Optional
 
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -71,6 +73,8 @@ class Metrics:
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         self.batch = Histogram("clip_search_embed_batch_size", "texts per shared forward pass", registry=self.registry,
                                buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+        self.image_batch = Histogram("clip_search_embed_image_batch_size", "images per shared forward pass",
+                                     registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
         self.ingest_runs = Counter("clip_search_ingest_runs_total", "scheduled ingestion passes (--ingest-every) by outcome",
                                    ["outcome"], registry=self.registry)
 
@@ -166,6 +170,15 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
     async def thumbnail(item_id: str, size: int = 256) -> Response:
         jpeg = await call(service.thumbnail, item_id, size)
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
+
+    @app.get("/v1/items/{item_id}/file", summary="The item's original image file, as stored",
+             response_class=FileResponse, responses={200: {"content": {"image/*": {}}}})
+    async def original(item_id: str) -> FileResponse:
+        path, _ = await call(service.image_file, item_id)
+        media = mimetypes.guess_type(os.fsdecode(path))[0] or "application/octet-stream"
+        # never rendered as a page of this origin, whatever the file holds
+        return FileResponse(path, media_type=media, headers={"Content-Security-Policy": "sandbox",
+                                                             "X-Content-Type-Options": "nosniff"})
 
     @app.get("/v1/info", summary="Model and collection")
     async def info() -> dict[str, Any]:

@@ -32,8 +32,8 @@ from ..search.searcher import PointNotFoundError, Searcher
 from .batching import BatchObserver, MicroBatcher
 from .fields import FIELD_SAMPLE, FieldSample, sample_fields
 
-#: thumbnail edge lengths a client may ask for (bounded, so the cache cannot be flooded)
-THUMBNAIL_SIZES = (64, 128, 160, 256, 384, 512)
+#: thumbnail edge lengths a client may ask for (bounded, so the cache cannot be flooded; 1024: the page's full view)
+THUMBNAIL_SIZES = (64, 128, 160, 256, 384, 512, 1024)
 #: thumbnails kept in memory (about 10-30 KB each)
 THUMBNAIL_CACHE = 2048
 #: seconds a sample of the payload fields (warnings, facets) is reused
@@ -115,12 +115,14 @@ class SearchService:
 
     def __init__(self, store: VectorStore, embedder: Embedder, *, serialise_store: bool, collection: str,
                  max_batch: int = 64, max_wait_s: float = 0.0, on_batch: BatchObserver | None = None,
-                 load_model: Callable[[str | None], Embedder] | None = None) -> None:
+                 load_model: Callable[[str | None], Embedder] | None = None,
+                 on_image_batch: BatchObserver | None = None) -> None:
         """``load_model(spec)``: how to load the query model of a collection that ``clip-ingest
         migrate`` switches the name to (None: such a switch is refused with a model mismatch)."""
         self.store: Any = LockedStore(store) if serialise_store else store
         self.collection = collection
         self._batching = {"max_batch": max_batch, "max_wait_s": max_wait_s, "on_batch": on_batch}
+        self._on_image_batch = on_image_batch
         self._load_model = load_model
         batched = self._use(embedder)
         self.searcher = Searcher(self.store, batched, load_model=self._switch_model if load_model else None)
@@ -137,7 +139,8 @@ class SearchService:
         self.embedder = embedder
         self.batcher = MicroBatcher(embedder.embed_texts, **self._batching)
         self.image_batcher = MicroBatcher(embedder.embed_images, name="clip-search-image-batcher",
-                                          max_batch=self._batching["max_batch"], max_wait_s=self._batching["max_wait_s"])
+                                          max_batch=self._batching["max_batch"], max_wait_s=self._batching["max_wait_s"],
+                                          on_batch=self._on_image_batch)
         self.batched = _BatchedEmbedder(embedder, self.batcher, self.image_batcher)
         return self.batched
 
@@ -247,10 +250,9 @@ class SearchService:
             raise PointNotFoundError(f"no point with id {point_id!r}")
         return found[0]
 
-    def thumbnail(self, point_id: str, size: int) -> bytes:
-        """A JPEG of the item's image fitting ``size`` px, cached while the file is unchanged."""
-        if size not in THUMBNAIL_SIZES:
-            raise ValueError(f"size must be one of {', '.join(map(str, THUMBNAIL_SIZES))}")
+    def image_file(self, point_id: str) -> tuple[Any, os.stat_result]:
+        """``(path, stat)`` of the item's image file: only the ``path`` ingestion stored, and only a
+        regular file (never a FIFO or a device a payload names); :class:`ThumbnailUnavailable` else."""
         path = self.item(point_id).payload.get(PATH_FIELD)
         if not isinstance(path, str):
             raise ThumbnailUnavailable(f"item {point_id} has no stored image path")
@@ -259,8 +261,15 @@ class SearchService:
             info = os.stat(path)
         except OSError:
             raise ThumbnailUnavailable(f"the image file of item {point_id} is gone") from None
-        if not stat.S_ISREG(info.st_mode):  # never open a FIFO or a device named by a payload
+        if not stat.S_ISREG(info.st_mode):
             raise ThumbnailUnavailable(f"the image of item {point_id} is not a regular file")
+        return path, info
+
+    def thumbnail(self, point_id: str, size: int) -> bytes:
+        """A JPEG of the item's image fitting ``size`` px, cached while the file is unchanged."""
+        if size not in THUMBNAIL_SIZES:
+            raise ValueError(f"size must be one of {', '.join(map(str, THUMBNAIL_SIZES))}")
+        path, info = self.image_file(point_id)
         key = (point_id, size, info.st_mtime_ns, info.st_size)
         with self._thumbs_lock:
             if key in self._thumbs:
