@@ -104,23 +104,26 @@ class AdaptResult:
 
 
 class Progress:
-    """Numbered progress lines with the elapsed time and an ETA from the stages timed so far."""
+    """Numbered progress lines with the elapsed time and an ETA: the mean time of the training
+    steps finished so far times the training steps left (measuring steps take far less)."""
 
-    def __init__(self, steps: int, echo: Callable[[str], None]) -> None:
-        self.steps, self.echo, self.done = steps, echo, 0
+    def __init__(self, steps: int, training_steps: int, echo: Callable[[str], None]) -> None:
+        self.steps, self.training_steps, self.echo = steps, training_steps, echo
+        self.done = 0
         self.started = time.monotonic()
-        self.timed: list[float] = []
+        self.trained: list[float] = []
 
     def start(self, what: str) -> float:
         elapsed = time.monotonic() - self.started
-        left = self.steps - self.done
-        eta = f", ETA ~{sum(self.timed) / len(self.timed) * left:.0f} s" if self.timed else ""
+        left = self.training_steps - len(self.trained)
+        eta = f", ETA ~{sum(self.trained) / len(self.trained) * left:.0f} s" if self.trained else ""
         self.echo(f"[{self.done + 1}/{self.steps}] {what} (elapsed {elapsed:.0f} s{eta})")
         return time.monotonic()
 
-    def finish(self, began: float) -> float:
+    def finish(self, began: float, training: bool = False) -> float:
         seconds = time.monotonic() - began
-        self.timed.append(seconds)
+        if training:
+            self.trained.append(seconds)
         self.done += 1
         return seconds
 
@@ -145,9 +148,11 @@ def _write_split(split: UserSplit, folder: Path) -> dict[str, str]:
 
 
 def _guard_score(samples: list[Sample]) -> str:
-    """``caption_match`` when captions are shared by several images (kinds of things), else ``t2i_recall``."""
+    """``t2i_recall`` when every caption describes one image (and there are enough images for
+    R@5), else ``caption_match``: captions shared by several images name kinds of things."""
     captions = [c for s in samples for c in s.captions]
-    return "caption_match" if len(set(captions)) < 0.5 * len(captions) else "t2i_recall"
+    unique = len(set(captions)) == len(captions)
+    return "t2i_recall" if unique and sum(1 for s in samples if s.captions) > 5 else "caption_match"
 
 
 def _calibration_samples(split: UserSplit) -> list[Sample]:
@@ -155,12 +160,19 @@ def _calibration_samples(split: UserSplit) -> list[Sample]:
     return [s if s.captions else Sample(s.path, s.label, (f"a photo of a {label_name(s.label or '')}",)) for s in split.val]
 
 
-def _choose(scores: dict[str, dict[str, float]], tolerance: float) -> str:
-    """The candidate with the best validation image mAP among those within ``tolerance`` of the
-    base's text mAP (all of them without captions); ``base`` on a tie."""
-    floor = scores["base"].get(TEXT_MAP, 0.0) - tolerance
-    allowed = [n for n, s in scores.items() if s.get(TEXT_MAP, floor) >= floor - 1e-9]
-    return max(allowed, key=lambda n: (scores[n][IMAGE_MAP], n == "base"))
+def _choose(tuned: dict[str, dict[str, float]], base: dict[str, float], tolerance: float) -> tuple[str, bool]:
+    """(the fine-tuned run to keep, whether validation prefers it to the base).
+
+    The run is the one with the best validation image mAP among those whose text mAP stays
+    within ``tolerance`` of the base's (all of them without captions; the best text mAP when
+    none does). Validation prefers it when it keeps the text guard and beats the base's image mAP."""
+    floor = base.get(TEXT_MAP, 0.0) - tolerance
+    guarded = [n for n, s in tuned.items() if s.get(TEXT_MAP, floor) >= floor - 1e-9]
+    if not guarded:
+        best = max(tuned, key=lambda n: tuned[n].get(TEXT_MAP, 0.0))
+        return best, False
+    best = max(guarded, key=lambda n: tuned[n][IMAGE_MAP])
+    return best, tuned[best][IMAGE_MAP] > base[IMAGE_MAP]
 
 
 def run_adapt(cfg: AdaptConfig, echo: Callable[[str], None] = print) -> AdaptResult:
@@ -189,8 +201,8 @@ def run_adapt(cfg: AdaptConfig, echo: Callable[[str], None] = print) -> AdaptRes
     methods = ["retrieval", "mcip"] if captions else ["retrieval"]
     if not captions:
         echo("no captions (and no --caption-pool): 2SFT only, no text guard; text search is not measured")
-    steps = 2 + len(methods) * len(plan.lrs) + (1 if captions and cfg.realign else 0)
-    progress = Progress(steps, echo)
+    training_steps = len(methods) * len(plan.lrs) + (1 if captions and cfg.realign else 0)
+    progress = Progress(2 + training_steps, training_steps, echo)
 
     began = progress.start(f"measuring the base ({cfg.base}) on {len(split.held_out)} held-out images")
     base_report = evaluate_on_samples([cfg.base], split.held_out, names=["base"], device=cfg.device)
@@ -213,19 +225,18 @@ def run_adapt(cfg: AdaptConfig, echo: Callable[[str], None] = print) -> AdaptRes
                     text_guard_data=manifests["val"] if captions else None, text_guard_score=guard,
                     text_guard_tolerance=cfg.text_guard_tolerance, wise_ft_alphas=cfg.wise_ft_alphas,
                 ))
-            stage_seconds[label] = progress.finish(began)
+            stage_seconds[label] = progress.finish(began, training=True)
             candidates[label] = str(stage_dir)
 
     val_report = evaluate_on_samples(list(candidates.values()), split.val, names=list(candidates), device=cfg.device)
     validation = {m.name: m.metrics for m in val_report.models}
-    chosen = _choose(validation, cfg.text_guard_tolerance)
-    echo(f"validation chose {chosen}: " + "; ".join(
+    chosen, preferred = _choose({n: v for n, v in validation.items() if n != "base"}, validation["base"],
+                                cfg.text_guard_tolerance)
+    echo(f"validation chose {chosen}{'' if preferred else ', but prefers the base'}: " + "; ".join(
         f"{n} image mAP {100 * s[IMAGE_MAP]:.1f}" + (f", text mAP {100 * s[TEXT_MAP]:.1f}" if TEXT_MAP in s else "")
         for n, s in validation.items()))
 
-    if captions and cfg.realign and chosen == "base":
-        progress.steps -= 1
-    elif captions and cfg.realign:
+    if captions and cfg.realign:
         began = progress.start(f"realigning the text tower of {chosen}")
         realigned = out / "stages" / f"{chosen}-realign"
         if not _finished(realigned):
@@ -239,10 +250,10 @@ def run_adapt(cfg: AdaptConfig, echo: Callable[[str], None] = print) -> AdaptRes
         validation[f"{chosen}-realign"] = scores
         if scores.get(TEXT_MAP, 0.0) >= validation[chosen].get(TEXT_MAP, 0.0):
             candidates[f"{chosen}-realign"] = str(realigned)
-            chosen = f"{chosen}-realign"
+            chosen, preferred = _choose({f"{chosen}-realign": scores}, validation["base"], cfg.text_guard_tolerance)
         echo(f"realignment: validation text mAP {100 * scores.get(TEXT_MAP, 0.0):.1f} "
              f"({'kept' if chosen.endswith('-realign') else 'not kept'})")
-        stage_seconds["realign"] = progress.finish(began)
+        stage_seconds["realign"] = progress.finish(began, training=True)
 
     began = progress.start("measuring on the held-out labels")
     specs, names = [], []
@@ -251,20 +262,18 @@ def run_adapt(cfg: AdaptConfig, echo: Callable[[str], None] = print) -> AdaptRes
         random_spec = None  # the base is that random initialisation
     if random_spec:
         specs, names = [random_spec], ["random init"]
-    if chosen != "base":
-        specs, names = specs + [candidates[chosen]], names + [chosen]
-    others = evaluate_on_samples(specs, split.held_out, names=names, device=cfg.device) if specs else None
-    models = ([others.models[0]] if random_spec else []) + base_report.models + (others.models[-1:] if chosen != "base" else [])
+    others = evaluate_on_samples(specs + [candidates[chosen]], split.held_out, names=names + [chosen], device=cfg.device)
+    models = ([others.models[0]] if random_spec else []) + base_report.models + others.models[-1:]
     report = EvalReport(models, {}, {**base_report.options, "held_out_labels": sorted({s.label for s in split.held_out})})
     compare_to(report, cfg.base)
     progress.finish(began)
     table = render_markdown(report)
     text_metric = TEXT_MAP if captions else None
-    decision = verdict(models[-1], IMAGE_MAP, text_metric, same_as_base=chosen == "base")
+    decision = verdict(models[-1], IMAGE_MAP, text_metric, validation_prefers_base=not preferred)
 
     export_dir = None
     name = cfg.name or f"{base_name}-{Path(cfg.data).name or 'adapted'}"
-    if cfg.export and chosen != "base":
+    if cfg.export:
         export_dir = _export(cfg, name, candidates[chosen], split, plan, report, table, decision, validation, chosen)
     seconds = time.monotonic() - started
     result = AdaptResult(split, plan, chosen, validation, report, table, decision, export_dir, seconds, stage_seconds)
@@ -290,11 +299,8 @@ def _export(cfg: AdaptConfig, name: str, source: str, split: UserSplit, plan: Ad
     held_out = f"### Held-out labels of the training folder\n\n{table}\n{decision.line}\n"
     result = export_model(source, Path(cfg.out_dir) / "export", name=name, recipe={"adapt": training, "base": cfg.base},
                           data=data, metrics=chosen_model.metrics, compared_with=compared, experiment=held_out,
+                          extra={"base_model": cfg.base, "held_out": {"table": table, "verdict": decision.line}},
                           overwrite=True)
-    metadata_path = result.path / METADATA_FILE
-    metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
-    metadata.update(base_model=cfg.base, held_out={"table": table, "verdict": decision.line})
-    metadata_path.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
     calibrate_text(load_embedder(str(result.path), device=cfg.device), _calibration_samples(split), None,
                    model_folder=result.path)
     return result.path

@@ -2,7 +2,8 @@
 
 A gain is claimed only when the paired-bootstrap 95 % CI of the held-out difference excludes 0;
 otherwise the line says there is no measurable change and shows the interval. Switching is
-recommended only for a proven image gain that does not come with a proven text loss.
+recommended only for a proven image gain that does not come with a proven text loss, of a model
+that validation preferred to the base.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ def _interval(diff: float, low: float, high: float) -> str:
     return f"{diff:+.1f} points [{low:+.1f}, {high:+.1f}]"
 
 
-def verdict(candidate: ModelResult, image_metric: str, text_metric: str | None, *, same_as_base: bool = False) -> Verdict:
-    """The verdict for ``candidate`` (after ``compare_to`` against the base) on the held-out set."""
-    if same_as_base:
-        return Verdict("Validation found no fine-tuned model better than the base: keep the model you have.", False)
+def verdict(candidate: ModelResult, image_metric: str, text_metric: str | None, *,
+            validation_prefers_base: bool = False) -> Verdict:
+    """The verdict for ``candidate`` (after ``compare_to`` against the base) on the held-out set.
+    When validation preferred the base, the held-out numbers are still stated, but the advice is
+    to keep the base: switching on a held-out gain that validation did not see would be choosing
+    on the held-out set."""
     image = _effect(candidate, image_metric)
     if image is None:
         return Verdict(f"No held-out {image_metric} to judge by: keep the model you have.", False)
@@ -53,6 +56,8 @@ def verdict(candidate: ModelResult, image_metric: str, text_metric: str | None, 
         t_diff, t_low, t_high = text
         text_lost = t_high < 0
         text_part = f"text search {'lost' if text_lost else 'kept'} ({text_metric} {_interval(t_diff, t_low, t_high)})"
-    recommend = image_better and not text_lost
+    recommend = image_better and not text_lost and not validation_prefers_base
     advice = "switch" if recommend else "keep the model you have"
+    if validation_prefers_base:
+        advice += " (validation preferred the base)"
     return Verdict(f"On your held-out labels: {image_part}; {text_part}. Verdict: {advice}.", recommend)

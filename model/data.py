@@ -125,6 +125,14 @@ def load_samples(source: str | os.PathLike) -> list[Sample]:
     return scan_class_folders(source) if Path(source).is_dir() else read_manifest(source)
 
 
+def load_sources(sources: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Sample]:
+    """Samples of one source (:func:`load_samples`) or of several, in the order given: a recipe
+    can train on two manifests without a shell step joining them."""
+    if isinstance(sources, (str, os.PathLike)):
+        return load_samples(sources)
+    return [s for source in sources for s in load_samples(source)]
+
+
 def write_jsonl(rows: Iterable[dict[str, Any]], path: str | os.PathLike) -> int:
     """Write ``rows`` as JSONL, whole or not at all; returns how many.
 

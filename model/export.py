@@ -60,6 +60,7 @@ def build_metadata(
     metrics: Any = None,
     compared_with: Any = None,
     weights_dtype: str = "float32",
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``clip_ingest.json`` content: the source's metadata, updated by what is given here."""
     meta = dict(loaded.metadata)
@@ -74,6 +75,7 @@ def build_metadata(
     for key, value in (("recipe", recipe), ("data", data), ("metrics", metrics), ("compared_with", compared_with)):
         if value is not None:
             meta[key] = value
+    meta.update(extra or {})
     meta.pop("onnx", None)  # only an ONNX export written together with these weights is valid
     return meta
 
@@ -95,6 +97,7 @@ def export_model(
     metrics: Any = None,
     compared_with: list[dict[str, Any]] | None = None,
     experiment: str | None = None,
+    extra: dict[str, Any] | None = None,
     fp16: bool = False,
     onnx: bool = False,
     overwrite: bool = False,
@@ -111,6 +114,8 @@ def export_model(
         compared_with: the other models of the eval run ``metrics`` come from (``name``, ``spec``,
             ``model_id``, ``metrics`` each), shown beside it in the model card.
         experiment: an ``experiment.md`` table for the model card's experiment block.
+        extra: further ``clip_ingest.json`` fields, set last (e.g. ``base_model`` of a chain of
+            stages, ``held_out``: what ``clip-model adapt`` measured).
         fp16: store half-precision weights (half the size; a different ``model_id``).
         onnx: also write the ONNX towers (for ``OnnxEmbedder``).
         overwrite: replace an existing non-empty ``out_dir``.
@@ -124,7 +129,7 @@ def export_model(
     model_id = compute_model_id(name, model, loaded.preprocess_cfg)
     metadata = build_metadata(
         loaded, spec, name, model_id, recipe=recipe, data=data, metrics=metrics, compared_with=compared_with,
-        weights_dtype="float16" if fp16 else "float32",
+        weights_dtype="float16" if fp16 else "float32", extra=extra,
     )
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)

@@ -47,7 +47,8 @@ from clip_ingest.connectors.factory import LoadedModel, load_model
 
 from .augment import AugmentConfig, train_transform
 from .checkpoint import model_config_for_spec, save_local_dir
-from .data import Batch, DataError, ImageDataset, Sample, class_index, collate_images, load_samples, split_samples
+from .data import (Batch, DataError, ImageDataset, Sample, class_index, collate_images, load_samples, load_sources,
+                   split_samples)
 from .distributed import DistInfo, barrier, setup_distributed
 from .features import cached_image_embeddings, embed_texts
 from .losses import ArcMarginLoss, InfoNCELoss, MultiCaptionArcMarginLoss, caption_masks
@@ -67,7 +68,8 @@ class StageConfig:
     """What every training stage needs (see the module doc)."""
 
     model: str
-    data: str
+    data: str | tuple[str, ...]
+    """A class-per-folder directory or a manifest, or several of them (read in order)."""
     out_dir: str
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -339,7 +341,7 @@ class _Prepared:
 def _prepare(cfg: StageConfig) -> _Prepared:
     dist_info, device = setup_distributed(cfg.train.device)
     seed_everything(cfg.train.seed)  # same initial loss heads on every rank
-    samples = load_samples(cfg.data)
+    samples = load_sources(cfg.data)
     if cfg.templates:
         samples = with_template_captions(samples, cfg.templates)
     train, val = _split(cfg, samples)
