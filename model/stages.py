@@ -60,6 +60,8 @@ from .validation import CaptionMatchScore, GuardedScore, ImageRetrievalScore, Te
 log = logging.getLogger(__name__)
 
 CHECKPOINT_SUBDIR = "checkpoint"
+CAPTIONS_ADVICE = ("give them in a manifest ('captions' column), mine them (`clip-model mine-captions`), or make "
+                   "them from the class names: --set \"templates=['a photo of a {label}.']\"")
 IMAGE_CACHE_FILE = "image_embeddings.safetensors"
 
 
@@ -382,7 +384,7 @@ def _captioned(samples: Sequence[Sample], stage: str) -> list[Sample]:
     if len(kept) < len(samples):
         log.warning("%s: %d of %d images have no captions and are left out", stage, len(samples) - len(kept), len(samples))
     if not kept:
-        raise DataError(f"{stage} needs captions: give them in a manifest, mine them, or set templates")
+        raise DataError(f"{stage} needs captions: {CAPTIONS_ADVICE}")
     return kept
 
 
@@ -461,7 +463,7 @@ def run_finetune(cfg: FinetuneConfig) -> StageResult:
     if cfg.method == "mcip":
         pool = sorted({c for s in prep.samples for c in s.captions})
         if not pool:
-            raise DataError("mcip needs captions: give them in a manifest, mine them, or set templates")
+            raise DataError(f"mcip needs captions: {CAPTIONS_ADVICE}")
         column = {c: j for j, c in enumerate(pool)}
         bank = embed_texts(model, prep.loaded.tokenizer, pool, device=prep.device)
         ids = [[column[c] for c in s.captions] for s in prep.samples]

@@ -175,8 +175,9 @@ def test_two_view_self_supervision_adds_an_image_image_infonce_and_changes_train
 
 
 def test_pretrain_without_captions_is_a_clear_error(images, tmp_path):
-    with pytest.raises(DataError, match="needs captions"):
+    with pytest.raises(DataError, match="needs captions") as caught:
         run_pretrain(PretrainConfig(TINY, str(images), str(tmp_path / "pre"), train=_train()))
+    assert "--set \"templates=['a photo of a {label}.']\"" in str(caught.value)  # the syntax that works
 
 
 def test_finetune_resumes_after_an_interruption_with_identical_weights(images, tmp_path, monkeypatch):
