@@ -82,6 +82,7 @@ def test_a_request_never_names_a_file(served, tmp_path):
     for path in (str(secret), "/etc/passwd", "../../etc/passwd"):
         assert client.get("/v1/search", params={"like": path}).status_code == 404
         assert client.get("/v1/items/x/thumbnail", params={"size": 64, "path": path}).status_code == 404
+        assert client.get("/v1/items/x/file", params={"path": path}).status_code == 404
 
 
 def test_error_cases(served):

@@ -44,6 +44,7 @@ def test_every_v1_route_answers_errors_in_the_openai_shape(served):
         (("POST", "/v1/embeddings"), {"json": {"input": []}}, 400, "empty_input"),
         (("GET", "/v1/models/not-this-one"), {}, 404, "model_not_found"),
         (("GET", f"/v1/items/{UNKNOWN_ID}"), {}, 404, "not_found"),
+        (("GET", f"/v1/items/{UNKNOWN_ID}/file"), {}, 404, "not_found"),
         (("GET", f"/v1/items/{points[0].id}/thumbnail"), {"params": {"size": 63}}, 400, None),
         (("POST", "/v1/ingest"), {}, 404, "not_ingesting"),
         (("GET", "/v1/no-such-route"), {}, 404, "unknown_url"),

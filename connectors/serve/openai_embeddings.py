@@ -60,8 +60,8 @@ def image_bytes(item: str, max_bytes: int) -> bytes | None:
     Raises:
         ApiError: a data URI that is not base64 of an image, or an image over ``max_bytes``.
     """
-    match = DATA_URI.fullmatch(item.strip()) if item.startswith("data:") else None
     if item.startswith("data:"):
+        match = DATA_URI.fullmatch(item.strip())
         if match is None or (match["type"] and not match["type"].startswith("image/")):
             raise ApiError(400, "a data URI input must be data:image/...;base64,...", code="invalid_image")
         data = _b64(match["data"])
