@@ -55,7 +55,7 @@ class LocalRayCluster:
         self.temp_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
         self.nodes: list[subprocess.Popen] = []
 
-    def _start(self, *args: str, timeout: float = 120.0) -> subprocess.Popen:
+    def _launch(self, *args: str) -> tuple[subprocess.Popen, Path]:
         log_file = self.temp_dir / f"node-{len(self.nodes)}.log"
         with log_file.open("w") as log:
             proc = subprocess.Popen(
@@ -64,18 +64,24 @@ class LocalRayCluster:
                 env=self.env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
             )
         self.nodes.append(proc)
+        return proc, log_file
+
+    @staticmethod
+    def _wait_started(proc: subprocess.Popen, log_file: Path, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         while "Ray runtime started" not in log_file.read_text():  # --block prints it once the node runs
             assert proc.poll() is None and time.monotonic() < deadline, "the node did not start:\n" + log_file.read_text()[-3000:]
             time.sleep(0.2)
-        return proc
 
-    def start_head(self) -> None:
-        self._start("--head", "--port", str(self.port), "--include-dashboard", "false",
-                    "--dashboard-port", str(free_port()), "--temp-dir", str(self.temp_dir))
-
-    def add_worker(self) -> subprocess.Popen:
-        return self._start("--address", self.address)
+    def start(self) -> subprocess.Popen:
+        """The head and one worker node, started side by side (the worker waits for the head's
+        GCS); returns the worker node."""
+        head = self._launch("--head", "--port", str(self.port), "--include-dashboard", "false",
+                            "--dashboard-port", str(free_port()), "--temp-dir", str(self.temp_dir))
+        worker = self._launch("--address", self.address)
+        for proc, log_file in (head, worker):
+            self._wait_started(proc, log_file)
+        return worker[0]
 
     def kill(self, node: subprocess.Popen) -> None:
         os.killpg(node.pid, signal.SIGKILL)
@@ -95,7 +101,7 @@ class LocalRayCluster:
 def ray_cluster() -> Iterator[LocalRayCluster]:
     cluster = LocalRayCluster()
     try:
-        cluster.start_head()
+        cluster.start()
         yield cluster
     finally:
         cluster.stop()
@@ -103,7 +109,7 @@ def ray_cluster() -> Iterator[LocalRayCluster]:
 
 def test_ingest_on_a_two_node_cluster_keeps_every_image_once_when_a_worker_node_dies(ray_cluster, tmp_path):
     folder = write_shape_folder(tmp_path / "photos", n=IMAGES, sidecars=False)
-    worker = ray_cluster.add_worker()
+    worker = ray_cluster.nodes[-1]  # the worker node started beside the head
     summary_file, data = tmp_path / "summary.json", tmp_path / "data"
     driver = subprocess.Popen(
         [str(BIN / "clip-ingest"), str(folder), "--target", "qdrant-edge", "--data-dir", str(data), "--model", TINY_SPEC,
