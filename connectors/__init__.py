@@ -8,6 +8,8 @@ passive_openmp()
 
 from .decode import DecodedImage, ImageDecodeError, ImageInput, decode_image
 from .embedder import Embedder
+from .model_spec import DEFAULT_MODEL_SPEC, ModelLoadError, parse_model_spec
+from .runtime import load_embedder
 
 __all__ = [
     "DEFAULT_MODEL_SPEC",
@@ -18,22 +20,16 @@ __all__ = [
     "ModelLoadError",
     "OpenClipEmbedder",
     "decode_image",
+    "load_embedder",
     "parse_model_spec",
 ]
 
 
-_LAZY = {
-    "OpenClipEmbedder": "openclip_embedder",
-    "DEFAULT_MODEL_SPEC": "factory",
-    "ModelLoadError": "factory",
-    "parse_model_spec": "factory",
-}
-
-
 def __getattr__(name: str):
-    # imported lazily: users of decoding, filters or stores should not pay for loading torch/open_clip
-    if name in _LAZY:
-        import importlib
+    # the torch embedder is imported when asked for: decoding, filters, stores and the ONNX runtime
+    # need neither torch nor open_clip (a torch-free install has neither)
+    if name == "OpenClipEmbedder":
+        from .openclip_embedder import OpenClipEmbedder
 
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        return OpenClipEmbedder
     raise AttributeError(name)

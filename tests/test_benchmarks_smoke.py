@@ -99,7 +99,8 @@ def test_cli_latency_times_every_command_first_and_repeated_beside_the_import_re
     result = run(cli_latency, tmp_path)
     commands = {r["what"]: r for r in result["tables"]["commands, wall end to end (s)"]}
     reference = {r["what"]: r for r in result["tables"]["reference: a fresh interpreter (s)"]}
-    assert {"clip-search --help", "clip-ingest --help", "clip-search --text (torch)", "clip-search --text (onnx)"} <= set(commands)
+    assert {"clip-search --help", "clip-ingest --help", "clip-search --text (default runtime)", "clip-search --text (torch)",
+            "clip-search --text (onnx)"} <= set(commands)
     assert {"import torch, open_clip", "exit after import torch, open_clip (teardown)"} <= set(reference)
     assert all(r["runs"] == 2 and r["first_s"] > 0 and r["repeated_s"] > 0 for r in commands.values())
     assert all(r["repeated_cpu_s"] > 0 for r in commands.values())
