@@ -26,7 +26,10 @@ from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
 from clip_ingest.connectors.pixels import PillowTransform
 from clip_ingest.connectors.runtime import choose_runtime, load_embedder
 
+import httpx
+
 from imagegen import write_shape_folder
+from serve_helpers import free_port, serve_process
 
 TRICKY = ["", "   ", "a photo of a cat", "A PHOTO OF A CAT", "it's 5 o'clock, isn't it?", "naïve café — déjà vu",
           "&amp;lt;b&amp;gt; html &quot;escaped&quot;", "emoji 🐱🚀 and ZWJ 👩‍👩‍👧", "日本語のテキスト", "ﬁne ligatures",
@@ -115,7 +118,7 @@ getattr(importlib.import_module(module), attribute)(sys.argv[2:])
 """
 
 
-def test_ingest_and_search_run_without_torch(tmp_path: Path) -> None:
+def test_ingest_search_and_serve_run_without_torch(tmp_path: Path) -> None:
     photos = write_shape_folder(tmp_path / "photos", n=12)
     store = ["--target", "qdrant-edge", "--data-dir", str(tmp_path / "data")]
     env = {**os.environ, "CLIP_INGEST_CACHE": str(tmp_path / "cache")}
@@ -132,3 +135,9 @@ def test_ingest_and_search_run_without_torch(tmp_path: Path) -> None:
     assert len(hits) == 3 and all(hit["payload"]["path"].endswith(".png") for hit in hits)
     refused = run("clip_ingest.connectors.cli.search:main", "query", "--text", "x", *store, "--runtime", "torch")
     assert refused.returncode != 0 and "clip-ingest[torch]" in refused.stderr + refused.stdout
+    port = free_port()
+    serve = [sys.executable, "-c", BLOCKED_RUN, "clip_ingest.connectors.cli.search:main", "serve", *store, "--port", str(port)]
+    with serve_process(serve, port):
+        answer = httpx.get(f"http://127.0.0.1:{port}/v1/search", params={"text": "a red circle", "k": 3}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert [hit["id"] for hit in answer.json()["hits"]] == [hit["id"] for hit in hits]
