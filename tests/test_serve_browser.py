@@ -386,6 +386,14 @@ def test_facets_filter_by_a_label_and_write_the_filter(page, site):
     screenshot(page, "serve-facets")
     red.click()  # a second click takes the label out again
     assert page.input_value("#filter") == 'shape = "planted"'
+    page.fill("#filter", 'shape = "circle" or shape = "square"')
+    red.click()  # joined to a filter with "or": parenthesised first, so it narrows every branch
+    assert page.input_value("#filter") == '(shape = "circle" or shape = "square") and colour = "red"'
+    page.wait_for_function("() => (new URLSearchParams(location.search).get('filter') || '').startsWith('(shape')")
+    expected = sum(p.payload["colour"] == "red" and p.payload["shape"] in ("circle", "square") for p in points)
+    page.wait_for_function("n => document.querySelectorAll('#grid .hit').length === n", arg=expected)
+    texts = page.locator("#grid .hit .payload").all_inner_texts()
+    assert all("colour: red" in t and ("shape: circle" in t or "shape: square" in t) for t in texts), texts
     page.fill("#filter", 'lable = "red"')  # a misspelt field: warned about on the page
     page.press("#q", "Enter")
     sync_api.expect(page.locator("#warnings")).to_contain_text("lable")

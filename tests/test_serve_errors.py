@@ -4,7 +4,16 @@ no item has is warned about; the facets are the collection's repeating labels.""
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime, timezone
+
+import numpy as np
 import pytest
+
+from clip_ingest.connectors.backends import Point, open_store
+from clip_ingest.connectors.backends.base import CollectionSpec
+from clip_ingest.connectors.search.filters import parse_filter
+from clip_ingest.connectors.serve.service import SearchService
 
 from serve_helpers import PLANTED_TEXT, served  # noqa: F401 (fixture)
 
@@ -91,6 +100,34 @@ def test_facets_are_the_repeating_text_labels_with_their_counts(served):
     assert colours == {c: sum(p["colour"] == c for p in stored) for c in {p["colour"] for p in stored}}
     counts = [f["count"] for f in body["facets"]["colour"]]
     assert counts == sorted(counts, reverse=True)
+    assert all(f["filter"] == f'colour = "{f["value"]}"' for f in body["facets"]["colour"])
+
+
+def test_camera_and_year_facets_select_what_they_count(tmp_path, tiny_embedder):
+    """Photo metadata as ingestion writes it (``taken_at`` Unix seconds, ``camera_model`` text):
+    each facet's filter, run by the store, selects exactly the items the facet counts."""
+    store = open_store("qdrant-edge", "photos", path=str(tmp_path / "edge"))
+    store.ensure_collection(CollectionSpec("photos", tiny_embedder.dim, tiny_embedder.model_id))
+    taken = [datetime(2018, 12, 31, 23, 59, 59, tzinfo=timezone.utc), datetime(2019, 1, 1, tzinfo=timezone.utc),
+             datetime(2019, 7, 14, 12, tzinfo=timezone.utc), datetime(2021, 3, 1, tzinfo=timezone.utc)]
+    rng = np.random.default_rng(0)
+    points = [Point(str(uuid.uuid4()), rng.normal(size=tiny_embedder.dim).astype("float32"),
+                    {"path": f"/photos/{i}.jpg", "taken_at": moment.timestamp(), "taken_at_local": moment.isoformat(),
+                     "camera_model": "X100V" if i % 2 else "iPhone 12"})
+              for i, moment in enumerate(taken)]
+    store.upsert(points)
+    store.flush()
+    service = SearchService(store, tiny_embedder, serialise_store=True, collection="photos")
+    try:
+        facets = service.fields().facets()
+    finally:
+        service.close()
+    assert set(facets) == {"camera_model", "taken_at"}  # taken_at_local is per photo: no facet
+    assert [(f["value"], f["count"]) for f in facets["taken_at"]] == [("2021", 1), ("2019", 2), ("2018", 1)]
+    for facet in facets.values():
+        for value in facet:
+            assert store.count(parse_filter(value["filter"])) == value["count"], value
+    store.close()
 
 
 @pytest.mark.parametrize("path", ["/", "/docs", "/favicon.ico"])

@@ -4,14 +4,19 @@ Stores do not list the payload fields their points carry (only some record their
 indexes), so the fields are read from the first :data:`FIELD_SAMPLE` points. That is enough to
 tell a misspelt filter field (``lable``) from one that only matches nothing, and to offer the
 labels people filter by as facets: text fields whose values repeat (few distinct values, such
-as ``label`` or ``camera``), never the path or per-image fields. Facet counts are counts in the
-sample, named as such.
+as ``label`` or ``camera_model``), never the path or per-image fields; and the year a photo was
+taken (``taken_at``, Unix seconds: years in UTC), whose filter is a date range. Each facet value
+carries the filter that selects it, so the page writes exactly that into its filter box. Facet
+counts are counts in the sample, named as such.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import math
 from collections import Counter
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -23,8 +28,13 @@ FIELD_SAMPLE = 200
 MAX_FACET_VALUES = 30
 #: facets offered, the fields with the fewest distinct values first
 MAX_FACETS = 8
-#: fields never offered as facets (the file itself, and bookkeeping of ingestion and review)
-NOT_FACETS = frozenset({"path", "sha256", "source", "duplicate_review"})
+#: fields never offered as facets (the file itself, bookkeeping of ingestion and review, the
+#: camera's clock text: ``taken_at`` gives the year)
+NOT_FACETS = frozenset({"path", "sha256", "source", "duplicate_review", "taken_at_local"})
+#: the payload field of when a photo was taken (Unix seconds), offered as a facet by year
+DATE_FIELD = "taken_at"
+#: the Unix seconds a year facet is made for (years 1 to 9998: the next year's bound must be a date)
+MIN_TIME, MAX_TIME = -62135596800, 253370764800
 
 
 @dataclass
@@ -35,6 +45,7 @@ class FieldSample:
     names: set[str] = field(default_factory=set)
     text_values: dict[str, Counter] = field(default_factory=dict)
     non_text: set[str] = field(default_factory=set)
+    years: Counter = field(default_factory=Counter)
 
     def unknown(self, filter: Filter) -> list[str]:
         """Fields that ``filter`` names and no sampled point has (empty when nothing was sampled)."""
@@ -49,16 +60,22 @@ class FieldSample:
                 f"(fields: {', '.join(sorted(self.names))})")
 
     def facets(self) -> dict[str, list[dict[str, Any]]]:
-        """``{field: [{"value", "count"}, ...]}``: text fields whose sampled values repeat, most
-        frequent value first."""
+        """``{field: [{"value", "count", "filter"}, ...]}``: text fields whose sampled values
+        repeat, most frequent value first, then the years of ``taken_at``, newest first."""
         chosen = []
         for name, counts in self.text_values.items():
             if name in NOT_FACETS or name in self.non_text or len(counts) > MAX_FACET_VALUES:
                 continue
             if sum(counts.values()) > len(counts):  # some value repeats: a label, not a per-image value
                 chosen.append((len(counts), name))
-        return {name: [{"value": value, "count": count} for value, count in self.text_values[name].most_common()]
-                for _, name in sorted(chosen)[:MAX_FACETS]}
+        facets = {name: [{"value": value, "count": count, "filter": f"{name} = {json.dumps(value, ensure_ascii=False)}"}
+                         for value, count in self.text_values[name].most_common()]
+                  for _, name in sorted(chosen)[:MAX_FACETS]}
+        if self.years:
+            facets[DATE_FIELD] = [{"value": str(year), "count": count,
+                                   "filter": f"{DATE_FIELD} >= {year:04d}-01-01 and {DATE_FIELD} < {year + 1:04d}-01-01"}
+                                  for year, count in sorted(self.years.items(), reverse=True)]
+        return facets
 
 
 def sample_fields(points: Iterable[Any], limit: int = FIELD_SAMPLE) -> FieldSample:
@@ -72,7 +89,11 @@ def sample_fields(points: Iterable[Any], limit: int = FIELD_SAMPLE) -> FieldSamp
                 sample.text_values.setdefault(name, Counter())[value] += 1
             elif value is not None:
                 sample.non_text.add(name)
+            if name == DATE_FIELD and isinstance(value, (int, float)) and math.isfinite(value):
+                year = datetime.fromtimestamp(value, timezone.utc).year if MIN_TIME <= value < MAX_TIME else None
+                if year is not None:
+                    sample.years[year] += 1
     return sample
 
 
-__all__ = ["FIELD_SAMPLE", "FieldSample", "MAX_FACETS", "MAX_FACET_VALUES", "sample_fields"]
+__all__ = ["DATE_FIELD", "FIELD_SAMPLE", "FieldSample", "MAX_FACETS", "MAX_FACET_VALUES", "sample_fields"]
