@@ -1,8 +1,11 @@
 """Property tests: every backend selects exactly what the reference evaluator selects, and hostile
 text only ever raises FilterSyntaxError.
 
-Parser and compiler properties run 10,000 examples each (CLIP_INGEST_PARSER_FUZZ_EXAMPLES); the
-cross-backend ones, a real query per example in every store, 200 (CLIP_INGEST_FUZZ_EXAMPLES).
+Parser and compiler properties run 10,000 examples each (CLIP_INGEST_PARSER_FUZZ_EXAMPLES), the
+date and place round trips a tenth of that; the cross-backend ones, a real query per example in
+every store, 200 (CLIP_INGEST_FUZZ_EXAMPLES). The random filters include dates and places, on
+every backend (a radius must be refused by Milvus); qdrant-client's local mode runs the date and
+place filters alone.
 """
 
 from __future__ import annotations
@@ -48,7 +51,6 @@ from filter_reference import (
     TARGETS,
     evaluate,
     filters,
-    geo_atoms,
     great_circle_m,
     planted_id,
     planted_payloads,
@@ -60,6 +62,9 @@ IDS = [planted_id(i) for i in range(len(PAYLOADS))]
 DIM = 4
 FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 PARSER_FUZZ = settings(max_examples=PARSER_FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+#: the date and place round trips: a tenth of the parser examples (their cases are few and regular)
+PHOTO_PARSER_FUZZ = settings(max_examples=max(PARSER_FUZZ_EXAMPLES // 10, 50), deadline=None,
+                             suppress_health_check=list(HealthCheck))
 
 
 SERVER = "milvus-server"
@@ -311,7 +316,7 @@ _degrees = st.floats(-90, 90, allow_nan=False)
 _longitudes = st.floats(-180, 180, allow_nan=False)
 
 
-@PARSER_FUZZ
+@PHOTO_PARSER_FUZZ
 @given(st.one_of(
     st.builds(lambda f, lat, lon, m: make_geo_radius(f, lat, lon, m, ValueError), st.sampled_from(["gps", "where"]),
               _degrees, _longitudes, st.floats(1e-3, 20_037_509, allow_nan=False)),
@@ -332,7 +337,7 @@ def test_geo_predicates_round_trip_and_compile(node):
         assert box.south <= node.lat <= box.north
 
 
-@PARSER_FUZZ
+@PHOTO_PARSER_FUZZ
 @given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
        st.integers(-14 * 60, 14 * 60), st.booleans())
 def test_date_literals_are_the_instant_they_name(moment, offset_minutes, quoted):

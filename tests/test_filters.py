@@ -102,7 +102,7 @@ def test_ast_is_immutable():
         ("a = 1 ; drop", 6, "unexpected character"),
         ("", 0, "empty filter"),
         ("x" * 65 + " = 1", 0, "invalid field name"),
-        ("taken_at = 2019-06-01", 11, "for a whole day write taken_at >= 2019-06-01"),
+        ("taken_at = 2019-06-01", 11, "write taken_at >= 2019-06-01 and taken_at < 2019-06-02"),
         ("taken_at in [2019-06-01]", 9, "compares with < <= > >= only"),
         ("taken_at >= 2019-02-30", 12, "invalid date"),
         ("taken_at >= 0000-01-01", 12, "invalid date"),

@@ -299,5 +299,5 @@ def _read_orientation(exif: Image.Exif) -> dict[str, Any]:
     return {"orientation": value}
 
 
-__all__ = ["FIRST_YEAR", "MAX_TEXT", "PHOTO_FIELDS", "BadValue", "clean_text", "fields_from_exif",
+__all__ = ["FIRST_YEAR", "MAX_TEXT", "PHOTO_FIELDS", "BadValue", "clean_text", "fields_from_exif", "jpeg_exif_block",
            "parse_exif_date", "parse_offset", "photo_metadata", "taken_fields"]

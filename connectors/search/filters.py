@@ -299,7 +299,7 @@ def _make_compare(field: str, op: str, value: Scalar, fail) -> Filter:
     if op in RANGE_OPS and isinstance(value, bool):
         raise fail(f"{op!r} compares numbers or dates; {value!r} is not a number")
     if op not in RANGE_OPS and isinstance(value, Instant):
-        raise fail(_DATE_EQUALITY_HINT.format(field=field, day=value))
+        raise _date_equality_error(field, value, fail)
     if op == "!=":
         return Not(Compare(field, "=", value))
     return Compare(field, op, value)
@@ -307,13 +307,17 @@ def _make_compare(field: str, op: str, value: Scalar, fail) -> Filter:
 
 _DATE_EQUALITY_HINT = (
     "a date compares with < <= > >= only (an instant to the millisecond is never what a photo has); "
-    "for a whole day write {field} >= {day} and {field} < the next day"
+    "for the day from it write {field} >= {day} and {field} < {next_day}"
 )
+
+
+def _date_equality_error(field: str, day: Instant, fail) -> FilterError:
+    return fail(_DATE_EQUALITY_HINT.format(field=field, day=day, next_day=Instant(day + 86_400)))
 
 
 def _make_in(field: str, values: list[Scalar], negated: bool, fail) -> Filter:
     if any(isinstance(value, Instant) for value in values):
-        raise fail(_DATE_EQUALITY_HINT.format(field=field, day=next(v for v in values if isinstance(v, Instant))))
+        raise _date_equality_error(field, next(v for v in values if isinstance(v, Instant)), fail)
     if not values:
         raise fail("'in' needs at least one value")
     if len(values) > MAX_LIST:
