@@ -17,6 +17,8 @@ from exif_photos import (
     GPS_LON,
     GPS_LON_REF,
     GPS_STATUS,
+    GPS_TIME,
+    GPS_DATE,
     dms,
     make_exif,
     photo_bytes,
@@ -46,6 +48,24 @@ def test_reads_what_a_camera_writes():
 def test_without_an_offset_the_clock_time_is_read_as_utc_and_shown_without_a_zone():
     fields = read(taken="2018:12:30 17:45:00")
     assert fields == {"taken_at": 1546191900.0, "taken_at_local": "2018-12-30T17:45:00"}
+
+
+@pytest.mark.parametrize(
+    "gps_date, gps_time, local",
+    [
+        ("2015:08:01", (rational(10), rational(29), rational(41.5)), "2015-08-01T12:30:00+02:00"),  # a fix 18.5 s old
+        ("2015:07:31", (rational(23), rational(30), rational(0)), "2015-08-01T12:30:00+13:00"),  # the day before in UTC
+        ("2015:08:01", (rational(5), rational(45), rational(0)), "2015-08-01T12:30:00+06:45"),  # Nepal-like quarter
+        ("2015:08:01", (rational(10), rational(20), rational(0)), "2015-08-01T12:30:00"),  # 10 min off: a stale fix
+        ("2015:08:01", (rational(10), rational(1, 0), rational(0)), "2015-08-01T12:30:00"),  # NaN minutes
+        ("garbage", (rational(10), rational(30), rational(0)), "2015-08-01T12:30:00"),
+    ],
+)
+def test_without_an_offset_the_gps_time_stamp_gives_the_zone_when_it_agrees(gps_date, gps_time, local):
+    fields = read(taken="2015:08:01 12:30:00", lat=48.8, lon=2.3, gps={GPS_DATE: gps_date, GPS_TIME: gps_time})
+    assert fields["taken_at_local"] == local and fields["gps"] == {"lat": 48.8, "lon": 2.3}
+    assert read(taken="2015:08:01 12:30:00", offset="-03:00", gps={GPS_DATE: gps_date, GPS_TIME: gps_time})[
+        "taken_at_local"] == "2015-08-01T12:30:00-03:00"  # a recorded offset wins
 
 
 def test_digitized_date_when_there_is_no_original_and_hemispheres_give_the_sign():

@@ -4,8 +4,9 @@ Fields (each one absent when the file does not say, or says something absurd)::
 
     taken_at        when the photo was taken: Unix seconds (float, to the millisecond), so that
                     date filters (``taken_at >= 2019-06-01``) are numeric ranges on every backend.
-                    From DateTimeOriginal (else DateTimeDigitized) with its OffsetTime*; without
-                    a recorded offset the camera's clock time is read as UTC
+                    From DateTimeOriginal (else DateTimeDigitized) with its OffsetTime*, else the
+                    offset implied by the GPS time stamp (UTC); with neither, the camera's clock
+                    time is read as UTC
     taken_at_local  the same moment as the camera's clock showed it, ISO-8601 text, with the
                     offset when one was recorded: ``2019-06-01T14:30:00+02:00`` (or
                     ``2019-06-01T14:30:00``); ``startswith "2019-06"`` selects by the local calendar
@@ -31,7 +32,7 @@ import math
 import re
 import unicodedata
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Mapping
 
 from PIL import Image, UnidentifiedImageError
 
@@ -52,7 +53,7 @@ _DATE_ORIGINAL, _DATE_DIGITIZED = 0x9003, 0x9004
 _OFFSET_ORIGINAL, _OFFSET_DIGITIZED = 0x9011, 0x9012
 _SUBSEC_ORIGINAL, _SUBSEC_DIGITIZED = 0x9291, 0x9292
 _LENS_MODEL = 0xA434
-_GPS_LAT_REF, _GPS_LAT, _GPS_LON_REF, _GPS_LON, _GPS_STATUS = 1, 2, 3, 4, 9
+_GPS_LAT_REF, _GPS_LAT, _GPS_LON_REF, _GPS_LON, _GPS_TIME, _GPS_STATUS, _GPS_DATE = 1, 2, 3, 4, 7, 9, 29
 
 _DATE_RE = re.compile(r"\s*(\d{4})[:-](\d{2})[:-](\d{2})[ T](\d{2}):(\d{2})(?::(\d{2}))?")
 _OFFSET_RE = re.compile(r"\s*([+-])(\d{2}):?(\d{2})\s*")
@@ -146,8 +147,42 @@ def _read_date(exif: Image.Exif) -> dict[str, Any]:
             continue
         local = parse_exif_date(text) + timedelta(milliseconds=_subsec_ms(sub.get(subsec_tag)))
         offset = parse_offset(sub.get(offset_tag))
+        if offset is None:
+            offset = gps_clock_offset(exif.get_ifd(_GPS_IFD), local)
         return taken_fields(local, offset)
     return {}
+
+
+#: how far the camera's clock may be from the GPS time plus a whole quarter-hour offset for that
+#: offset to be taken as the zone (a fix a few seconds or minutes old is usual)
+GPS_CLOCK_TOLERANCE = timedelta(minutes=2)
+
+
+def gps_clock_offset(gps: Mapping[int, Any], local: datetime) -> timedelta | None:
+    """The zone offset implied by the GPS time stamp (UTC) of a photo whose camera recorded none.
+
+    ``local`` minus GPSDateStamp + GPSTimeStamp, when that is within :data:`GPS_CLOCK_TOLERANCE`
+    of a multiple of 15 minutes no larger than 14 hours; None otherwise (no stamp, a stale fix, a
+    wrong clock): phones before OffsetTime existed wrote the GPS time, so their zone is known.
+    """
+    try:
+        date = _text(gps.get(_GPS_DATE))
+        hms = gps.get(_GPS_TIME)
+        if not date or not isinstance(hms, (tuple, list)) or len(hms) != 3:
+            return None
+        year, month, day = (int(part) for part in re.split("[:-]", date.strip())[:3])
+        seconds = sum(float(part) * unit for part, unit in zip(hms, (3600, 60, 1)))
+        if not math.isfinite(seconds):
+            return None
+        utc = datetime(year, month, day) + timedelta(seconds=seconds)
+    except (BadValue, ValueError, TypeError, ZeroDivisionError, OverflowError):
+        return None
+    difference = local - utc
+    quarters = round(difference / timedelta(minutes=15))
+    offset = timedelta(minutes=15 * quarters)
+    if abs(offset) > timedelta(hours=14) or abs(difference - offset) > GPS_CLOCK_TOLERANCE:
+        return None
+    return offset
 
 
 def parse_exif_date(text: str) -> datetime:
@@ -299,5 +334,5 @@ def _read_orientation(exif: Image.Exif) -> dict[str, Any]:
     return {"orientation": value}
 
 
-__all__ = ["FIRST_YEAR", "MAX_TEXT", "PHOTO_FIELDS", "BadValue", "clean_text", "fields_from_exif", "jpeg_exif_block",
-           "parse_exif_date", "parse_offset", "photo_metadata", "taken_fields"]
+__all__ = ["FIRST_YEAR", "MAX_TEXT", "PHOTO_FIELDS", "BadValue", "clean_text", "fields_from_exif", "gps_clock_offset",
+           "jpeg_exif_block", "parse_exif_date", "parse_offset", "photo_metadata", "taken_fields"]
