@@ -9,11 +9,16 @@ remote service) can be dropped in.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Protocol, Sequence, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, Sequence, TypeVar, runtime_checkable
 
 import numpy as np
 
-from .decode import ImageInput
+from .decode import DecodedImage, ImageInput
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from .pixels import Preparer
 
 _T = TypeVar("_T")
 
@@ -82,3 +87,62 @@ def check_texts(texts: Sequence[str]) -> None:
     """Raise ``TypeError`` for a lone string given where a sequence of texts belongs."""
     if isinstance(texts, str):
         raise TypeError("embed_texts takes a sequence of strings; wrap a single text in a list")
+
+
+class TowerEmbedder:
+    """What both model runtimes share: images go through their :class:`~.pixels.Preparer` (decode,
+    transform) and the image tower in batches, texts through the text tower in batches.
+
+    A subclass sets ``preparer``, ``batch_size``, ``_dim``, ``_model_id`` and ``_name``, and gives
+    :meth:`stack` (its runtime's batch type), :meth:`embed_pixels` and :meth:`embed_tokens`.
+    The split decode / embed ingestion pipeline drives :meth:`decode`, :meth:`preprocess` and
+    :meth:`embed_pixels` itself, with the decoding in its workers."""
+
+    preparer: Preparer
+    batch_size: int
+    _dim: int
+    _model_id: str
+    _name: str
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def decode(self, item: ImageInput) -> DecodedImage:
+        """Decode one item the way this embedder wants it (JPEG draft at its input size)."""
+        return self.preparer.decode(item)
+
+    def preprocess(self, image: Image.Image) -> Any:
+        """An RGB image -> the model's input ``(3, S, S)`` (open_clip's eval transform)."""
+        return self.preparer.preprocess(image)
+
+    def stack(self, inputs: list[Any]) -> Any:
+        """Preprocessed images -> one ``(n, 3, S, S)`` batch of this runtime's type."""
+        raise NotImplementedError
+
+    def embed_pixels(self, pixels: Any) -> np.ndarray:
+        """Embed preprocessed images ``(n, 3, S, S)`` in one forward pass."""
+        raise NotImplementedError
+
+    def embed_tokens(self, texts: list[str]) -> np.ndarray:
+        """Embed one batch of texts in one forward pass."""
+        raise NotImplementedError
+
+    def embed_images(self, items: Iterable[ImageInput]) -> np.ndarray:
+        return embed_in_batches(
+            items, self.batch_size,
+            lambda chunk: self.embed_pixels(self.stack([self.preprocess(self.decode(item).image) for item in chunk])),
+            lambda: self.dim,
+        )
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        check_texts(texts)
+        return embed_in_batches(texts, self.batch_size, lambda chunk: self.embed_tokens(list(chunk)), lambda: self._dim)

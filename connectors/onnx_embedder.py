@@ -19,15 +19,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image
 
 from .clip_tokenizer import ClipTokenizer
-from .decode import DEFAULT_MAX_MEGAPIXELS, DecodedImage, ImageInput
-from .embedder import check_texts, embed_in_batches, l2_normalise
+from .decode import DEFAULT_MAX_MEGAPIXELS
+from .embedder import TowerEmbedder, l2_normalise
 from .model_spec import METADATA_FILE, ModelLoadError, open_clip_module
 from .pixels import Preparer, PillowTransform
 
@@ -52,7 +51,7 @@ def _open_clip_tokenizer(name: str) -> Any:
     return open_clip_module().get_tokenizer(name)
 
 
-class OnnxEmbedder:
+class OnnxEmbedder(TowerEmbedder):
     """Embed images and texts with the ONNX towers of an export directory.
 
     Args:
@@ -97,50 +96,18 @@ class OnnxEmbedder:
         providers = list(providers or ["CPUExecutionProvider"])
         self._image, self._text = (ort.InferenceSession(str(directory / onnx_files[tower]), sess_options=session_options,
                                                         providers=providers) for tower in ("image", "text"))
-        self._dim = int(self._run(self._text, self._tokens(["a"])).shape[1])
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
-    def model_id(self) -> str:
-        return self._model_id
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def decode(self, item: ImageInput) -> DecodedImage:
-        """Decode one item the way this embedder wants it (JPEG draft at its input size)."""
-        return self.preparer.decode(item)
-
-    def preprocess(self, image: Image.Image) -> np.ndarray:
-        """An RGB image -> the model's input ``(3, S, S)`` float32 array (open_clip's transform)."""
-        return self.preparer.preprocess(image)
-
-    def _tokens(self, texts: Sequence[str]) -> np.ndarray:
-        return np.asarray(self._tokenizer(list(texts)), dtype=np.int64)
+        self._dim = int(self.embed_tokens(["a"]).shape[1])
 
     @staticmethod
     def _run(session, batch: np.ndarray) -> np.ndarray:
         (out,) = session.run(None, {session.get_inputs()[0].name: batch})
         return l2_normalise(out)
 
+    def stack(self, inputs: list[np.ndarray]) -> np.ndarray:
+        return np.stack(inputs)
+
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """Embed preprocessed images ``(n, 3, S, S)`` in one run."""
         return self._run(self._image, np.asarray(pixels, dtype=np.float32))
 
-    def embed_images(self, items: Iterable[ImageInput]) -> np.ndarray:
-        return embed_in_batches(
-            items,
-            self.batch_size,
-            lambda chunk: self.embed_pixels(np.stack([self.preprocess(self.decode(item).image) for item in chunk])),
-            lambda: self.dim,
-        )
-
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        check_texts(texts)
-        return embed_in_batches(
-            texts, self.batch_size, lambda chunk: self._run(self._text, self._tokens(chunk)), lambda: self.dim
-        )
+    def embed_tokens(self, texts: list[str]) -> np.ndarray:
+        return self._run(self._text, np.asarray(self._tokenizer(texts), dtype=np.int64))

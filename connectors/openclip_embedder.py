@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
-from .decode import DEFAULT_MAX_MEGAPIXELS, DecodedImage, ImageInput
-from .embedder import check_texts, embed_in_batches, l2_normalise
+from .decode import DEFAULT_MAX_MEGAPIXELS
+from .embedder import TowerEmbedder, l2_normalise
 from .factory import DEFAULT_MODEL_SPEC, LoadedModel, load_model
 from .pixels import Preparer
 
@@ -42,7 +40,7 @@ def compute_model_id(name: str, model: torch.nn.Module, preprocess_cfg: dict) ->
     return f"{name}@{weights.hexdigest()[:16]}/{pp.hexdigest()[:8]}"
 
 
-class OpenClipEmbedder:
+class OpenClipEmbedder(TowerEmbedder):
     """Embed images and texts with an open_clip model.
 
     Args:
@@ -95,6 +93,7 @@ class OpenClipEmbedder:
         self.batch_size = batch_size
         self.max_megapixels = max_megapixels
         self._model_id = compute_model_id(loaded.name, loaded.model, loaded.preprocess_cfg)
+        self._name = loaded.name
         self.model = loaded.model.to(self.device).eval()
         self.autocast = self.device.type == "cuda" and precision in ("auto", "fp16")
         size = loaded.preprocess_cfg.get("size") or self.model.visual.image_size
@@ -103,26 +102,6 @@ class OpenClipEmbedder:
         with torch.inference_mode():
             self._dim = int(self.embed_texts(["a"]).shape[1])
 
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
-    def model_id(self) -> str:
-        return self._model_id
-
-    @property
-    def name(self) -> str:
-        return self.loaded.name
-
-    def decode(self, item: ImageInput) -> DecodedImage:
-        """Decode one item the way this embedder wants it (JPEG draft at its input size)."""
-        return self.preparer.decode(item)
-
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """An RGB image -> the model's input tensor ``(3, S, S)``."""
-        return self.preparer.preprocess(image)
-
     def _forward(self, fn, batch: torch.Tensor) -> np.ndarray:
         if self.device.type == "cuda":  # page-locked memory makes the non-blocking copy really asynchronous
             batch = batch.pin_memory()
@@ -130,23 +109,11 @@ class OpenClipEmbedder:
             out = fn(batch.to(self.device, non_blocking=True))
         return l2_normalise(out.float().cpu().numpy())
 
+    def stack(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(inputs)
+
     def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        """Embed preprocessed images ``(n, 3, S, S)`` in one forward pass."""
         return self._forward(self.model.encode_image, pixels)
 
-    def embed_images(self, items: Iterable[ImageInput]) -> np.ndarray:
-        return embed_in_batches(
-            items,
-            self.batch_size,
-            lambda chunk: self.embed_pixels(torch.stack([self.preprocess(self.decode(item).image) for item in chunk])),
-            lambda: self.dim,
-        )
-
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        check_texts(texts)
-        return embed_in_batches(
-            texts,
-            self.batch_size,
-            lambda chunk: self._forward(self.model.encode_text, self.loaded.tokenizer(list(chunk))),
-            lambda: self._dim,
-        )
+    def embed_tokens(self, texts: list[str]) -> np.ndarray:
+        return self._forward(self.model.encode_text, self.loaded.tokenizer(texts))
