@@ -16,7 +16,7 @@ import httpx
 import pytest
 import uvicorn
 
-from clip_ingest.connectors.backends import Point, open_store
+from clip_ingest.connectors.backends import Point, TransientStoreError, open_store
 from clip_ingest.connectors.ingest.pipeline import IngestOptions, run_ingest
 from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
 from clip_ingest.connectors.serve.app import Metrics, create_app
@@ -41,6 +41,25 @@ def plant_collection(store, embedder, folder: Path) -> tuple[list[Point], Point]
     store.upsert([planted])
     store.flush()
     return points, planted
+
+
+class FailingStore:
+    """Failure injection around a real store: every call raises while ``down`` is set."""
+
+    def __init__(self, store) -> None:
+        self.store, self.down = store, False
+
+    def __getattr__(self, name):
+        attr = getattr(self.store, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            if self.down:
+                raise TransientStoreError("connection refused (injected)")
+            return attr(*args, **kwargs)
+
+        return call
 
 
 def free_port() -> int:

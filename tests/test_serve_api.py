@@ -1,5 +1,5 @@
 """``clip-search serve``'s HTTP API over real embedded stores (Qdrant Edge, Milvus Lite), on a real
-uvicorn server: every endpoint, and every error case of the issue."""
+uvicorn server: every endpoint and its error cases (their one shape: test_serve_errors.py)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clip_ingest.connectors.backends import TransientStoreError, open_store
+from clip_ingest.connectors.backends import open_store
 from clip_ingest.connectors.search.searcher import Searcher
 
-from serve_helpers import PLANTED_TEXT, plant_collection, running_server, served, serving_planted_duplicates  # noqa: F401 (fixture)
+from serve_helpers import (PLANTED_TEXT, FailingStore, plant_collection, running_server, served,  # noqa: F401 (fixture)
+                           serving_planted_duplicates)
 
 
 def test_text_search_finds_the_planted_answer_in_the_cli_json_schema(served, tiny_embedder):
@@ -185,31 +186,12 @@ def test_api_key_is_required_and_never_logged(tmp_path, tiny_embedder, caplog):
     store.close()
 
 
-class _FailingStore:
-    """Failure injection around a real store: every call raises while ``down`` is set."""
-
-    def __init__(self, store) -> None:
-        self.store, self.down = store, False
-
-    def __getattr__(self, name):
-        attr = getattr(self.store, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args, **kwargs):
-            if self.down:
-                raise TransientStoreError("connection refused (injected)")
-            return attr(*args, **kwargs)
-
-        return call
-
-
 def test_database_down_gives_503_with_retry_after_and_recovers(tmp_path, tiny_embedder):
     real = open_store("qdrant-edge", "shapes", path=str(tmp_path / "edge"))
     from imagegen import write_shape_folder
 
     _, planted = plant_collection(real, tiny_embedder, write_shape_folder(tmp_path / "p", n=4))
-    store = _FailingStore(real)
+    store = FailingStore(real)
     with running_server(store, tiny_embedder) as (url, _):
         with httpx.Client(base_url=url, timeout=30) as client:
             store.down = True

@@ -20,7 +20,7 @@ from playwright import sync_api
 from clip_ingest.connectors.backends import open_store
 
 from browser_helpers import browser  # noqa: F401 (the fixture)
-from serve_helpers import PLANTED_TEXT, plant_collection, running_server, serving_planted_duplicates
+from serve_helpers import PLANTED_TEXT, FailingStore, plant_collection, running_server, serving_planted_duplicates
 
 TIMEOUT_MS = 20_000
 
@@ -411,3 +411,33 @@ def test_dark_mode_follows_the_system_and_the_favicon_is_served(browser, site):
     assert icon.ok and icon.headers["content-type"] == "image/svg+xml"
     screenshot(page, "serve-dark")
     context.close()
+
+
+def test_a_wrong_key_an_oversized_upload_and_a_database_down_show_their_messages(page, tmp_path, tiny_embedder):
+    """401, 413 and 503 on the page, from a server with an API key over a store that fails on demand."""
+    from imagegen import write_shape_folder
+
+    real = open_store("qdrant-edge", "shapes", path=str(tmp_path / "edge"))
+    plant_collection(real, tiny_embedder, write_shape_folder(tmp_path / "p", n=2))
+    store = FailingStore(real)
+    typed = ["wrong"]  # what the user types when the page asks for the API key
+    page.on("dialog", lambda dialog: dialog.accept(typed[0]))
+    with running_server(store, tiny_embedder, api_key="right-key", max_upload_bytes=1 << 20) as (url, _):
+        page.goto(url + "/")
+        page.fill("#q", PLANTED_TEXT)
+        page.press("#q", "Enter")
+        sync_api.expect(page.locator("#status")).to_contain_text("error 401: missing or wrong API key")
+        typed[0] = "right-key"
+        page.press("#q", "Enter")
+        page.wait_for_selector("#grid .hit")
+        huge = tmp_path / "huge.png"
+        huge.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * (2 << 20))
+        page.set_input_files("#file", str(huge))
+        sync_api.expect(page.locator("#status")).to_contain_text("error 413: image over 1048576 bytes")
+        store.down = True
+        page.fill("#q", "a red circle")
+        page.press("#q", "Enter")
+        sync_api.expect(page.locator("#status")).to_contain_text("error 503: database unavailable")
+        store.down = False
+    real.close()
+    page.goto("about:blank")
