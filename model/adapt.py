@@ -301,7 +301,7 @@ def _export(cfg: AdaptConfig, name: str, source: str, split: UserSplit, plan: Ad
                           data=data, metrics=chosen_model.metrics, compared_with=compared, experiment=held_out,
                           extra={"base_model": cfg.base, "held_out": {"table": table, "verdict": decision.line}},
                           overwrite=True)
-    calibrate_text(load_embedder(str(result.path), device=cfg.device), _calibration_samples(split), None,
+    calibrate_text(load_embedder(str(result.path), runtime="torch", device=cfg.device), _calibration_samples(split), None,
                    model_folder=result.path)
     return result.path
 

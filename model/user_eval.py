@@ -81,11 +81,13 @@ def evaluate_samples(embedder: Embedder, samples: Sequence[Sample], prefix: str 
 def evaluate_on_samples(specs: Sequence[str], samples: Sequence[Sample], *, names: Sequence[str] | None = None,
                         device: str = "auto", batch_size: int = 64, setting: dict[str, object] | None = None) -> EvalReport:
     """One column per model spec on ``samples`` (one model in memory at a time; models with the same
-    image tower share its image vectors). ``names`` relabels the columns (e.g. ``base``)."""
+    image tower share its image vectors). ``names`` relabels the columns (e.g. ``base``). Every
+    model runs on torch, the weights as trained, so that a base shipping ONNX towers and a
+    fine-tuned model without them are measured alike."""
     shared = SharedImageVectors()
     models = []
     for i, spec in enumerate(specs):
-        embedder = load_embedder(spec, device=device, batch_size=batch_size)
+        embedder = load_embedder(spec, runtime="torch", device=device, batch_size=batch_size)
         per_query = evaluate_samples(shared.wrap(embedder), samples)
         scores = {name: float(values.mean()) for name, values in per_query.items()}
         models.append(ModelResult(spec, names[i] if names else embedder.name, embedder.model_id, scores, per_query))
