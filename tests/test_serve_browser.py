@@ -430,6 +430,14 @@ def test_a_wrong_key_an_oversized_upload_and_a_database_down_show_their_messages
         typed[0] = "right-key"
         page.press("#q", "Enter")
         page.wait_for_selector("#grid .hit")
+        page.locator("#grid .hit .view").first.click()
+        with page.expect_popup() as opened:  # the original, fetched with the key
+            page.click("#lb-open")
+        original = opened.value
+        original.wait_for_url(lambda address: address.startswith("blob:"))
+        original.wait_for_function("() => document.images.length && document.images[0].naturalWidth > 0")
+        original.close()
+        page.keyboard.press("Escape")
         huge = tmp_path / "huge.png"
         huge.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * (2 << 20))
         page.set_input_files("#file", str(huge))
