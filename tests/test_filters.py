@@ -204,11 +204,16 @@ def test_dates_compile_as_numbers_and_places_as_geo_conditions():
     assert taken == models.FieldCondition(key="taken_at", range=models.Range(gte=1559347200.0))
     assert near == models.FieldCondition(
         key="gps", geo_radius=models.GeoRadius(center=models.GeoPoint(lat=48.85, lon=2.35), radius=5000.0))
+    # a box is ranges on the point's keys (not geo_bounding_box, which a geo index answers wrongly)
     box = to_qdrant_filter(parse_filter("gps within box (-20, 170) to (-10, -170)")).must[0]
-    assert box.geo_bounding_box == models.GeoBoundingBox(
-        top_left=models.GeoPoint(lat=-10, lon=170), bottom_right=models.GeoPoint(lat=-20, lon=-170))
-    edge_box = to_edge_filter(parse_filter("gps within box (-20, 170) to (-10, -170)")).must[0].geo_bounding_box
-    assert (edge_box.top_left.lat, edge_box.top_left.lon, edge_box.bottom_right.lat, edge_box.bottom_right.lon) == (-10, 170, -20, -170)
+    assert box == models.Filter(must=[
+        models.FieldCondition(key="gps.lat", range=models.Range(gte=-20, lte=-10)),
+        models.Filter(should=[models.FieldCondition(key="gps.lon", range=models.Range(gte=170)),
+                              models.FieldCondition(key="gps.lon", range=models.Range(lte=-170))]),
+    ])
+    edge_lat, edge_lon = to_edge_filter(parse_filter("gps within box (40, 1) to (50, 3)")).must[0].must
+    assert (edge_lat.key, edge_lat.range.gte, edge_lat.range.lte) == ("gps.lat", 40, 50)
+    assert (edge_lon.key, edge_lon.range.gte, edge_lon.range.lte) == ("gps.lon", 1, 3)
 
 
 def test_milvus_compiles_a_box_to_ranges_on_the_points_keys_and_refuses_a_radius():

@@ -51,6 +51,22 @@ def metadata_record(spec: CollectionSpec) -> dict[str, Any]:
     return record
 
 
+#: a geo point's keys: a ``geo`` index covers them too, since box filters are ranges on them
+GEO_KEYS = ("lat", "lon")
+
+
+def payload_indexes(spec: CollectionSpec) -> list[tuple[str, str]]:
+    """``(payload key, index type)`` of every Qdrant payload index ``spec`` asks for: a ``geo`` field
+    gets the geo index (radius filters) and float indexes on ``FIELD.lat`` and ``FIELD.lon`` (box
+    filters; see compile_qdrant)."""
+    indexes: list[tuple[str, str]] = []
+    for name, kind in spec.indexed_fields.items():
+        indexes.append((name, kind))
+        if kind == "geo":
+            indexes.extend((f"{name}.{key}", "float") for key in GEO_KEYS)
+    return indexes
+
+
 def check_index_types(spec: CollectionSpec) -> None:
     """Raise ``ValueError`` for an ``indexed_fields`` type no Qdrant index exists for (before any change)."""
     unknown = {name: kind for name, kind in spec.indexed_fields.items() if kind not in QDRANT_INDEX_TYPES}

@@ -83,7 +83,7 @@ from .base import (
     check_vector,
     refuse_recreate_through_alias,
 )
-from .common import redact_uri, scrub_secrets
+from .common import GEO_KEYS, redact_uri, scrub_secrets
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,6 @@ INDEX_PARAMS: dict[str, dict[str, Any]] = {
 #: CollectionSpec.indexed_fields type -> JSON cast type of a Milvus JSON-path index
 JSON_CAST_TYPES = {"keyword": "VARCHAR", "integer": "DOUBLE", "float": "DOUBLE", "bool": "BOOL", "datetime": "VARCHAR",
                    "geo": "DOUBLE"}
-#: the JSON keys a ``geo`` field's index covers (a point is {"lat": .., "lon": ..}; see compile_milvus)
-GEO_KEYS = ("lat", "lon")
 
 _TRANSIENT_GRPC = {
     grpc.StatusCode.UNAVAILABLE,

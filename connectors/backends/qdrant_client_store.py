@@ -46,6 +46,7 @@ from .base import (
 from .common import (
     check_index_types,
     metadata_record,
+    payload_indexes,
     payload_selector,
     record_to_point,
     redact_uri,
@@ -257,7 +258,7 @@ class QdrantClientStore(ServerStore):
             return
         with self._translated("create payload index"):
             existing = self._client.get_collection(self.collection).payload_schema
-            for name, kind in spec.indexed_fields.items():
+            for name, kind in payload_indexes(spec):
                 if name not in existing:
                     self._client.create_payload_index(
                         self.collection, name, field_schema=PAYLOAD_SCHEMAS[kind], wait=True

@@ -43,6 +43,7 @@ from .base import (
 from .common import (
     check_index_types,
     metadata_record,
+    payload_indexes,
     payload_selector,
     record_to_point,
     scored_to_hit,
@@ -148,7 +149,7 @@ class QdrantEdgeStore(VectorStore):
         shard = self._open()
         with self._translated("create payload index"):
             existing = shard.info().payload_schema
-            for name, kind in spec.indexed_fields.items():
+            for name, kind in payload_indexes(spec):
                 if name not in existing:
                     shard.update(edge.UpdateOperation.create_field_index(name, PAYLOAD_SCHEMAS[kind]))
 

@@ -45,10 +45,6 @@ class _EdgeDialect:
     def geo_radius(self, field: str, lat: float, lon: float, meters: float) -> Any:
         return self.edge.FieldCondition(key=field, geo_radius=self.edge.GeoRadius(self.edge.GeoPoint(lon, lat), meters))
 
-    def geo_box(self, field: str, north: float, west: float, south: float, east: float) -> Any:
-        box = self.edge.GeoBoundingBox(self.edge.GeoPoint(west, north), self.edge.GeoPoint(east, south))
-        return self.edge.FieldCondition(key=field, geo_bounding_box=box)
-
     def filter(self, *, must: Sequence[Any] = (), should: Sequence[Any] = (), must_not: Sequence[Any] = ()) -> Any:
         return self.edge.Filter(must=list(must) or None, should=list(should) or None, must_not=list(must_not) or None)
 

@@ -15,7 +15,7 @@ with ``json_contains_any``; ranges and ``startswith`` see scalars only
 
 Dates are numbers (Unix seconds) and compile as any range. Milvus 2.3-2.5 has no geo type: a
 box (``within box``) becomes numeric ranges on the point's JSON keys, ``f["lat"]`` and
-``f["lon"]`` (exact: the same points as Qdrant's bounding box); a radius (``within D of``)
+``f["lon"]`` (as in Qdrant, exact); a radius (``within D of``)
 would need a distance the expression language cannot compute, so it is refused with
 :class:`UnsupportedFilterError`, whose message gives the box around the circle to use instead.
 """

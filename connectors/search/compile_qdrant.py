@@ -8,8 +8,11 @@ Mapping (see docs/filters.md for the semantics it implements):
   bool otherwise (in a ``should``);
 * ``exists f`` -> ``must_not: is_empty f``; ``startswith`` -> ``match: prefix``;
 * a date is a number (Unix seconds): ``range`` as any number;
-* ``within D of (lat, lon)`` -> ``geo_radius``; ``within box (S, W) to (N, E)`` -> ``geo_bounding_box``
-  with top-left (N, W) and bottom-right (S, E) (Qdrant handles a box crossing the 180th meridian);
+* ``within D of (lat, lon)`` -> ``geo_radius``; ``within box (S, W) to (N, E)`` -> ranges on the
+  point's nested keys ``f.lat`` and ``f.lon`` (two ranges in a ``should`` across the 180th meridian),
+  as for Milvus. Not ``geo_bounding_box``: with a geo index, Qdrant (Edge 0.9) answers boxes
+  reaching latitude 90 or -90 or spanning all longitudes with too few points (a box from -90 to 0,
+  all longitudes, returns none), while ranges are exact with or without an index;
 * ``not`` / ``and`` / ``or`` -> ``must_not`` / ``must`` / ``should``.
 
 Qdrant itself gives the list semantics we document: a condition on a list payload holds when
@@ -39,8 +42,6 @@ class QdrantDialect(Protocol):
     def is_empty(self, field: str) -> Any: ...
 
     def geo_radius(self, field: str, lat: float, lon: float, meters: float) -> Any: ...
-
-    def geo_box(self, field: str, north: float, west: float, south: float, east: float) -> Any: ...
 
     def filter(self, *, must: Sequence[Any] = (), should: Sequence[Any] = (), must_not: Sequence[Any] = ()) -> Any: ...
 
@@ -74,8 +75,19 @@ def _condition(node: Filter, dialect: QdrantDialect) -> Any:
     if isinstance(node, GeoRadius):
         return dialect.geo_radius(node.field, node.lat, node.lon, node.meters)
     if isinstance(node, GeoBox):
-        return dialect.geo_box(node.field, node.north, node.west, node.south, node.east)
+        return _box(node, dialect)
     return compile_qdrant_like(node, dialect)
+
+
+def _box(node: GeoBox, dialect: QdrantDialect) -> Any:
+    """Both of the point's keys within the box's ranges (false for anything that is no point)."""
+    lat, lon = f"{node.field}.lat", f"{node.field}.lon"
+    lats = dialect.range(lat, gte=node.south, lte=node.north)
+    if node.west <= node.east:
+        lons = dialect.range(lon, gte=node.west, lte=node.east)
+    else:  # across the 180th meridian
+        lons = dialect.filter(should=[dialect.range(lon, gte=node.west), dialect.range(lon, lte=node.east)])
+    return dialect.filter(must=[lats, lons])
 
 
 def _equals(field: str, value: Scalar, dialect: QdrantDialect) -> Any:
@@ -110,12 +122,6 @@ class _ClientDialect:
     def geo_radius(self, field: str, lat: float, lon: float, meters: float) -> Any:
         center = self.models.GeoPoint(lat=lat, lon=lon)
         return self.models.FieldCondition(key=field, geo_radius=self.models.GeoRadius(center=center, radius=meters))
-
-    def geo_box(self, field: str, north: float, west: float, south: float, east: float) -> Any:
-        box = self.models.GeoBoundingBox(
-            top_left=self.models.GeoPoint(lat=north, lon=west), bottom_right=self.models.GeoPoint(lat=south, lon=east)
-        )
-        return self.models.FieldCondition(key=field, geo_bounding_box=box)
 
     def filter(self, *, must: Sequence[Any] = (), should: Sequence[Any] = (), must_not: Sequence[Any] = ()) -> Any:
         return self.models.Filter(must=list(must) or None, should=list(should) or None, must_not=list(must_not) or None)
