@@ -5,7 +5,9 @@
 1. split the images by label into training, validation and held-out
    (:mod:`clip_ingest.model.user_data`) and write the three manifests;
 2. measure the base on the held-out labels (:mod:`clip_ingest.model.user_eval`);
-3. mine pseudo-captions from ``caption_pool`` with the base when the images have no captions;
+3. mine pseudo-captions from ``caption_pool`` with the base for the training and validation
+   images when the images have no captions (the held-out images keep none: text search is then
+   not measured there);
 4. fine-tune with 2SFT stage 1 (ArcMargin) and, when captions exist, MCIP, once per learning
    rate of the plan (:mod:`clip_ingest.model.adapt_plan`), each run keeping its best
    validation epoch. With captions, the text guard (validation images' captions must keep
@@ -47,7 +49,7 @@ from .adapt_defaults import DEFAULT_TEXT_TOLERANCE, DEFAULT_WISE_FT_ALPHAS
 from .adapt_plan import AdaptPlan, expectations, image_tower_size, make_plan
 from .adapt_verdict import Verdict, verdict
 from .checkpoint import model_config_for_spec
-from .data import Sample, write_manifest
+from .data import Sample, load_samples, write_manifest
 from .evaluate import EvalReport, compare_to, render_markdown
 from .export import export_model
 from .mining import MineConfig, run_mine_captions
@@ -59,6 +61,11 @@ from .user_eval import IMAGE_MAP, TEXT_MAP, evaluate_on_samples, label_name
 
 log = logging.getLogger(__name__)
 
+
+
+MINED_PER_IMAGE = 5
+"""Pool captions kept per image when mining, with no similarity threshold: the paper's 0.27 is
+calibrated for OpenAI's models, and the research recipes here mine the top 5 the same way."""
 
 
 @dataclass
@@ -100,7 +107,8 @@ class AdaptResult:
     verdict: Verdict
     export_dir: Path | None
     seconds: float
-    stages: dict[str, float] = field(default_factory=dict)
+    training_seconds: list[float] = field(default_factory=list)
+    """Wall time of each training step, in order (near 0 for a finished stage reused)."""
 
 
 class Progress:
@@ -175,12 +183,91 @@ def _choose(tuned: dict[str, dict[str, float]], base: dict[str, float], toleranc
     return best, tuned[best][IMAGE_MAP] > base[IMAGE_MAP]
 
 
+@dataclass
+class _Data:
+    """The manifests the stages read: training (with mined captions, if any) and validation."""
+
+    train: str
+    val: str
+    val_samples: list[Sample]
+    captions: bool
+
+
+def _prepare_data(cfg: AdaptConfig, split: UserSplit, out: Path, echo: Callable[[str], None]) -> _Data:
+    """Write the split; mine captions for training and validation from ``caption_pool`` when the
+    images have none (validation needs them too: the text guard and the choice read them)."""
+    manifests = _write_split(split, out / "split")
+    if split.has_captions or not cfg.caption_pool:
+        if not split.has_captions:
+            echo("no captions (and no --caption-pool): 2SFT only, no text guard; text search is not measured")
+        return _Data(manifests["train"], manifests["val"], split.val, split.has_captions)
+    mined = {}
+    for side in ("train", "val"):
+        mined[side] = run_mine_captions(MineConfig(cfg.base, manifests[side], cfg.caption_pool,
+                                                   str(out / "split" / f"{side}-mined.jsonl"), k=MINED_PER_IMAGE,
+                                                   threshold=-1.0, device=cfg.device))
+        echo(f"mined captions for {mined[side].with_captions}/{mined[side].images} {side} images from {cfg.caption_pool}")
+    val_samples = load_samples(mined["val"].output)
+    captions = mined["train"].with_captions > 0 and mined["val"].with_captions > 0
+    return _Data(str(mined["train"].output), str(mined["val"].output), val_samples, captions)
+
+
+def _fine_tune(cfg: AdaptConfig, plan: AdaptPlan, data: _Data, out: Path, progress: Progress) -> dict[str, str]:
+    """One fine-tuning run per method and learning rate (finished runs reused): name -> model folder."""
+    runs: dict[str, str] = {}
+    guard = _guard_score(data.val_samples) if data.captions else "t2i_recall"
+    for method in (["retrieval", "mcip"] if data.captions else ["retrieval"]):
+        for lr in plan.lrs:
+            label = f"{'2sft' if method == 'retrieval' else 'mcip'}-lr{lr:g}"
+            stage_dir = out / "stages" / label
+            began = progress.start(f"fine-tuning {label} ({plan.epochs} epochs)")
+            if not _finished(stage_dir):
+                run_finetune(FinetuneConfig(
+                    cfg.base, data.train, str(stage_dir), method=method, val_data=data.val,
+                    train=TrainConfig(epochs=plan.epochs, batch_size=plan.batch_size, lr=lr, seed=cfg.seed,
+                                      device=cfg.device, num_workers=cfg.num_workers),
+                    text_guard_data=data.val if data.captions else None, text_guard_score=guard,
+                    text_guard_tolerance=cfg.text_guard_tolerance, wise_ft_alphas=cfg.wise_ft_alphas,
+                ))
+            progress.finish(began, training=True)
+            runs[label] = str(stage_dir)
+    return runs
+
+
+def _realign(cfg: AdaptConfig, plan: AdaptPlan, data: _Data, out: Path, chosen: str, source: str,
+             validation: dict[str, dict[str, float]]) -> tuple[str, str] | None:
+    """Realign ``chosen``'s text tower; (its name, folder) when validation text mAP does not drop,
+    else None. Its validation scores are added to ``validation``."""
+    realigned = out / "stages" / f"{chosen}-realign"
+    if not _finished(realigned):
+        run_realign(RealignConfig(
+            source, data.train, str(realigned), val_data=data.val,
+            train=TrainConfig(epochs=plan.realign_epochs, batch_size=plan.batch_size, lr=plan.realign_lr,
+                              seed=cfg.seed, device=cfg.device, num_workers=cfg.num_workers),
+        ))
+    name = f"{chosen}-realign"
+    validation[name] = evaluate_on_samples([str(realigned)], data.val_samples, names=[name], device=cfg.device).models[0].metrics
+    return (name, str(realigned)) if validation[name].get(TEXT_MAP, 0.0) >= validation[chosen].get(TEXT_MAP, 0.0) else None
+
+
+def _held_out_report(cfg: AdaptConfig, split: UserSplit, base: EvalReport, chosen: str, source: str) -> EvalReport:
+    """Random init (when the base's architecture is a registered one), base and ``chosen`` on the
+    held-out labels, every column compared with the base."""
+    random_spec = random_init_spec(cfg.base) if cfg.random_baseline else None
+    if random_spec == cfg.base:
+        random_spec = None  # the base is that random initialisation
+    specs, names = ([random_spec], ["random init"]) if random_spec else ([], [])
+    others = evaluate_on_samples(specs + [source], split.held_out, names=names + [chosen], device=cfg.device)
+    models = others.models[:-1] + base.models + others.models[-1:]
+    report = EvalReport(models, {}, {**base.options, "held_out_labels": sorted({s.label for s in split.held_out})})
+    return compare_to(report, cfg.base)
+
+
 def run_adapt(cfg: AdaptConfig, echo: Callable[[str], None] = print) -> AdaptResult:
     """Run the guided adaptation (see the module doc); ``echo`` receives the progress and the table."""
     started = time.monotonic()
     out = Path(cfg.out_dir)
     split = split_by_label(load_user_samples(cfg.data), cfg.held_out_fraction, cfg.val_fraction, cfg.split_seed)
-    manifests = _write_split(split, out / "split")
     summary = split.summary()
     echo(f"split by label: {json.dumps({k: v for k, v in summary.items() if k != 'split'})}")
     base_loaded = load_model(cfg.base)
@@ -190,18 +277,8 @@ def run_adapt(cfg: AdaptConfig, echo: Callable[[str], None] = print) -> AdaptRes
     del base_loaded
     echo(expectations(len(split.train), summary["train"]["labels"], len(split.held_out)))
     echo(f"plan: {plan.describe()}")
-
-    train_data = manifests["train"]
-    captions = split.has_captions
-    if not captions and cfg.caption_pool:
-        mined = run_mine_captions(MineConfig(cfg.base, train_data, cfg.caption_pool, str(out / "split" / "train-mined.jsonl"),
-                                             device=cfg.device))
-        echo(f"mined captions for {mined.with_captions}/{mined.images} training images from {cfg.caption_pool}")
-        train_data, captions = str(mined.output), mined.with_captions > 0
-    methods = ["retrieval", "mcip"] if captions else ["retrieval"]
-    if not captions:
-        echo("no captions (and no --caption-pool): 2SFT only, no text guard; text search is not measured")
-    training_steps = len(methods) * len(plan.lrs) + (1 if captions and cfg.realign else 0)
+    data = _prepare_data(cfg, split, out, echo)
+    training_steps = (2 if data.captions else 1) * len(plan.lrs) + (1 if data.captions and cfg.realign else 0)
     progress = Progress(2 + training_steps, training_steps, echo)
 
     began = progress.start(f"measuring the base ({cfg.base}) on {len(split.held_out)} held-out images")
@@ -209,26 +286,8 @@ def run_adapt(cfg: AdaptConfig, echo: Callable[[str], None] = print) -> AdaptRes
     progress.finish(began)
     echo("base on held-out: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in base_report.models[0].metrics.items()))
 
-    stage_seconds: dict[str, float] = {}
-    candidates: dict[str, str] = {"base": cfg.base}
-    guard = _guard_score(split.val) if captions else "t2i_recall"
-    for method in methods:
-        for lr in plan.lrs:
-            label = f"{'2sft' if method == 'retrieval' else 'mcip'}-lr{lr:g}"
-            stage_dir = out / "stages" / label
-            began = progress.start(f"fine-tuning {label} ({plan.epochs} epochs)")
-            if not _finished(stage_dir):
-                run_finetune(FinetuneConfig(
-                    cfg.base, train_data, str(stage_dir), method=method, val_data=manifests["val"],
-                    train=TrainConfig(epochs=plan.epochs, batch_size=plan.batch_size, lr=lr, seed=cfg.seed,
-                                      device=cfg.device, num_workers=cfg.num_workers),
-                    text_guard_data=manifests["val"] if captions else None, text_guard_score=guard,
-                    text_guard_tolerance=cfg.text_guard_tolerance, wise_ft_alphas=cfg.wise_ft_alphas,
-                ))
-            stage_seconds[label] = progress.finish(began, training=True)
-            candidates[label] = str(stage_dir)
-
-    val_report = evaluate_on_samples(list(candidates.values()), split.val, names=list(candidates), device=cfg.device)
+    candidates = {"base": cfg.base, **_fine_tune(cfg, plan, data, out, progress)}
+    val_report = evaluate_on_samples(list(candidates.values()), data.val_samples, names=list(candidates), device=cfg.device)
     validation = {m.name: m.metrics for m in val_report.models}
     chosen, preferred = _choose({n: v for n, v in validation.items() if n != "base"}, validation["base"],
                                 cfg.text_guard_tolerance)
@@ -236,47 +295,29 @@ def run_adapt(cfg: AdaptConfig, echo: Callable[[str], None] = print) -> AdaptRes
         f"{n} image mAP {100 * s[IMAGE_MAP]:.1f}" + (f", text mAP {100 * s[TEXT_MAP]:.1f}" if TEXT_MAP in s else "")
         for n, s in validation.items()))
 
-    if captions and cfg.realign:
+    if data.captions and cfg.realign:
         began = progress.start(f"realigning the text tower of {chosen}")
-        realigned = out / "stages" / f"{chosen}-realign"
-        if not _finished(realigned):
-            run_realign(RealignConfig(
-                candidates[chosen], train_data, str(realigned), val_data=manifests["val"],
-                train=TrainConfig(epochs=plan.realign_epochs, batch_size=plan.batch_size, lr=plan.realign_lr,
-                                  seed=cfg.seed, device=cfg.device, num_workers=cfg.num_workers),
-            ))
-        check = evaluate_on_samples([str(realigned)], split.val, names=[f"{chosen}-realign"], device=cfg.device)
-        scores = check.models[0].metrics
-        validation[f"{chosen}-realign"] = scores
-        if scores.get(TEXT_MAP, 0.0) >= validation[chosen].get(TEXT_MAP, 0.0):
-            candidates[f"{chosen}-realign"] = str(realigned)
-            chosen, preferred = _choose({f"{chosen}-realign": scores}, validation["base"], cfg.text_guard_tolerance)
-        echo(f"realignment: validation text mAP {100 * scores.get(TEXT_MAP, 0.0):.1f} "
-             f"({'kept' if chosen.endswith('-realign') else 'not kept'})")
-        stage_seconds["realign"] = progress.finish(began, training=True)
+        kept = _realign(cfg, plan, data, out, chosen, candidates[chosen], validation)
+        echo(f"realignment: validation text mAP {100 * validation[f'{chosen}-realign'].get(TEXT_MAP, 0.0):.1f} "
+             f"({'kept' if kept else 'not kept'})")
+        if kept:
+            chosen, candidates[kept[0]] = kept
+            chosen, preferred = _choose({chosen: validation[chosen]}, validation["base"], cfg.text_guard_tolerance)
+        progress.finish(began, training=True)
 
     began = progress.start("measuring on the held-out labels")
-    specs, names = [], []
-    random_spec = random_init_spec(cfg.base) if cfg.random_baseline else None
-    if random_spec == cfg.base:
-        random_spec = None  # the base is that random initialisation
-    if random_spec:
-        specs, names = [random_spec], ["random init"]
-    others = evaluate_on_samples(specs + [candidates[chosen]], split.held_out, names=names + [chosen], device=cfg.device)
-    models = ([others.models[0]] if random_spec else []) + base_report.models + others.models[-1:]
-    report = EvalReport(models, {}, {**base_report.options, "held_out_labels": sorted({s.label for s in split.held_out})})
-    compare_to(report, cfg.base)
+    report = _held_out_report(cfg, split, base_report, chosen, candidates[chosen])
     progress.finish(began)
     table = render_markdown(report)
-    text_metric = TEXT_MAP if captions else None
-    decision = verdict(models[-1], IMAGE_MAP, text_metric, validation_prefers_base=not preferred)
+    text_metric = TEXT_MAP if TEXT_MAP in report.models[-1].metrics else None  # held-out images with captions
+    decision = verdict(report.models[-1], IMAGE_MAP, text_metric, validation_prefers_base=not preferred)
 
-    export_dir = None
     name = cfg.name or f"{base_name}-{Path(cfg.data).name or 'adapted'}"
-    if cfg.export:
-        export_dir = _export(cfg, name, candidates[chosen], split, plan, report, table, decision, validation, chosen)
+    export_dir = _export(cfg, name, candidates[chosen], split, plan, report, table, decision, validation, chosen) \
+        if cfg.export else None
     seconds = time.monotonic() - started
-    result = AdaptResult(split, plan, chosen, validation, report, table, decision, export_dir, seconds, stage_seconds)
+    result = AdaptResult(split, plan, chosen, validation, report, table, decision, export_dir, seconds,
+                         progress.trained)
     _write_summary(out, result, cfg)
     echo(table)
     echo(decision.line)
@@ -314,6 +355,6 @@ def _write_summary(out: Path, result: AdaptResult, cfg: AdaptConfig) -> None:
         "split": result.split.summary(), "validation": result.validation, "held_out": result.report.to_json(),
         "verdict": result.verdict.line, "recommend_switch": result.verdict.recommend_switch,
         "export": str(result.export_dir) if result.export_dir else None, "seconds": result.seconds,
-        "stage_seconds": result.stages,
+        "training_seconds": result.training_seconds,
     }
     (out / "adapt.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")

@@ -155,3 +155,17 @@ def test_a_stage_reads_several_sources_in_order(tmp_path):
     second = write_manifest([Sample(str(tmp_path / "b.png"), "y", ("two",))], tmp_path / "b.jsonl")
     assert [s.label for s in load_sources((str(first), str(second)))] == ["x", "y"]
     assert [s.label for s in load_sources(str(second))] == ["y"]
+
+
+def test_without_captions_a_caption_pool_gives_mcip_and_a_guard_on_validation(tmp_path):
+    photos = labelled_folder(tmp_path / "photos", per_label=2, captions=False)
+    pool = tmp_path / "pool.txt"
+    pool.write_text("".join(f"a {colour} {shape}\n" for colour in COLOURS for shape in SHAPES))
+    result = CliRunner().invoke(cli, ["adapt", str(photos), "--base", TINY_SPEC, "--out", str(tmp_path / "work"),
+                                      "--epochs", "1", "--lr", "1e-3", "--caption-pool", str(pool), "--no-export",
+                                      "--no-realign", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "mined captions for" in result.output and "mcip-lr0.001" in result.output
+    assert "text search not measured" in result.output  # the held-out photos have no captions of their own
+    guard = json.loads((tmp_path / "work/stages/mcip-lr0.001/clip_ingest.json").read_text())["text_guard"]
+    assert guard["images"] > 0
