@@ -106,8 +106,9 @@ def collection(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 def test_a_text_search_imports_only_its_backend_and_runtime(collection, runtime):
     data_dir, env = collection
     # the exporter (onnx) is needed to build a cache entry, not to run one; onnxruntime only by onnx
-    # (torch and open_clip are still loaded on the onnx path, for open_clip's tokenizer and
-    # preprocessing: issue 42, item 2)
+    # (torch and open_clip are loaded on the onnx path of a model without ONNX towers, like this
+    # one: its cache entry is found by the hash of its torch weights; test_torch_free runs the
+    # starter, which carries its towers, with neither)
     absent = ["ray", "fastapi", "pymilvus", "qdrant_client", "onnx"] + (["onnxruntime"] if runtime == "torch" else [])
     report, output = probe("clip_ingest.connectors.cli.search:main", ",".join(absent), "query", "--text", "a red circle",
                            "--target", "qdrant-edge", "--data-dir", str(data_dir), "--model", TINY_SPEC,
