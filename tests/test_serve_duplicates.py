@@ -38,7 +38,7 @@ def served(tmp_path, tiny_embedder):
     counting = CountingSearches(store)
     with running_server(counting, tiny_embedder, collection="dups") as (url, service):
         with httpx.Client(base_url=url, timeout=60) as client:
-            yield client, counting, planted
+            yield client, counting, planted, service
     store.close()
 
 
@@ -61,7 +61,7 @@ def every_page(client, limit: int, by_cursor: bool) -> list[dict]:
 
 
 def test_pages_walk_the_finders_groups_once_each_with_what_a_person_picks_by(served):
-    client, store, planted = served
+    client, store, planted, _ = served
     first = listing(client, limit=7)
     assert first.status_code == 200, first.text
     body = first.json()
@@ -89,7 +89,7 @@ def test_pages_walk_the_finders_groups_once_each_with_what_a_person_picks_by(ser
 def test_a_cursor_page_stays_right_when_groups_before_it_are_reviewed(served):
     """The page a person reviews from loses groups as they decide; the next page by cursor starts
     where the last one ended (an offset would now skip as many groups as were decided)."""
-    client, _, _ = served
+    client, _, _, _ = served
     before = listing(client, limit=20).json()["groups"]
     first = listing(client, limit=5).json()
     for group in first["groups"][:3]:
@@ -101,7 +101,7 @@ def test_a_cursor_page_stays_right_when_groups_before_it_are_reviewed(served):
 
 
 def test_the_grouping_pass_runs_once_while_the_collection_is_unchanged(served, tiny_embedder):
-    client, store, planted = served
+    client, store, planted, _ = served
     listing(client, limit=5)
     once = store.searches
     assert once == len(planted.points)  # one k-NN search per point
@@ -126,7 +126,7 @@ def test_the_grouping_pass_runs_once_while_the_collection_is_unchanged(served, t
 
 
 def test_a_review_names_its_group_by_id_and_a_stale_or_unknown_id_is_404(served):
-    client, store, planted = served
+    client, store, planted, _ = served
     groups = listing(client, limit=500).json()["groups"]
     first, second = groups[0], groups[1]
     keep = first["members"][1]["id"]
@@ -157,10 +157,22 @@ def test_a_review_names_its_group_by_id_and_a_stale_or_unknown_id_is_404(served)
 
 
 def test_bad_paging_is_refused_with_a_clear_error(served):
-    client, _, _ = served
+    client, _, _, _ = served
     cursor = listing(client, limit=3).json()["next_cursor"]
     for params, status in (({"cursor": "nonsense"}, 400), ({"cursor": cursor, "offset": 3}, 400), ({"limit": 0}, 422),
                            ({"limit": 501}, 422), ({"offset": -1}, 422), ({"min_relevance": 0.9}, 400)):
         response = listing(client, **params)
         assert response.status_code == status, (params, response.text)
         assert set(response.json()["error"]) >= {"message", "type", "param", "code"}
+
+
+def test_a_warmed_listing_is_served_without_a_new_grouping_pass(served):
+    """``clip-search serve`` makes the listing at start (``SearchService.warm_duplicates``): the
+    first request then reuses its k-NN pass instead of running one."""
+    client, counting, _, service = served
+    service.warm_duplicates(threshold=THRESHOLD, tier="similar")
+    warmed = counting.searches
+    assert warmed > 0  # the pass ran, ahead of any request
+    assert listing(client).status_code == 200
+    assert counting.searches == warmed
+    service.warm_duplicates(min_relevance=2.0)  # refused (out of range): logged, never raised

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,6 +23,10 @@ from .common import (EXIT_USAGE, common_options, fatal, load_query_embedder, loa
                      open_target_store, setup_logging, store_target)
 from .ingest import INGEST, IngestJob, missing_sources, parse_index_fields, plan_job
 
+if TYPE_CHECKING:  # imported by serve() itself: --help loads neither FastAPI nor the service
+    from ..serve.app import Metrics
+    from ..serve.service import SearchService
+
 SERVE_SETTINGS: tuple[Setting, ...] = (
     Setting("host", str, "127.0.0.1"),
     Setting("port", int, 8000),
@@ -30,6 +35,7 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
     Setting("api_key", str, None, secret=True),
     Setting("batch_size", int, 64),
     Setting("ingest_every", str, None),
+    Setting("warm_duplicates", bool, True),
 )
 SERVE = register_command("serve", SERVE_SETTINGS)
 
@@ -55,6 +61,10 @@ def parse_duration(text: str) -> float:
               help="Run the incremental ingestion inside the server now and then every DURATION (30m, 1h, 1d): "
               "the way to keep an embedded store fresh while serving it. Sources: --ingest, or the [ingest] "
               "section of the config file, which also sets every other clip-ingest option.")
+@click.option("--warm-duplicates/--no-warm-duplicates", default=None,
+              help="Make the duplicates listing in the background at start and after each --ingest-every pass, "
+              "so the page's first duplicates view does not wait for it (minutes on a large collection; it "
+              "shares the CPUs with searches meanwhile) [default: on].")
 @click.option("--ingest", "ingest_sources", multiple=True, type=click.Path(file_okay=False), metavar="DIR",
               help="A folder for --ingest-every (repeatable).")
 @common_options
@@ -104,7 +114,7 @@ def serve(verbose: int, quiet: bool, **params: Any) -> None:
                                          lock_path=None if target.embedded else job.lock_path,  # held: _store_lock
                                          summary_path=job.summary_path, last_run_path=job.last_run_path,
                                          summary_fields=job.summary_fields(settings.collection),
-                                         on_outcome=lambda outcome: metrics.ingest_runs.labels(outcome).inc())
+                                         on_outcome=lambda outcome: _after_pass(outcome, metrics, service, settings))
             app = create_app(service, max_upload_bytes=int(settings.max_upload_mb * (1 << 20)), api_key=settings.api_key,
                              cors_origins=tuple(settings.cors_origin), metrics=metrics, ingest=ingest)
             log.info("serving %s collection %r (%d items, model %s) at http://%s:%d/", target.target, settings.collection,
@@ -113,6 +123,8 @@ def serve(verbose: int, quiet: bool, **params: Any) -> None:
                 log.info("ingesting %s now and every %s (lock %s)", ", ".join(job.options.directories + job.options.manifests),
                          settings.ingest_every, job.lock_path)
                 ingest.start()
+            if settings.warm_duplicates:
+                threading.Thread(target=service.warm_duplicates, name="warm-duplicates", daemon=True).start()
             try:
                 uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning" if quiet else "info")
             finally:
@@ -126,6 +138,14 @@ def serve(verbose: int, quiet: bool, **params: Any) -> None:
               "--ingest-every then replaces a cron clip-ingest), or use a database server")
     except (StoreError, ModelLoadError) as exc:
         fatal(str(exc))
+
+
+def _after_pass(outcome: str, metrics: Metrics, service: SearchService, settings: Settings) -> None:
+    """A scheduled ingestion pass ended: count it, and (in its thread) make the duplicates listing
+    of the collection it changed."""
+    metrics.ingest_runs.labels(outcome).inc()
+    if settings.warm_duplicates:
+        service.warm_duplicates()
 
 
 def _store_lock(target: StoreTarget, collection: str, job: IngestJob | None) -> AbstractContextManager[Any]:

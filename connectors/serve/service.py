@@ -11,6 +11,7 @@ thumbnail is read only from the ``path`` that ingestion stored in the item's pay
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
 import threading
@@ -38,6 +39,9 @@ THUMBNAIL_SIZES = (64, 128, 160, 256, 384, 512, 1024)
 THUMBNAIL_CACHE = 2048
 #: seconds a sample of the payload fields (warnings, facets) is reused
 FIELD_SAMPLE_TTL_S = 60.0
+
+
+log = logging.getLogger("clip_ingest.serve")
 
 
 class ThumbnailUnavailable(LookupError):
@@ -208,6 +212,24 @@ class SearchService:
         moves show at once."""
         cut = self.duplicate_cut(min_relevance, threshold, tier)
         return cut, self._groupings.groups(cut, k=k, include_resolved=include_resolved, same_photo=same_photo_check(tier))
+
+    def warm_duplicates(self, **listing: Any) -> None:
+        """Make a duplicates listing's k-NN pass and pixel check now (``listing``: the arguments of
+        :meth:`duplicates`; none: the page's default listing), so that the first person to open
+        it does not wait for them: minutes on a large collection. ``clip-search serve`` runs it in
+        the background at start and after each scheduled ingestion pass. Never raises: a
+        collection too small to calibrate, or a failing store, is logged and the listing is then
+        made on first request as before."""
+        started = time.monotonic()
+        try:
+            _, groups = self.duplicates(**listing)
+        except ValueError as exc:
+            log.info("duplicates listing not precomputed: %s", exc)
+            return
+        except Exception:  # a background warm-up must not take the server down
+            log.exception("could not precompute the duplicates listing")
+            return
+        log.info("duplicates listing ready: %d groups, %.1f s", len(groups), time.monotonic() - started)
 
     def review(self, member_ids: Sequence[str], decision: str, keep: str | None = None) -> dict[str, Any]:
         """Store a decision on a group (see :func:`~..search.duplicates.record_review`)."""
