@@ -32,7 +32,7 @@ import math
 import re
 import unicodedata
 from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from PIL import Image, UnidentifiedImageError
 
@@ -88,9 +88,9 @@ def jpeg_exif_block(data: bytes) -> bytes | None:
     """The EXIF block (APP1 ``Exif``) of JPEG bytes, found by walking the segment headers up to the
     image data; ``b""`` for a JPEG without one, None for bytes that are no JPEG.
 
-    Less than half the cost of opening the file with Pillow, which also parses every other header
-    (0.18 against 0.43 ms for a photo's EXIF), for the format most photos are in; other formats
-    go through ``Image.open``.
+    A few times cheaper than opening the file with Pillow, which also parses every other header
+    (measured on a 12 MP JPEG: 0.01-0.02 ms to find and load the block, 0.05-0.09 ms to open),
+    for the format most photos are in; other formats go through ``Image.open``.
     """
     if not data.startswith(b"\xff\xd8"):
         return None
@@ -115,17 +115,18 @@ def fields_from_exif(exif: Image.Exif, source: str) -> dict[str, Any]:
     """The photo fields of a parsed EXIF block; each field is read on its own, so one bad value
     loses that field only."""
     fields: dict[str, Any] = {}
-    readers = (
-        ("date taken", _read_date),
-        ("camera make", lambda e: _text_field("camera_make", e.get(_MAKE))),
-        ("camera model", lambda e: _text_field("camera_model", e.get(_MODEL))),
-        ("lens", lambda e: _text_field("lens", e.get_ifd(_EXIF_IFD).get(_LENS_MODEL))),
-        ("GPS position", _read_gps),
-        ("orientation", _read_orientation),
+    sub, gps = _sub_ifd(exif, _EXIF_IFD, source), _sub_ifd(exif, _GPS_IFD, source)  # parsed once each
+    readers: tuple[tuple[str, Callable[[], dict[str, Any]]], ...] = (
+        ("date taken", lambda: _read_date(sub, gps)),
+        ("camera make", lambda: _text_field("camera_make", exif.get(_MAKE))),
+        ("camera model", lambda: _text_field("camera_model", exif.get(_MODEL))),
+        ("lens", lambda: _text_field("lens", sub.get(_LENS_MODEL))),
+        ("GPS position", lambda: _read_gps(gps)),
+        ("orientation", lambda: _read_orientation(exif)),
     )
     for what, read in readers:
         try:
-            fields.update(read(exif))
+            fields.update(read())
         except BadValue as exc:
             log.warning("%s: EXIF %s dropped: %s", source, what, exc)
         except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds on a corrupt IFD
@@ -136,8 +137,17 @@ def fields_from_exif(exif: Image.Exif, source: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ date taken
 
 
-def _read_date(exif: Image.Exif) -> dict[str, Any]:
-    sub = exif.get_ifd(_EXIF_IFD)
+def _sub_ifd(exif: Image.Exif, tag: int, source: str) -> Mapping[int, Any]:
+    """The Exif or GPS sub-IFD (empty when absent or unreadable: then its fields are lost, with a warning)."""
+    try:
+        return exif.get_ifd(tag)
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds on a corrupt IFD
+        log.warning("%s: EXIF %s block unreadable, dropped (%s: %s)", source,
+                    "GPS" if tag == _GPS_IFD else "Exif", type(exc).__name__, exc)
+        return {}
+
+
+def _read_date(sub: Mapping[int, Any], gps: Mapping[int, Any]) -> dict[str, Any]:
     for date_tag, offset_tag, subsec_tag in (
         (_DATE_ORIGINAL, _OFFSET_ORIGINAL, _SUBSEC_ORIGINAL),
         (_DATE_DIGITIZED, _OFFSET_DIGITIZED, _SUBSEC_DIGITIZED),
@@ -148,7 +158,7 @@ def _read_date(exif: Image.Exif) -> dict[str, Any]:
         local = parse_exif_date(text) + timedelta(milliseconds=_subsec_ms(sub.get(subsec_tag)))
         offset = parse_offset(sub.get(offset_tag))
         if offset is None:
-            offset = gps_clock_offset(exif.get_ifd(_GPS_IFD), local)
+            offset = gps_clock_offset(gps, local)
         return taken_fields(local, offset)
     return {}
 
@@ -289,8 +299,7 @@ def _text(value: Any) -> str | None:
 # ------------------------------------------------------------------------------ GPS
 
 
-def _read_gps(exif: Image.Exif) -> dict[str, Any]:
-    gps = exif.get_ifd(_GPS_IFD)
+def _read_gps(gps: Mapping[int, Any]) -> dict[str, Any]:
     if _GPS_LAT not in gps and _GPS_LON not in gps:
         return {}
     if (_text(gps.get(_GPS_STATUS)) or "A").strip().upper() == "V":
