@@ -24,7 +24,7 @@ from typing import Any, Callable
 import click
 
 from .adapt_cli import adapt
-from .cli_errors import run_or_fail
+from .cli_errors import require_torch, run_or_fail
 from .adapt_defaults import FOLDER_SPLITS
 
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
@@ -157,9 +157,10 @@ def cli(verbose: bool) -> None:
     each command.
 
     \b
-    Exit codes: 0 ok, 1 failure (bad data, model or files), 2 usage error.
+    Exit codes: 0 ok, 1 failure (bad data, model or files, torch not installed), 2 usage error.
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    require_torch()
 
 
 recipe_option = click.option(

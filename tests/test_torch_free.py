@@ -135,6 +135,8 @@ def test_ingest_search_and_serve_run_without_torch(tmp_path: Path) -> None:
     assert len(hits) == 3 and all(hit["payload"]["path"].endswith(".png") for hit in hits)
     refused = run("clip_ingest.connectors.cli.search:main", "query", "--text", "x", *store, "--runtime", "torch")
     assert refused.returncode != 0 and "clip-ingest[torch]" in refused.stderr + refused.stdout
+    training = run("clip_ingest.model.cli:main", "eval", "-m", "starter")
+    assert training.returncode == 1 and "pip install 'clip-ingest[torch]'" in training.stderr, training.stderr
     port = free_port()
     serve = [sys.executable, "-c", BLOCKED_RUN, "clip_ingest.connectors.cli.search:main", "serve", *store, "--port", str(port)]
     with serve_process(serve, port):
