@@ -566,7 +566,7 @@ def export(**flags: Any) -> None:
     click.echo(f"exported {result.path} (model_id {result.model_id})")
 
 
-@cli.command("update-doc", short_help="Put a table a run wrote into a README or model card, between its markers.")
+@cli.command("update-doc", short_help="Put a table a run wrote into a results page or model card, between its markers.")
 @click.argument("doc", type=click.Path(exists=True, dir_okay=False))
 @click.argument("block")
 @click.argument("table", type=click.Path(exists=True, dir_okay=False))
@@ -579,7 +579,7 @@ def update_doc(doc: str, block: str, table: str) -> None:
       <!-- /clip-model:BLOCK -->
     Everything outside them is kept byte for byte, so the numbers a document shows are the ones
     the run wrote. Example, after `bash model/recipes/photo-ssl-mcip.sh`:
-      clip-model update-doc README.md photo-ssl-mcip-v2 runs/photo-ssl-mcip/v2/experiment.md
+      clip-model update-doc docs/results/photo-ssl-mcip.md photo-ssl-mcip-v4 runs/photo-ssl-mcip/v4/experiment.md
     Missing or repeated markers are an error (exit 1) and leave DOC untouched.
     """
     from .doc_blocks import replace_block

@@ -1,4 +1,4 @@
-"""Keep the tables in the README and model cards equal to the run that measured them.
+"""Keep the tables in docs/results/ and model cards equal to the run that measured them.
 
 A document marks a generated block with two HTML comments, which Markdown renders as nothing::
 
@@ -7,7 +7,7 @@ A document marks a generated block with two HTML comments, which Markdown render
     <!-- /clip-model:photo-ssl-mcip -->
 
 :func:`replace_block` puts a table file's text between them and leaves every other byte of the
-document as it was, so a number in the README is the run's number, never one copied by hand.
+document as it was, so a number in a results page is the run's number, never one copied by hand.
 The document is rewritten whole or not at all (a temporary file renamed over it).
 """
 

@@ -102,8 +102,8 @@ class MultiCaptionArcMarginLoss(nn.Module):
     ``variant="reference"`` is what the authors' code computes: each image's loss gains
     ``0.1 * max_j -(1 - t_j) log p_j`` (the largest weighted caption term, where ``t`` is the
     target distribution) and the mean runs over the whole batch, images without captions
-    included. The default was chosen by measurement on a validation split (README, "Results at
-    our small scale": 46.0 vs 45.3 val image mAP, paper vs reference, seed 0).
+    included. The default was chosen by measurement on a validation split (docs/experiments.md:
+    46.0 vs 45.3 val image mAP, paper vs reference, seed 0).
     """
 
     VARIANTS = ("paper", "reference")

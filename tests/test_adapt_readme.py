@@ -1,8 +1,9 @@
-"""Every training command of README.md's "Train your own" section, run as written.
+"""Every training command the docs give, run as written: the quickstart of README.md's "Train
+your own" section and the chain of docs/training.md.
 
-* The offline block (your own photos) runs for real, from a folder holding a small generated
+* The offline block (your own photos, in the README) runs for real, from a folder holding a small generated
   ``./photos``, with the bundled starter as base.
-* The online block (the paper's chain on ViT-B-16:openai) runs offline as far as it can: its
+* The online block (the paper's chain on ViT-B-16:openai, docs/training.md) runs offline as far as it can: its
   manifest commands for real, on a generated data root; every other line through the real
   parser and recipe, each reading only files an earlier line wrote; and its first command that
   needs the weights fails at once, saying so, instead of with a missing file.
@@ -29,12 +30,19 @@ from test_adapt import labelled_folder
 REPO = Path(__file__).resolve().parents[1]
 
 
+def bash_blocks(doc: str, heading: str) -> list[list[str]]:
+    """The ```bash blocks of ``doc``'s section ``heading``, each as its lines (comments included)."""
+    text = (REPO / doc).read_text(encoding="utf-8")
+    start = text.index(heading)
+    level = heading.split(" ", 1)[0]
+    end = text.find(f"\n{level} ", start + 1) % (len(text) + 1)  # the last section runs to the end
+    return [block.strip().splitlines() for block in re.findall(r"```bash\n(.*?)```", text[start:end], re.S)]
+
+
 def training_blocks() -> list[list[str]]:
-    """The ```bash blocks of the training section, each as its lines (comments included)."""
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    start = readme.index("## Train your own: `clip-model`")
-    end = readme.find("\n## ", start + 1) % (len(readme) + 1)  # the last section runs to the end
-    return [block.strip().splitlines() for block in re.findall(r"```bash\n(.*?)```", readme[start:end], re.S)]
+    """The README's training quickstart, then the blocks of docs/training.md's paper's chain."""
+    return [*bash_blocks("README.md", "## Train your own: `clip-model`"),
+            *bash_blocks("docs/training.md", "## The paper's chain, step by step")]
 
 
 def commands(block: list[str]) -> list[list[str]]:
@@ -42,6 +50,7 @@ def commands(block: list[str]) -> list[list[str]]:
 
 
 def test_the_section_has_three_blocks_each_saying_whether_it_needs_the_network():
+    assert [b[0].split(":")[0] for b in bash_blocks("README.md", "## Train your own: `clip-model`")] == ["# offline"]
     blocks = training_blocks()
     assert [b[0].split(":")[0] for b in blocks] == ["# offline", "# ONLINE", "# offline, hours on 2 CPU cores"]
     assert all(cmd[0] in ("clip-model", "CLIP_INGEST_DATA=../shared/data") for b in blocks for cmd in commands(b))
@@ -120,8 +129,8 @@ def test_the_research_block_parses(monkeypatch):
     table = update.pop()  # written by the script; README.md stands in for it
     ctx = cli.commands[update[1]].make_context(update[1], [*update[2:], "README.md"])
     assert table == "runs/photo-ssl-mcip/v4/experiment.md"
-    assert ctx.params["block"] == "photo-ssl-mcip-v4"
-    assert "<!-- clip-model:photo-ssl-mcip-v4 -->" in (REPO / "README.md").read_text(encoding="utf-8")
+    assert ctx.params["block"] == "photo-ssl-mcip-v4" and ctx.params["doc"] == "docs/results/photo-ssl-mcip.md"
+    assert "<!-- clip-model:photo-ssl-mcip-v4 -->" in (REPO / ctx.params["doc"]).read_text(encoding="utf-8")
 
 
 @pytest.fixture(autouse=True)

@@ -55,11 +55,26 @@ def test_the_command_exits_1_and_keeps_the_document_when_markers_are_missing(tmp
 
 
 @pytest.mark.parametrize("doc, block", [
-    ("README.md", "photo-ssl-mcip-v4"), ("README.md", "photo-ssl-mcip-v2"),
+    ("docs/results/photo-ssl-mcip.md", "photo-ssl-mcip-v4"), ("docs/results/photo-ssl-mcip.md", "photo-ssl-mcip-v2"),
     ("docs/experiments.md", "photo-ssl-mcip-v3"), ("docs/experiments.md", "photo-ssl-mcip"),
     ("docs/experiments.md", "photo-mcip"),
 ])
 def test_the_blocks_of_the_experiments_can_be_regenerated(doc, block):
-    """The commands the README and the recipes give (``clip-model update-doc DOC BLOCK ...``) find their block."""
+    """The commands the docs and the recipes give (``clip-model update-doc DOC BLOCK ...``) find their block."""
     text = (Path(__file__).resolve().parents[1] / doc).read_text(encoding="utf-8")
     assert "| regenerated |" in replace_text(text, block, "| regenerated |")
+
+
+def test_every_update_doc_command_the_docs_give_finds_its_block():
+    """Each ``clip-model update-doc DOC BLOCK TABLE`` written in the docs, the recipes or the
+    command's help names a document of the checkout that holds that block exactly once."""
+    import re
+
+    repo = Path(__file__).resolve().parents[1]
+    sources = [repo / "README.md", *sorted((repo / "docs").rglob("*.md")), *sorted((repo / "model" / "recipes").glob("*")),
+               repo / "model" / "cli.py"]
+    found = {(doc, block) for path in sources
+             for doc, block in re.findall(r"clip-model update-doc\s+([\w./-]+\.md)\s+([\w.-]+)\s", path.read_text(encoding="utf-8"))}
+    assert ("docs/results/photo-ssl-mcip.md", "photo-ssl-mcip-v4") in found
+    for doc, block in found:
+        assert "| regenerated |" in replace_text((repo / doc).read_text(encoding="utf-8"), block, "| regenerated |")

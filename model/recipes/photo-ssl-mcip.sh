@@ -10,8 +10,8 @@
 # 5. the MCIP + realignment model of seed 0 exported to runs/photo-ssl-mcip/export, its
 #    MODEL_CARD.md showing that table.
 # Outputs go to runs/ under the current folder (the recipes' out_root): run it from a folder that
-# outlives the checkout, and give the checkout's README.md the table with
-#   clip-model update-doc README.md photo-ssl-mcip-v4 runs/photo-ssl-mcip/v4/experiment.md
+# outlives the checkout, and give the checkout's docs/results/photo-ssl-mcip.md the table with
+#   clip-model update-doc docs/results/photo-ssl-mcip.md photo-ssl-mcip-v4 runs/photo-ssl-mcip/v4/experiment.md
 # Every step is safe to interrupt and re-run: clip-model writes a manifest whole or not at all
 # (so one that exists is kept), training resumes after its last finished epoch, the experiment
 # skips finished stages.
