@@ -121,3 +121,14 @@ def test_a_misspelt_filter_field_is_warned_about_not_silently_empty(store_args):
     assert "colur" in result.output and "none of" in result.output and "colour" in result.output
     fine = CliRunner().invoke(main, [*args, "--text", "x", "--filter", 'colour = "no-such-colour"'])
     assert fine.exit_code == 0 and "none of" not in fine.output  # a known field that matches nothing
+
+
+def test_a_filter_the_backend_cannot_run_is_a_filter_error(tmp_path, tiny_embedder, shape_folder):
+    """Milvus has no distance predicate: the refusal names --filter, not another option."""
+    store = open_store("milvus", "shapes", uri=str(tmp_path / "milvus.db"))
+    plant_shapes(store, tiny_embedder, shape_folder)
+    store.close()
+    result = CliRunner().invoke(main, ["--target", "milvus", "--milvus-uri", str(tmp_path / "milvus.db"), "--collection",
+                                       "shapes", *TINY, "--text", "x", "--filter", "gps within 5 km of (48.85, 2.35)"])
+    assert result.exit_code == 2
+    assert "--filter:" in result.output and "--min-relevance" not in result.output

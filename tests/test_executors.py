@@ -82,7 +82,8 @@ def _dead_letters(summary: dict) -> list[tuple[str, str]]:
     return sorted((Path(r["path"]).name, r["reason"]) for r in rows)
 
 
-@pytest.mark.parametrize("backend, other", [("qdrant-edge", "ray"), ("milvus-lite", "ray"), ("milvus-server", "ray"),
+@pytest.mark.parametrize("backend, other", [("qdrant-edge", "ray"), ("milvus-lite", "ray"),
+                                            pytest.param("milvus-server", "ray", marks=pytest.mark.milvus_server),
                                             ("qdrant-edge", "processes"), ("milvus-lite", "processes")])
 def test_local_and_other_executors_build_the_same_collection_and_stay_incremental(backend, other, tmp_path, request):
     folder = write_shape_folder(tmp_path / "photos", n=10)

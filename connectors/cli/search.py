@@ -167,6 +167,8 @@ def _run(
                     from ..calibration import collection_calibration, cosine_for
 
                     min_score = cosine_for(collection_calibration(embedder, store), min_relevance)
+            except UnsupportedFilterError:
+                raise  # a filter this backend cannot run: answered below as a --filter error
             except ValueError as exc:
                 raise click.UsageError(f"--min-relevance: {exc}") from None
             results: list[list] = []
