@@ -358,7 +358,7 @@ def save_text_calibration(calibration: TextCalibration) -> Path:
 def load_text_calibration(embedder: Embedder) -> TextCalibration | None:
     """The embedder's text calibration: shipped in its model folder's metadata, else cached
     (``clip-model calibrate-text`` writes both); None: not calibrated for text."""
-    metadata = getattr(getattr(embedder, "loaded", None), "metadata", None) or {}
+    metadata = getattr(embedder, "metadata", None) or {}
     candidates = [metadata.get(TEXT_CALIBRATION_FIELD)]
     try:
         candidates.append(json.loads(_text_cache_file(embedder.model_id).read_text(encoding="utf-8")))

@@ -93,7 +93,8 @@ class TowerEmbedder:
     """What both model runtimes share: images go through their :class:`~.pixels.Preparer` (decode,
     transform) and the image tower in batches, texts through the text tower in batches.
 
-    A subclass sets ``preparer``, ``batch_size``, ``_dim``, ``_model_id`` and ``_name``, and gives
+    A subclass sets ``preparer``, ``batch_size``, ``_dim``, ``_model_id``, ``_name`` and
+    ``metadata`` (its model folder's ``clip_ingest.json``: the text calibration, ...), and gives
     :meth:`stack` (its runtime's batch type), :meth:`embed_pixels` and :meth:`embed_tokens`.
     The split decode / embed ingestion pipeline drives :meth:`decode`, :meth:`preprocess` and
     :meth:`embed_pixels` itself, with the decoding in its workers."""
@@ -103,6 +104,8 @@ class TowerEmbedder:
     _dim: int
     _model_id: str
     _name: str
+    metadata: dict[str, Any]
+    """What the model folder records (``clip_ingest.json``); empty for a model without one."""
 
     @property
     def dim(self) -> int:

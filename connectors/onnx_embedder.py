@@ -85,6 +85,7 @@ class OnnxEmbedder(TowerEmbedder):
         self.max_megapixels = max_megapixels
         self._model_id = str(metadata["model_id"])
         self._name = str(metadata.get("name") or directory.name)
+        self.metadata = metadata
         pp_cfg = config["preprocess_cfg"]
         size = pp_cfg.get("size", 224)
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)

@@ -94,6 +94,7 @@ class OpenClipEmbedder(TowerEmbedder):
         self.max_megapixels = max_megapixels
         self._model_id = compute_model_id(loaded.name, loaded.model, loaded.preprocess_cfg)
         self._name = loaded.name
+        self.metadata = loaded.metadata
         self.model = loaded.model.to(self.device).eval()
         self.autocast = self.device.type == "cuda" and precision in ("auto", "fp16")
         size = loaded.preprocess_cfg.get("size") or self.model.visual.image_size

@@ -38,6 +38,9 @@ from .model_spec import DEFAULT_MODEL_SPEC, METADATA_FILE, ModelLoadError, open_
 CACHE_ENV = "CLIP_INGEST_CACHE"
 #: appended to the ``model_id`` of int8 models: their vectors must not mix with fp32 ones
 INT8_SUFFIX = "+onnx-int8"
+#: what a cache entry keeps of its model folder's metadata (the text calibration is fitted to the
+#: fp32 vectors, which the entry reproduces; an int8 entry's model id differs, so it never matches)
+CARRIED_METADATA = ("text_calibration",)
 log = logging.getLogger("clip_ingest.runtime")
 
 
@@ -178,7 +181,8 @@ def _export(loaded, model_id: str, tokenizer: str, spec: str, staging: Path) -> 
     text_cfg = plain_bpe_text_cfg(loaded.tokenizer)
     if text_cfg is not None:  # read by OnnxEmbedder, which then tokenizes without torch
         config["model_cfg"] = {"text_cfg": text_cfg}
-    _write_metadata(staging, {"name": loaded.name, "model_id": model_id, "source": spec, "tokenizer": tokenizer,
+    carried = {key: loaded.metadata[key] for key in CARRIED_METADATA if key in loaded.metadata}
+    _write_metadata(staging, {**carried, "name": loaded.name, "model_id": model_id, "source": spec, "tokenizer": tokenizer,
                               "onnx": onnx, "quantize": "none"}, config)
 
 

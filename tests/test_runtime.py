@@ -4,14 +4,17 @@ CLIs and the adapters, its cache, and the model ids that keep int8 vectors out o
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from clip_ingest.connectors.backends import open_store
+from clip_ingest.connectors.calibration import load_text_calibration
 from clip_ingest.connectors.cli.ingest import main as ingest_main
 from clip_ingest.connectors.cli.search import main as search_main
+from clip_ingest.connectors.model_spec import METADATA_FILE, STARTER_DIR
 from clip_ingest.connectors.onnx_embedder import OnnxEmbedder
 from clip_ingest.connectors.runtime import INT8_SUFFIX, load_embedder, onnx_model_dir
 from clip_ingest.model.export import export_model
@@ -120,3 +123,16 @@ def test_the_factory_sizes_the_runtimes_threads_and_turns_spinning_off(monkeypat
     monkeypatch.delenv("CLIP_INGEST_CPUS")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a user's OMP_NUM_THREADS names the model threads, ONNX Runtime's too
     assert load_embedder(TINY_SPEC, runtime="onnx")._image.get_session_options().intra_op_num_threads == 1
+
+
+def test_an_onnx_cache_entry_keeps_its_models_text_calibration(tmp_path):
+    """A model folder without towers, run on ONNX: the cache entry built for it carries the text
+    calibration the folder ships (calibrated text search works on either runtime)."""
+    folder = tmp_path / "starter-without-towers"
+    shutil.copytree(STARTER_DIR, folder, ignore=shutil.ignore_patterns("onnx"))
+    metadata = json.loads((folder / METADATA_FILE).read_text())
+    metadata.pop("onnx")
+    (folder / METADATA_FILE).write_text(json.dumps(metadata))
+    embedder = load_embedder(str(folder), runtime="onnx")
+    assert embedder.export_dir != folder  # a cache entry was built
+    assert load_text_calibration(embedder) == load_text_calibration(load_embedder(str(folder), runtime="torch")) is not None

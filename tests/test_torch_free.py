@@ -19,6 +19,7 @@ from open_clip.tokenizer import SimpleTokenizer, default_bpe
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
+from clip_ingest.connectors.calibration import load_text_calibration
 from clip_ingest.connectors.clip_tokenizer import VOCAB_FILE, ClipTokenizer
 from clip_ingest.connectors.factory import STARTER_DIR
 from clip_ingest.connectors.onnx_embedder import OnnxEmbedder
@@ -95,6 +96,13 @@ def test_the_starters_onnx_towers_are_its_weights(shape_folder: Path) -> None:
     texts = ["a red circle", "a photo of a leopard", TRICKY[7]]
     for a, b in ((onnx.embed_images(paths), torch_side.embed_images(paths)), (onnx.embed_texts(texts), torch_side.embed_texts(texts))):
         assert float((a * b).sum(axis=1).min()) > 1 - 1e-5
+
+
+def test_the_onnx_starter_carries_its_text_calibration() -> None:
+    """Calibrated text search (--min-relevance) works on the default runtime: the calibration
+    shipped in the model folder reaches the ONNX embedder as it reaches the torch one."""
+    onnx, torch_side = load_text_calibration(OnnxEmbedder(STARTER_DIR)), load_text_calibration(OpenClipEmbedder("starter", device="cpu"))
+    assert onnx is not None and onnx == torch_side
 
 
 def test_auto_runs_onnx_where_the_model_has_towers(tmp_path: Path) -> None:
