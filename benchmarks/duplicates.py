@@ -11,8 +11,11 @@ Run ``python -m benchmarks.duplicates --caltech /work/shared/data/caltech101 --e
   ``border`` (a screenshot-style grey frame, wider at the top);
 * all 3,280 ETH-80 views: 41 views of each of 80 objects, "similar, not duplicate".
 
-True pairs are the planted ones and the Faces pairs, closed under "same photo" (an edit of a
-``Faces_easy`` photo is a duplicate of its ``Faces`` original too). Everything is ingested into
+True pairs are the planted ones, the Faces pairs and the copies Caltech-101 holds of its own
+photos, closed under "same photo" (an edit of a ``Faces_easy`` photo is a duplicate of its
+``Faces`` original too). Caltech's copies are found by a test of its own, stricter than and
+apart from the product's pixel check (:func:`source_copies`: the same picture at 32 x 32 grey
+levels, mean difference at most 3 of 255, same aspect ratio within 2 %, within a class). Everything is ingested into
 a fresh Qdrant Edge collection per model, the model is calibrated as ``clip-search duplicates``
 does, and each tier runs at its default: *duplicates* (k-NN at relevance 0.5, then the pixel
 check) and *similar* (k-NN at relevance 0.9). Reported per model and tier: images flagged beside
@@ -26,6 +29,7 @@ on a few generated images in Caltech's layout (:func:`common.class_folders`) wit
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections import Counter
 from itertools import combinations
@@ -76,8 +80,40 @@ def edit(image: Image.Image, kind: str, rng: np.random.Generator) -> Image.Image
     raise ValueError(kind)
 
 
-def build(caltech: Path, eth80: Path | None, planted: int, into: Path, seed: int) -> dict[str, Any]:
-    """Lay out the collection under ``into``; returns its truth: {path: (class, photo key, kind)}."""
+#: :func:`source_copies`: mean absolute difference of two 32 x 32 grey thumbnails, 0-255
+COPY_MAX_DIFFERENCE = 3.0
+COPY_MAX_ASPECT = 0.02
+
+
+def source_copies(photos: Sequence[Path]) -> list[tuple[Path, Path]]:
+    """Pairs of photos of one folder that are the same picture (a copy, a re-save, a resize, a
+    mirror image): 32 x 32 grey thumbnails, one of them mirrored or not, whose mean absolute
+    difference is at most :data:`COPY_MAX_DIFFERENCE`, and aspect ratios within
+    :data:`COPY_MAX_ASPECT`."""
+    by_folder: dict[Path, list[Path]] = {}
+    for photo in photos:
+        by_folder.setdefault(photo.parent, []).append(photo)
+    pairs = []
+    for members in by_folder.values():
+        thumbs, aspects = [], []
+        for photo in members:
+            with Image.open(photo) as image:
+                aspects.append(image.width / image.height)
+                thumbs.append(np.asarray(image.convert("L").resize((32, 32), Image.Resampling.BOX), dtype=np.float32).ravel())
+        grid = np.stack(thumbs)
+        mirrored = grid.reshape(-1, 32, 32)[:, :, ::-1].reshape(len(members), -1)
+        aspect = np.asarray(aspects)
+        for i in range(len(members) - 1):
+            difference = np.minimum(np.abs(grid[i + 1:] - grid[i]).mean(axis=1),
+                                    np.abs(grid[i + 1:] - mirrored[i]).mean(axis=1))
+            same = (difference <= COPY_MAX_DIFFERENCE) & (np.abs(aspect[i + 1:] / aspect[i] - 1) <= COPY_MAX_ASPECT)
+            pairs += [(members[i], members[i + 1 + j]) for j in np.flatnonzero(same)]
+    return pairs
+
+
+def build(caltech: Path, eth80: Path | None, planted: int, into: Path, seed: int) -> tuple[dict[str, Any], int]:
+    """Lay out the collection under ``into``; returns its truth, {path: (class, photo key, kind)},
+    and how many pairs of Caltech's own copies it holds."""
     photos = sorted(p for p in caltech.rglob("*") if p.suffix.lower() in common.IMAGE_SUFFIXES)
     if not photos:
         raise common.BenchmarkInputError(f"no Caltech-101 images under {caltech}")
@@ -89,6 +125,13 @@ def build(caltech: Path, eth80: Path | None, planted: int, into: Path, seed: int
         label = "Faces" if photo.parent.name == "Faces_easy" else photo.parent.name
         key = f"Faces/{photo.stem}" if label == "Faces" else f"{photo.parent.name}/{photo.stem}"
         files[str(link)] = (label, key, "original")
+    link_of = {photo: str(into / "caltech" / photo.parent.name / photo.name) for photo in photos}
+    copies = source_copies(photos)
+    for a, b in copies:  # one key for the copies: every edit of either joins them
+        old, new = files[link_of[b]][1], files[link_of[a]][1]
+        for path, (label, key, kind) in list(files.items()):
+            if key == old:
+                files[path] = (label, new, kind)
     rng = np.random.default_rng(seed)
     (into / "planted").mkdir()
     for n, index in enumerate(rng.choice(len(photos), planted, replace=False)):
@@ -103,7 +146,7 @@ def build(caltech: Path, eth80: Path | None, planted: int, into: Path, seed: int
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(view.resolve())
             files[str(link)] = (f"eth80/{view.parent.parent.name}", f"eth80/{view.parent.name}/{view.stem}", "eth80")
-    return files
+    return files, len(copies)
 
 
 def score(groups: list[set[str]], files: dict[str, tuple[str, str, str]]) -> dict[str, Any]:
@@ -132,6 +175,7 @@ def score(groups: list[set[str]], files: dict[str, tuple[str, str, str]]) -> dic
                       and any(files[p][2] == "original" for p in pair)}
         row[f"recall {kind}"] = round(len(wanted & flagged) / len(wanted), 2) if wanted else "-"
     row["_false"] = sorted(false, key=sorted)
+    row["_flagged"] = sorted((sorted(pair), pair in true_pairs) for pair in flagged)
     return row
 
 
@@ -147,7 +191,8 @@ def contact_sheet(pairs: Sequence[frozenset], path: Path, per_row: int = 8, cell
     sheet.save(path)
 
 
-def measure(model: str, folder: Path, files: dict, root: Path, sheet: Path | None) -> list[dict[str, Any]]:
+def measure(model: str, folder: Path, files: dict, root: Path, sheet: Path | None,
+            pairs_out: Path | None = None) -> list[dict[str, Any]]:
     embedder = OpenClipEmbedder(model, device="cpu")
     name = "real_" + "".join(ch if ch.isalnum() else "_" for ch in model)
     rows = []
@@ -170,6 +215,12 @@ def measure(model: str, folder: Path, files: dict, root: Path, sheet: Path | Non
             found = [{p.payload["path"] for p in g.members} for g in groups]
             row = score(found, files)
             false = row.pop("_false")
+            flagged = row.pop("_flagged")
+            if pairs_out is not None:
+                with pairs_out.open("a", encoding="utf-8") as out:
+                    for (a, b), true in flagged:
+                        out.write(json.dumps({"model": model, "tier": tier, "a": a, "b": b, "true": true,
+                                              "kinds": [files[a][2], files[b][2]]}) + "\n")
             if sheet is not None and tier == "duplicates" and model == "starter":
                 contact_sheet(false[:32], sheet)
             rows.append({"model": model, "tier": tier, "relevance": relevance, "cosine cut": round(cut, 4), **row,
@@ -185,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--models", nargs="+", help="[default: starter clip-ingest-photo-s:random; smoke: starter]")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--sheet", help="write the starter's most similar false pairs (duplicates tier) as a PNG here")
+    parser.add_argument("--pairs", help="write every flagged pair (model, tier, paths, true or not) as JSON lines here")
     args = parser.parse_args(argv)
     if not args.caltech and not args.smoke:
         raise common.BenchmarkInputError("--caltech is required (the Caltech-101 folder)")
@@ -196,13 +248,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     try:
         folder = work.path / "collection"
         caltech = Path(args.caltech) if args.caltech else common.class_folders(work.path / "caltech")
-        files = build(caltech, Path(args.eth80) if args.eth80 else None, args.planted, folder, args.seed)
+        files, copies = build(caltech, Path(args.eth80) if args.eth80 else None, args.planted, folder, args.seed)
         for model in args.models:
-            rows += measure(model, folder, files, work.path / "db", Path(args.sheet) if args.sheet else None)
+            rows += measure(model, folder, files, work.path / "db", Path(args.sheet) if args.sheet else None,
+                            Path(args.pairs) if args.pairs else None)
     finally:
         work.close()
     kinds = Counter(kind for _, _, kind in files.values())
-    config = {"images": len(files), "planted": args.planted, "kinds": dict(kinds), "seed": args.seed}
+    config = {"images": len(files), "planted": args.planted, "kinds": dict(kinds), "seed": args.seed,
+              "caltech copies (pairs)": copies}
     return common.report("duplicates", config, {"near-duplicates per tier, at its default": rows}, [], args.json)
 
 
