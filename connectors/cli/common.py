@@ -56,8 +56,10 @@ _COMMON_OPTIONS = (
     click.option("--device", default=None, help="auto, cpu, cuda, cuda:1, mps [default: auto]."),
     click.option(
         "--runtime", type=click.Choice(RUNTIMES), default=None,
-        help="What computes the vectors: torch, or onnx (ONNX Runtime; the model is exported once and "
-        "cached in ~/.cache/clip-ingest, same vectors and model id as torch) [default: torch].",
+        help="What computes the vectors: onnx (ONNX Runtime; a model without ONNX towers is exported once "
+        "and cached in ~/.cache/clip-ingest; same vectors and model id as torch), torch, or auto: ONNX "
+        "Runtime for a model that carries its towers (the starter, clip-model export --onnx), torch for "
+        "the rest [default: auto].",
     ),
     click.option(
         "--quantize", type=click.Choice(QUANTIZATIONS), default=None,
