@@ -165,7 +165,7 @@ def test_image_search_with_min_relevance_keeps_the_calibrated_near_duplicates_on
 
     result = CliRunner().invoke(clip_search, ["query", "--image", query, "--min-relevance", "0.9", "--min-score", "0.5",
                                               *_where(tmp_path)])
-    assert result.exit_code == 2, result.output  # one cut or the other (text: tests/test_text_calibration.py)
+    assert result.exit_code == 2, result.output  # one cut or the other (text: tests/search/test_text_calibration.py)
 
 
 def test_the_cli_pages_groups_and_reviews_one_by_its_group_id(tmp_path, tiny_embedder):

@@ -23,7 +23,7 @@ from imagegen import write_shape_folder
 from search_helpers import plant_shapes
 from serve_helpers import running_server
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "kubernetes"
 VENV_BIN = Path(sys.executable).parent
 #: Kubernetes releases the manifests must be valid on: upstream-supported in December 2026

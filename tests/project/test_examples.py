@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 VENV_BIN = Path(sys.executable).parent
 TINY_ARCH = "clip-ingest-tiny"
@@ -181,7 +181,7 @@ def test_cron_wrapper_fails_loudly(code, tmp_path):
 def test_the_readme_framework_snippet_runs_as_written(tmp_path):
     """The README's adapters block, run from the checkout root with the bundled starter model:
     each query finds the picture it names."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     readme = (root / "README.md").read_text(encoding="utf-8")
     block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if b.startswith("# LangChain"))
     script = tmp_path / "snippet.py"

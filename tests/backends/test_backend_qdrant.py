@@ -155,7 +155,7 @@ def test_edge_shard_open_elsewhere_gives_a_clear_error(tmp_path: Path) -> None:
 def test_edge_data_survives_a_killed_process(tmp_path: Path) -> None:
     writer = f"""
 import os, signal, sys
-sys.path.insert(0, {str(Path(__file__).parent)!r})
+sys.path.insert(0, {str(Path(__file__).parents[1])!r})
 from backend_contract import SPEC, point
 from clip_ingest.connectors.backends import open_store
 store = open_store("qdrant", {COLLECTION!r}, path={str(tmp_path)!r})

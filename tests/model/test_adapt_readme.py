@@ -27,7 +27,7 @@ from clip_ingest.model.cli import cli, load_recipe, out_root_of, section
 from imagegen import make_shape_image
 from test_adapt import labelled_folder
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def bash_blocks(doc: str, heading: str) -> list[list[str]]:

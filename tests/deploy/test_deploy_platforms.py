@@ -20,7 +20,7 @@ from packaging.requirements import Requirement
 
 from deploy_table import DOC, EXIT_CODES, documented
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SYSTEMD = REPO / "deploy" / "systemd"
 DOCKERFILE = REPO / "deploy" / "docker" / "Dockerfile"
 RAYJOB = REPO / "deploy" / "kubernetes" / "kuberay" / "rayjob.yaml"
@@ -153,7 +153,7 @@ def dockerfile_stages() -> dict[str, list[str]]:
 
 
 def test_the_ray_image_has_what_kuberay_needs_at_the_version_the_rayjob_names():
-    stages = dockerfile_stages()  # hadolint checks every stage: tests/test_deploy.py
+    stages = dockerfile_stages()  # hadolint checks every stage: tests/deploy/test_deploy.py
     assert list(stages) == ["ingest", "ray", "default"]
     assert list(stages)[-1] != "ray" and stages[list(stages)[-1]][0].split()[1] == "ingest", \
         "a plain docker build must make the ingest image"

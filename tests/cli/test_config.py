@@ -19,7 +19,7 @@ from clip_ingest.connectors.cli.search import main as search_main
 from clip_ingest.connectors.config import ConfigError, registered_commands, resolve_settings
 from conftest import TINY_SPEC
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TOML_BLOCK = re.compile(r"^```toml\n(.*?)^```", re.M | re.S)
 COMMANDS = ("ingest", "migrate", "search", "serve", "duplicates", "review")
 

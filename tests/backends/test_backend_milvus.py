@@ -390,7 +390,7 @@ def held_lite_file(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen]]:
     """A Milvus Lite file with a collection, held open by another (real) process."""
     path = tmp_path / "clip-ingest-data" / "milvus.db"
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              cwd=Path(__file__).parent, text=True)
+                              cwd=Path(__file__).parents[1], text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
         yield path, holder

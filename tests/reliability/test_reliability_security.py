@@ -1,8 +1,8 @@
 """Secrets stay secret, and manifests cannot reach outside their folder, through the real CLI.
 
 Already covered elsewhere (not repeated): filters only ever select what the parsed filter means
-(tests/test_filter_fuzz.py, 10,000 parser/compiler examples), ``torch.load`` /
-pickle use (tests/test_packaging.py), secrets never taken from flags (tests/test_cli_ingest.py).
+(tests/search/test_filter_fuzz.py, 10,000 parser/compiler examples), ``torch.load`` /
+pickle use (tests/project/test_packaging.py), secrets never taken from flags (tests/ingest/test_cli_ingest.py).
 """
 
 from __future__ import annotations

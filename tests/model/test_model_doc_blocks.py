@@ -61,7 +61,7 @@ def test_the_command_exits_1_and_keeps_the_document_when_markers_are_missing(tmp
 ])
 def test_the_blocks_of_the_experiments_can_be_regenerated(doc, block):
     """The commands the docs and the recipes give (``clip-model update-doc DOC BLOCK ...``) find their block."""
-    text = (Path(__file__).resolve().parents[1] / doc).read_text(encoding="utf-8")
+    text = (Path(__file__).resolve().parents[2] / doc).read_text(encoding="utf-8")
     assert "| regenerated |" in replace_text(text, block, "| regenerated |")
 
 
@@ -70,7 +70,7 @@ def test_every_update_doc_command_the_docs_give_finds_its_block():
     command's help names a document of the checkout that holds that block exactly once."""
     import re
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     sources = [repo / "README.md", *sorted((repo / "docs").rglob("*.md")), *sorted((repo / "model" / "recipes").glob("*")),
                repo / "model" / "cli.py"]
     found = {(doc, block) for path in sources

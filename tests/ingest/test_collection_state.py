@@ -22,7 +22,7 @@ examples of 25 steps) also runs qdrant-client's local mode and the Milvus server
 ``CLIP_INGEST_TEST_MILVUS_URI``, else one started for the session)::
 
     CLIP_INGEST_STATEFUL_EXAMPLES=200 CLIP_INGEST_TEST_MILVUS_URI=http://127.0.0.1:19530 \\
-        .venv/bin/python -m pytest tests/test_collection_state.py -p no:cacheprovider
+        .venv/bin/python -m pytest tests/ingest/test_collection_state.py -p no:cacheprovider
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from clip_ingest.connectors.cli.ingest import main as ingest_main
 from clip_ingest.connectors.cli.search import main as search_main
 from clip_ingest.connectors.config import COMMON_SETTINGS, resolve_settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 VENV_BIN = Path(sys.executable).parent
 YAML_FILES = sorted(DEPLOY.rglob("*.yaml")) + sorted(DEPLOY.rglob("*.yml"))
