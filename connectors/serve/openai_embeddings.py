@@ -32,6 +32,7 @@ from ..decode import ImageDecodeError
 from .calls import call
 from .errors import ApiError
 from .service import SearchService
+from .state import State
 
 #: items in one request (OpenAI's own limit)
 MAX_INPUTS = 2048
@@ -148,40 +149,41 @@ def encode_vector(vector: np.ndarray, encoding: str) -> Any:
     return vector.tolist()
 
 
-def openai_router(service: SearchService, max_upload_bytes: int) -> APIRouter:
-    """``POST /v1/embeddings``, ``GET /v1/models`` and ``GET /v1/models/{model}``."""
-    router = APIRouter()
+#: ``POST /v1/embeddings``, ``GET /v1/models`` and ``GET /v1/models/{model}``
+openai_router = APIRouter()
 
-    @router.post("/v1/embeddings", summary="OpenAI-compatible embeddings of texts and images (data URIs, base64, "
-                 "chat-style image_url items)")
-    async def embeddings(body: OpenAIEmbeddingRequest) -> dict[str, Any]:
-        check_model(service, body.model)
-        raw = [body.input] if isinstance(body.input, str) else body.input
-        if not raw:
-            raise ApiError(400, "input is empty", param="input", code="empty_input")
-        if len(raw) > MAX_INPUTS:
-            raise ApiError(400, f"at most {MAX_INPUTS} inputs in one request", param="input", code="too_many_inputs")
-        if body.dimensions is not None and body.dimensions != service.embedder.dim:
-            raise ApiError(400, f"this model has {service.embedder.dim} dimensions; it cannot shorten them",
-                           param="dimensions", code="unsupported_dimensions")
-        items = [parse_item(item, max_upload_bytes) for item in raw]
-        vectors = await call(embed_inputs, service, items)
-        data = [{"object": "embedding", "index": i, "embedding": encode_vector(v, body.encoding_format)}
-                for i, v in enumerate(vectors)]
-        words = sum(len(t.split()) for t in items if isinstance(t, str)) + sum(isinstance(t, bytes) for t in items)
-        return {"object": "list", "data": data, "model": service.model_id,
-                "usage": {"prompt_tokens": words, "total_tokens": words}}
 
-    @router.get("/v1/models", summary="OpenAI-compatible model list: the served model")
-    async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [_model(service)]}
+@openai_router.post("/v1/embeddings", summary="OpenAI-compatible embeddings of texts and images (data URIs, base64, "
+                    "chat-style image_url items)")
+async def embeddings(state: State, body: OpenAIEmbeddingRequest) -> dict[str, Any]:
+    service = state.service
+    check_model(service, body.model)
+    raw = [body.input] if isinstance(body.input, str) else body.input
+    if not raw:
+        raise ApiError(400, "input is empty", param="input", code="empty_input")
+    if len(raw) > MAX_INPUTS:
+        raise ApiError(400, f"at most {MAX_INPUTS} inputs in one request", param="input", code="too_many_inputs")
+    if body.dimensions is not None and body.dimensions != service.embedder.dim:
+        raise ApiError(400, f"this model has {service.embedder.dim} dimensions; it cannot shorten them",
+                       param="dimensions", code="unsupported_dimensions")
+    items = [parse_item(item, state.max_upload_bytes) for item in raw]
+    vectors = await call(embed_inputs, service, items)
+    data = [{"object": "embedding", "index": i, "embedding": encode_vector(v, body.encoding_format)}
+            for i, v in enumerate(vectors)]
+    words = sum(len(t.split()) for t in items if isinstance(t, str)) + sum(isinstance(t, bytes) for t in items)
+    return {"object": "list", "data": data, "model": service.model_id,
+            "usage": {"prompt_tokens": words, "total_tokens": words}}
 
-    @router.get("/v1/models/{model:path}", summary="OpenAI-compatible model lookup")
-    async def model(model: str) -> dict[str, Any]:
-        check_model(service, model)
-        return _model(service)
 
-    return router
+@openai_router.get("/v1/models", summary="OpenAI-compatible model list: the served model")
+async def models(state: State) -> dict[str, Any]:
+    return {"object": "list", "data": [_model(state.service)]}
+
+
+@openai_router.get("/v1/models/{model:path}", summary="OpenAI-compatible model lookup")
+async def model(state: State, model: str) -> dict[str, Any]:
+    check_model(state.service, model)
+    return _model(state.service)
 
 
 def _model(service: SearchService) -> dict[str, Any]:

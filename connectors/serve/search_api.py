@@ -22,6 +22,7 @@ from ..search.results import result_document
 from .calls import call
 from .errors import ApiError
 from .service import SearchService
+from .state import State
 
 MAX_K = 1000
 MAX_TEXT = 2000
@@ -51,47 +52,50 @@ async def read_upload(file: UploadFile, limit: int) -> bytes:
     return content
 
 
-def search_router(service: SearchService, max_upload_bytes: int) -> APIRouter:
-    """``/v1/search`` (GET and POST), ``/v1/search/image``, ``/v1/filter/validate`` and ``/v1/facets``."""
-    router = APIRouter()
+#: ``/v1/search`` (GET and POST), ``/v1/search/image``, ``/v1/filter/validate`` and ``/v1/facets``
+search_router = APIRouter()
 
-    @router.get("/v1/search", summary="Search by text or by a stored item (shareable URL form)")
-    async def search_get(text: Optional[str] = Query(None, max_length=MAX_TEXT), like: Optional[str] = None,
-                         filter: Optional[str] = None, k: int = Query(10, ge=1, le=MAX_K), offset: int = Query(0, ge=0),
-                         min_score: Optional[float] = None,
-                         min_relevance: Optional[float] = Query(None, ge=0, lt=1)) -> dict[str, Any]:
-        return await search(service, SearchRequest(text=text, like=like, filter=filter, k=k, offset=offset,
-                                                   min_score=min_score, min_relevance=min_relevance), max_upload_bytes)
 
-    @router.post("/v1/search", summary="Search by text, base64 image or stored item")
-    async def search_post(body: SearchRequest) -> dict[str, Any]:
-        return await search(service, body, max_upload_bytes)
+@search_router.get("/v1/search", summary="Search by text or by a stored item (shareable URL form)")
+async def search_get(state: State, text: Optional[str] = Query(None, max_length=MAX_TEXT), like: Optional[str] = None,
+                     filter: Optional[str] = None, k: int = Query(10, ge=1, le=MAX_K), offset: int = Query(0, ge=0),
+                     min_score: Optional[float] = None,
+                     min_relevance: Optional[float] = Query(None, ge=0, lt=1)) -> dict[str, Any]:
+    return await search(state.service, SearchRequest(text=text, like=like, filter=filter, k=k, offset=offset,
+                                                     min_score=min_score, min_relevance=min_relevance),
+                        state.max_upload_bytes)
 
-    @router.post("/v1/search/image", summary="Search by an uploaded image (multipart)")
-    async def search_upload(file: UploadFile = File(...), filter: Optional[str] = Form(None),
-                            k: int = Form(10, ge=1, le=MAX_K), offset: int = Form(0, ge=0),
-                            min_score: Optional[float] = Form(None),
-                            min_relevance: Optional[float] = Form(None, ge=0, lt=1)) -> dict[str, Any]:
-        content = await read_upload(file, max_upload_bytes)
-        return await run_search(service, "image", content, {"image": file.filename or "upload"}, filter, k, offset,
-                                min_score, min_relevance)
 
-    @router.get("/v1/filter/validate", summary="Check a filter; the error names its position")
-    async def validate_filter(filter: str) -> dict[str, Any]:
-        try:
-            parsed = parse_filter(filter)
-        except FilterSyntaxError as exc:
-            return {"valid": False, "error": exc.reason, "position": exc.position, "warnings": []}
-        warning = (await call(service.fields)).warning(parsed)
-        return {"valid": True, "error": None, "position": None, "warnings": [warning] if warning else []}
+@search_router.post("/v1/search", summary="Search by text, base64 image or stored item")
+async def search_post(state: State, body: SearchRequest) -> dict[str, Any]:
+    return await search(state.service, body, state.max_upload_bytes)
 
-    @router.get("/v1/facets", summary="Labels to filter by: text fields whose values repeat, with their counts "
-                "in a sample of the collection")
-    async def facets() -> dict[str, Any]:
-        sample = await call(service.fields)
-        return {"sampled": sample.sampled, "facets": sample.facets()}
 
-    return router
+@search_router.post("/v1/search/image", summary="Search by an uploaded image (multipart)")
+async def search_upload(state: State, file: UploadFile = File(...), filter: Optional[str] = Form(None),
+                        k: int = Form(10, ge=1, le=MAX_K), offset: int = Form(0, ge=0),
+                        min_score: Optional[float] = Form(None),
+                        min_relevance: Optional[float] = Form(None, ge=0, lt=1)) -> dict[str, Any]:
+    content = await read_upload(file, state.max_upload_bytes)
+    return await run_search(state.service, "image", content, {"image": file.filename or "upload"}, filter, k, offset,
+                            min_score, min_relevance)
+
+
+@search_router.get("/v1/filter/validate", summary="Check a filter; the error names its position")
+async def validate_filter(state: State, filter: str) -> dict[str, Any]:
+    try:
+        parsed = parse_filter(filter)
+    except FilterSyntaxError as exc:
+        return {"valid": False, "error": exc.reason, "position": exc.position, "warnings": []}
+    warning = (await call(state.service.fields)).warning(parsed)
+    return {"valid": True, "error": None, "position": None, "warnings": [warning] if warning else []}
+
+
+@search_router.get("/v1/facets", summary="Labels to filter by: text fields whose values repeat, with their counts "
+                   "in a sample of the collection")
+async def facets(state: State) -> dict[str, Any]:
+    sample = await call(state.service.fields)
+    return {"sampled": sample.sampled, "facets": sample.facets()}
 
 
 async def search(service: SearchService, body: SearchRequest, max_upload_bytes: int) -> dict[str, Any]:
