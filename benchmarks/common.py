@@ -68,9 +68,9 @@ def open_target(
     ``timeout`` bounds each Milvus request (the query benchmark raises it: a filtered search on
     Milvus Lite scans the JSON payloads and takes seconds at 100k points).
     """
-    from clip_ingest.connectors.backends.milvus_store import MilvusStore
-    from clip_ingest.connectors.backends.qdrant_client_store import QdrantClientStore
-    from clip_ingest.connectors.backends.qdrant_edge_store import QdrantEdgeStore
+    from clip_ingest.connectors.backends.milvus.store import MilvusStore
+    from clip_ingest.connectors.backends.qdrant.client_store import QdrantClientStore
+    from clip_ingest.connectors.backends.qdrant.edge_store import QdrantEdgeStore
 
     root.mkdir(parents=True, exist_ok=True)
     if target == "qdrant-edge":

@@ -19,8 +19,13 @@ command's key from a typo. TOML values are checked strictly against the declared
 string is not a boolean, a number not a string); environment values, always strings, are
 parsed (``1``/``true``/``yes``/``on``, comma-separated lists). Keys may use ``-`` or ``_``.
 Each setting NAME can also come from the environment variable ``CLIP_INGEST_NAME``. Secrets
-(``qdrant_api_key``, ``milvus_token``, ``api_key``) are never flags: only the environment or
-the config file, and their values never appear in ``repr``, summaries or error messages.
+(a backend's key or token, ``api_key``) are never flags: only the environment or the config
+file, and their values never appear in ``repr``, summaries or error messages.
+
+A setting is declared once, as a :class:`~clip_ingest.connectors.setting.Setting`; the click
+options are generated from it (:func:`clip_ingest.connectors.cli.common.setting_options`). The
+backends' settings, target names and store options come from their descriptors
+(:mod:`clip_ingest.connectors.backends.registry`).
 """
 
 from __future__ import annotations
@@ -32,10 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-ENV_PREFIX = "CLIP_INGEST_"
+from .backends import registry
+from .backends.registry import TARGETS, StoreTarget
+from .setting import ENV_PREFIX, Setting
+
 DEFAULT_CONFIG_FILE = "clip-ingest.toml"
 DEFAULT_DATA_DIR = "clip-ingest-data"
-TARGETS = ("qdrant", "qdrant-edge", "milvus", "parquet")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -45,43 +52,32 @@ class ConfigError(ValueError):
     """A config file or environment value is invalid (a usage error: exit code 2)."""
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One configurable value: its name (``snake_case``), type, default and whether it is a secret."""
-
-    name: str
-    type: type
-    default: Any = None
-    secret: bool = False
-    help: str = ""
-
-    @property
-    def env_var(self) -> str:
-        return ENV_PREFIX + self.name.upper()
-
-
 #: what computes the vectors (see :mod:`clip_ingest.connectors.runtime`)
 RUNTIMES = ("auto", "torch", "onnx")
 QUANTIZATIONS = ("none", "int8")
 
 COMMON_SETTINGS: tuple[Setting, ...] = (
-    Setting("target", str, "qdrant", help="qdrant, qdrant-edge, milvus or parquet (a portable artifact)"),
-    Setting("out", str, None, help="folder of the parquet target (default DATA_DIR/parquet)"),
-    Setting("collection", str, "images"),
-    Setting("qdrant_url", str, None, help="Qdrant server URL (default: embedded local folder)"),
-    Setting("qdrant_path", str, None, help="local Qdrant folder (default DATA_DIR/qdrant)"),
-    Setting("milvus_uri", str, None, help="Milvus server URI or Milvus Lite file (default DATA_DIR/milvus.db)"),
-    Setting("milvus_consistency", str, "Strong", help="consistency level of Milvus searches"),
-    Setting("model", str, "starter", help="model spec (see clip_ingest.connectors.model_spec)"),
-    Setting("device", str, "auto"),
-    Setting("runtime", str, "auto", help="auto, torch or onnx (ONNX Runtime); auto: ONNX Runtime where it can run the model"),
-    Setting("quantize", str, "none", help="none or int8 (ONNX Runtime only)"),
-    Setting("cpus", int, None, help="CPUs to size the model and decode threads to (default: those this process "
-            "may use, its affinity and cgroup quota; see clip_ingest.connectors.cpus)"),
-    Setting("data_dir", str, DEFAULT_DATA_DIR, help="where embedded stores and run files live"),
-    Setting("qdrant_api_key", str, None, secret=True),
-    Setting("milvus_token", str, None, secret=True),
+    Setting("target", str, "qdrant", choices=TARGETS,
+            help="Vector database, or parquet: a portable folder of Parquet shards (--out)"),
+    Setting("out", str, None, help="Folder of the parquet target", default_text="DATA_DIR/parquet"),
+    Setting("collection", str, "images", help="Collection name"),
+    *registry.SETTINGS,
+    Setting("data_dir", str, DEFAULT_DATA_DIR, help="Folder for embedded databases and run files"),
+    Setting("model", str, "starter", help="Model spec, e.g. starter, ViT-B-32:laion2b_s34b_b79k, /path/to/export"),
+    Setting("device", str, "auto", help="auto, cpu, cuda, cuda:1, mps"),
+    Setting("runtime", str, "auto", choices=RUNTIMES,
+            help="What computes the vectors: onnx (ONNX Runtime; a model without ONNX towers is exported once "
+            "and cached in ~/.cache/clip-ingest; same vectors and model id as torch), torch, or auto: ONNX "
+            "Runtime for a model that carries its towers (the starter, clip-model export --onnx), torch for "
+            "the rest"),
+    Setting("quantize", str, "none", choices=QUANTIZATIONS,
+            help="int8: dynamic int8 quantization on ONNX Runtime (faster on a CPU; slightly different "
+            "vectors, so a model id of its own: it cannot share a collection with fp32)"),
+    Setting("cpus", int, None, minimum=1,
+            help="CPUs to size the threads to: the model's, and half as many decode workers",
+            default_text="the CPUs this process may use (affinity, cgroup quota); OMP_NUM_THREADS still names the model's"),
 )
+"""The settings of every command, in the order ``--help`` lists them."""
 
 
 class Settings(Mapping[str, Any]):
@@ -298,46 +294,6 @@ def resolve_settings(
     return Settings(values, specs, origins)
 
 
-@dataclass(frozen=True)
-class StoreTarget:
-    """Where a collection lives: the ``open_store`` arguments plus a secret-free description."""
-
-    target: str
-    options: Mapping[str, Any]
-    location: str
-    """Path or URL (credentials removed): names the lock file and goes into summaries."""
-    embedded: bool
-
-
 def store_target(settings: Settings) -> StoreTarget:
     """Map settings to the backend's ``open_store`` options (embedded stores under ``data_dir`` by default)."""
-    data_dir = Path(settings.data_dir)
-    target = settings.target
-    if target == "qdrant" and settings.qdrant_url:
-        options = {"url": settings.qdrant_url, "api_key": settings.qdrant_api_key}
-        return StoreTarget(target, options, _strip_credentials(settings.qdrant_url), embedded=False)
-    if target in ("qdrant", "qdrant-edge"):
-        path = os.path.abspath(settings.qdrant_path or data_dir / target)
-        return StoreTarget(target, {"path": path}, path, embedded=True)
-    if target == "parquet":
-        path = os.path.abspath(settings.out or data_dir / "parquet")
-        return StoreTarget(target, {"path": path}, path, embedded=True)
-    uri = settings.milvus_uri or str(data_dir / "milvus.db")
-    server = "://" in uri
-    location = _strip_credentials(uri) if server else os.path.abspath(uri)
-    options = {
-        "uri": uri if server else location, "token": settings.milvus_token,
-        "search_consistency": settings.milvus_consistency,
-    }
-    return StoreTarget(target, options, location, embedded=not server)
-
-
-def _strip_credentials(url: str) -> str:
-    """``https://user:pw@host/x`` -> ``https://host/x``."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return registry.backend(settings.target).locate(settings.target, settings)

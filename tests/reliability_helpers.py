@@ -13,6 +13,7 @@ stop a database server at a known moment, or have its database client fail write
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -484,7 +485,7 @@ def check_store(target: str, options: Mapping[str, Any], collection: str, root: 
     ``target`` is an ``open_store`` target or ``"qdrant-client"`` (qdrant-client's local mode).
     """
     from clip_ingest.connectors.backends import open_store
-    from clip_ingest.connectors.backends.qdrant_client_store import QdrantClientStore
+    from clip_ingest.connectors.backends.qdrant.client_store import QdrantClientStore
 
     opened = QdrantClientStore(collection, **options) if target == "qdrant-client" else open_store(target, collection, **options)
     with opened as store:
@@ -631,8 +632,10 @@ def edge_error(reason: str) -> Exception:
 
 def _install_client_faults(faults: ClientFaults) -> None:
     """Wrap each store's client in a :class:`FlakyClient` as soon as the store has one."""
-    from clip_ingest.connectors import backends
-    from clip_ingest.connectors.backends import milvus_store, qdrant_client_store, qdrant_edge_store
+    from clip_ingest.connectors.backends import qdrant
+    from clip_ingest.connectors.backends.milvus.store import MilvusStore
+    from clip_ingest.connectors.backends.qdrant.client_store import QdrantClientStore
+    from clip_ingest.connectors.backends.qdrant.edge_store import QdrantEdgeStore
 
     schedule = FaultSchedule(faults.seed, faults.rate, faults.outage)
 
@@ -652,12 +655,12 @@ def _install_client_faults(faults: ClientFaults) -> None:
 
     # a server client is made by __init__, local mode's when its folder exists or is created
     for method in ("__init__", "_open_local"):
-        wrap(qdrant_client_store.QdrantClientStore, method, "_qdrant", ("upsert", "batch_update_points", "delete"),
+        wrap(QdrantClientStore, method, "_qdrant", ("upsert", "batch_update_points", "delete"),
              qdrant_client_error)
-    wrap(qdrant_edge_store.QdrantEdgeStore, "_open", "_shard", ("update",), edge_error)
-    wrap(milvus_store.MilvusStore, "_conn", "_client", ("upsert", "delete"), milvus_client_error)
+    wrap(QdrantEdgeStore, "_open", "_shard", ("update",), edge_error)
+    wrap(MilvusStore, "_conn", "_client", ("upsert", "delete"), milvus_client_error)
     if faults.qdrant_client:
-        backends.BACKENDS["qdrant"] = "clip_ingest.connectors.backends.qdrant_client_store:QdrantClientStore"
+        qdrant.open_qdrant = functools.partial(qdrant.open_qdrant, client=True)  # target qdrant: qdrant-client
 
 
 # -- awkward inputs not in badfiles.py ---------------------------------------------------------

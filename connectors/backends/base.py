@@ -1,8 +1,7 @@
 """The connector interface: what ingestion and search need from a vector database.
 
-Each database is one module implementing :class:`VectorStore`; adding a third
-database means writing one more such module and registering it in
-:mod:`clip_ingest.connectors.backends` (``open_store``). Point IDs are strings
+Each database is one package implementing :class:`VectorStore` and describing itself with a
+:class:`~.descriptor.Backend` listed in :mod:`.registry` (see docs/architecture.md). Point IDs are strings
 (UUIDs, see :func:`clip_ingest.connectors.ingest.ids.point_id`), vectors are
 L2-normalised float32 rows and the score of a hit is the cosine similarity.
 """
@@ -22,10 +21,6 @@ class StoreError(Exception):
     """A database operation failed; ``transient`` says whether retrying may help."""
 
     transient: bool = False
-
-
-#: consistency levels of Milvus searches (here, not in milvus_store, so the CLI need not import pymilvus)
-MILVUS_CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")
 
 
 class InvalidSettingError(ValueError):
@@ -141,7 +136,7 @@ def check_point_id(point_id: str) -> str:
 class VectorStore(ABC):
     """A collection in a vector database, as clip-ingest uses it."""
 
-    #: short backend name used on the command line: ``qdrant``, ``qdrant-edge``, ``milvus``
+    #: the store's dialect: its ``--target`` name, or ``qdrant`` for qdrant-client (keys ``Backend.filter_compilers``)
     backend: str = ""
     #: the collection's name
     collection: str = ""

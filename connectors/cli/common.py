@@ -1,10 +1,11 @@
 """Click options, settings and exit codes shared by ``clip-ingest`` and ``clip-search``.
 
-Every option here defaults to None so that :func:`clip_ingest.connectors.config.resolve_settings`
-can tell "not given" from a value and apply ``flags > config file > env > defaults``.
-API keys are deliberately not options (they would end up in shell history and
-process lists): set ``CLIP_INGEST_QDRANT_API_KEY`` / ``CLIP_INGEST_MILVUS_TOKEN``
-or put them in the config file.
+The options are generated from the settings (:func:`setting_option`): flag, type, choices and
+help come from the one :class:`~clip_ingest.connectors.setting.Setting` declaration. Every such
+option defaults to None so that :func:`clip_ingest.connectors.config.resolve_settings` can tell
+"not given" from a value and apply ``flags > config file > env > defaults``. Secrets (API keys,
+tokens) are deliberately not options (they would end up in shell history and process lists):
+they come from the environment (``CLIP_INGEST_<NAME>``) or the config file.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from typing import Any, Callable, Mapping, TypeVar
 
 import click
 
-from ..backends.base import MILVUS_CONSISTENCY_LEVELS, VectorStore
-from ..config import QUANTIZATIONS, RUNTIMES, TARGETS, Command, ConfigError, Settings, StoreTarget, resolve_settings, store_target
+from ..backends.base import VectorStore
+from ..backends.registry import open_target
+from ..config import COMMON_SETTINGS, Command, ConfigError, Settings, StoreTarget, resolve_settings, store_target
+from ..setting import Setting
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,40 +40,23 @@ EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 """Stopped by SIGTERM (Kubernetes, systemd); what was embedded until then is saved (128 + 15)."""
 
+def setting_option(setting: Setting) -> Callable[[F], F]:
+    """The click option of ``setting``: its flag, a type that checks its choices or minimum, its help
+    (default None: "not given", see the module docstring). Lists repeat (``multiple``); booleans
+    are ``--name/--no-name``."""
+    kind: Any = setting.type if setting.type in (int, float) else None
+    if setting.choices:
+        kind = click.Choice(setting.choices)
+    elif setting.minimum is not None:
+        kind = (click.IntRange if setting.type is int else click.FloatRange)(setting.minimum)
+    flag = setting.flag
+    if setting.type is bool:
+        flag = f"{flag}/--no-{flag[2:]}"
+    return click.option(flag, type=kind, default=None, multiple=setting.type is list, help=setting.help_text)
+
+
 _COMMON_OPTIONS = (
-    click.option("--target", type=click.Choice(TARGETS), default=None,
-                 help="Vector database, or parquet: a portable folder of Parquet shards (--out) [default: qdrant]."),
-    click.option("--out", default=None, help="Folder of the parquet target [default: DATA_DIR/parquet]."),
-    click.option("--collection", default=None, help="Collection name [default: images]."),
-    click.option("--qdrant-url", default=None, help="Qdrant server URL (default: embedded local folder)."),
-    click.option("--qdrant-path", default=None, help="Embedded Qdrant folder [default: DATA_DIR/qdrant]."),
-    click.option("--milvus-uri", default=None, help="Milvus server URI or Milvus Lite file [default: DATA_DIR/milvus.db]."),
-    click.option(
-        "--milvus-consistency", type=click.Choice(MILVUS_CONSISTENCY_LEVELS), default=None,
-        help="Consistency of Milvus searches: Strong sees every acknowledged write but waits for the "
-        "server's time tick (about 200 ms on a server); Bounded answers at once from data a few "
-        "seconds old [default: Strong].",
-    ),
-    click.option("--data-dir", default=None, help="Folder for embedded databases and run files [default: clip-ingest-data]."),
-    click.option("--model", default=None, help="Model spec, e.g. starter, ViT-B-32:laion2b_s34b_b79k, /path/to/export [default: starter]."),
-    click.option("--device", default=None, help="auto, cpu, cuda, cuda:1, mps [default: auto]."),
-    click.option(
-        "--runtime", type=click.Choice(RUNTIMES), default=None,
-        help="What computes the vectors: onnx (ONNX Runtime; a model without ONNX towers is exported once "
-        "and cached in ~/.cache/clip-ingest; same vectors and model id as torch), torch, or auto: ONNX "
-        "Runtime for a model that carries its towers (the starter, clip-model export --onnx), torch for "
-        "the rest [default: auto].",
-    ),
-    click.option(
-        "--quantize", type=click.Choice(QUANTIZATIONS), default=None,
-        help="int8: dynamic int8 quantization on ONNX Runtime (faster on a CPU; slightly different "
-        "vectors, so a model id of its own: it cannot share a collection with fp32) [default: none].",
-    ),
-    click.option(
-        "--cpus", type=click.IntRange(1), default=None,
-        help="CPUs to size the threads to: the model's, and half as many decode workers [default: the CPUs "
-        "this process may use (affinity, cgroup quota); OMP_NUM_THREADS still names the model's].",
-    ),
+    *(setting_option(setting) for setting in COMMON_SETTINGS if not setting.secret),
     click.option(
         "--config", "config_file", type=click.Path(dir_okay=False), default=None,
         help="TOML config file [default: ./clip-ingest.toml if present].",
@@ -114,9 +100,7 @@ def load_settings(params: Mapping[str, Any], command: Command) -> Settings:
 
 def open_target_store(target: StoreTarget, collection: str) -> VectorStore:
     """Connect to ``collection`` on the configured store (unset options keep the backend's defaults)."""
-    from ..backends import open_store
-
-    return open_store(target.target, collection, **{k: v for k, v in target.options.items() if v is not None})
+    return open_target(target, collection)
 
 
 def load_query_embedder(settings: Settings, store: VectorStore) -> Any:
@@ -159,5 +143,5 @@ def fatal(message: str, code: int = EXIT_FATAL) -> None:
 
 __all__ = [
     "EXIT_FAILED_FILES", "EXIT_FATAL", "EXIT_INTERRUPTED", "EXIT_LOCKED", "EXIT_OK", "EXIT_PRUNE_REFUSED", "EXIT_TERMINATED", "EXIT_USAGE",
-    "DefaultCommandGroup", "common_options", "fatal", "load_query_embedder", "load_settings", "load_settings_embedder", "open_target_store", "setup_logging", "store_target",
+    "DefaultCommandGroup", "common_options", "fatal", "setting_option", "load_query_embedder", "load_settings", "load_settings_embedder", "open_target_store", "setup_logging", "store_target",
 ]

@@ -38,7 +38,7 @@ from clip_ingest.connectors.backends import (
     VectorStore,
     open_store,
 )
-from clip_ingest.connectors.backends.milvus_store import (
+from clip_ingest.connectors.backends.milvus.store import (
     Capabilities,
     LiteLockedNoise,
     LiteTimestampNoise,
@@ -112,9 +112,9 @@ def test_a_post_filtering_index_cannot_make_a_filtered_page_short(tmp_path: Path
 
     monkeypatch.setattr(store, "_ann_search", post_filtered)
     # small filters go straight to the exact ranking; the two largest (200, 1000 matches) try a wider ef first
-    monkeypatch.setattr("clip_ingest.connectors.backends.milvus_store.EXACT_SEARCH_MAX_MATCHES", 100)
+    monkeypatch.setattr("clip_ingest.connectors.backends.milvus.store.EXACT_SEARCH_MAX_MATCHES", 100)
     # filtered searches start at the server's ef, as on a Lite collection past LITE_FILTERED_EF points
-    monkeypatch.setattr("clip_ingest.connectors.backends.milvus_store.LITE_FILTERED_EF", 128)
+    monkeypatch.setattr("clip_ingest.connectors.backends.milvus.store.LITE_FILTERED_EF", 128)
     assert_filtered_pages_are_full(store, points)
     assert max(widths) > 128
     store.close()
@@ -351,7 +351,7 @@ def test_deployment_capabilities_are_detected(milvus: MilvusStore) -> None:
 #: a process holding a Milvus Lite file open until its stdin closes (as a running ingest does)
 HOLDER = """
 import sys
-from clip_ingest.connectors.backends.milvus_store import MilvusStore
+from clip_ingest.connectors.backends.milvus.store import MilvusStore
 from backend_contract import SPEC
 store = MilvusStore(SPEC.name, uri=sys.argv[1])
 store.ensure_collection(SPEC)

@@ -23,8 +23,8 @@ from clip_ingest.connectors.backends import (
     VectorStore,
     open_store,
 )
-from clip_ingest.connectors.backends.qdrant_client_store import QdrantClientStore
-from clip_ingest.connectors.backends.qdrant_edge_store import QdrantEdgeStore
+from clip_ingest.connectors.backends.qdrant.client_store import QdrantClientStore
+from clip_ingest.connectors.backends.qdrant.edge_store import QdrantEdgeStore
 
 SECRET = "sekrit-api-key-0123456789"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from clip_ingest.connectors.backends import BACKENDS
+from clip_ingest.connectors.backends.registry import TARGETS
 from clip_ingest.connectors.cli.clip_ingest import main as ingest_main
 
 from conftest import TINY_SPEC
@@ -23,7 +23,7 @@ from conftest import TINY_SPEC
 HEAVY = ("torch", "open_clip", "ray", "fastapi", "pymilvus", "qdrant_client")
 #: each backend's client library: a store imports its own and no other
 CLIENTS = ("qdrant_client", "qdrant_edge", "pymilvus", "pyarrow")
-OWN_CLIENT = {"qdrant": set(), "qdrant-edge": {"qdrant_edge"}, "milvus": {"pymilvus", "pyarrow"}, "parquet": {"pyarrow"}}  # pymilvus loads pyarrow
+OWN_CLIENT = {"qdrant": {"qdrant_edge"}, "qdrant-edge": {"qdrant_edge"}, "milvus": {"pymilvus", "pyarrow"}, "parquet": {"pyarrow"}}  # pymilvus loads pyarrow
 
 #: runs ``--help`` of every command of the three tools, one after another, and prints which of
 #: HEAVY each one added to sys.modules
@@ -80,9 +80,13 @@ def test_help_of_every_command_imports_no_heavy_library():
 
 @pytest.mark.parametrize("target", sorted(OWN_CLIENT))
 def test_a_store_imports_its_own_client_only(target):
-    assert set(OWN_CLIENT) == set(BACKENDS)
-    module, _, _ = BACKENDS[target].partition(":")
-    code = f"import json, sys, {module}; print(json.dumps([m for m in {CLIENTS!r} if m in sys.modules]))"
+    assert set(OWN_CLIENT) == set(TARGETS)
+    code = (f"import json, sys, tempfile\n"
+            "from clip_ingest.connectors.config import COMMON_SETTINGS, resolve_settings, store_target\n"
+            "from clip_ingest.connectors.backends.registry import open_target\n"
+            f"d = tempfile.mkdtemp()\nflags = {{'target': {target!r}, 'data_dir': d}}\n"
+            "open_target(store_target(resolve_settings(flags, COMMON_SETTINGS, section='t', env={}, cwd=d)), 'c')\n"
+            f"print(json.dumps([m for m in {CLIENTS!r} if m in sys.modules]))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     assert set(json.loads(done.stdout)) <= OWN_CLIENT[target]
 

@@ -44,7 +44,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 from PIL import Image, PngImagePlugin
 
 from clip_ingest.connectors.backends.base import VectorStore
-from clip_ingest.connectors.backends.milvus_store import MilvusStore
+from clip_ingest.connectors.backends.milvus.store import MilvusStore
 from clip_ingest.connectors.ingest.pipeline import IngestInterrupted, IngestOptions, run_ingest
 from collection_model import History, RunSpec, Snapshot, check_completed_run, check_consistent, check_dry_run, scan_sources
 from ingest_helpers import COLLECTION, CountingEmbedder, open_test_store

@@ -10,7 +10,7 @@ import logging
 import numpy as np
 import pytest
 
-from clip_ingest.connectors.backends.qdrant_client_store import QdrantClientStore
+from clip_ingest.connectors.backends.qdrant.client_store import QdrantClientStore
 from clip_ingest.connectors.ingest.exif import PHOTO_FIELDS
 from clip_ingest.connectors.search.filters import UnsupportedFilterError, parse_filter
 from exif_photos import write_trip

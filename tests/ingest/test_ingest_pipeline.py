@@ -13,7 +13,7 @@ import tenacity
 import torch
 
 from clip_ingest.connectors.backends.base import ModelMismatchError, StoreError, TransientStoreError
-from clip_ingest.connectors.backends.milvus_store import MilvusStore
+from clip_ingest.connectors.backends.milvus.store import MilvusStore
 from clip_ingest.connectors.ingest.deadletter import read_dead_letter
 from clip_ingest.connectors.ingest.ids import point_id
 from clip_ingest.connectors.ingest.pipeline import IngestOptions, run_ingest

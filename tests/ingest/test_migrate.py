@@ -22,7 +22,7 @@ from clip_ingest.connectors.backends.base import (
     StoreError,
     TransientStoreError,
 )
-from clip_ingest.connectors.backends.qdrant_client_store import QdrantClientStore
+from clip_ingest.connectors.backends.qdrant.client_store import QdrantClientStore
 from clip_ingest.connectors.cli.clip_ingest import main as clip_ingest
 from clip_ingest.connectors.ingest.migration import physical_name
 from clip_ingest.connectors.ingest.pipeline import IngestOptions, run_ingest

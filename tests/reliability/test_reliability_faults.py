@@ -19,7 +19,7 @@ import pytest
 from pymilvus import MilvusClient
 
 from clip_ingest.connectors.backends.base import CollectionSpec, Point, TransientStoreError
-from clip_ingest.connectors.backends.milvus_store import MilvusStore
+from clip_ingest.connectors.backends.milvus.store import MilvusStore
 
 from milvus_server import MilvusServer
 from reliability_helpers import (

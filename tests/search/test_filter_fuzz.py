@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clip_ingest.connectors.backends import CollectionSpec, Point, open_store
-from clip_ingest.connectors.backends.milvus_store import MilvusStore
-from clip_ingest.connectors.backends.qdrant_client_store import QdrantClientStore
-from clip_ingest.connectors.search.compile_edge import to_edge_filter
-from clip_ingest.connectors.search.compile_milvus import milvus_string, radius_box, to_milvus_expr
-from clip_ingest.connectors.search.compile_qdrant import to_qdrant_filter
+from clip_ingest.connectors.backends.milvus.store import MilvusStore
+from clip_ingest.connectors.backends.qdrant.client_store import QdrantClientStore
+from clip_ingest.connectors.backends.qdrant.compile_edge import to_edge_filter
+from clip_ingest.connectors.backends.milvus.compile import milvus_string, radius_box, to_milvus_expr
+from clip_ingest.connectors.backends.qdrant.compile import to_qdrant_filter
 from clip_ingest.connectors.search.filters import (
     And,
     Compare,

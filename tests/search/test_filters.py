@@ -7,9 +7,9 @@ import math
 import pytest
 from qdrant_client import models
 
-from clip_ingest.connectors.search.compile_edge import to_edge_filter
-from clip_ingest.connectors.search.compile_milvus import EARTH_RADIUS_M, milvus_string, prefix_range, radius_box, to_milvus_expr
-from clip_ingest.connectors.search.compile_qdrant import to_qdrant_filter
+from clip_ingest.connectors.backends.qdrant.compile_edge import to_edge_filter
+from clip_ingest.connectors.backends.milvus.compile import EARTH_RADIUS_M, milvus_string, prefix_range, radius_box, to_milvus_expr
+from clip_ingest.connectors.backends.qdrant.compile import to_qdrant_filter
 from clip_ingest.connectors.search.filters import (
     MAX_DEPTH,
     MAX_LENGTH,

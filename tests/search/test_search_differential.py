@@ -30,7 +30,7 @@ from ingest_helpers import open_test_store
 from milvus_server import MilvusServer
 
 from clip_ingest.connectors.backends import CollectionSpec, Point, VectorStore
-from clip_ingest.connectors.backends.milvus_store import MilvusStore
+from clip_ingest.connectors.backends.milvus.store import MilvusStore
 from clip_ingest.connectors.search.filters import Filter, parse_filter
 
 SEED = 20261206
@@ -219,8 +219,8 @@ def test_filtered_pages_of_a_milvus_lite_collection_past_the_widest_ef(embedded:
     """A Lite collection larger than LITE_FILTERED_EF (here made 500 points, 1/3 of the
     collection): filters of at most EXACT_SEARCH_MAX_MATCHES (here 100) are ranked by a scan,
     exactly; wider ones by the graph search at that ef, approximately."""
-    monkeypatch.setattr("clip_ingest.connectors.backends.milvus_store.LITE_FILTERED_EF", 500)
-    monkeypatch.setattr("clip_ingest.connectors.backends.milvus_store.EXACT_SEARCH_MAX_MATCHES", 100)
+    monkeypatch.setattr("clip_ingest.connectors.backends.milvus.store.LITE_FILTERED_EF", 500)
+    monkeypatch.setattr("clip_ingest.connectors.backends.milvus.store.EXACT_SEARCH_MAX_MATCHES", 100)
     assert_right(embedded["milvus"], exact=False, query_step=2, pages=((10, 0), (5, 3)))
 
 

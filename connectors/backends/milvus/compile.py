@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .filters import (
+from ...search.filters import (
     And,
     Compare,
     Exists,

@@ -5,7 +5,7 @@ Schema: ``id`` VARCHAR(64) primary key (canonical UUID strings), ``vector`` FLOA
 with a COSINE index (``AUTOINDEX`` by default, which Milvus Lite and every server >= 2.2.9
 accept; ``index_type="HNSW"`` or ``"FLAT"`` for deployments that want a fixed one), and dynamic
 fields: every payload key is its own top-level dynamic field, so a filter on payload field
-``colour`` compiles to an expression on ``colour`` (:mod:`..search.compile_milvus`).
+``colour`` compiles to an expression on ``colour`` (:mod:`.compile`).
 
 Where the model is remembered: in the collection's properties, ``clip_ingest.model_id`` and
 ``clip_ingest.dim``. Both Milvus Lite and Milvus 2.3.5 keep collection properties (Lite drops
@@ -68,11 +68,10 @@ from pymilvus.exceptions import (
     MilvusUnavailableException,
 )
 
-from .base import (
+from ..base import (
     CollectionSpec,
     Hit,
     InvalidSettingError,
-    MILVUS_CONSISTENCY_LEVELS,
     Point,
     StoreError,
     TransientStoreError,
@@ -83,7 +82,9 @@ from .base import (
     check_vector,
     refuse_recreate_through_alias,
 )
-from .common import GEO_KEYS, redact_uri, scrub_secrets
+from ..common import GEO_KEYS, redact_uri, scrub_secrets
+from .compile import to_milvus_expr
+from .options import CONSISTENCY_LEVELS, DEFAULT_MAX_REQUEST_BYTES, JSON_CAST_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,6 @@ SPEC_PROPERTY = "clip_ingest.model_spec"
 DIM_PROPERTY = "clip_ingest.dim"
 #: payload keys that would collide with the schema or Milvus' own names
 RESERVED_KEYS = frozenset({ID_FIELD, VECTOR_FIELD})
-#: default and hard limits for one write request (Milvus refuses requests over 64 MiB)
-DEFAULT_MAX_REQUEST_BYTES = 16 * 2**20
 #: ids per get/delete request (each becomes an ``id in [...]`` expression)
 IDS_PER_REQUEST = 1000
 #: HNSW ``ef`` of searches (Qdrant's default ``hnsw_ef`` too)
@@ -113,9 +112,6 @@ INDEX_PARAMS: dict[str, dict[str, Any]] = {
     "HNSW": {"M": 16, "efConstruction": 200},
     "FLAT": {},
 }
-#: CollectionSpec.indexed_fields type -> JSON cast type of a Milvus JSON-path index
-JSON_CAST_TYPES = {"keyword": "VARCHAR", "integer": "DOUBLE", "float": "DOUBLE", "bool": "BOOL", "datetime": "VARCHAR",
-                   "geo": "DOUBLE"}
 
 _TRANSIENT_GRPC = {
     grpc.StatusCode.UNAVAILABLE,
@@ -342,8 +338,8 @@ class MilvusStore(ServerStore):
         """
         if index_type not in INDEX_PARAMS:
             raise InvalidSettingError(f"index_type {index_type!r} is not one of {', '.join(INDEX_PARAMS)}")
-        if search_consistency not in MILVUS_CONSISTENCY_LEVELS:
-            raise InvalidSettingError(f"search_consistency {search_consistency!r} is not one of {', '.join(MILVUS_CONSISTENCY_LEVELS)}")
+        if search_consistency not in CONSISTENCY_LEVELS:
+            raise InvalidSettingError(f"search_consistency {search_consistency!r} is not one of {', '.join(CONSISTENCY_LEVELS)}")
         if not 1024 <= max_request_bytes <= 64 * 2**20:
             raise InvalidSettingError("max_request_bytes must be between 1 KiB and 64 MiB")
         if timeout <= 0 or admin_timeout <= 0:
@@ -797,8 +793,6 @@ class MilvusStore(ServerStore):
         """The compiled filter: ``(expr, params)``, or ``("", {})`` for no filter."""
         if filter is None:
             return "", {}
-        from clip_ingest.connectors.search.compile_milvus import to_milvus_expr
-
         return to_milvus_expr(filter, inline=not self.capabilities.filter_params)
 
     def search(

@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 import numpy
 
-from .compile_qdrant import compile_qdrant_like
-from .filters import Filter
+from .compile import compile_qdrant_like
+from ...search.filters import Filter
 
 
 class _EdgeDialect:

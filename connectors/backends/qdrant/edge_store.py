@@ -27,7 +27,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import qdrant_edge as edge
 
-from .base import (
+from ..base import (
     CollectionSpec,
     Hit,
     InvalidSettingError,
@@ -48,19 +48,10 @@ from .common import (
     record_to_point,
     scored_to_hit,
 )
+from .compile_edge import to_edge_filter
 
 RECORD_FILE = "clip_ingest.json"
 SHARD_DIR = "shard"
-
-#: CollectionSpec.indexed_fields type name -> Edge payload schema
-PAYLOAD_SCHEMAS: dict[str, edge.PayloadSchemaType] = {
-    "keyword": edge.PayloadSchemaType.Keyword,
-    "integer": edge.PayloadSchemaType.Integer,
-    "float": edge.PayloadSchemaType.Float,
-    "bool": edge.PayloadSchemaType.Bool,
-    "datetime": edge.PayloadSchemaType.Datetime,
-    "geo": edge.PayloadSchemaType.Geo,
-}
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
 
@@ -151,7 +142,7 @@ class QdrantEdgeStore(VectorStore):
             existing = shard.info().payload_schema
             for name, kind in payload_indexes(spec):
                 if name not in existing:
-                    shard.update(edge.UpdateOperation.create_field_index(name, PAYLOAD_SCHEMAS[kind]))
+                    shard.update(edge.UpdateOperation.create_field_index(name, _schema(kind)))
 
     def _drop(self) -> None:
         """Close and delete the collection folder (shard and record)."""
@@ -342,9 +333,10 @@ class QdrantEdgeStore(VectorStore):
 
 
 def _compile(filter: Any | None) -> edge.Filter | None:
-    """The parsed filter AST as an Edge Filter (compiler imported lazily: another module)."""
-    if filter is None:
-        return None
-    from clip_ingest.connectors.search.compile_edge import to_edge_filter
+    """The parsed filter AST as an Edge Filter."""
+    return None if filter is None else to_edge_filter(filter)
 
-    return to_edge_filter(filter)
+
+def _schema(index_type: str) -> edge.PayloadSchemaType:
+    """A Qdrant index type (:data:`.common.INDEX_TYPES`) as Edge spells it (``keyword`` -> ``Keyword``)."""
+    return getattr(edge.PayloadSchemaType, index_type.capitalize())

@@ -29,7 +29,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from .base import (
+from ..base import (
     CollectionSpec,
     Hit,
     InvalidSettingError,
@@ -43,29 +43,12 @@ from .base import (
     check_vector,
     refuse_recreate_through_alias,
 )
-from .common import (
-    check_index_types,
-    metadata_record,
-    payload_indexes,
-    payload_selector,
-    record_to_point,
-    redact_uri,
-    scored_to_hit,
-    scrub_secrets,
-)
+from ..common import redact_uri, scrub_secrets
+from .common import check_index_types, metadata_record, payload_indexes, payload_selector, record_to_point, scored_to_hit
+from .compile import to_qdrant_filter
 
 #: key of our record inside the collection metadata
 METADATA_KEY = "clip_ingest"
-
-#: CollectionSpec.indexed_fields type name -> Qdrant payload schema
-PAYLOAD_SCHEMAS: dict[str, models.PayloadSchemaType] = {
-    "keyword": models.PayloadSchemaType.KEYWORD,
-    "integer": models.PayloadSchemaType.INTEGER,
-    "float": models.PayloadSchemaType.FLOAT,
-    "bool": models.PayloadSchemaType.BOOL,
-    "datetime": models.PayloadSchemaType.DATETIME,
-    "geo": models.PayloadSchemaType.GEO,
-}
 
 _TRANSIENT_HTTP = {408, 429, 502, 503, 504}
 _TRANSIENT_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"}
@@ -261,7 +244,7 @@ class QdrantClientStore(ServerStore):
             for name, kind in payload_indexes(spec):
                 if name not in existing:
                     self._client.create_payload_index(
-                        self.collection, name, field_schema=PAYLOAD_SCHEMAS[kind], wait=True
+                        self.collection, name, field_schema=models.PayloadSchemaType(kind), wait=True
                     )
 
     def _collection_dim(self) -> int:
@@ -421,9 +404,5 @@ class QdrantClientStore(ServerStore):
 
 
 def _compile(filter: Any | None) -> models.Filter | None:
-    """The parsed filter AST as a qdrant-client Filter (compiler imported lazily: another module)."""
-    if filter is None:
-        return None
-    from clip_ingest.connectors.search.compile_qdrant import to_qdrant_filter
-
-    return to_qdrant_filter(filter)
+    """The parsed filter AST as a qdrant-client Filter."""
+    return None if filter is None else to_qdrant_filter(filter)
