@@ -17,7 +17,7 @@ from ..decode import ImageDecodeError
 from ..search.filters import FilterError, FilterSyntaxError
 from ..search.searcher import PointNotFoundError
 from .errors import ApiError
-from .service import ThumbnailUnavailable
+from .thumbnails import ThumbnailUnavailable
 
 
 async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -1,11 +1,11 @@
-"""The serving core, without HTTP: one store, one embedder, shared forward passes, safe thumbnails.
+"""The serving core, without HTTP: everything the server answers, over one store and one query
+model, as blocking thread-safe calls.
 
 Embedded stores (Qdrant local, Qdrant Edge, Milvus Lite) are not made for concurrent callers, so
-every store call goes through one lock; server stores are called concurrently. Text queries go
-through a :class:`~.batching.MicroBatcher`, and so do images, decoded first in the caller's thread
-(the embedder's own decode, as at ingestion, so a query image gets the vector ingestion gave
-it). Nothing here takes a file path from a caller: a
-thumbnail is read only from the ``path`` that ingestion stored in the item's payload.
+every store call goes through one lock; server stores are called concurrently. Texts and images
+go through shared forward passes (:mod:`.query_embedder`). Nothing here takes a file path from a
+caller: a thumbnail is read only from the ``path`` that ingestion stored in the item's payload
+(:mod:`.thumbnails`).
 """
 
 from __future__ import annotations
@@ -13,39 +13,29 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import stat
 import threading
 import time
-from collections import OrderedDict
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
 from ..backends.base import Hit, Point, StoreError, VectorStore, check_point_id
 from ..calibration import Calibration, collection_calibration, cosine_for, load_text_calibration
-from ..decode import ImageInput, decode_image
+from ..decode import ImageInput
 from ..embedder import Embedder
-from ..ingest.scan import os_path
 from ..search.duplicates import Group, GroupingCache, default_min_relevance, group_by_id, record_review, same_photo_check
-from ..search.html import PATH_FIELD, thumbnail_jpeg
 from ..search.searcher import PointNotFoundError, Searcher
 from .batching import BatchObserver, MicroBatcher
 from .fields import FIELD_SAMPLE, FieldSample, sample_fields
+from .query_embedder import BatchedEmbedder, decode_for
+from .thumbnails import ThumbnailCache, check_size, image_file
 
-#: thumbnail edge lengths a client may ask for (bounded, so the cache cannot be flooded; 1024: the page's full view)
-THUMBNAIL_SIZES = (64, 128, 160, 256, 384, 512, 1024)
-#: thumbnails kept in memory (about 10-30 KB each)
-THUMBNAIL_CACHE = 2048
 #: seconds a sample of the payload fields (warnings, facets) is reused
 FIELD_SAMPLE_TTL_S = 60.0
 
 
 log = logging.getLogger("clip_ingest.serve")
-
-
-class ThumbnailUnavailable(LookupError):
-    """The item has no readable image file (no ``path`` payload, or the file is gone)."""
 
 
 class LockedStore:
@@ -75,41 +65,6 @@ class LockedStore:
         return repr(self._store)
 
 
-def decode_for(embedder: Embedder, item: ImageInput) -> Image.Image:
-    """``item`` decoded the way ``embedder`` decodes at ingestion (JPEG draft at its input size),
-    upright RGB; :class:`~..decode.ImageDecodeError` when it is no image."""
-    decode = getattr(embedder, "decode", None)
-    decoded = decode(item) if decode is not None else decode_image(item)
-    assert decoded.image is not None  # only a decode worker process leaves the pixels out
-    return decoded.image
-
-
-class _BatchedEmbedder:
-    """An :class:`Embedder` whose texts and (decoded) images go through micro-batchers."""
-
-    def __init__(self, embedder: Embedder, batcher: MicroBatcher, image_batcher: MicroBatcher) -> None:
-        self._embedder = embedder
-        self._batcher = batcher
-        self._image_batcher = image_batcher
-
-    @property
-    def dim(self) -> int:
-        return self._embedder.dim
-
-    @property
-    def model_id(self) -> str:
-        return self._embedder.model_id
-
-    def embed_images(self, items: Iterable[ImageInput]) -> np.ndarray:
-        return self._image_batcher.embed([decode_for(self._embedder, item) for item in items])
-
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        return self._batcher.embed(texts)
-
-    def __getattr__(self, name: str) -> Any:  # what else the model carries (e.g. its metadata, text calibration)
-        return getattr(self._embedder, name)
-
-
 class SearchService:
     """Everything ``clip-search serve`` answers, as blocking, thread-safe calls.
 
@@ -131,8 +86,7 @@ class SearchService:
         batched = self._use(embedder)
         self.searcher = Searcher(self.store, batched, load_model=self._switch_model if load_model else None)
         self.searcher.verify_model()
-        self._thumbs: OrderedDict[tuple, bytes] = OrderedDict()
-        self._thumbs_lock = threading.Lock()
+        self._thumbs = ThumbnailCache()
         self._calibration_lock = threading.Lock()
         self._groupings = GroupingCache(self.store)
         self._fields: tuple[float, FieldSample] | None = None
@@ -145,7 +99,7 @@ class SearchService:
         self.image_batcher = MicroBatcher(embedder.embed_images, name="clip-search-image-batcher",
                                           max_batch=self._batching["max_batch"], max_wait_s=self._batching["max_wait_s"],
                                           on_batch=self._on_image_batch)
-        self.batched = _BatchedEmbedder(embedder, self.batcher, self.image_batcher)
+        self.batched = BatchedEmbedder(embedder, self.batcher, self.image_batcher)
         return self.batched
 
     def _switch_model(self, spec: str | None) -> Embedder:
@@ -273,38 +227,13 @@ class SearchService:
         return found[0]
 
     def image_file(self, point_id: str) -> tuple[Any, os.stat_result]:
-        """``(path, stat)`` of the item's image file: only the ``path`` ingestion stored, and only a
-        regular file (never a FIFO or a device a payload names); :class:`ThumbnailUnavailable` else."""
-        path = self.item(point_id).payload.get(PATH_FIELD)
-        if not isinstance(path, str):
-            raise ThumbnailUnavailable(f"item {point_id} has no stored image path")
-        path = os_path(path)  # a stored name that was not UTF-8 is opened by its real bytes
-        try:
-            info = os.stat(path)
-        except OSError:
-            raise ThumbnailUnavailable(f"the image file of item {point_id} is gone") from None
-        if not stat.S_ISREG(info.st_mode):
-            raise ThumbnailUnavailable(f"the image of item {point_id} is not a regular file")
-        return path, info
+        """``(path, stat)`` of the item's stored image file (:func:`~.thumbnails.image_file`)."""
+        return image_file(point_id, self.item(point_id).payload)
 
     def thumbnail(self, point_id: str, size: int) -> bytes:
-        """A JPEG of the item's image fitting ``size`` px, cached while the file is unchanged."""
-        if size not in THUMBNAIL_SIZES:
-            raise ValueError(f"size must be one of {', '.join(map(str, THUMBNAIL_SIZES))}")
-        path, info = self.image_file(point_id)
-        key = (point_id, size, info.st_mtime_ns, info.st_size)
-        with self._thumbs_lock:
-            if key in self._thumbs:
-                self._thumbs.move_to_end(key)
-                return self._thumbs[key]
-        jpeg = thumbnail_jpeg(path, size)
-        if jpeg is None:
-            raise ThumbnailUnavailable(f"the image file of item {point_id} cannot be decoded")
-        with self._thumbs_lock:
-            self._thumbs[key] = jpeg
-            while len(self._thumbs) > THUMBNAIL_CACHE:
-                self._thumbs.popitem(last=False)
-        return jpeg
+        """A JPEG of the item's image fitting ``size`` px (:class:`~.thumbnails.ThumbnailCache`)."""
+        check_size(size)  # before the lookup: a bad size is a 400 whatever the id
+        return self._thumbs.thumbnail(point_id, self.item(point_id).payload, size)
 
     # -- payload fields
     def fields(self) -> FieldSample:
@@ -332,4 +261,4 @@ class SearchService:
         return self.store.count()
 
 
-__all__ = ["LockedStore", "SearchService", "THUMBNAIL_SIZES", "ThumbnailUnavailable", "decode_for"]
+__all__ = ["LockedStore", "SearchService"]
