@@ -13,9 +13,12 @@ Run ``python -m benchmarks.duplicates --caltech /work/shared/data/caltech101 --e
 
 True pairs are the planted ones, the Faces pairs and the copies Caltech-101 holds of its own
 photos, closed under "same photo" (an edit of a ``Faces_easy`` photo is a duplicate of its
-``Faces`` original too). Caltech's copies are found by a test of its own, stricter than and
-apart from the product's pixel check (:func:`source_copies`: the same picture at 32 x 32 grey
-levels, mean difference at most 3 of 255, same aspect ratio within 2 %, within a class). Everything is ingested into
+``Faces`` original too). Caltech's copies come from two sources apart from the product's pixel
+check: a test of its own (:func:`source_copies`: the same picture at 32 x 32 grey levels, mean
+difference at most 3 of 255, same aspect ratio within 2 %, within a class), and pairs a person
+looked at side by side (:data:`COPIES_BY_EYE`, ``--copies-by-eye``: crops, frames and mirror
+images the 32-pixel test cannot see; the photos of a pair labelled "same" count as one class, as
+``Faces`` and ``Faces_easy`` do). Everything is ingested into
 a fresh Qdrant Edge collection per model, the model is calibrated as ``clip-search duplicates``
 does, and each tier runs at its default: *duplicates* (k-NN at relevance 0.5, then the pixel
 check) and *similar* (k-NN at relevance 0.9). Reported per model and tier: images flagged beside
@@ -80,6 +83,8 @@ def edit(image: Image.Image, kind: str, rng: np.random.Generator) -> Image.Image
     raise ValueError(kind)
 
 
+#: pairs of Caltech-101 photos labelled by eye (``same`` or ``different``; paths relative to the Caltech folder)
+COPIES_BY_EYE = Path(__file__).resolve().parent / "data" / "caltech101_copies_by_eye.tsv"
 #: :func:`source_copies`: mean absolute difference of two 32 x 32 grey thumbnails, 0-255
 COPY_MAX_DIFFERENCE = 3.0
 COPY_MAX_ASPECT = 0.02
@@ -111,9 +116,24 @@ def source_copies(photos: Sequence[Path]) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def build(caltech: Path, eth80: Path | None, planted: int, into: Path, seed: int) -> tuple[dict[str, Any], int]:
+def copies_by_eye(labels: Path, caltech: Path) -> list[tuple[Path, Path]]:
+    """The pairs of ``labels`` (tab-separated: path, path, ``same`` or ``different``; ``#``
+    comments) labelled ``same`` whose two photos are under ``caltech``."""
+    pairs = []
+    for line in labels.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            first, second, label = line.split("\t")
+            if label not in ("same", "different"):
+                raise common.BenchmarkInputError(f"{labels}: label {label!r} is neither same nor different")
+            if label == "same" and (caltech / first).is_file() and (caltech / second).is_file():
+                pairs.append((caltech / first, caltech / second))
+    return pairs
+
+
+def build(caltech: Path, eth80: Path | None, planted: int, into: Path, seed: int,
+          labels: Path | None = COPIES_BY_EYE) -> tuple[dict[str, Any], dict[str, int]]:
     """Lay out the collection under ``into``; returns its truth, {path: (class, photo key, kind)},
-    and how many pairs of Caltech's own copies it holds."""
+    and how many pairs of Caltech's own copies it holds, per source."""
     photos = sorted(p for p in caltech.rglob("*") if p.suffix.lower() in common.IMAGE_SUFFIXES)
     if not photos:
         raise common.BenchmarkInputError(f"no Caltech-101 images under {caltech}")
@@ -126,12 +146,13 @@ def build(caltech: Path, eth80: Path | None, planted: int, into: Path, seed: int
         key = f"Faces/{photo.stem}" if label == "Faces" else f"{photo.parent.name}/{photo.stem}"
         files[str(link)] = (label, key, "original")
     link_of = {photo: str(into / "caltech" / photo.parent.name / photo.name) for photo in photos}
-    copies = source_copies(photos)
-    for a, b in copies:  # one key for the copies: every edit of either joins them
-        old, new = files[link_of[b]][1], files[link_of[a]][1]
+    found = source_copies(photos)
+    by_eye = copies_by_eye(labels, caltech) if labels is not None else []
+    for a, b in [*found, *by_eye]:  # one key and one class for the copies: every edit of either joins them
+        old, (new_label, new, _) = files[link_of[b]][1], files[link_of[a]]
         for path, (label, key, kind) in list(files.items()):
             if key == old:
-                files[path] = (label, new, kind)
+                files[path] = (new_label, new, kind)
     rng = np.random.default_rng(seed)
     (into / "planted").mkdir()
     for n, index in enumerate(rng.choice(len(photos), planted, replace=False)):
@@ -146,7 +167,7 @@ def build(caltech: Path, eth80: Path | None, planted: int, into: Path, seed: int
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(view.resolve())
             files[str(link)] = (f"eth80/{view.parent.parent.name}", f"eth80/{view.parent.name}/{view.stem}", "eth80")
-    return files, len(copies)
+    return files, {"32-pixel test": len(found), "by eye": len(by_eye)}
 
 
 def score(groups: list[set[str]], files: dict[str, tuple[str, str, str]]) -> dict[str, Any]:
@@ -237,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--sheet", help="write the starter's most similar false pairs (duplicates tier) as a PNG here")
     parser.add_argument("--pairs", help="write every flagged pair (model, tier, paths, true or not) as JSON lines here")
+    parser.add_argument("--copies-by-eye", default=str(COPIES_BY_EYE), metavar="TSV",
+                        help="Caltech pairs labelled by eye, the 'same' ones counted true ('' for none) [default: %(default)s]")
     args = parser.parse_args(argv)
     if not args.caltech and not args.smoke:
         raise common.BenchmarkInputError("--caltech is required (the Caltech-101 folder)")
@@ -248,7 +271,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     try:
         folder = work.path / "collection"
         caltech = Path(args.caltech) if args.caltech else common.class_folders(work.path / "caltech")
-        files, copies = build(caltech, Path(args.eth80) if args.eth80 else None, args.planted, folder, args.seed)
+        files, copies = build(caltech, Path(args.eth80) if args.eth80 else None, args.planted, folder, args.seed,
+                              Path(args.copies_by_eye) if args.copies_by_eye else None)
         for model in args.models:
             rows += measure(model, folder, files, work.path / "db", Path(args.sheet) if args.sheet else None,
                             Path(args.pairs) if args.pairs else None)

@@ -148,8 +148,8 @@ class SamePhotoCheck:
     """The pixel check (:func:`.same_photo.same_photo_score`) over the pairs of a k-NN pass.
 
     Each image is read (``image``: default its stored path) and reduced to a thumbnail once; the
-    most recent ``keep`` thumbnails (~25 kB each) are kept. A pair with an image that cannot be
-    read or decoded any more is dropped and counted in :attr:`unreadable`: a duplicate is only
+    most recent ``keep`` thumbnails (~55 kB each, ~150 kB once compared) are kept. A pair with an
+    image that cannot be read or decoded any more is dropped and counted in :attr:`unreadable`: a duplicate is only
     claimed on pixels that were seen.
     """
 

@@ -12,13 +12,27 @@ from planted_duplicates import photo
 
 from clip_ingest.connectors.backends.base import Point
 from clip_ingest.connectors.search.duplicates import SamePhotoCheck
-from clip_ingest.connectors.search.same_photo import SAME_PHOTO_CUT, Thumbnail, alignment_score, same_photo_score
+from clip_ingest.connectors.search.same_photo import (
+    CELL_CUT,
+    FINE_SIDE,
+    SAME_PHOTO_CUT,
+    Thumbnail,
+    alignment_score,
+    same_photo_score,
+    weakest_cell,
+)
 
 
 def _jpeg(image: Image.Image, quality: int) -> Image.Image:
     out = io.BytesIO()
     image.save(out, "JPEG", quality=quality)
     return Image.open(io.BytesIO(out.getvalue())).convert("RGB")
+
+
+def _turned(image: Image.Image, degrees: float) -> Image.Image:
+    turned = image.rotate(degrees, resample=Image.Resampling.BICUBIC)
+    margin = image.width * 6 // 100
+    return turned.crop((margin, margin, image.width - margin, image.height - margin))
 
 
 def _bordered(image: Image.Image) -> Image.Image:
@@ -35,9 +49,8 @@ EDITS = {
     "colour": lambda im: ImageEnhance.Brightness(ImageEnhance.Color(im).enhance(1.5)).enhance(0.85),
     "flip": ImageOps.mirror,
     "border": _bordered,
+    "turn": lambda im: _turned(im, 5),
 }
-# a 3-5 degree turn passes on about half of real photos (docs/duplicates.md), not on grainy
-# synthetic ones: not promised here
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +86,37 @@ def test_another_view_of_the_same_scene_is_not_the_same_photo() -> None:
     assert same_photo_score(a, b) < SAME_PHOTO_CUT
 
 
+@pytest.mark.parametrize("seed", [12, 13, 14, 15])
+def test_a_frame_of_a_burst_is_not_the_same_photo(seed: int) -> None:
+    """One region of the picture moved (a head turned between two frames), the rest the same
+    pixels: the detail over the whole picture still matches, the region step finds the break."""
+    scene = photo(seed, size=256)
+    frame = scene.copy()
+    frame.paste(scene.crop((72, 72, 136, 136)), (64, 64))  # an inner region, shifted 8 pixels
+    a, b = Thumbnail.of(scene), Thumbnail.of(frame)
+    assert same_photo_score(a, b) < CELL_CUT < SAME_PHOTO_CUT
+    assert same_photo_score(a, Thumbnail.of(EDITS["colour"](scene))) >= SAME_PHOTO_CUT  # an edit of the whole keeps it
+
+
+def test_the_weakest_cell_skips_corners_and_flat_cells() -> None:
+    rng = np.random.default_rng(0)
+    template = rng.normal(size=(64, 64)).astype(np.float32)
+    window = template.copy()
+    assert weakest_cell(template, window) == pytest.approx(1.0)
+    window[:16, :16] = rng.normal(size=(16, 16))  # a corner: a turn or a crop's edge, no evidence
+    assert weakest_cell(template, window) == pytest.approx(1.0)
+    template[16:32, :16] = 0.0  # a flat cell: no evidence either way
+    window[16:32, :16] = rng.normal(size=(16, 16))
+    assert weakest_cell(template, window) == pytest.approx(1.0)
+    window[16:32, 16:32] = rng.normal(size=(16, 16))  # an inner cell that does not match
+    assert weakest_cell(template, window) < 0.3
+
+
 def test_thumbnails_come_from_bytes_and_bad_bytes_are_refused() -> None:
     encoded = io.BytesIO()
     photo(3, size=300).save(encoded, "JPEG")
     thumb = Thumbnail.of(encoded.getvalue())
-    assert max(thumb.pixels.shape) == 48 and max(thumb.detail.size) == 112
+    assert max(thumb.pixels.shape) == 48 and max(thumb.detail.size) == FINE_SIDE and max(thumb.source.size) == 2 * FINE_SIDE
     with pytest.raises(OSError):
         Thumbnail.of(b"not an image")
 
