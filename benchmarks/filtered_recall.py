@@ -25,7 +25,7 @@ import numpy as np
 
 from clip_ingest.connectors.backends.base import CollectionSpec, VectorStore
 from clip_ingest.connectors.runtime import load_embedder
-from clip_ingest.connectors.search.filters import format_literal, parse_filter
+from clip_ingest.connectors.filters import format_literal, parse_filter
 
 from . import common
 from .ingest import TINY

@@ -20,7 +20,7 @@ from clip_ingest.connectors.backends.base import CollectionSpec, Point, VectorSt
 from clip_ingest.connectors.embedder import l2_normalise
 from clip_ingest.connectors.ingest.writer import make_retrying
 from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
-from clip_ingest.connectors.search.filters import parse_filter
+from clip_ingest.connectors.filters import parse_filter
 from clip_ingest.connectors.search.searcher import Searcher
 
 from . import common

@@ -1,5 +1,8 @@
 """The payload filter language: one syntax for every backend, parsed into a typed, immutable AST.
 
+It depends on nothing of the project, so the backends compile it and search and serve parse it,
+all importing down.
+
 Text form (see ``docs/filters.md`` for the full reference and the exact semantics)::
 
     colour = "red" and year >= 2020 and tags in ["a", "b"] and not camera = "x"
@@ -14,7 +17,7 @@ The same filter as a dict, for programs::
              {"not": {"field": "camera", "op": "=", "value": "x"}}]}
 
 :func:`parse_filter` accepts either form (or an already parsed :data:`Filter`) and returns the
-AST; the backends compile it (``compile_qdrant``, ``compile_edge``, ``compile_milvus``). ``!=``
+AST; each backend compiles it to its own filter form (``Backend.filter_compilers``). ``!=``
 and ``not in`` are sugar for ``not (... = ...)`` / ``not (... in ...)`` so that every backend
 gets one meaning for negation. The parser is a hand-written tokenizer plus recursive descent
 with bounded length, nesting depth and list sizes: hostile input only ever raises

@@ -14,7 +14,7 @@ from __future__ import annotations
 from example_common import LABEL_FIELD, common_parser, ingest_folder, open_embedded_qdrant, print_hits
 
 from clip_ingest.connectors import OpenClipEmbedder
-from clip_ingest.connectors.search.filters import Compare
+from clip_ingest.connectors.filters import Compare
 from clip_ingest.connectors.search.searcher import Searcher
 
 

@@ -32,7 +32,7 @@ from clip_ingest.connectors.backends import (
     StoreError,
     VectorStore,
 )
-from clip_ingest.connectors.search.filters import parse_filter
+from clip_ingest.connectors.filters import parse_filter
 
 DIM = 8
 COLLECTION = "contract"

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from hypothesis import strategies as st
 
-from clip_ingest.connectors.search.filters import (
+from clip_ingest.connectors.filters import (
     And,
     Compare,
     Exists,

@@ -209,7 +209,7 @@ class VectorStore(ABC):
     ) -> list[Hit]:
         """Nearest points by cosine similarity.
 
-        ``filter`` is a parsed :class:`clip_ingest.connectors.search.filters.Filter`
+        ``filter`` is a parsed :class:`clip_ingest.connectors.filters.Filter`
         (or None); each backend compiles it to its own filter form.
         """
 

@@ -96,7 +96,7 @@ def query(
 
     To serve a search page and an HTTP API over the collection instead: clip-search serve --help
     """
-    from ..search.filters import FilterSyntaxError, parse_filter
+    from ..filters import FilterSyntaxError, parse_filter
 
     setup_logging(verbose, quiet)
     queries = [("text", t) for t in texts] + [("image", i) for i in images] + [("like", x) for x in likes]
@@ -150,7 +150,7 @@ def _run(
     from ..backends.base import InvalidSettingError, StoreError
     from ..decode import ImageDecodeError
     from ..model_spec import ModelLoadError
-    from ..search.filters import UnsupportedFilterError
+    from ..filters import UnsupportedFilterError
     from ..search.searcher import PointNotFoundError, Searcher
 
     k = settings.k

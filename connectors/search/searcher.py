@@ -22,7 +22,7 @@ from ..backends.base import Hit, ModelMismatchError, StoreError, TransientStoreE
 from ..calibration import load_text_calibration, reference_vectors
 from ..decode import ImageInput
 from ..embedder import Embedder
-from .filters import And, Compare, Filter, FilterInput, Not, parse_filter
+from ..filters import And, Compare, Filter, FilterInput, Not, parse_filter
 
 #: how long a search waits for a collection name that is being turned into an alias (Milvus:
 #: renamed, then loaded, then aliased; loading a large collection takes seconds)

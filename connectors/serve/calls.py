@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..backends.base import StoreError
 from ..decode import ImageDecodeError
-from ..search.filters import FilterError, FilterSyntaxError
+from ..filters import FilterError, FilterSyntaxError
 from ..search.searcher import PointNotFoundError
 from .errors import ApiError
 from .thumbnails import ThumbnailUnavailable

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from ..search.filters import Filter, filter_fields
+from ..filters import Filter, filter_fields
 
 #: points whose payloads are read
 FIELD_SAMPLE = 200

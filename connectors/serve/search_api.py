@@ -17,7 +17,7 @@ from typing import Any, Optional
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from pydantic import BaseModel, Field
 
-from ..search.filters import FilterSyntaxError, parse_filter
+from ..filters import FilterSyntaxError, parse_filter
 from ..search.results import result_document
 from .calls import call
 from .errors import ApiError

@@ -47,7 +47,7 @@ from clip_ingest.connectors.backends.milvus.store import (
     row_bytes,
     split_by_bytes,
 )
-from clip_ingest.connectors.search.filters import parse_filter
+from clip_ingest.connectors.filters import parse_filter
 
 SECRET = "root:sekrit-milvus-token-0123456789"
 

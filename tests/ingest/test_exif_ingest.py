@@ -12,7 +12,7 @@ import pytest
 
 from clip_ingest.connectors.backends.qdrant.client_store import QdrantClientStore
 from clip_ingest.connectors.ingest.exif import PHOTO_FIELDS
-from clip_ingest.connectors.search.filters import UnsupportedFilterError, parse_filter
+from clip_ingest.connectors.filters import UnsupportedFilterError, parse_filter
 from exif_photos import write_trip
 from ingest_helpers import COLLECTION, ingest, open_test_store, points_by_path
 

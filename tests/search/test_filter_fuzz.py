@@ -24,7 +24,7 @@ from clip_ingest.connectors.backends.qdrant.client_store import QdrantClientStor
 from clip_ingest.connectors.backends.qdrant.compile_edge import to_edge_filter
 from clip_ingest.connectors.backends.milvus.compile import milvus_string, radius_box, to_milvus_expr
 from clip_ingest.connectors.backends.qdrant.compile import to_qdrant_filter
-from clip_ingest.connectors.search.filters import (
+from clip_ingest.connectors.filters import (
     And,
     Compare,
     FilterSyntaxError,

@@ -10,7 +10,7 @@ from qdrant_client import models
 from clip_ingest.connectors.backends.qdrant.compile_edge import to_edge_filter
 from clip_ingest.connectors.backends.milvus.compile import EARTH_RADIUS_M, milvus_string, prefix_range, radius_box, to_milvus_expr
 from clip_ingest.connectors.backends.qdrant.compile import to_qdrant_filter
-from clip_ingest.connectors.search.filters import (
+from clip_ingest.connectors.filters import (
     MAX_DEPTH,
     MAX_LENGTH,
     And,

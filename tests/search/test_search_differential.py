@@ -31,7 +31,7 @@ from milvus_server import MilvusServer
 
 from clip_ingest.connectors.backends import CollectionSpec, Point, VectorStore
 from clip_ingest.connectors.backends.milvus.store import MilvusStore
-from clip_ingest.connectors.search.filters import Filter, parse_filter
+from clip_ingest.connectors.filters import Filter, parse_filter
 
 SEED = 20261206
 POINTS = 1500

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from clip_ingest.connectors.backends import Hit, ModelMismatchError, StoreError, open_store
-from clip_ingest.connectors.search.filters import FilterSyntaxError, parse_filter
+from clip_ingest.connectors.filters import FilterSyntaxError, parse_filter
 from clip_ingest.connectors.search.html import render_html
 from clip_ingest.connectors.search.searcher import PointNotFoundError, Searcher
 from filter_reference import TARGETS, evaluate, store_options

@@ -12,7 +12,7 @@ import pytest
 
 from clip_ingest.connectors.backends import Point, open_store
 from clip_ingest.connectors.backends.base import CollectionSpec
-from clip_ingest.connectors.search.filters import parse_filter
+from clip_ingest.connectors.filters import parse_filter
 from clip_ingest.connectors.serve.service import SearchService
 
 from serve_helpers import PLANTED_TEXT, served  # noqa: F401 (fixture)

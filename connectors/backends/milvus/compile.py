@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ...search.filters import (
+from ...filters import (
     And,
     Compare,
     Exists,

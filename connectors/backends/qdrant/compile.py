@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, Sequence
 
-from ...search.filters import And, Compare, Exists, Filter, GeoBox, GeoRadius, In, Not, Or, Scalar, StartsWith
+from ...filters import And, Compare, Exists, Filter, GeoBox, GeoRadius, In, Not, Or, Scalar, StartsWith
 
 _RANGE_KEYS = {"<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}
 

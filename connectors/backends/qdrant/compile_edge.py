@@ -1,6 +1,6 @@
 """Compile the filter AST to Qdrant Edge (``qdrant_edge``) filter objects.
 
-Same mapping as :mod:`.compile_qdrant` (shared walker); only the model classes differ:
+Same mapping as :mod:`.compile` (shared walker); only the model classes differ:
 qdrant-edge-py has flat ``IsEmptyCondition(key)`` and ``RangeFloat`` instead of ``Range``, and
 its ``GeoPoint`` takes ``(lon, lat)``.
 """
@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy
 
 from .compile import compile_qdrant_like
-from ...search.filters import Filter
+from ...filters import Filter
 
 
 class _EdgeDialect:
