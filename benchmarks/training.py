@@ -20,11 +20,10 @@ from clip_ingest.model.augment import AugmentConfig, train_transform
 from clip_ingest.model.data import ImageDataset, collate_images, load_samples
 from clip_ingest.model.distributed import DistInfo
 from clip_ingest.model.mining import with_template_captions
-from clip_ingest.model.stages import (
-    ContrastiveTrainer, FinetuneConfig, PretrainConfig, RealignConfig, run_finetune, run_pretrain, run_realign,
-)
+from clip_ingest.model.stages import FinetuneConfig, PretrainConfig, RealignConfig, run_finetune, run_pretrain, run_realign
 from clip_ingest.model.towers import realign_parameter_names, set_trainable
 from clip_ingest.model.train import FitResult, TrainConfig, decay_param_groups, fit
+from clip_ingest.model.trainers import ContrastiveTrainer
 
 from . import common
 from .ingest import TINY

@@ -50,10 +50,11 @@ from .adapt_plan import AdaptPlan, expectations, image_tower_size, make_plan
 from .adapt_verdict import Verdict, verdict
 from .checkpoint import model_config_for_spec
 from .data import Sample, load_samples, write_manifest
-from .evaluate import EvalReport, compare_to, render_markdown
+from .eval_report import EvalReport, compare_to
 from .export import export_model
 from .mining import MineConfig, run_mine_captions
 from .stages import FinetuneConfig, RealignConfig, run_finetune, run_realign
+from .tables import render_markdown
 from .text_calibration import calibrate_text
 from .train import TrainConfig
 from .user_data import DEFAULT_HELD_OUT_FRACTION, DEFAULT_VAL_FRACTION, UserSplit, load_user_samples, split_by_label

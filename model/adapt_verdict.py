@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .evaluate import ModelResult
+from .eval_report import ModelResult
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,13 @@ Then the random initialisation of the base's architecture, the base and every tr
 are evaluated on the same benchmarks in one run (:mod:`clip_ingest.model.evaluate`; a realigned
 row reuses its parent's image vectors, as its image tower is the parent's), and the
 table gives, per metric, each row's mean over seeds with the paired-bootstrap 95 % CI of its
-difference to the base (:mod:`clip_ingest.model.stats`). Finished stages are not trained again
+difference to the base (:mod:`clip_ingest.model.stats`; rendered by
+:func:`clip_ingest.model.tables.render_experiment`). Finished stages are not trained again
 (their checkpoints resume after the last epoch), so an interrupted experiment is re-run safely.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .evaluate import EvalOptions, evaluate_models
-from .stats import format_difference, paired_bootstrap
+from .stats import paired_bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +67,6 @@ class ExperimentConfig:
             raise ValueError(f"row_settings for unknown row(s) {unknown}; rows: {', '.join(r for r, _, _ in ROWS)}")
 
 
-@dataclass
-class ExperimentResult:
-    """What was trained (seconds per stage) and the table."""
-
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    table: dict[str, Any] = field(default_factory=dict)
-
-
 def row_dir(out_dir: str | Path, seed: int, row: str) -> Path:
     return Path(out_dir) / f"seed{seed}" / row
 
@@ -99,10 +91,6 @@ def train_rows(cfg: ExperimentConfig, train_stage: Callable[[str, dict[str, Any]
             train_stage(stage, overrides)
             seconds[f"seed{seed}/{row}"] = time.perf_counter() - started
     return seconds
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}"
 
 
 def build_table(cfg: ExperimentConfig, options: EvalOptions) -> dict[str, Any]:
@@ -130,45 +118,3 @@ def build_table(cfg: ExperimentConfig, options: EvalOptions) -> dict[str, Any]:
                 "diff": diff.mean, "ci": [diff.low, diff.high],
             }
     return table
-
-
-def render_table(table: dict[str, Any], cfg: ExperimentConfig) -> str:
-    """Markdown: one line per metric; rows as mean over seeds, with Δ to the base and its CI."""
-    rows = list(table["rows"])
-    head = "| metric | random init | base | " + " | ".join(rows) + " |"
-    lines = [head, "|---|---:|---:|" + "---:|" * len(rows)]
-    for metric in table["metrics"]:
-        cells = []
-        for row in rows:
-            entry = table["rows"][row][metric]
-            cells.append(format_difference(entry["mean"], entry["diff"], *entry["ci"]))
-        lines.append(f"| {metric} | {_pct(table['random_init'][metric])} | {_pct(table['base'][metric])} | "
-                     + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append(f"Rows: mean over seeds {list(cfg.seeds)}; in brackets the difference to the base and its "
-                 f"paired-bootstrap {int(cfg.confidence * 100)} % CI over queries (bold: the CI excludes 0). "
-                 "Values in %.")
-    for row, settings in table.get("row_settings", {}).items():
-        lines.append(f"`{row}` trains with its own settings over the recipe's: {_flat(settings)}.")
-    return "\n".join(lines) + "\n"
-
-
-def _flat(settings: dict[str, Any], prefix: str = "") -> str:
-    """``{"train": {"lr": 3e-4}, "k": 1}`` -> ``"train.lr = 0.0003, k = 1"``."""
-    return ", ".join(
-        _flat(value, f"{prefix}{key}.") if isinstance(value, dict) else f"{prefix}{key} = {value}"
-        for key, value in settings.items()
-    )
-
-
-def write_table(table: dict[str, Any], markdown: str, out_dir: str | Path, seconds: dict[str, float]) -> tuple[Path, Path]:
-    """Write experiment.json / .md; without ``seconds`` (``--eval-only``) the training times of
-    the run that trained the rows are kept."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out / "experiment.json", out / "experiment.md"
-    if not seconds and json_path.is_file():
-        seconds = json.loads(json_path.read_text(encoding="utf-8")).get("stage_seconds", {})
-    json_path.write_text(json.dumps({**table, "stage_seconds": seconds}, indent=2), encoding="utf-8")
-    md_path.write_text(markdown, encoding="utf-8")
-    return json_path, md_path

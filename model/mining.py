@@ -30,9 +30,9 @@ import torch
 from clip_ingest.connectors.factory import load_model
 
 from .data import DataError, Sample, load_samples, write_manifest
+from .datasets.class_names import class_phrase
 from .distributed import setup_distributed
 from .features import embed_samples, embed_texts
-from .sources import class_phrase
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ DEFAULT_TEMPLATES = ("a photo of a {label}.",)
 
 def with_template_captions(samples: Sequence[Sample], templates: Sequence[str] = DEFAULT_TEMPLATES) -> list[Sample]:
     """Samples with one caption per template (``{label}`` filled in with the label as a noun
-    phrase, :func:`~clip_ingest.model.sources.class_phrase`: ``Motorbikes`` -> ``motorbike``)
+    phrase, :func:`~clip_ingest.model.datasets.class_names.class_phrase`: ``Motorbikes`` -> ``motorbike``)
     added to their captions.
 
     Unlabelled samples are returned unchanged.

@@ -1,8 +1,6 @@
-"""Manifests for the license-clean training sources of the starter model.
+"""Manifests of the system-installed training sources of the starter model (the benchmark data
+sets, Caltech-101 and Flickr8k among them, are read by :mod:`clip_ingest.model.datasets`).
 
-- Caltech-101 (CC BY 4.0): class-per-folder images; captions from the class name, normalised
-  (:func:`class_phrase`) and varied (:data:`CLASS_TEMPLATES`).
-- Flickr8k (research use only): five human captions per image, for research models only.
 - Open Clip Art Library (public domain; Debian's ``openclipart-png`` + ``openclipart-svg``):
   the SVG twin of each PNG carries a title and keywords, which are real captions.
 - Noto Color Emoji (SIL OFL 1.1; Debian's ``fonts-noto-color-emoji``) named by Unicode's
@@ -15,12 +13,13 @@ Each function yields manifest rows ``{"path", "label", "captions"}`` that
 
 from __future__ import annotations
 
-import csv
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+from .datasets.class_names import article
 
 OPENCLIPART_PNG = Path("/usr/share/openclipart/png")
 OPENCLIPART_SVG = Path("/usr/share/openclipart/svg")
@@ -29,84 +28,6 @@ EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 EMOJI_FONT_SIZE = 109
 """The one size of Noto Color Emoji's bitmap strikes (136 x 128 px glyphs)."""
 _BOILERPLATE = {"open clip art library", "clip art", "clipart", "image", "media", "png", "svg", "public domain"}
-
-
-# Plural or oddly named Caltech-101 folders, as a person would name one object of the class.
-_CLASS_PHRASES = {
-    "faces_easy": "face", "faces": "face", "leopards": "leopard", "motorbikes": "motorbike",
-    "airplanes": "airplane", "car_side": "car", "scissors": "pair of scissors",
-}
-_KEEP_S = ("ss", "us", "is", "os")
-
-CLASS_TEMPLATES = (
-    "a photo of {article} {name}.",
-    "a picture of {article} {name}.",
-    "{article} {name} in the picture.",
-    "an image showing {article} {name}.",
-    "a close-up of the {name}.",
-    "the {name}.",
-)
-"""Varied phrasings for captions built from class names: a model trained on one template
-answers only that template. None of them is a CIFAR-10 evaluation prompt
-(:data:`clip_ingest.model.evaluate.CIFAR10_TEMPLATES`), so CIFAR-10 stays zero-shot."""
-
-
-def class_phrase(label: str) -> str:
-    """A folder/class name as a natural noun phrase: ``Faces_easy`` -> ``face``,
-    ``airplanes`` -> ``airplane``, ``water_lilly`` -> ``water lilly``, ``ibis`` -> ``ibis``.
-
-    Underscores and dashes become spaces, case is folded, a plural last word is made
-    singular (``-s``, not ``-ss``/``-us``/``-is``/``-os``; known irregular Caltech names by table).
-    """
-    key = label.strip().lower()
-    if key in _CLASS_PHRASES:
-        return _CLASS_PHRASES[key]
-    words = re.sub(r"[_\-]+", " ", key).split()
-    if not words:
-        return key
-    last = words[-1]
-    if len(last) > 3 and last.endswith("ies"):
-        words[-1] = last[:-3] + "y"
-    elif len(last) > 3 and last.endswith("s") and not last.endswith(_KEEP_S):
-        words[-1] = last[:-1]
-    return " ".join(words)
-
-
-def _article(phrase: str) -> str:
-    return "an" if phrase[:1] in "aeiou" else "a"
-
-
-def class_captions(label: str, templates: tuple[str, ...] = CLASS_TEMPLATES) -> list[str]:
-    """Captions for one class: every template over :func:`class_phrase` with the right article."""
-    name = class_phrase(label)
-    return [t.format(article=_article(name), name=name) for t in templates]
-
-
-def class_caption(label: str) -> str:
-    """``faces_easy`` -> ``a photo of a face.`` (the first of :func:`class_captions`)."""
-    return class_captions(label)[0]
-
-
-def caltech101_rows(root: Path, split: str = "train") -> Iterator[dict]:
-    """Rows of the standard Caltech-101 split listed in ``root/{split}.txt``, with varied class captions."""
-    for line in (root / f"{split}.txt").read_text().splitlines():
-        rel = line.strip()
-        if rel:
-            label = rel.split("/")[0]
-            yield {"path": str(root / rel), "label": label, "captions": class_captions(label)}
-
-
-def flickr8k_rows(root: Path) -> Iterator[dict]:
-    """Rows of a Flickr8k folder (``captions.csv`` with ``image,caption``; images in ``images/``):
-    one row per image with its human captions, labelled by the image name (research-use data)."""
-    captions: dict[str, list[str]] = {}
-    with (root / "captions.csv").open(newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            text = " ".join(row["caption"].split())
-            if text:
-                captions.setdefault(row["image"], []).append(text)
-    for name in sorted(captions):
-        yield {"path": str(root / "images" / name), "label": f"flickr/{name}", "captions": captions[name]}
 
 
 def _clean(text: str) -> str:
@@ -229,8 +150,8 @@ def emoji_captions(item: Emoji) -> list[str]:
     "flag, Germany", "a flag emoji, Germany", ..."""
     head, _, detail = item.name.partition(": ")
     name = f"{head}, {detail}" if detail else head
-    article = _article(head)
-    return [name, f"{article} {head} emoji" + (f", {detail}" if detail else ""), f"an emoji of {article} {name}",
+    word = article(head)
+    return [name, f"{word} {head} emoji" + (f", {detail}" if detail else ""), f"an emoji of {word} {name}",
             f"{name}, {_clean(item.subgroup)}"]
 
 

@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -47,21 +45,18 @@ from clip_ingest.connectors.factory import LoadedModel, load_model
 
 from .augment import AugmentConfig, train_transform
 from .checkpoint import model_config_for_spec, save_local_dir
-from .data import (Batch, DataError, ImageDataset, Sample, class_index, collate_images, load_samples, load_sources,
-                   split_samples)
+from .data import DataError, ImageDataset, Sample, class_index, collate_images, load_samples, load_sources, split_samples
 from .distributed import DistInfo, barrier, setup_distributed
-from .features import cached_image_embeddings, embed_texts
-from .losses import ArcMarginLoss, InfoNCELoss, MultiCaptionArcMarginLoss, caption_masks
+from .features import cached_image_embeddings
+from .loss_factory import CAPTIONS_ADVICE, LossInputs, create_loss, losses_for
 from .mining import with_template_captions
 from .towers import image_parameter_names, realign_parameter_names, set_trainable
-from .train import FitResult, TrainConfig, decay_param_groups, fit, score_on_main, seed_everything
+from .train import FitResult, TrainConfig, fit, score_on_main, seed_everything
 from .validation import CaptionMatchScore, GuardedScore, ImageRetrievalScore, TextRetrievalScore, ValidationScore
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_SUBDIR = "checkpoint"
-CAPTIONS_ADVICE = ("give them in a manifest ('captions' column), mine them (`clip-model mine-captions`), or make "
-                   "them from the class names: --set \"templates=['a photo of a {label}.']\"")
 IMAGE_CACHE_FILE = "image_embeddings.safetensors"
 
 
@@ -117,7 +112,8 @@ class FinetuneConfig(StageConfig):
     captions of other images of the same class from counting as negatives.
     """
 
-    method: Literal["retrieval", "mcip"] = "retrieval"
+    method: str = "retrieval"
+    """A ``finetune`` loss of :mod:`clip_ingest.model.loss_factory`: ``retrieval`` or ``mcip``."""
     arc_scale: float = 30.0
     arc_margin: float = 0.1
     proxy_lr_multiplier: float = 100.0
@@ -212,122 +208,6 @@ class _Positions(Dataset):
 
 def _collate_positions(items: list[int]) -> IndexBatch:
     return IndexBatch(torch.tensor(items, dtype=torch.long))
-
-
-class ClassTrainer(nn.Module):
-    """Image tower with ArcMargin on class labels, plus MC-ArcMargin on captions for MCIP.
-
-    The text tower is frozen, so the captions are embedded once up front (``caption_bank``)
-    instead of in every step: the same numbers, without re-running a tower that does not
-    change.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        labels: torch.Tensor,
-        arc: ArcMarginLoss,
-        arc_weight: float,
-        captions: tuple[MultiCaptionArcMarginLoss, torch.Tensor, list[list[int]], float, bool] | None = None,
-    ) -> None:
-        super().__init__()
-        self.model = model
-        self.arc = arc
-        self.arc_weight = arc_weight
-        self.register_buffer("labels", labels, persistent=False)
-        self.mc = None
-        if captions is not None:
-            self.mc, bank, self.caption_ids, self.caption_weight, self.same_class_negatives = captions
-            self.register_buffer("caption_bank", bank, persistent=False)
-
-    def forward(self, batch: Batch) -> torch.Tensor:
-        emb = self.model.encode_image(batch.pixels)
-        labels = self.labels[batch.indices]
-        loss = self.arc_weight * self.arc(emb, labels)
-        if self.mc is not None:
-            ids, pos, neg = caption_masks(
-                [self.caption_ids[i] for i in batch.indices.tolist()],
-                labels,
-                same_class_negatives=self.same_class_negatives,
-            )
-            device = emb.device
-            loss = loss + self.caption_weight * self.mc(
-                emb, self.caption_bank[ids.to(device)], pos.to(device), neg.to(device)
-            )
-        return loss
-
-
-def drop_words(text: str, rate: float, generator: random.Random) -> str:
-    """``text`` with each word dropped with probability ``rate`` (at least one word is kept).
-
-    The simplest of the text augmentations of Fini et al. (2023, EDA-style random deletion): on
-    small caption sets it keeps the text tower from memorising exact strings.
-    """
-    if rate <= 0:
-        return text
-    words = text.split()
-    kept = [w for w in words if generator.random() >= rate]
-    return " ".join(kept) if kept else (generator.choice(words) if words else text)
-
-
-class ContrastiveTrainer(nn.Module):
-    """Symmetric InfoNCE between images and one random caption of each (per step).
-
-    With ``image_bank`` the image embeddings come from that cache (realignment: the image
-    tower is never run); otherwise from ``model.encode_image`` on the batch pixels.
-    ``label_smoothing`` and ``word_dropout`` are the small-data regularisers of Fini et al.
-    (2023); both default to off. With ``image_ssl_weight`` the batch holds two views of each
-    image: the first pairs with the caption, and an InfoNCE at the fixed
-    ``image_ssl_temperature`` pulls the two views together (see :class:`PretrainConfig`).
-    :meth:`after_step` clamps the temperature parameter after each optimiser step (see
-    :meth:`InfoNCELoss.clamp_logit_scale`).
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        tokenizer: Any,
-        captions: Sequence[tuple[str, ...]],
-        image_bank: torch.Tensor | None = None,
-        *,
-        label_smoothing: float = 0.0,
-        word_dropout: float = 0.0,
-        image_ssl_weight: float = 0.0,
-        image_ssl_temperature: float = 0.1,
-    ) -> None:
-        super().__init__()
-        if image_ssl_weight < 0 or image_ssl_temperature <= 0:
-            raise ValueError("image_ssl_weight must be >= 0 and image_ssl_temperature > 0")
-        self.model = model
-        self.tokenizer = tokenizer
-        self.captions = list(captions)
-        self.loss = InfoNCELoss(label_smoothing)
-        self.view_loss = InfoNCELoss()
-        self.image_ssl_weight = image_ssl_weight
-        self.register_buffer("view_log_scale", torch.tensor(math.log(1.0 / image_ssl_temperature)), persistent=False)
-        self.word_dropout = word_dropout
-        self._words = random.Random(torch.initial_seed())
-        self.register_buffer("image_bank", image_bank, persistent=False)
-
-    def forward(self, batch: Batch | IndexBatch) -> torch.Tensor:
-        indices = batch.indices.tolist()
-        picks = torch.randint(0, 2**31 - 1, (len(indices),)).tolist()
-        texts = [self.captions[i][p % len(self.captions[i])] for i, p in zip(indices, picks)]
-        if self.training and self.word_dropout > 0:
-            texts = [drop_words(t, self.word_dropout, self._words) for t in texts]
-        device = batch.indices.device
-        txt = self.model.encode_text(self.tokenizer(texts).to(device))
-        if self.image_bank is not None:
-            return self.loss(self.image_bank[batch.indices], txt, self.model.logit_scale)
-        if batch.pixels.ndim == 5:  # two views of each image
-            views = self.model.encode_image(batch.pixels.flatten(0, 1)).unflatten(0, (len(indices), 2))
-            loss = self.loss(views[:, 0], txt, self.model.logit_scale)
-            return loss + self.image_ssl_weight * self.view_loss(views[:, 0], views[:, 1], self.view_log_scale)
-        return self.loss(self.model.encode_image(batch.pixels), txt, self.model.logit_scale)
-
-    def after_step(self) -> None:
-        """Keep ``exp(logit_scale)`` within CLIP's ``[1, 100]``."""
-        InfoNCELoss.clamp_logit_scale(self.model.logit_scale)
 
 
 @dataclass
@@ -428,12 +308,8 @@ def run_pretrain(cfg: PretrainConfig) -> StageResult:
     model = prep.loaded.model
     for param in model.parameters():
         param.requires_grad_(True)
-    module = ContrastiveTrainer(
-        model, prep.loaded.tokenizer, [s.captions for s in samples],
-        label_smoothing=cfg.label_smoothing, word_dropout=cfg.word_dropout,
-        image_ssl_weight=cfg.image_ssl_weight, image_ssl_temperature=cfg.image_ssl_temperature,
-    )
-    groups = decay_param_groups(model.named_parameters(), cfg.train.lr, cfg.train.weight_decay)
+    module = create_loss("contrastive", cfg, _loss_inputs(prep, samples))
+    groups = module.param_groups(cfg.train.lr, cfg.train.weight_decay)
     val = _captioned_val(prep)
     validate = (
         CaptionMatchScore(model, prep.loaded.tokenizer, val, prep.device, preprocess=prep.loaded.preprocess)
@@ -444,35 +320,22 @@ def run_pretrain(cfg: PretrainConfig) -> StageResult:
     return _finish(cfg, prep, result, "pretrain", {})
 
 
+def _loss_inputs(prep: _Prepared, samples: Sequence[Sample], image_bank: torch.Tensor | None = None) -> LossInputs:
+    return LossInputs(prep.loaded.model, prep.loaded.tokenizer, samples, int(prep.model_cfg["embed_dim"]), prep.device,
+                      image_bank)
+
+
 def run_finetune(cfg: FinetuneConfig) -> StageResult:
     """2SFT stage 1 (``retrieval``) or MCIP (``mcip``): train the image tower + projection only."""
-    if cfg.method not in ("retrieval", "mcip"):
-        raise ValueError(f"method must be 'retrieval' or 'mcip', not {cfg.method!r}")
+    methods = losses_for("finetune")
+    if cfg.method not in methods:
+        raise ValueError(f"method must be {' or '.join(map(repr, methods))}, not {cfg.method!r}")
     prep = _prepare(cfg)
     model = prep.loaded.model
     classes = class_index(prep.samples)
-    labels = torch.tensor([classes[s.label] for s in prep.samples], dtype=torch.long)
-    names = image_parameter_names(model)
-    set_trainable(model, names)
-    arc = ArcMarginLoss(
-        len(classes), int(prep.model_cfg["embed_dim"]), scale=cfg.arc_scale, margin=cfg.arc_margin,
-        proxy_lr_multiplier=cfg.proxy_lr_multiplier,
-    )
-    captions = None
-    arc_weight = 1.0
-    if cfg.method == "mcip":
-        pool = sorted({c for s in prep.samples for c in s.captions})
-        if not pool:
-            raise DataError(f"mcip needs captions: {CAPTIONS_ADVICE}")
-        column = {c: j for j, c in enumerate(pool)}
-        bank = embed_texts(model, prep.loaded.tokenizer, pool, device=prep.device)
-        ids = [[column[c] for c in s.captions] for s in prep.samples]
-        mc = MultiCaptionArcMarginLoss(scale=cfg.caption_scale, margin=cfg.caption_margin, variant=cfg.caption_loss)
-        captions = (mc, bank, ids, cfg.caption_weight, cfg.same_class_negatives)
-        arc_weight = cfg.arc_weight
-    module = ClassTrainer(model, labels, arc, arc_weight, captions)
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = decay_param_groups(named, cfg.train.lr, cfg.train.weight_decay) + arc.param_groups(cfg.train.lr)
+    set_trainable(model, image_parameter_names(model))
+    module = create_loss(cfg.method, cfg, _loss_inputs(prep, prep.samples))
+    groups = module.param_groups(cfg.train.lr, cfg.train.weight_decay)
     image_map = ImageRetrievalScore.build(model, prep.val, prep.loaded.preprocess, prep.device)
     extra: dict[str, Any] = {"method": cfg.method, "classes": list(classes)}
     if cfg.wise_ft_alphas and image_map is None:
@@ -583,10 +446,8 @@ def run_realign(cfg: RealignConfig) -> StageResult:
         projection=cfg.projection, logit_scale=cfg.train_temperature,
     )
     set_trainable(model, names)
-    module = ContrastiveTrainer(
-        model, prep.loaded.tokenizer, [samples[i].captions for i in indices.tolist()], bank.to(prep.device)
-    )
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = decay_param_groups(named, cfg.train.lr, cfg.train.weight_decay)
+    trained = [samples[i] for i in indices.tolist()]
+    module = create_loss("contrastive", cfg, _loss_inputs(prep, trained, bank.to(prep.device)))
+    groups = module.param_groups(cfg.train.lr, cfg.train.weight_decay)
     result = _fit(cfg, prep, module, groups, _Positions(len(indices)), _collate_positions, validate)
     return _finish(cfg, prep, result, "realign", {"trained_parameters": names})

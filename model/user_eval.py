@@ -13,7 +13,7 @@ Per query (so that two models compare with paired-bootstrap CIs, :mod:`clip_inge
                                ``apple``: the kind of thing, which is what words can name
 =============================  ==================================================================
 
-The results are an :class:`~clip_ingest.model.evaluate.EvalReport`, so the rendering and the
+The results are an :class:`~clip_ingest.model.eval_report.EvalReport`, so the rendering and the
 comparison (``compare_to``) of ``clip-model eval`` apply unchanged.
 """
 
@@ -29,9 +29,11 @@ from clip_ingest.connectors.runtime import load_embedder
 
 from . import metrics
 from .adapt_defaults import FOLDER_SPLITS
+from .benchmarks import ZERO_SHOT_TEMPLATES
 from .data import Sample
-from .evaluate import EvalReport, ModelResult, PerQuery, SharedImageVectors, ZERO_SHOT_TEMPLATES
+from .eval_report import EvalReport, ModelResult, PerQuery, means
 from .user_data import DEFAULT_HELD_OUT_FRACTION, DEFAULT_VAL_FRACTION, load_user_samples, split_by_label
+from .vector_cache import SharedImageVectors
 
 IMAGE_MAP = "image mAP"
 TEXT_MAP = "text mAP"
@@ -89,8 +91,8 @@ def evaluate_on_samples(specs: Sequence[str], samples: Sequence[Sample], *, name
     for i, spec in enumerate(specs):
         embedder = load_embedder(spec, runtime="torch", device=device, batch_size=batch_size)
         per_query = evaluate_samples(shared.wrap(embedder), samples)
-        scores = {name: float(values.mean()) for name, values in per_query.items()}
-        models.append(ModelResult(spec, names[i] if names else embedder.name, embedder.model_id, scores, per_query))
+        models.append(ModelResult(spec, names[i] if names else embedder.name, embedder.model_id, means(per_query),
+                                  per_query))
         del embedder
     return EvalReport(models, {}, {"images": len(samples), "labels": len({s.label for s in samples}), **(setting or {})})
 

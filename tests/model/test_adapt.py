@@ -19,7 +19,7 @@ from clip_ingest.model.adapt_plan import default_lrs, make_plan
 from clip_ingest.model.adapt_verdict import verdict
 from clip_ingest.model.cli import cli
 from clip_ingest.model.data import DataError, Sample
-from clip_ingest.model.evaluate import ModelResult
+from clip_ingest.model.eval_report import ModelResult
 from clip_ingest.model.user_data import load_user_samples, split_by_label
 from clip_ingest.model.user_eval import label_name
 from conftest import TINY_SPEC

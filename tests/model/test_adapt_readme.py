@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from clip_ingest.model.cli import cli, load_recipe, out_root_of, section
+from clip_ingest.model.cli import cli
+from clip_ingest.model.recipe import load_recipe, out_root_of, section
 from imagegen import make_shape_image
 from test_adapt import labelled_folder
 

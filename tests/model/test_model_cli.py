@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from clip_ingest.connectors.onnx_embedder import OnnxEmbedder
 from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
 from clip_ingest.model.cli import cli
-from clip_ingest.model.evaluate import EvalOptions, evaluate_models, render_markdown
+from clip_ingest.model.evaluate import EvalOptions, evaluate_models
+from clip_ingest.model.tables import render_markdown
 from imagegen import write_shape_folder
 from model_evalgen import write_eval_data
 from model_helpers import count_image_tower_calls
@@ -152,7 +153,7 @@ def test_eval_fails_when_every_dataset_is_missing(tmp_path):
 
 def test_shipped_recipes_build_valid_stage_configs(tmp_path):
     from clip_ingest.model import stages
-    from clip_ingest.model.cli import RECIPE_DIR, build_dataclass, load_recipe, section
+    from clip_ingest.model.recipe import RECIPE_DIR, build_dataclass, load_recipe, section
     from clip_ingest.model.mining import MineConfig
 
     classes = {"pretrain": stages.PretrainConfig, "finetune": stages.FinetuneConfig,
@@ -398,7 +399,9 @@ SHIM = '''
 import json, sys
 import click
 from pathlib import Path
-from clip_ingest.model.cli import cli, load_recipe
+from clip_ingest.model.cli import cli
+from clip_ingest.model.cli_options import from_recipe
+from clip_ingest.model.recipe import load_recipe
 
 args = [a for a in sys.argv[1:] if a != "-v"]
 with open("calls.jsonl", "a") as log:
@@ -407,7 +410,7 @@ if args[0] == Path("fail-at").read_text():
     sys.exit(1)
 try:  # the real CLI's parser and recipe loader: a bad option or an unknown recipe exits 2
     ctx = cli.commands[args[0]].make_context(args[0], args[1:])
-    recipe = load_recipe(ctx.params.get("recipe"))
+    recipe = from_recipe(lambda: load_recipe(ctx.params.get("recipe")))
 except click.ClickException as exc:
     exc.show()
     sys.exit(exc.exit_code)
@@ -427,7 +430,7 @@ def test_the_experiment_script_runs_each_step_once_and_stops_at_a_failure(tmp_pa
     import subprocess
     import sys
 
-    from clip_ingest.model.cli import RECIPE_DIR
+    from clip_ingest.model.recipe import RECIPE_DIR
 
     (tmp_path / "shim.py").write_text(SHIM)
     (tmp_path / "fail-at").write_text("")
@@ -496,7 +499,7 @@ def test_eval_against_a_model_gives_each_other_column_its_paired_difference_and_
     (same image tower, same queries), a changed image tower by the difference of the means, each
     inside its CI; the reference column shows no difference, and an --against model not among
     --model is evaluated too."""
-    from clip_ingest.model.evaluate import compare_to
+    from clip_ingest.model.eval_report import compare_to
 
     options = EvalOptions(data_root=eval_data, benchmarks=("eth80",), device="cpu")
     realigned, finetuned = _saved_variant(tmp_path / "realigned", "text"), _saved_variant(tmp_path / "finetuned", "image")

@@ -143,7 +143,7 @@ def test_two_view_self_supervision_adds_an_image_image_infonce_and_changes_train
     from clip_ingest.model.data import ImageDataset, collate_images
     from clip_ingest.model.losses import InfoNCELoss
     from clip_ingest.model.mining import with_template_captions
-    from clip_ingest.model.stages import ContrastiveTrainer
+    from clip_ingest.model.trainers import ContrastiveTrainer
 
     loaded = load_model(TINY)
     samples = with_template_captions(load_samples(str(images)), TEMPLATES)
