@@ -187,14 +187,17 @@ def test_peers_races_every_contender_on_the_same_weights(tmp_path: Path) -> None
     assert any("clip-retrieval" in note for note in result["notes"])  # said, not silently dropped
 
 
-def test_executors_benchmark_measures_ray_beside_local_and_the_parquet_path(tmp_path: Path) -> None:
+def test_executors_benchmark_measures_every_executor_in_a_fresh_process_and_the_parquet_path(tmp_path: Path) -> None:
     result = run(executors, tmp_path)
-    rows = result["tables"]["ingestion (images/s)"]
-    assert [r["executor"].split()[0] for r in rows] == ["local", "ray"]
-    assert all(r["images_per_s"] > 0 for r in rows)
-    assert all("fixed_s" in r and r["marginal_per_s"] > 0 for r in rows)
+    rows = result["tables"]["runs (fresh process each)"]
+    assert [r["executor"] for r in rows] == ["local", "processes", "ray"]
+    assert all(r["images_per_s"] > 0 and r["startup_s"] > 0 and r["wall_s"] >= r["startup_s"] for r in rows)
+    fits = {r["executor"]: r for r in result["tables"]["fit: wall = fixed + n / steady"]}
+    assert set(fits) == {"local", "processes", "ray"} and fits["local"]["crossover_n"] == "-"
     assert [r["name"] for r in result["ratios"]] == [
-        "ray / local marginal throughput", "ray / local throughput, whole run of 24", "parquet load rate / embed rate"]
+        "processes / local throughput, generated 24", "ray / local throughput, generated 24", "parquet load rate / embed rate"]
+    assert executors.crossover((5.0, 20.0), (1.0, 10.0)) == pytest.approx(80.0)  # 5 + n / 20 = 1 + n / 10
+    assert executors.crossover((5.0, 10.0), (1.0, 10.0)) is None  # no faster: never
     assert common.fixed_and_marginal((10, 2.0), (50, 6.0)) == (1.0, 10.0)  # seconds(n) = 1 + n / 10
 
 
@@ -207,3 +210,17 @@ def test_filtered_recall_compares_every_target_with_exact_search(tmp_path: Path)
     rows = result["tables"]["filtered recall@10 and database p50 (ms)"]
     assert {row["target"] for row in rows} == {"qdrant-edge", "milvus-lite"}
     assert all(row["recall@10"] == 1.0 for row in rows), rows  # exact on both embedded stores
+
+
+def test_filtered_search_benchmark_compares_every_filter_with_unfiltered_and_exact_search(tmp_path: Path) -> None:
+    from benchmarks import filtered
+
+    result = run(filtered, tmp_path, "--backends", "qdrant-edge", "milvus-lite")
+    rows = only_table(result)
+    names = ["unfiltered", *(name for name, _, _ in filtered.FILTERS)]
+    assert sorted((r["backend"], r["filter"]) for r in rows) == sorted(
+        (backend, name) for backend in ("qdrant-edge", "milvus-lite") for name in names)
+    assert all(r["recall"] == 1.0 and r["least_recall"] == 1.0 for r in rows), rows  # both are exact
+    assert all(r["p50_ms"] > 0 and r["p95_ms"] >= r["p50_ms"] for r in rows)
+    assert {r["filter"]: r["matches"] for r in rows if r["backend"] == "milvus-lite"}["unfiltered"] == 200
+    assert len(result["ratios"]) == 2 * 2 * len(filtered.FILTERS)  # latency and recall per filter and backend
