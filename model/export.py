@@ -24,7 +24,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from clip_ingest.connectors.factory import LoadedModel, load_model
 from clip_ingest.connectors.openclip_embedder import compute_model_id
@@ -131,23 +131,36 @@ def export_model(
         loaded, spec, name, model_id, recipe=recipe, data=data, metrics=metrics, compared_with=compared_with,
         weights_dtype="float16" if fp16 else "float32", extra=extra,
     )
+    _write_atomically(out, lambda staging: _write_export(staging, loaded, model, model_cfg, metadata, experiment, onnx))
+    return ExportResult(out, model_id, metadata)
+
+
+def _write_export(staging: Path, loaded: LoadedModel, model: Any, model_cfg: dict[str, Any], metadata: dict[str, Any],
+                  experiment: str | None, onnx: bool) -> None:
+    """The export's files in ``staging``: the ONNX towers first (their summary goes into
+    ``metadata``), then the weights, ``clip_ingest.json`` and the model card."""
+    if onnx:
+        size = loaded.preprocess_cfg["size"]
+        metadata["onnx"] = export_onnx(
+            model,
+            staging,
+            image_size=int(size[0] if isinstance(size, (list, tuple)) else size),
+            context_length=context_length_of(model),
+        )
+    save_local_dir(model, model_cfg, loaded.preprocess_cfg, staging, metadata)
+    (staging / CARD_NAME).write_text(render_model_card(metadata, experiment), encoding="utf-8")
+
+
+def _write_atomically(out: Path, write: Callable[[Path], None]) -> None:
+    """``write`` a sibling staging folder, then put it in place of ``out``: a failed export never
+    leaves a half-written model behind."""
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        if onnx:
-            size = loaded.preprocess_cfg["size"]
-            metadata["onnx"] = export_onnx(
-                model,
-                staging,
-                image_size=int(size[0] if isinstance(size, (list, tuple)) else size),
-                context_length=context_length_of(model),
-            )
-        save_local_dir(model, model_cfg, loaded.preprocess_cfg, staging, metadata)
-        (staging / CARD_NAME).write_text(render_model_card(metadata, experiment), encoding="utf-8")
+        write(staging)
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return ExportResult(out, model_id, metadata)

@@ -22,7 +22,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from clip_ingest.connectors.config import Setting, resolve_settings
+from clip_ingest.connectors.config import resolve_settings
+from clip_ingest.connectors.setting import Setting
 
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 STAGES = ("pretrain", "finetune", "realign")

@@ -140,6 +140,28 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
+@dataclass
+class _Run:
+    """One :func:`fit` while it runs: what it built and the counters its snapshot keeps."""
+
+    module: nn.Module
+    runner: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    sampler: DistributedSampler
+    loader: DataLoader
+    trainable: list[nn.Parameter]
+    total: int
+    warmup: int
+    dtype: torch.dtype | None
+    cfg: TrainConfig
+    checkpoint_dir: Path
+    dist_info: DistInfo
+    device: torch.device
+    counters: dict
+    run_samples: int = 0
+
+
 def fit(
     module: nn.Module,
     param_groups: list[dict],
@@ -168,6 +190,22 @@ def fit(
         torch.set_num_threads(cfg.torch_threads)
     if len(dataset) == 0:
         raise ValueError("no training samples")
+    run = _start(module, param_groups, dataset, collate, cfg, Path(checkpoint_dir), dist_info, device)
+    start_epoch = run.counters["epoch"]
+    started = time.perf_counter()
+    for epoch in range(start_epoch, cfg.epochs):
+        if _patience_exhausted(run.counters["val"], cfg.patience):
+            break
+        _train_epoch(run, epoch)
+        _end_epoch(run, epoch, validate)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, run.counters["loss"])
+    return _result(run, validate, start_epoch, time.perf_counter() - started)
+
+
+def _start(module: nn.Module, param_groups: list[dict], dataset: Dataset, collate: Callable[[list], TrainBatch],
+           cfg: TrainConfig, checkpoint_dir: Path, dist_info: DistInfo, device: torch.device) -> _Run:
+    """The optimiser, sampler, loader and schedule of a run, seeded, and its snapshot loaded when resuming."""
     module.to(device)
     for group in param_groups:
         group["base_lr"] = group["lr"]
@@ -185,89 +223,98 @@ def fit(
         persistent_workers=cfg.num_workers > 0,
         pin_memory=device.type == "cuda",
     )
-    steps_per_epoch = len(loader)
-    total = steps_per_epoch * cfg.epochs
+    total = len(loader) * cfg.epochs
     warmup = int(cfg.warmup_steps * total) if cfg.warmup_steps < 1 else int(cfg.warmup_steps)
 
     seed_everything(cfg.seed + dist_info.rank)
     counters = {"epoch": 0, "step": 0, "samples": 0, "skipped": 0, "loss": float("nan"), "val": []}
-    checkpoint_dir = Path(checkpoint_dir)
     if cfg.resume:
         loaded = load_training_state(checkpoint_dir, module, optimizer)
         if loaded is not None:
             counters = {"val": [], **loaded}
             log.info("resuming from %s after epoch %d", checkpoint_dir, counters["epoch"])
-    start_epoch = counters["epoch"]
 
     dtype = _autocast_dtype(cfg.precision, device)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     runner: nn.Module = module
     if dist_info.enabled:
         runner = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+    return _Run(module, runner, optimizer, scaler, sampler, loader, trainable, total, warmup, dtype, cfg,
+                checkpoint_dir, dist_info, device, counters)
 
-    started = time.perf_counter()
-    run_samples = 0
-    for epoch in range(start_epoch, cfg.epochs):
-        if _patience_exhausted(counters["val"], cfg.patience):
-            break
-        sampler.set_epoch(epoch)
-        module.train()
-        window_start, window_samples, epoch_loss, epoch_steps = time.perf_counter(), 0, 0.0, 0
-        for batch in loader:
-            counters["skipped"] += batch.skipped
-            empty = float(len(batch) == 0)
-            if all_reduce_sum(empty, dist_info, device) > 0:  # every rank must skip together
-                continue
-            factor = lr_factor(counters["step"], total, warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * factor
-            batch = batch.to(device)
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss = runner(batch)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            if hasattr(module, "after_step"):
-                module.after_step()  # e.g. clamp parameters in place (the temperature)
-            counters["step"] += 1
-            counters["samples"] += len(batch)
-            run_samples += len(batch)
-            window_samples += len(batch)
-            epoch_loss += float(loss.detach())
-            epoch_steps += 1
-            if dist_info.is_main and cfg.log_every and counters["step"] % cfg.log_every == 0:
-                rate = window_samples * dist_info.world_size / max(1e-9, time.perf_counter() - window_start)
-                log.info(
-                    "epoch %d step %d/%d loss %.4f lr %.3g %.1f samples/s skipped %d",
-                    epoch + 1, counters["step"], total, float(loss.detach()),
-                    optimizer.param_groups[0]["lr"], rate, counters["skipped"],
-                )
-                window_start, window_samples = time.perf_counter(), 0
-        counters["epoch"] = epoch + 1
-        counters["loss"] = epoch_loss / max(1, epoch_steps)
-        if validate is not None:
-            _validate_epoch(validate, module, counters, checkpoint_dir, dist_info, device)
-        if dist_info.is_main:
-            save_training_state(checkpoint_dir, module, optimizer, counters)
-            if counters["val"]:
-                prune_best_weights(checkpoint_dir, _best_epoch(counters["val"]))
-            log.info("epoch %d done: mean loss %.4f", epoch + 1, counters["loss"])
-        barrier(dist_info)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, counters["loss"])
 
-    seconds = time.perf_counter() - started
+def _train_epoch(run: _Run, epoch: int) -> None:
+    """One pass over the loader: an optimiser step per batch, progress logged every ``log_every`` steps."""
+    cfg, counters, dist_info = run.cfg, run.counters, run.dist_info
+    run.sampler.set_epoch(epoch)
+    run.module.train()
+    window_start, window_samples, epoch_loss, epoch_steps = time.perf_counter(), 0, 0.0, 0
+    for batch in run.loader:
+        counters["skipped"] += batch.skipped
+        empty = float(len(batch) == 0)
+        if all_reduce_sum(empty, dist_info, run.device) > 0:  # every rank must skip together
+            continue
+        loss = _step(run, batch.to(run.device))
+        counters["step"] += 1
+        counters["samples"] += len(batch)
+        run.run_samples += len(batch)
+        window_samples += len(batch)
+        epoch_loss += float(loss.detach())
+        epoch_steps += 1
+        if dist_info.is_main and cfg.log_every and counters["step"] % cfg.log_every == 0:
+            rate = window_samples * dist_info.world_size / max(1e-9, time.perf_counter() - window_start)
+            log.info(
+                "epoch %d step %d/%d loss %.4f lr %.3g %.1f samples/s skipped %d",
+                epoch + 1, counters["step"], run.total, float(loss.detach()),
+                run.optimizer.param_groups[0]["lr"], rate, counters["skipped"],
+            )
+            window_start, window_samples = time.perf_counter(), 0
+    counters["epoch"] = epoch + 1
+    counters["loss"] = epoch_loss / max(1, epoch_steps)
+
+
+def _step(run: _Run, batch: TrainBatch) -> torch.Tensor:
+    """One optimiser step on ``batch`` at the schedule's learning rate; returns the loss."""
+    factor = lr_factor(run.counters["step"], run.total, run.warmup)
+    for group in run.optimizer.param_groups:
+        group["lr"] = group["base_lr"] * factor
+    with torch.autocast(run.device.type, dtype=run.dtype or torch.float32, enabled=run.dtype is not None):
+        loss = run.runner(batch)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.unscale_(run.optimizer)
+    if run.cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.trainable, run.cfg.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    if hasattr(run.module, "after_step"):
+        run.module.after_step()  # e.g. clamp parameters in place (the temperature)
+    return loss
+
+
+def _end_epoch(run: _Run, epoch: int, validate: Callable[[], float] | None) -> None:
+    """Validate the epoch (when scoring), then snapshot it on the main process."""
+    counters, dist_info = run.counters, run.dist_info
+    if validate is not None:
+        _validate_epoch(validate, run.module, counters, run.checkpoint_dir, dist_info, run.device)
+    if dist_info.is_main:
+        save_training_state(run.checkpoint_dir, run.module, run.optimizer, counters)
+        if counters["val"]:
+            prune_best_weights(run.checkpoint_dir, _best_epoch(counters["val"]))
+        log.info("epoch %d done: mean loss %.4f", epoch + 1, counters["loss"])
+    barrier(dist_info)
+
+
+def _result(run: _Run, validate: Callable[[], float] | None, start_epoch: int, seconds: float) -> FitResult:
+    """Restore the best epoch's weights (when scoring) and sum what every rank did."""
+    counters, dist_info, device = run.counters, run.dist_info, run.device
     best_epoch = None
     if validate is not None and counters["val"]:
         best_epoch = _best_epoch(counters["val"])
-        load_best_weights(checkpoint_dir, module, best_epoch)
+        load_best_weights(run.checkpoint_dir, run.module, best_epoch)
         log.info("model selection: epoch %d of %d (validation scores %s)", best_epoch, counters["epoch"],
                  " ".join(f"{v:.4f}" for v in counters["val"]))
-    world_samples = int(all_reduce_sum(run_samples, dist_info, device))
+    world_samples = int(all_reduce_sum(run.run_samples, dist_info, device))
     return FitResult(
         steps=counters["step"],
         epochs=counters["epoch"],
