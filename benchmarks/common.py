@@ -59,38 +59,52 @@ def targets(milvus_uri: str | None) -> list[str]:
     return list(EMBEDDED_TARGETS) + (["milvus-server"] if milvus_uri else [])
 
 
+#: benchmark target -> (registry target, fixed store options): the embedded stores, qdrant-client's
+#: local mode beside Qdrant Edge, and a Milvus server at --milvus-uri
+_BACKEND_OF = {
+    "qdrant-edge": ("qdrant-edge", {}),
+    "qdrant-local": ("qdrant", {"client": True}),
+    "milvus-lite": ("milvus", {}),
+    "milvus-server": ("milvus", {}),
+}
+
+
 def open_target(
     target: str, root: Path, collection: str, milvus_uri: str | None = None, milvus_consistency: str = "Strong",
     timeout: float = 10.0,
 ):
-    """A real, empty-or-existing store for ``target`` with its files under ``root``.
+    """A real, empty-or-existing store for ``target`` with its files under ``root``, opened through
+    the backend registry as the CLI opens it.
 
     ``timeout`` bounds each Milvus request (the query benchmark raises it: a filtered search on
     Milvus Lite scans the JSON payloads and takes seconds at 100k points).
     """
-    from clip_ingest.connectors.backends.milvus.store import MilvusStore
-    from clip_ingest.connectors.backends.qdrant.client_store import QdrantClientStore
-    from clip_ingest.connectors.backends.qdrant.edge_store import QdrantEdgeStore
+    from clip_ingest.connectors.backends.registry import backend
+    from clip_ingest.connectors.config import COMMON_SETTINGS, resolve_settings
 
+    try:
+        name, fixed = _BACKEND_OF[target]
+    except KeyError:
+        raise ValueError(f"unknown target {target!r}") from None
+    if target == "milvus-server" and not milvus_uri:
+        raise BenchmarkInputError(f"target milvus-server needs --milvus-uri or ${MILVUS_URI_ENV}")
     root.mkdir(parents=True, exist_ok=True)
-    if target == "qdrant-edge":
-        return QdrantEdgeStore(collection, path=str(root / "qdrant-edge"))
-    if target == "qdrant-local":
-        return QdrantClientStore(collection, path=str(root / "qdrant-local"))
-    if target == "milvus-lite":
-        return MilvusStore(collection, uri=str(root / "milvus.db"), search_consistency=milvus_consistency, timeout=timeout)
-    if target == "milvus-server":
-        if not milvus_uri:
-            raise BenchmarkInputError(f"target milvus-server needs --milvus-uri or ${MILVUS_URI_ENV}")
-        return MilvusStore(collection, uri=milvus_uri, search_consistency=milvus_consistency, timeout=timeout)
-    raise ValueError(f"unknown target {target!r}")
+    flags = {"target": name, "data_dir": str(root), "milvus_consistency": milvus_consistency,
+             "qdrant_path": str(root / target) if name.startswith("qdrant") else None,
+             "milvus_uri": milvus_uri if target == "milvus-server" else None}
+    settings = resolve_settings(flags, COMMON_SETTINGS, section="benchmark", env={}, cwd=root)
+    entry = backend(name)
+    options = {k: v for k, v in entry.locate(name, settings).options.items() if v is not None}
+    if name == "milvus":
+        options["timeout"] = timeout
+    return entry.open(name, collection, **options, **fixed)
 
 
 def write_batch_bytes(target: str) -> int:
     """The write batch size the CLI uses for this target's backend."""
-    from clip_ingest.connectors.cli.ingest import WRITE_BATCH_BYTES
+    from clip_ingest.connectors.backends.registry import backend
 
-    return WRITE_BATCH_BYTES["milvus" if target.startswith("milvus") else "qdrant"]
+    return backend(_BACKEND_OF[target][0]).write_batch_bytes
 
 
 @dataclass

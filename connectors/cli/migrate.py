@@ -20,8 +20,9 @@ from ..ingest.migration import AlreadyMigrated, ModelOf, prepare, rollback_targe
 from ..ingest.plan import Shard
 from ..search.duplicates import carry_reviews
 from ..ingest.scan import normalise_extensions
-from .common import EXIT_FAILED_FILES, EXIT_LOCKED, EXIT_OK, fatal, load_settings, open_target_store, setup_logging, store_target
-from .ingest import INGEST_SETTINGS, _load_embedder, _run, _split_commas, parse_index_fields, source_options
+from .common import (EXIT_FAILED_FILES, EXIT_LOCKED, EXIT_OK, fatal, load_settings, load_settings_embedder, open_target_store,
+                     setup_logging, store_target)
+from .ingest import INGEST_SETTINGS, parse_index_fields, run, source_options, split_commas
 
 log = logging.getLogger("clip_ingest.migrate")
 
@@ -55,7 +56,7 @@ def migrate(verbose: int, quiet: bool, show_status: bool, no_switch: bool, rollb
     ingestion must be written ./migrate.
     """
     setup_logging(verbose, quiet)
-    params["ext"] = _split_commas(params["ext"])
+    params["ext"] = split_commas(params["ext"])
     settings = load_settings(params, MIGRATE)
     if settings.target == "parquet":
         raise click.UsageError("a Parquet artifact has no aliases: migrate a Qdrant or Milvus collection")
@@ -129,7 +130,7 @@ def _migrate(settings: Settings, index_fields: dict[str, str], *, switch_after: 
 
     target = store_target(settings)
     try:
-        embedder = _load_embedder(settings)
+        embedder = load_settings_embedder(settings, settings.model, settings.batch_size)
     except ModelLoadError as exc:
         fatal(str(exc))
     try:
@@ -146,14 +147,14 @@ def _migrate(settings: Settings, index_fields: dict[str, str], *, switch_after: 
     build = settings.replace(collection=physical, id_namespace=settings.collection, prune=True, recreate=False,
                              dry_run=False, lock_file=None)
     log.info("building %s with model %s (the name keeps serving the old one)", physical, embedder.model_id)
-    code = _run(build, Shard.parse("0/1"), index_fields, preloaded=embedder)
+    code = run(build, Shard.parse("0/1"), index_fields, embedder=embedder)
     if not switch_after:
         log.info("built %s; run again without --no-switch to catch up and switch", physical)
         return code
     try:
         with RunLock(_live_lock(settings), timeout=settings.lock_timeout):  # no cron run between catch-up and switch
             log.info("catching up with what changed during the build")
-            code = _run(build, Shard.parse("0/1"), index_fields, preloaded=embedder)
+            code = run(build, Shard.parse("0/1"), index_fields, embedder=embedder)
             carried = _carry_reviews(target, settings.collection, physical)
             with open_target_store(target, settings.collection) as store:
                 before = switch(store, physical)

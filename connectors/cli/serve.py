@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from dataclasses import replace
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +22,10 @@ from ..ingest.lock import SERVE_COMMAND, LockedError, RunLock, default_lock_path
 from ..ingest.plan import Shard
 from .common import (EXIT_USAGE, common_options, fatal, load_query_embedder, load_settings, load_settings_embedder,
                      open_target_store, setup_logging, store_target)
-from .ingest import INGEST, IngestJob, missing_sources, parse_index_fields, plan_job
+from .ingest import INGEST, parse_index_fields, plan
 
 if TYPE_CHECKING:  # imported by serve() itself: --help loads neither FastAPI nor the service
+    from ..ingest.job import IngestJob
     from ..serve.app import Metrics
     from ..serve.service import SearchService
 
@@ -110,10 +112,8 @@ def serve(verbose: int, quiet: bool, **params: Any) -> None:
                                     load_model=lambda spec: load_settings_embedder(settings, spec or settings.model, settings.batch_size))
             ingest = None
             if job is not None:  # through the service's store handle: searches and writes take turns
-                ingest = ScheduledIngest(service.store, embedder, job.options, every_s=parse_duration(settings.ingest_every),
-                                         lock_path=None if target.embedded else job.lock_path,  # held: _store_lock
-                                         summary_path=job.summary_path, last_run_path=job.last_run_path,
-                                         summary_fields=job.summary_fields(settings.collection),
+                passes = replace(job, lock_path=None) if target.embedded else job  # held: _store_lock
+                ingest = ScheduledIngest(service.store, embedder, passes, every_s=parse_duration(settings.ingest_every),
                                          on_outcome=lambda outcome: _after_pass(outcome, metrics, service, settings))
             app = create_app(service, max_upload_bytes=int(settings.max_upload_mb * (1 << 20)), api_key=settings.api_key,
                              cors_origins=tuple(settings.cors_origin), metrics=metrics, ingest=ingest)
@@ -163,6 +163,8 @@ def _store_lock(target: StoreTarget, collection: str, job: IngestJob | None) -> 
 def _ingest_job(settings: Settings, params: dict[str, Any], sources: tuple[str, ...]) -> IngestJob | None:
     """The scheduled ingestion ``--ingest-every`` asks for: the ``[ingest]`` settings of the config
     file (as a cron ``clip-ingest`` would read them) with ``--ingest`` folders as its sources."""
+    from ..ingest.job import missing_sources
+
     if not settings.ingest_every:
         if sources:
             raise click.UsageError("--ingest needs --ingest-every (how often to look for new files)")
@@ -174,10 +176,17 @@ def _ingest_job(settings: Settings, params: dict[str, Any], sources: tuple[str, 
         raise click.UsageError("--ingest-every: give the folders with --ingest DIR (or sources / manifest under [ingest])")
     if ingest.recreate or ingest.dry_run:
         raise click.UsageError("--ingest-every: recreate and dry_run cannot run on a schedule; run clip-ingest for them")
-    missing = missing_sources(ingest)
+    job = plan(ingest, Shard(), parse_index_fields(ingest.index_field))
+    try:
+        missing = missing_sources(job.options)
+    except ValueError as exc:  # credentials in an object-store URI
+        fatal(str(exc), EXIT_USAGE)
+    except OSError as exc:  # an object store that cannot be listed
+        fatal(str(exc))
     if missing:
         fatal(f"not found: {', '.join(missing)} (--ingest takes folders, manifest files)", EXIT_USAGE)
-    return plan_job(ingest, Shard(), parse_index_fields(ingest.index_field))
+    # the passes' summaries go to --summary and the last-run file; the metrics file is clip-ingest's
+    return replace(job, metrics_path=None)
 
 
 __all__ = ["SERVE", "SERVE_SETTINGS", "parse_duration", "serve"]

@@ -16,6 +16,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
+from tenacity import Retrying
+
 from ..backends.base import CollectionSpec, ModelMismatchError, StoreError, TransientStoreError, VectorStore
 from ..cpus import decode_workers
 from ..embedder import Embedder
@@ -157,6 +159,120 @@ def check_reachable(store: VectorStore) -> None:
                              "and that the server is running") from None
 
 
+class _IngestRun:
+    """The parts of one run and the steps that join them (see :func:`run_ingest`)."""
+
+    def __init__(self, store: VectorStore, embedder: Embedder, options: IngestOptions, state: StoredState,
+                 retrying: Retrying, on_change: ChangeSink | None) -> None:
+        self.store, self.options, self.retrying = store, options, retrying
+        self.stats = RunStats()
+        self.dead = DeadLetter(None if options.dry_run else options.dead_letter)
+        self.failed: set[str] = set()
+        self.scan = Scan(
+            options.directories, options.manifests, extensions=options.extensions,
+            include_hidden=options.include_hidden, label_from_folder=options.label_from_folder,
+            on_problem=lambda p: self.fail(p.path, p.reason, p.detail), metadata_limits=options.metadata_limits,
+        )
+        self.planner = Planner(self.scan, state, options.shard, on_unchanged=lambda: self.progress.advance(),
+                               quarantine=Quarantine.load(options.quarantine))
+        encoder = ImageEncoder(embedder)
+        self.decode = DecodeStage(encoder, options.id_namespace or options.collection, state, decode=not options.dry_run,
+                                  metadata_limits=options.metadata_limits)
+        self.embed = EmbedStage(encoder, embedder.model_id, options.batch_size, embed=not options.dry_run)
+        self.writer = Writer(store, self.stats, self.dead, dry_run=options.dry_run, max_batch_bytes=options.max_batch_bytes,
+                             on_change=on_change, retrying=retrying, describe=self.describe)
+        self.progress = Progress(self.stats, self.planner, enabled=options.progress)
+
+    def fail(self, path: str, reason: str, detail: str) -> None:
+        self.failed.add(path)
+        self.stats.failed += 1
+        self.dead.record(path, reason, detail)
+        log.warning("skipped %s: %s: %s", path, reason, detail)
+
+    def describe(self, path: str) -> tuple[dict, str] | None:
+        """The metadata of a path that became a point's primary (see :data:`.writer.Describe`)."""
+        file = self.planner.scanned_file(path)
+        if file is None or path in self.failed:  # a file that failed this run is dead-lettered once
+            return None
+        try:
+            return file_metadata(file, self.options.metadata_limits), file.meta_sig
+        except ValueError as exc:
+            self.fail(path, "bad_metadata", str(exc))
+            return None
+
+    def feed(self, executor: StageExecutor, should_stop: Callable[[], bool] | None) -> bool:
+        """Decode, embed and hand every planned file to the writer; True when stopped before the end
+        (Ctrl-C, SIGTERM turned into one by the CLI, or ``should_stop``): the batch being decoded is
+        abandoned."""
+        interrupted = False
+        writer_thread = WriterThread(self.writer, self.options.queue_size)
+        results = executor.results(self.planner, self.decode)
+        try:
+            for result in results:
+                if should_stop is not None and should_stop():
+                    raise KeyboardInterrupt
+                if isinstance(result, Failed):
+                    self.fail(result.path, result.reason, result.detail)
+                else:
+                    for op in self.embed.feed(result):
+                        writer_thread.put(op)
+                self.progress.advance()
+            for op in self.embed.flush():
+                writer_thread.put(op)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            try:
+                results.close()  # type: ignore[attr-defined]
+            except KeyboardInterrupt:  # a second Ctrl-C while the executor stops
+                interrupted = True
+            writer_thread.close()
+        self.stats.scanned, self.stats.unchanged = self.planner.scanned, self.planner.unchanged
+        self.stats.quarantined = self.planner.quarantined
+        return interrupted
+
+    def save_and_stop(self) -> None:
+        """Keep what was embedded: write it, make it durable, then stop."""
+        self.writer.flush_points()
+        self.writer.flush_known()
+        if not self.options.dry_run:
+            self.retrying(self.store.flush)
+        raise IngestInterrupted(self.stats)
+
+    def finish(self) -> None:
+        """``--prune`` (new points and moves written first: what is left gone is really gone), then
+        the writer's last batches and removals; the source folders' filesystems are recorded."""
+        options, writer = self.options, self.writer
+        if not options.prune:
+            writer.finish()
+            return
+        sources = SourceRecord(options.source_record)
+        now = sources.current(self.scan.roots)
+        moved = {root: f"was {was!r}, now {is_!r}" for root, (was, is_) in sources.changed(now).items()}
+        writer.flush_points()
+        writer.flush_known()
+        plan = self.planner.prune_plan(options.max_prune, moved, writer.moved_away)
+        if plan.refused:
+            self.stats.prune_refused = plan.refused
+            log.warning("prune refused: %s", plan.refused)
+        writer.prune(plan.gone)
+        writer.finish()
+        if not options.dry_run:
+            sources.save(now, keep=moved if options.max_prune < 1 else ())
+
+    def close(self) -> None:
+        self.progress.close()
+        self.dead.close()
+        self.stats.finish()
+
+
+def _default_executor(options: IngestOptions) -> StageExecutor:
+    """Decode threads sized to the CPUs, with enough decodes in flight to fill the next batch while
+    the model runs on this one."""
+    workers = decode_workers(options.workers)
+    return LocalExecutor(workers, options.read_timeout, max(4 * workers, 2 * options.batch_size))
+
+
 def run_ingest(
     store: VectorStore,
     embedder: Embedder,
@@ -175,109 +291,20 @@ def run_ingest(
     the read + decode stage (default: :class:`~.executor.LocalExecutor` with ``options.workers``
     threads, by default sized to the CPUs).
     """
-    stats = RunStats()
     spec = CollectionSpec(options.collection, embedder.dim, embedder.model_id, dict(options.index_fields),
                           model_spec=options.model_spec)
     retrying = make_retrying(options.retry_for)
     check_reachable(store)
     # idempotent, so a transient failure while preparing or reading the collection is retried whole
     state = retrying(load_state, store, spec, recreate=options.recreate, dry_run=options.dry_run)
-    dead = DeadLetter(None if options.dry_run else options.dead_letter)
-
-    failed: set[str] = set()
-
-    def fail(path: str, reason: str, detail: str) -> None:
-        failed.add(path)
-        stats.failed += 1
-        dead.record(path, reason, detail)
-        log.warning("skipped %s: %s: %s", path, reason, detail)
-
-    scan = Scan(
-        options.directories,
-        options.manifests,
-        extensions=options.extensions,
-        include_hidden=options.include_hidden,
-        label_from_folder=options.label_from_folder,
-        on_problem=lambda p: fail(p.path, p.reason, p.detail),
-        metadata_limits=options.metadata_limits,
-    )
-    planner = Planner(scan, state, options.shard, on_unchanged=lambda: progress.advance(),
-                      quarantine=Quarantine.load(options.quarantine))
-    encoder = ImageEncoder(embedder)
-    decode = DecodeStage(encoder, options.id_namespace or options.collection, state, decode=not options.dry_run,
-                         metadata_limits=options.metadata_limits)
-    embed = EmbedStage(encoder, embedder.model_id, options.batch_size, embed=not options.dry_run)
-    if executor is None:
-        # enough decodes in flight to fill the next batch while the model runs on this one
-        workers = decode_workers(options.workers)
-        window = max(4 * workers, 2 * options.batch_size)
-        executor = LocalExecutor(workers, options.read_timeout, window)
-    def describe(path: str) -> tuple[dict, str] | None:
-        """The metadata of a path that became a point's primary (see :data:`.writer.Describe`)."""
-        file = planner.scanned_file(path)
-        if file is None or path in failed:  # a file that failed this run is dead-lettered once
-            return None
-        try:
-            return file_metadata(file, options.metadata_limits), file.meta_sig
-        except ValueError as exc:
-            fail(path, "bad_metadata", str(exc))
-            return None
-
-    writer = Writer(
-        store, stats, dead, dry_run=options.dry_run, max_batch_bytes=options.max_batch_bytes,
-        on_change=on_change, retrying=retrying, describe=describe,
-    )
-    progress = Progress(stats, planner, enabled=options.progress)
-    interrupted = False
+    run = _IngestRun(store, embedder, options, state, retrying, on_change)
     try:
-        writer_thread = WriterThread(writer, options.queue_size)
-        results = executor.results(planner, decode)
-        try:
-            for result in results:
-                if should_stop is not None and should_stop():
-                    raise KeyboardInterrupt
-                if isinstance(result, Failed):
-                    fail(result.path, result.reason, result.detail)
-                else:
-                    for op in embed.feed(result):
-                        writer_thread.put(op)
-                progress.advance()
-            for op in embed.flush():
-                writer_thread.put(op)
-        except KeyboardInterrupt:  # Ctrl-C, SIGTERM turned into one by the CLI, or should_stop
-            interrupted = True  # the batch being decoded is abandoned
-        finally:
-            try:
-                results.close()  # type: ignore[attr-defined]
-            except KeyboardInterrupt:  # a second Ctrl-C while the executor stops
-                interrupted = True
-            writer_thread.close()
-        stats.scanned, stats.unchanged = planner.scanned, planner.unchanged
-        stats.quarantined = planner.quarantined
-        if interrupted:  # keep what was embedded: write it, make it durable, then stop
-            writer.flush_points()
-            writer.flush_known()
-            if not options.dry_run:
-                retrying(store.flush)
-            raise IngestInterrupted(stats)
-        if options.prune:
-            sources = SourceRecord(options.source_record)
-            now = sources.current(scan.roots)
-            moved = {root: f"was {was!r}, now {is_!r}" for root, (was, is_) in sources.changed(now).items()}
-            writer.flush_points()  # new points first, then the moves: what is left gone is really gone
-            writer.flush_known()
-            plan = planner.prune_plan(options.max_prune, moved, writer.moved_away)
-            if plan.refused:
-                stats.prune_refused = plan.refused
-                log.warning("prune refused: %s", plan.refused)
-            writer.prune(plan.gone)
-        writer.finish()
-        if options.prune and not options.dry_run:
-            sources.save(now, keep=moved if options.max_prune < 1 else ())
+        if run.feed(executor or _default_executor(options), should_stop):
+            run.save_and_stop()
+        run.finish()
     finally:
-        progress.close()
-        dead.close()
-        stats.finish()
+        run.close()
+    stats = run.stats
     log.info(
         "done: %d new, %d updated, %d moved, %d metadata updated, %d unchanged, %d failed, %d pruned (%d embedded) in %.1fs",
         stats.new, stats.updated, stats.moved, stats.metadata_updated, stats.unchanged, stats.failed, stats.pruned,

@@ -67,6 +67,33 @@ def _estimate_bytes(point: Point) -> int:
     return vector + len(json.dumps(point.payload, default=str)) + 64
 
 
+class PointBatch:
+    """New points held by id until their estimated size reaches ``max_bytes`` (the backend's
+    request limit with room to spare) or they number ``max_points``, then handed to ``write`` in
+    one call: the one batch loop of every run that writes points, embedded or loaded."""
+
+    def __init__(self, write: Callable[[list[Point]], Any], max_bytes: int, max_points: int = 1000) -> None:
+        self.write = write
+        self.max_bytes = max_bytes
+        self.max_points = max_points
+        self.points: dict[str, Point] = {}
+        self._bytes = 0
+
+    def add(self, point: Point) -> None:
+        """Hold ``point`` (replacing one of the same id); write the batch once it is full."""
+        self.points[point.id] = point
+        self._bytes += _estimate_bytes(point)
+        if self._bytes >= self.max_bytes or len(self.points) >= self.max_points:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the held points, if any."""
+        if self.points:
+            self.write(list(self.points.values()))
+        self.points.clear()
+        self._bytes = 0
+
+
 class Writer:
     """Single-threaded owner of every write of a run.
 
@@ -99,13 +126,11 @@ class Writer:
         self.stats = stats
         self.dead_letter = dead_letter
         self.dry_run = dry_run
-        self.max_batch_bytes = max_batch_bytes
         self.max_batch_points = max_batch_points
         self.on_change = on_change or (lambda kind, path: None)
         self.retrying = retrying or make_retrying()
         self.describe = describe
-        self._pending: dict[str, Point] = {}
-        self._pending_bytes = 0
+        self._pending = PointBatch(self._write_points, max_batch_bytes, max_batch_points)
         self._dry_created: set[str] = set()
         self._known: dict[str, list[KnownContent]] = {}  # point id -> ops adding a path to it, in order
         self._known_ops = 0
@@ -128,7 +153,7 @@ class Writer:
             self._add_new(op)
             self.stats.embedded += op.vector is not None
             self._applied(op, kind)
-        elif op.point_id in self._pending:  # content embedded earlier in this run, not yet written
+        elif op.point_id in self._pending.points:  # content embedded earlier in this run, not yet written
             self._add_path_to_pending(op)
             self._applied(op, kind)
         elif op.point_id in self._dry_created:
@@ -149,18 +174,14 @@ class Writer:
                 self._removals.setdefault(old, {})[path] = False
 
     def _add_path_to_pending(self, op: WriteOp) -> None:
-        point = self._pending[op.point_id]
+        point = self._pending.points[op.point_id]
         point.payload = with_path(point.payload, op.candidate.file.path, op.candidate.file.mtime_ns)
 
     def _add_new(self, op: NewPoint) -> None:
-        if op.point_id in self._pending:  # same content twice in one batch
+        if op.point_id in self._pending.points:  # same content twice in one batch
             self._add_path_to_pending(op)
             return
-        point = Point(op.point_id, op.vector, op.payload)
-        self._pending[op.point_id] = point
-        self._pending_bytes += _estimate_bytes(point)
-        if self._pending_bytes >= self.max_batch_bytes or len(self._pending) >= self.max_batch_points:
-            self.flush_points()
+        self._pending.add(Point(op.point_id, op.vector, op.payload))
 
     def flush_known(self) -> None:
         """Add the buffered paths to their stored points: one read and one payload write per batch.
@@ -221,15 +242,13 @@ class Writer:
 
     def flush_points(self) -> None:
         """Upsert the buffered new points."""
-        if not self._pending:
-            return
-        points = list(self._pending.values())
+        self._pending.flush()
+
+    def _write_points(self, points: list[Point]) -> None:
         if self.dry_run:
-            self._dry_created.update(self._pending)
+            self._dry_created.update(point.id for point in points)
         else:
             self._call(self.store.upsert, points)
-        self._pending.clear()
-        self._pending_bytes = 0
 
     def prune(self, gone: Iterable[tuple[str, str]]) -> None:
         """Schedule removal of ``(point_id, path)`` pairs whose files are gone."""

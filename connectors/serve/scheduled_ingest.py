@@ -2,14 +2,14 @@
 
 An embedded store (Qdrant local / Edge, Milvus Lite) can be open in one process only, so a cron
 ``clip-ingest`` cannot update the collection a server holds open. Instead the server runs the
-same :func:`~clip_ingest.connectors.ingest.pipeline.run_ingest` itself, in one background thread,
+same job, :func:`~clip_ingest.connectors.ingest.runner.run_job`, itself, in one background thread,
 through the server's own (serialised) store handle: the same run lock, dead-letter file, JSON
-summary (with the same outcome words and exit codes) as a cron run, and searches keep being
-answered between write batches. Nothing here is a second copy of the ingestion semantics.
+summary, outcome words and exit codes as a cron run, and searches keep being answered between
+write batches. Nothing here is a second copy of the ingestion semantics.
 
 The run lock: on an embedded store the server holds it for as long as it serves (so a cron
-``clip-ingest`` is refused with a message naming the server) and passes run under it
-(``lock_path=None``); on a database server each pass takes it, as a cron run would.
+``clip-ingest`` is refused with a message naming the server) and passes run under it (the job's
+``lock_path`` is None); on a database server each pass takes it, as a cron run would.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from ..embedder import Embedder
-from ..ingest.lock import SERVE_COMMAND, LockedError, RunLock
-from ..ingest.pipeline import IngestInterrupted, IngestOptions, run_ingest
-from ..ingest.summary import RunStats, exit_code_of, failed_files_fields, outcome_fields, write_summary
+from ..ingest.job import IngestJob
+from ..ingest.runner import Outcome, crashed, run_job
+from ..ingest.lock import SERVE_COMMAND
 
 log = logging.getLogger("clip_ingest.serve")
 
@@ -33,23 +33,18 @@ OutcomeObserver = Callable[[str], None]
 
 
 class ScheduledIngest:
-    """Run ``options``' ingestion now, then every ``every_s`` seconds, and whenever :meth:`trigger`
-    asks; one pass at a time. A failing pass (database down, lock held by another run) is logged
-    and recorded in :meth:`status`; the next pass tries again, so the server never dies of it."""
+    """Run ``job`` now, then every ``every_s`` seconds, and whenever :meth:`trigger` asks; one pass
+    at a time. A failing pass (database down, lock held by another run) is logged and recorded in
+    :meth:`status`; the next pass tries again, so the server never dies of it."""
 
-    def __init__(self, store: Any, embedder: Embedder, options: IngestOptions, *, every_s: float, lock_path: str | None,
-                 summary_path: str | None, summary_fields: dict[str, Any], on_outcome: OutcomeObserver | None = None,
-                 last_run_path: str | None = None) -> None:
-        """``lock_path``: the run lock each pass takes (None: the caller holds it for the server's
-        life); ``summary_path`` and ``last_run_path``: where each pass's summary goes."""
+    def __init__(self, store: Any, embedder: Embedder, job: IngestJob, *, every_s: float,
+                 on_outcome: OutcomeObserver | None = None) -> None:
+        """``job``: what each pass runs, with ``clip-search serve`` as the holder of its lock (None:
+        the caller holds it for the server's life) and no progress bar inside a server's log."""
         if every_s <= 0:
             raise ValueError("every_s must be positive")
         self.store, self.embedder, self.every_s = store, embedder, every_s
-        self.options = replace(options, progress=False)  # no progress bar inside a server's log
-        about = {k: summary_fields[k] for k in ("target", "location", "collection") if k in summary_fields}
-        self.lock = RunLock(lock_path, command=SERVE_COMMAND, about=about) if lock_path else None
-        self.summary_paths = {summary_path, last_run_path} - {None}
-        self.summary_fields = summary_fields
+        self.job = replace(job, command=SERVE_COMMAND, options=replace(job.options, progress=False))
         self.on_outcome = on_outcome
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -92,49 +87,24 @@ class ScheduledIngest:
             self._wake.clear()
             with self._lock:
                 self._running = True
-            outcome, summary = self._run_once()
+            outcome = self._run_once()
             with self._lock:
                 self._running = False
                 self._runs += 1
-                self._last = summary
+                self._last = outcome.summary
                 self._next_at = time.monotonic() + self.every_s
             if self.on_outcome:
-                self.on_outcome(outcome)
+                self.on_outcome(outcome.word)
 
-    def _run_once(self) -> tuple[str, dict[str, Any]]:
-        stats = RunStats()
+    def _run_once(self) -> Outcome:
         try:
-            if self.lock is not None:
-                self.lock.acquire()
-            try:
-                stats = run_ingest(self.store, self.embedder, self.options, should_stop=self._stop.is_set)
-            finally:
-                if self.lock is not None:
-                    self.lock.release()
-        except IngestInterrupted as exc:
-            return self._end(exc.stats, "interrupted", interrupted=True)
-        except LockedError as exc:  # another run is updating the collection: skip this pass
-            log.warning("scheduled ingestion skipped: %s", exc)
-            return self._end(stats, "locked", error=str(exc))
+            outcome = run_job(self.job, lambda: self.embedder, store=self.store, should_stop=self._stop.is_set)
         except Exception as exc:  # noqa: BLE001 - one failed pass must not end the server
             log.error("scheduled ingestion failed (the next pass tries again): %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
-            return self._end(stats, "fatal", error=f"{type(exc).__name__}: {exc}")
-        if stats.failed:
-            log.warning("%d file(s) failed; see %s (they are retried on the next pass)", stats.failed, self.options.dead_letter)
-        outcome = "failed_files" if stats.failed else "prune_refused" if stats.prune_refused else "ok"
-        return self._end(stats, outcome, dead_letter=self.options.dead_letter)
-
-    def _end(self, stats: RunStats, outcome: str, **extra: Any) -> tuple[str, dict[str, Any]]:
-        """The pass's outcome and summary (written where configured): the fields of a cron run's."""
-        if stats.finished_at is None:
-            stats.finish()
-        wrote_dead_letter = outcome not in ("locked", "fatal")
-        summary = {**stats.to_dict(**extra), "model_id": self.embedder.model_id, **self.summary_fields,
-                   **outcome_fields(exit_code_of(outcome)),
-                   **failed_files_fields(self.options.dead_letter if wrote_dead_letter else None)}
-        for path in self.summary_paths:
-            write_summary(path, summary)
-        return outcome, summary
+            return crashed(self.job, exc, model_id=self.embedder.model_id)
+        if outcome.error is not None:
+            log.warning("scheduled ingestion %s (the next pass tries again): %s", outcome.word, outcome.error)
+        return outcome
 
 
 __all__ = ["ScheduledIngest"]

@@ -125,3 +125,26 @@ def test_a_failed_flush_leaves_the_previous_artifact_whole(artifact, monkeypatch
     monkeypatch.undo()
     assert (folder / "collection.json").read_text() == before
     assert ParquetStore("shapes", path=str(folder.parent)).count() == count
+
+
+def test_from_parquet_records_each_run_like_any_ingestion(artifact, tmp_path):
+    """A load is a run of the ingestion job: its summary goes to the last-run file and the
+    --metrics-file, refused runs included (exit 4 while another run holds the lock)."""
+    from clip_ingest.connectors.ingest.lock import RunLock
+
+    folder, _ = artifact
+    data, lock = tmp_path / "db", tmp_path / "load.lock"
+    args = ["--from-parquet", str(folder), "--target", "qdrant-edge", "--collection", "loaded", "--data-dir", str(data),
+            "--metrics-file", str(tmp_path / "load.prom"), "--lock-file", str(lock), "-q"]
+    assert CliRunner().invoke(ingest_main, args).exit_code == 0
+    [last_run] = (data / "dead-letter").glob("*.last-run.json")
+    loaded = json.loads(last_run.read_text())
+    count = ParquetStore("shapes", path=str(folder.parent)).count()
+    assert (loaded["outcome"], loaded["exit_code"], loaded["new"], loaded["source"]) == ("ok", 0, count, str(folder))
+    assert f'clip_ingest_last_run_new{{target="qdrant-edge",collection="loaded"}} {count}' in (tmp_path / "load.prom").read_text()
+    with RunLock(lock):
+        refused = CliRunner().invoke(ingest_main, args)
+    assert refused.exit_code == 4, refused.output
+    assert json.loads(last_run.read_text())["outcome"] == "locked"
+    metrics = (tmp_path / "load.prom").read_text()
+    assert 'clip_ingest_last_run_outcome{target="qdrant-edge",collection="loaded",outcome="locked"} 1' in metrics

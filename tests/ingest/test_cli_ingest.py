@@ -221,12 +221,12 @@ def test_the_suggested_search_command_never_echoes_url_credentials():
 
 
 def test_cpus_sizes_the_decode_workers_unless_workers_is_given(tmp_path):
-    from clip_ingest.connectors.cli.ingest import plan_job
+    from clip_ingest.connectors.ingest.job import job_from_settings
     from clip_ingest.connectors.ingest.plan import Shard
 
     def options(flags: dict, env: dict):
         settings = resolve_settings({"sources": (str(tmp_path),), **flags}, SETTINGS, section="ingest", env=env, cwd=tmp_path)
-        return plan_job(settings, Shard(), {}).options
+        return job_from_settings(settings, Shard(), {}).options
 
     assert options({}, {"CLIP_INGEST_CPUS": "6"}).workers == 3
     assert options({"cpus": 4}, {"CLIP_INGEST_CPUS": "6"}).workers == 2

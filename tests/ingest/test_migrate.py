@@ -44,6 +44,10 @@ def models() -> dict[str, OpenClipEmbedder]:
     return {**loaded, **{e.model_id: e for e in loaded.values()}}
 
 
+#: the Milvus server case, run where one is (``-m milvus_server``)
+MILVUS_SERVER = pytest.param("milvus-server", marks=pytest.mark.milvus_server)
+
+
 def _where(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> tuple[list[str], str, dict[str, Any]]:
     """(CLI arguments, open_store target, options) of one backend, collection ``shapes``."""
     data = tmp_path / "data"
@@ -98,7 +102,7 @@ def _contents(store) -> dict[str, tuple]:
     return {p.payload["sha256"]: tuple(sorted(p.payload["paths"])) for p in store.scroll()}
 
 
-@pytest.mark.parametrize("backend", ["qdrant-edge", "milvus-lite", "milvus-server"])
+@pytest.mark.parametrize("backend", ["qdrant-edge", "milvus-lite", MILVUS_SERVER])
 def test_migration_switches_models_while_queries_keep_working(backend, tmp_path, request, models):
     photos = write_shape_folder(tmp_path / "photos", n=12)
     paths = {str(p): p for p in photos.rglob("*.png")}
@@ -144,7 +148,7 @@ def test_migration_switches_models_while_queries_keep_working(backend, tmp_path,
         assert physical_name(collection, new_id) not in store.collections()
 
 
-@pytest.mark.parametrize("backend", ["milvus-lite", "milvus-server"])
+@pytest.mark.parametrize("backend", ["milvus-lite", MILVUS_SERVER])
 def test_searches_wait_through_a_slow_adoption_and_a_missing_name_fails_at_once(backend, tmp_path, request, models,
                                                                               monkeypatch):
     """Milvus cannot rename and alias in one step: adopting a plain collection renames it, loads it

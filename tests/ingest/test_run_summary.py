@@ -4,13 +4,20 @@ passes of ``clip-search serve`` (real Qdrant Edge, real tiny model; a store faul
 from __future__ import annotations
 
 import json
+import shutil
 import time
+
+from click.testing import CliRunner
 
 from clip_ingest.connectors.backends import StoreError, open_store
 from clip_ingest.connectors.cli import common
+from clip_ingest.connectors.cli.ingest import main as ingest_main
+from clip_ingest.connectors.config import StoreTarget
+from clip_ingest.connectors.ingest.job import IngestJob
 from clip_ingest.connectors.ingest.pipeline import IngestOptions
 from clip_ingest.connectors.ingest.summary import OUTCOMES
 from clip_ingest.connectors.serve.scheduled_ingest import ScheduledIngest
+from conftest import TINY_SPEC
 from imagegen import write_shape_folder
 from ingest_helpers import FaultyStore
 
@@ -38,10 +45,11 @@ def test_a_failed_scheduled_pass_records_the_fatal_outcome_and_the_next_pass_rec
     store = open_store("qdrant-edge", "images", path=str(tmp_path / "edge"))
     faulty = FaultyStore(store, "upsert", StoreError("disk full"))
     last_run = tmp_path / "last-run.json"
-    scheduled = ScheduledIngest(
-        faulty, tiny_embedder, IngestOptions(collection="images", directories=[str(folder)], workers=1),
-        every_s=3600, lock_path=str(tmp_path / "run.lock"), summary_path=None, last_run_path=str(last_run),
-        summary_fields={"target": "qdrant-edge", "location": str(tmp_path / "edge"), "collection": "images"})
+    edge = str(tmp_path / "edge")
+    job = IngestJob(StoreTarget("qdrant-edge", {"path": edge}, edge, embedded=True),
+                    IngestOptions(collection="images", directories=[str(folder)], workers=1),
+                    lock_path=str(tmp_path / "run.lock"), last_run_path=str(last_run))
+    scheduled = ScheduledIngest(faulty, tiny_embedder, job, every_s=3600)
     scheduled.start()
     try:
         first = _wait_runs(scheduled, 1)
@@ -55,3 +63,26 @@ def test_a_failed_scheduled_pass_records_the_fatal_outcome_and_the_next_pass_rec
     finally:
         scheduled.close()
         store.close()
+
+
+def test_a_scheduled_pass_ends_as_clip_ingest_does_when_its_folder_is_gone(tmp_path, tiny_embedder):
+    """The same job, the same outcome: a source folder gone (an unmounted disk) is a usage error,
+    2 ``usage``, for a cron run and for a server's scheduled pass alike."""
+    folder = write_shape_folder(tmp_path / "photos", n=2)
+    edge = str(tmp_path / "edge")
+    shutil.rmtree(folder)
+    cron = CliRunner().invoke(ingest_main, [str(folder), "--target", "qdrant-edge", "--qdrant-path", edge, "--model", TINY_SPEC,
+                                            "--data-dir", str(tmp_path / "data"), "--summary", str(tmp_path / "cron.json")])
+    assert cron.exit_code == 2 and "not found" in cron.output, cron.output
+    store = open_store("qdrant-edge", "images", path=edge)
+    job = IngestJob(StoreTarget("qdrant-edge", {"path": edge}, edge, embedded=True),
+                    IngestOptions(collection="images", directories=[str(folder)], workers=1), lock_path=str(tmp_path / "run.lock"))
+    scheduled = ScheduledIngest(store, tiny_embedder, job, every_s=3600)
+    scheduled.start()
+    try:
+        served = _wait_runs(scheduled, 1)
+    finally:
+        scheduled.close()
+        store.close()
+    expected = json.loads((tmp_path / "cron.json").read_text())
+    assert (served["outcome"], served["exit_code"], served["error"]) == ("usage", 2, expected["error"])

@@ -16,6 +16,8 @@ from click.testing import CliRunner
 from clip_ingest.connectors.backends import open_store
 from clip_ingest.connectors.cli.search import main as search_main
 from clip_ingest.connectors.cli.serve import parse_duration
+from clip_ingest.connectors.config import StoreTarget
+from clip_ingest.connectors.ingest.job import IngestJob
 from clip_ingest.connectors.ingest.lock import RunLock
 from clip_ingest.connectors.ingest.pipeline import IngestOptions
 from clip_ingest.connectors.serve.scheduled_ingest import ScheduledIngest
@@ -56,15 +58,20 @@ def collection(tmp_path, tiny_embedder):
     store.close()
 
 
+def _job(tmp_path: Path, options: IngestOptions, **paths) -> IngestJob:
+    """A pass over ``options`` into the Qdrant Edge store under ``tmp_path``, locked by ``run.lock``."""
+    edge = str(tmp_path / "edge")
+    return IngestJob(StoreTarget("qdrant-edge", {"path": edge}, edge, embedded=True), options,
+                     lock_path=str(tmp_path / "run.lock"), **paths)
+
+
 def _scheduler(tmp_path: Path, folder: Path, embedder, **options):
     def make(service, metrics):
-        return ScheduledIngest(
-            service.store, embedder,
-            IngestOptions(collection="images", directories=[str(folder)], workers=2, batch_size=8,
-                          dead_letter=str(tmp_path / "dead.jsonl"), **options),
-            every_s=3600, lock_path=str(tmp_path / "run.lock"), summary_path=str(tmp_path / "summary.json"),
-            summary_fields={"target": "qdrant-edge", "collection": "images"},
-            on_outcome=lambda outcome: metrics.ingest_runs.labels(outcome).inc())
+        job = _job(tmp_path, IngestOptions(collection="images", directories=[str(folder)], workers=2, batch_size=8,
+                                           dead_letter=str(tmp_path / "dead.jsonl"), **options),
+                   summary_path=str(tmp_path / "summary.json"))
+        return ScheduledIngest(service.store, embedder, job, every_s=3600,
+                               on_outcome=lambda outcome: metrics.ingest_runs.labels(outcome).inc())
     return make
 
 
@@ -137,8 +144,8 @@ def test_stopping_the_server_mid_pass_keeps_what_was_embedded_and_frees_the_lock
     _add_images(folder, ["red", "green", "blue", "yellow"] * 10, 10)
     slow = _SlowEmbedder(tiny_embedder)
     scheduled = ScheduledIngest(
-        LockedStore(store), slow, IngestOptions(collection="images", directories=[str(folder)], workers=1, batch_size=2),
-        every_s=3600, lock_path=str(tmp_path / "run.lock"), summary_path=None, summary_fields={})
+        LockedStore(store), slow, _job(tmp_path, IngestOptions(collection="images", directories=[str(folder)], workers=1,
+                                                               batch_size=2)), every_s=3600)
     scheduled.start()
     assert slow.started.wait(60)
     scheduled.close()
