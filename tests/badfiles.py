@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from imagegen import make_shape_image
+from imagegen import image_bytes, make_shape_image
 
 
 def jpeg_bytes(image: Image.Image, **save_args) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, "JPEG", **save_args)
-    return buf.getvalue()
+    return image_bytes(image, "JPEG", **save_args)
 
 
 def exif_rotated_jpeg(upright: Image.Image) -> bytes:

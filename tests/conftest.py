@@ -33,3 +33,19 @@ def shape_folder(tmp_path: Path) -> Path:
 
 
 __all__ = ["make_shape_image", "write_shape_folder", "TINY_ARCH", "TINY_SPEC"]
+
+
+@pytest.fixture(scope="session")
+def starter_embedder():
+    """The shipped starter model on open_clip (torch, CPU): the model that calibrates (near-duplicate
+    and text relevance), loaded once for the session; tests must not change it."""
+    from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
+
+    return OpenClipEmbedder("starter", device="cpu")
+
+
+@pytest.fixture
+def model_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty ``CLIP_INGEST_CACHE`` of this test's own (calibrations are measured afresh)."""
+    monkeypatch.setenv("CLIP_INGEST_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 from PIL import Image, TiffImagePlugin
+
+from imagegen import image_bytes
 
 EXIF_IFD, GPS_IFD = 0x8769, 0x8825
 MAKE, MODEL, ORIENTATION = 0x010F, 0x0110, 0x0112
@@ -61,10 +62,7 @@ def make_exif(
 
 def photo_bytes(exif: Image.Exif | bytes | None = None, *, colour=(90, 140, 200), size=(96, 64), fmt: str = "JPEG") -> bytes:
     """An image file's bytes carrying ``exif`` (an Exif object or a raw block)."""
-    image = Image.new("RGB", size, colour)
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **({"exif": exif} if exif is not None else {}))
-    return buffer.getvalue()
+    return image_bytes(Image.new("RGB", size, colour), fmt, **({"exif": exif} if exif is not None else {}))
 
 
 #: a small trip: (file name, EXIF options, colour)

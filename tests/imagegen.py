@@ -1,10 +1,15 @@
-"""Generated test images: coloured shapes whose payload (colour, shape) is known."""
+"""Generated test images, the one module every other generator builds on: coloured shapes whose
+payload (colour, shape) is known (:func:`make_shape_image`, :func:`write_shape_folder`),
+distinct photo-like pictures (:func:`texture`, :func:`photo`), and an image as a file's bytes
+(:func:`image_bytes`)."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220), "yellow": (240, 220, 40)}
@@ -45,3 +50,32 @@ def write_shape_folder(root: Path, n: int = 12, fmt: str = "PNG", sidecars: bool
         if sidecars:
             Path(f"{path}.json").write_text(json.dumps({"colour": colour, "shape": shape, "index": i}))
     return root
+
+
+def texture(seed: int, size: int = 128) -> Image.Image:
+    """A distinct photo-like image: a smooth random colour field with grain."""
+    rng = np.random.default_rng(seed)
+    low = Image.fromarray((rng.random((6, 6, 3)) * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
+    pixels = np.asarray(low).astype(float) + rng.normal(0, 10, (size, size, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def photo(seed: int, size: int = 128) -> Image.Image:
+    """A distinct picture with edges in it, as photos have (:func:`texture` with a few shapes drawn
+    on it): the pixel check of near-duplicates compares edges and texture, not colour fields."""
+    rng = np.random.default_rng(seed + 10_000)
+    image = texture(seed, size)
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x0, y0 = (int(v) for v in rng.integers(0, size - 20, 2))
+        x1, y1 = x0 + int(rng.integers(12, size // 2)), y0 + int(rng.integers(12, size // 2))
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x0, y0, x1, y1), fill=colour)
+    return image
+
+
+def image_bytes(image: Image.Image, fmt: str = "PNG", **save_args) -> bytes:
+    """``image`` encoded as a ``fmt`` file (Pillow's ``save`` options in ``save_args``)."""
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **save_args)
+    return buffer.getvalue()

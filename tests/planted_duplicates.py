@@ -1,37 +1,14 @@
-"""Test helper: planted near-duplicate groups (distinct generated images, and edited copies of
-some of them made the way :func:`~clip_ingest.connectors.calibration.edits` makes them), and the
-pair precision / recall of found groups against them."""
+"""Test helper: planted near-duplicate groups (distinct generated pictures, :func:`imagegen.photo`,
+and edited copies of some of them made the way :func:`~clip_ingest.connectors.calibration.edits`
+makes them), and the pair precision / recall of found groups against them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageDraw
-
 from clip_ingest.connectors.calibration import edits
 
-
-def texture(seed: int, size: int = 128) -> Image.Image:
-    """A distinct photo-like image: a smooth random colour field with grain."""
-    rng = np.random.default_rng(seed)
-    low = Image.fromarray((rng.random((6, 6, 3)) * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
-    pixels = np.asarray(low).astype(float) + rng.normal(0, 10, (size, size, 3))
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-
-
-def photo(seed: int, size: int = 128) -> Image.Image:
-    """A distinct picture with edges in it, as photos have (:func:`texture` with a few shapes drawn
-    on it): the pixel check of near-duplicates compares edges and texture, not colour fields."""
-    rng = np.random.default_rng(seed + 10_000)
-    image = texture(seed, size)
-    draw = ImageDraw.Draw(image)
-    for _ in range(6):
-        x0, y0 = (int(v) for v in rng.integers(0, size - 20, 2))
-        x1, y1 = x0 + int(rng.integers(12, size // 2)), y0 + int(rng.integers(12, size // 2))
-        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x0, y0, x1, y1), fill=colour)
-    return image
+from imagegen import photo
 
 
 def planted(root: Path, seeds: range, edited: int) -> dict[str, set[str]]:

@@ -18,7 +18,6 @@ import uvicorn
 
 from clip_ingest.connectors.backends import Point, TransientStoreError, open_store
 from clip_ingest.connectors.ingest.pipeline import IngestOptions, run_ingest
-from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
 from clip_ingest.connectors.serve.app import Metrics, create_app
 from clip_ingest.connectors.serve.scheduled_ingest import ScheduledIngest
 from clip_ingest.connectors.serve.service import SearchService
@@ -140,14 +139,13 @@ def serve_process(command: list[str], port: int, timeout_s: float = 120) -> Iter
 
 
 @contextmanager
-def serving_planted_duplicates(root: Path, seeds: range, edited: int) -> Iterator[tuple[str, SearchService, dict[str, set[str]]]]:
-    """``(base_url, service, groups)``: the starter model (which calibrates) served over
+def serving_planted_duplicates(embedder, root: Path, seeds: range, edited: int) -> Iterator[tuple[str, SearchService, dict[str, set[str]]]]:
+    """``(base_url, service, groups)``: ``embedder`` (the starter model, which calibrates) served over
     :func:`planted_duplicates.planted` groups in Qdrant Edge, with its own calibration cache
     under ``root`` (measured by the first request that needs it)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CLIP_INGEST_CACHE", str(root / "cache"))
         truth = planted(root / "photos", seeds, edited)
-        embedder = OpenClipEmbedder("starter", device="cpu")
         store = open_store("qdrant-edge", "dups", path=str(root / "edge"))
         try:
             run_ingest(store, embedder, IngestOptions(collection="dups", directories=[str(root / "photos")], progress=False))

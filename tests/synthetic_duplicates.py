@@ -5,17 +5,15 @@ path, so that the server's thumbnails and the page's requests are real."""
 
 from __future__ import annotations
 
-import io
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from clip_ingest.connectors.backends import CollectionSpec, Point, VectorStore
 
-from planted_duplicates import texture
+from imagegen import image_bytes, texture
 
 #: a raw cosine between the planted clusters (members >= 0.995 to each other) and everything else
 #: (unrelated unit vectors in 32 dimensions: below 0.9)
@@ -33,19 +31,13 @@ class Planted:
     """The point ids of each planted cluster."""
 
 
-def _image_bytes(picture: Image.Image, size: tuple[int, int], fmt: str) -> bytes:
-    out = io.BytesIO()
-    picture.resize(size).save(out, format=fmt)
-    return out.getvalue()
-
-
 def plant_clusters(store: VectorStore, embedder, folder: Path, n: int, *, seed: int = 0, share: float = 0.7) -> Planted:
     """``n`` points in ``store`` (created for ``embedder``'s model): about ``share`` of them in
     clusters of 2-5 near-identical vectors, the rest single; ids are seeded (the same every run)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     pictures = [texture(seed, size=SIZES[0][0]) for seed in range(PICTURES)]
-    blobs = {(c, s, fmt): _image_bytes(pictures[c], SIZES[s], fmt) for c in range(PICTURES) for s in range(len(SIZES))
+    blobs = {(c, s, fmt): image_bytes(pictures[c].resize(SIZES[s]), fmt) for c in range(PICTURES) for s in range(len(SIZES))
              for fmt in ("PNG", "JPEG")}
     points: list[Point] = []
     clusters: list[set[str]] = []

@@ -30,14 +30,8 @@ class BatchedEmbedder:
         self._embedder = embedder
         self._batcher = batcher
         self._image_batcher = image_batcher
-
-    @property
-    def dim(self) -> int:
-        return self._embedder.dim
-
-    @property
-    def model_id(self) -> str:
-        return self._embedder.model_id
+        self.dim: int = embedder.dim
+        self.model_id: str = embedder.model_id
 
     def embed_images(self, items: Iterable[ImageInput]) -> np.ndarray:
         return self._image_batcher.embed([decode_for(self._embedder, item) for item in items])

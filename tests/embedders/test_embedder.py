@@ -75,8 +75,8 @@ def test_bad_image_raises_decode_error(tiny_embedder):
         tiny_embedder.embed_images([b"not an image"])
 
 
-def test_exif_rotated_jpeg_embeds_like_the_upright_image():
-    embedder = OpenClipEmbedder("clip-ingest-tiny:random", device="cpu")
+def test_exif_rotated_jpeg_embeds_like_the_upright_image(tiny_embedder):
+    embedder = tiny_embedder
     upright = make_shape_image("green", "triangle", size=96)
     rotated, upright_v, unrotated = embedder.embed_images(
         [exif_rotated_jpeg(upright), jpeg_bytes(upright, quality=100, subsampling=0),

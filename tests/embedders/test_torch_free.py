@@ -23,7 +23,6 @@ from clip_ingest.connectors.calibration import load_text_calibration
 from clip_ingest.connectors.clip_tokenizer import VOCAB_FILE, ClipTokenizer
 from clip_ingest.connectors.factory import STARTER_DIR
 from clip_ingest.connectors.onnx_embedder import OnnxEmbedder
-from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
 from clip_ingest.connectors.pixels import PillowTransform
 from clip_ingest.connectors.runtime import choose_runtime, load_embedder
 
@@ -88,9 +87,9 @@ def test_other_preprocessing_is_left_to_open_clip(cfg) -> None:
     assert PillowTransform.for_preprocess_cfg({**PreprocessCfg().__dict__, **cfg}) is None
 
 
-def test_the_starters_onnx_towers_are_its_weights(shape_folder: Path) -> None:
+def test_the_starters_onnx_towers_are_its_weights(shape_folder: Path, starter_embedder) -> None:
     """A retrained starter must ship re-exported towers: same model id, same vectors."""
-    onnx, torch_side = OnnxEmbedder(STARTER_DIR), OpenClipEmbedder("starter", device="cpu")
+    onnx, torch_side = OnnxEmbedder(STARTER_DIR), starter_embedder
     assert onnx.model_id == torch_side.model_id
     paths = sorted(str(p) for p in shape_folder.rglob("*.png"))
     texts = ["a red circle", "a photo of a leopard", TRICKY[7]]
@@ -98,10 +97,10 @@ def test_the_starters_onnx_towers_are_its_weights(shape_folder: Path) -> None:
         assert float((a * b).sum(axis=1).min()) > 1 - 1e-5
 
 
-def test_the_onnx_starter_carries_its_text_calibration() -> None:
+def test_the_onnx_starter_carries_its_text_calibration(starter_embedder) -> None:
     """Calibrated text search (--min-relevance) works on the default runtime: the calibration
     shipped in the model folder reaches the ONNX embedder as it reaches the torch one."""
-    onnx, torch_side = load_text_calibration(OnnxEmbedder(STARTER_DIR)), load_text_calibration(OpenClipEmbedder("starter", device="cpu"))
+    onnx, torch_side = load_text_calibration(OnnxEmbedder(STARTER_DIR)), load_text_calibration(starter_embedder)
     assert onnx is not None and onnx == torch_side
 
 

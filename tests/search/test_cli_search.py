@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from clip_ingest.connectors.backends import open_store
 from clip_ingest.connectors.cli.search import main
+from imagegen import write_shape_folder
 from search_helpers import plant_shapes
 
 TINY = ["--model", "clip-ingest-tiny:random", "--device", "cpu"]
@@ -17,8 +18,6 @@ TINY = ["--model", "clip-ingest-tiny:random", "--device", "cpu"]
 @pytest.fixture(scope="module")
 def store_args(tmp_path_factory, tiny_embedder):
     """CLI options pointing at a planted embedded Qdrant collection, and its points."""
-    from imagegen import write_shape_folder
-
     root = tmp_path_factory.mktemp("cli")
     folder = write_shape_folder(root / "photos", n=12)
     store = open_store("qdrant", "shapes", path=str(root / "qdrant"))

@@ -20,24 +20,13 @@ from clip_ingest.connectors.calibration import calibrate, calibration_for, edits
 from clip_ingest.connectors.cli.clip_ingest import main as clip_ingest
 from clip_ingest.connectors.cli.search import main as clip_search
 from clip_ingest.connectors.ingest.pipeline import IngestOptions, run_ingest
-from clip_ingest.connectors.openclip_embedder import OpenClipEmbedder
 from clip_ingest.connectors.search.duplicates import find_groups, record_review
 
 from milvus_server import milvus_uri
-from planted_duplicates import pair_scores, planted, texture
+from imagegen import texture
+from planted_duplicates import pair_scores, planted
 
 MODEL = "starter"
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("CLIP_INGEST_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-@pytest.fixture(scope="module")
-def starter() -> OpenClipEmbedder:
-    return OpenClipEmbedder(MODEL, device="cpu")
 
 
 def _where(tmp_path: Path) -> list[str]:
@@ -50,14 +39,14 @@ def _groups(tmp_path: Path, *extra: str) -> dict:
     return json.loads(result.output)
 
 
-def test_planted_near_duplicates_are_found_and_reviews_stick(tmp_path, cache):
+def test_planted_near_duplicates_are_found_and_reviews_stick(tmp_path, model_cache, starter_embedder):
     photos = tmp_path / "photos"
     truth = planted(photos, range(20), edited=6)
     ingest = ["run", str(photos), *_where(tmp_path), "--prune", "-q"]
     assert CliRunner().invoke(clip_ingest, ingest).exit_code == 0
 
     document = _groups(tmp_path, "--html", str(tmp_path / "groups.html"))
-    assert load_calibration(OpenClipEmbedder(MODEL).model_id) is not None  # measured once, cached
+    assert load_calibration(starter_embedder.model_id) is not None  # measured once, cached
     found = [{m["path"] for m in g["members"]} for g in document["groups"]]
     precision, recall = pair_scores(found, truth)
     # smooth random textures all look alike to the starter (unrelated pairs up to cosine 0.98): a
@@ -89,8 +78,8 @@ def test_planted_near_duplicates_are_found_and_reviews_stick(tmp_path, cache):
     assert reopened and reopened[0]["review"] is None
 
 
-@pytest.mark.parametrize("where", ["milvus-lite", "milvus-server"])
-def test_find_groups_on_milvus_and_review_validation(where, tmp_path, starter, request):
+@pytest.mark.parametrize("where", ["milvus-lite", pytest.param("milvus-server", marks=pytest.mark.milvus_server)])
+def test_find_groups_on_milvus_and_review_validation(where, tmp_path, starter_embedder, request):
     """Milvus Lite (a flat scan) and the Milvus server, whose collection has a real HNSW index:
     the finder's batched k-NN searches find the same planted groups through an approximate index."""
     photos = tmp_path / "photos"
@@ -100,7 +89,7 @@ def test_find_groups_on_milvus_and_review_validation(where, tmp_path, starter, r
     if where == "milvus-server":
         options["index_type"] = "HNSW"
     with open_store("milvus", name, **options) as store:
-        run_ingest(store, starter, IngestOptions(collection=name, directories=[str(photos)], progress=False))
+        run_ingest(store, starter_embedder, IngestOptions(collection=name, directories=[str(photos)], progress=False))
         groups = find_groups(store, threshold=0.985)
         precision, recall = pair_scores([{p.payload["path"] for p in g.members} for g in groups], truth)
         assert precision >= 0.9 and recall >= 0.6, (precision, recall)
@@ -114,21 +103,21 @@ def test_find_groups_on_milvus_and_review_validation(where, tmp_path, starter, r
         assert groups[0].id not in {g.id for g in find_groups(store, threshold=0.985)}
 
 
-def test_calibration_is_monotone_deterministic_stored_and_keeps_its_promise(tmp_path, cache, starter):
+def test_calibration_is_monotone_deterministic_stored_and_keeps_its_promise(tmp_path, model_cache, starter_embedder):
     images = [texture(seed) for seed in range(200, 216)]
-    first, again = calibrate(starter, images), calibrate(starter, images)
+    first, again = calibrate(starter_embedder, images), calibrate(starter_embedder, images)
     assert first == again and first.slope > 0  # deterministic; monotone
     scores = np.linspace(-1, 1, 101)
     assert np.all(np.diff(first.relevance(scores)) > 0)
     assert abs(first.relevance(first.threshold(0.9)) - 0.9) < 1e-9
-    stored = calibration_for(starter, images)
-    assert stored == first and load_calibration(starter.model_id) == first
-    assert list((cache / "calibration").glob("*.json"))
+    stored = calibration_for(starter_embedder, images)
+    assert stored == first and load_calibration(starter_embedder.model_id) == first
+    assert list((model_cache / "calibration").glob("*.json"))
 
     # on planted pairs it has not seen, the 0.9 threshold is right about 9 times in 10 at equal prior
     fresh = [texture(seed) for seed in range(300, 330)]
-    vectors = starter.embed_images(fresh)
-    positives = np.concatenate([starter.embed_images(edits(image)) @ vector for image, vector in zip(fresh, vectors)])
+    vectors = starter_embedder.embed_images(fresh)
+    positives = np.concatenate([starter_embedder.embed_images(edits(image)) @ vector for image, vector in zip(fresh, vectors)])
     negatives = (vectors @ vectors.T)[np.triu_indices(len(fresh), 1)]
     threshold = first.threshold(0.9)
     tpr, fpr = float(np.mean(positives >= threshold)), float(np.mean(negatives >= threshold))
@@ -136,7 +125,7 @@ def test_calibration_is_monotone_deterministic_stored_and_keeps_its_promise(tmp_
     assert balanced_precision >= 0.8 and tpr >= 0.5, (balanced_precision, tpr)
 
 
-def test_image_search_with_min_relevance_keeps_the_calibrated_near_duplicates_only(tmp_path, cache):
+def test_image_search_with_min_relevance_keeps_the_calibrated_near_duplicates_only(tmp_path, model_cache, starter_embedder):
     """``clip-search query --image X --min-relevance R``: the cut is the calibration's cosine for R
     (measured on the collection at first use), so the query's edited copies come back and the
     unrelated images do not; both cuts at once are refused."""
@@ -155,9 +144,9 @@ def test_image_search_with_min_relevance_keeps_the_calibrated_near_duplicates_on
 
     everything = search()
     assert len(everything["hits"]) == len({p for g in truth.values() for p in g})  # no cut: every image
-    assert load_calibration(OpenClipEmbedder(MODEL).model_id) is None  # measured by the query below
+    assert load_calibration(starter_embedder.model_id) is None  # measured by the query below
     hits = search("--min-relevance", "0.9")["hits"]
-    cut = cosine_for(load_calibration(OpenClipEmbedder(MODEL).model_id), 0.9)
+    cut = cosine_for(load_calibration(starter_embedder.model_id), 0.9)
     assert hits and all(h["score"] >= cut for h in hits)
     assert [h["id"] for h in hits] == [h["id"] for h in everything["hits"] if h["score"] >= cut]
     found = {h["payload"]["path"] for h in hits}
@@ -208,7 +197,7 @@ def test_the_cli_pages_groups_and_reviews_one_by_its_group_id(tmp_path, tiny_emb
     assert both.exit_code == 2 and "not both" in both.output
 
 
-def test_a_pair_whose_file_is_gone_is_not_claimed_and_the_listing_says_so(tmp_path, cache):
+def test_a_pair_whose_file_is_gone_is_not_claimed_and_the_listing_says_so(tmp_path, model_cache):
     """A file deleted after the last ingest: its pairs cannot be checked, so they are left out of
     the duplicates tier (named in the log and counted in the JSON), while the rest is listed."""
     photos = tmp_path / "photos"

@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
-from planted_duplicates import photo
+from imagegen import image_bytes, photo
 
 from clip_ingest.connectors.backends.base import Point
 from clip_ingest.connectors.search.duplicates import SamePhotoCheck
@@ -24,9 +24,7 @@ from clip_ingest.connectors.search.same_photo import (
 
 
 def _jpeg(image: Image.Image, quality: int) -> Image.Image:
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=quality)
-    return Image.open(io.BytesIO(out.getvalue())).convert("RGB")
+    return Image.open(io.BytesIO(image_bytes(image, "JPEG", quality=quality))).convert("RGB")
 
 
 def _turned(image: Image.Image, degrees: float) -> Image.Image:
@@ -113,9 +111,7 @@ def test_the_weakest_cell_skips_corners_and_flat_cells() -> None:
 
 
 def test_thumbnails_come_from_bytes_and_bad_bytes_are_refused() -> None:
-    encoded = io.BytesIO()
-    photo(3, size=300).save(encoded, "JPEG")
-    thumb = Thumbnail.of(encoded.getvalue())
+    thumb = Thumbnail.of(image_bytes(photo(3, size=300), "JPEG"))
     assert max(thumb.pixels.shape) == 48 and max(thumb.detail.size) == FINE_SIDE and max(thumb.source.size) == 2 * FINE_SIDE
     with pytest.raises(OSError):
         Thumbnail.of(b"not an image")
@@ -125,11 +121,7 @@ def test_the_duplicates_tier_keeps_edits_and_drops_look_alikes_and_unreadable_pa
     """Pairs the k-NN pass put together: an edit (kept), another picture (dropped), a pair whose
     file is gone (dropped, counted)."""
     images = {"a": original, "b": EDITS["crop"](original), "c": photo(30, size=256)}
-    encoded = {}
-    for key, image in images.items():
-        out = io.BytesIO()
-        image.save(out, "PNG")
-        encoded[key] = out.getvalue()
+    encoded = {key: image_bytes(image) for key, image in images.items()}
     listed = {key: Point(key, None, {"path": key}) for key in ("a", "b", "c", "gone")}
     neighbours = {"a": {"b": 0.97, "c": 0.96, "gone": 0.99}, "b": {"a": 0.97}, "c": {"a": 0.96}}
     check = SamePhotoCheck(lambda point: encoded.get(point.id))

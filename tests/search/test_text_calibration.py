@@ -37,14 +37,8 @@ def colour_manifest(root: Path, n: int) -> tuple[Path, list[str], list[str]]:
     return manifest, paths, colours
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("CLIP_INGEST_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-def test_the_fit_is_monotone_and_the_cut_gives_the_relevance_asked_for(tmp_path):
-    embedder = OpenClipEmbedder(str(STARTER), device="cpu")
+def test_the_fit_is_monotone_and_the_cut_gives_the_relevance_asked_for(tmp_path, starter_embedder):
+    embedder = starter_embedder
     _, paths, colours = colour_manifest(tmp_path / "fit", 24)
     texts, images = embed_pairs(embedder, [f"a {c} picture" for c in colours], paths)
     relevant = np.array([[a == b for b in colours] for a in colours])
@@ -67,7 +61,7 @@ def test_the_fit_is_monotone_and_the_cut_gives_the_relevance_asked_for(tmp_path)
         fit_text_calibration(embedder.model_id, texts, images, np.zeros_like(relevant))
 
 
-def test_calibrate_text_stores_the_mapping_and_text_search_cuts_each_query_there(tmp_path, cache):
+def test_calibrate_text_stores_the_mapping_and_text_search_cuts_each_query_there(tmp_path, model_cache):
     model = tmp_path / "model"
     shutil.copytree(STARTER, model)
     fit, _, _ = colour_manifest(tmp_path / "fit", 32)
@@ -81,7 +75,7 @@ def test_calibrate_text_stores_the_mapping_and_text_search_cuts_each_query_there
     stored = json.loads((model / "clip_ingest.json").read_text())["text_calibration"]
     embedder = OpenClipEmbedder(str(model), device="cpu")
     assert json.loads(json.dumps(load_text_calibration(embedder).__dict__)) == stored and stored["model_id"] == embedder.model_id
-    shutil.rmtree(cache)  # the folder alone carries it
+    shutil.rmtree(model_cache)  # the folder alone carries it
     assert load_text_calibration(OpenClipEmbedder(str(model), device="cpu")) is not None
 
     photos = tmp_path / "photos"
@@ -102,7 +96,7 @@ def test_calibrate_text_stores_the_mapping_and_text_search_cuts_each_query_there
     assert sum(red) / len(red) > 1 / len(COLOURS)  # the cut keeps mostly the colour asked for
 
 
-def test_a_model_without_a_text_calibration_refuses_min_relevance_for_text(tmp_path, cache):
+def test_a_model_without_a_text_calibration_refuses_min_relevance_for_text(tmp_path, model_cache):
     photos = tmp_path / "photos"
     write_shape_folder(photos, n=8)
     where = ["--target", "qdrant-edge", "--data-dir", str(tmp_path / "data"), "--model", TINY_SPEC]

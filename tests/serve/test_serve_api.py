@@ -15,6 +15,7 @@ from PIL import Image
 from clip_ingest.connectors.backends import open_store
 from clip_ingest.connectors.search.searcher import Searcher
 
+from imagegen import image_bytes, write_shape_folder
 from serve_helpers import (PLANTED_TEXT, FailingStore, plant_collection, running_server, served,  # noqa: F401 (fixture)
                            serving_planted_duplicates)
 
@@ -105,14 +106,11 @@ def test_error_cases(served):
 
 def test_bombs_and_oversized_uploads(tmp_path, tiny_embedder):
     store = open_store("qdrant-edge", "shapes", path=str(tmp_path / "edge"))
-    from imagegen import write_shape_folder
-
     plant_collection(store, tiny_embedder, write_shape_folder(tmp_path / "p", n=4))
-    buffer = io.BytesIO()
-    Image.new("L", (12000, 12000)).save(buffer, "PNG")  # 144 MP of zeros: a few hundred KB
+    bomb_png = image_bytes(Image.new("L", (12000, 12000)))  # 144 MP of zeros: a few hundred KB
     with running_server(store, tiny_embedder, max_upload_bytes=1 << 20) as (url, _):
         with httpx.Client(base_url=url, timeout=30) as client:
-            bomb = client.post("/v1/search/image", files={"file": ("b.png", buffer.getvalue(), "image/png")})
+            bomb = client.post("/v1/search/image", files={"file": ("b.png", bomb_png, "image/png")})
             assert bomb.status_code == 400 and bomb.json()["error"]["code"] == "too_large"
             big = client.post("/v1/search/image", files={"file": ("b.png", b"\0" * (2 << 20), "image/png")})
             assert big.status_code == 413
@@ -134,7 +132,7 @@ def test_embeddings_and_the_unmodified_openai_client(served, tiny_embedder):
     floats = sdk.embeddings.create(model=tiny_embedder.model_id, input="a red circle", encoding_format="float")
     assert np.allclose(floats.data[0].embedding, expected[0], atol=1e-5)
     assert client.post("/v1/embeddings", json={"input": [[1, 2, 3]]}).status_code == 400
-    image = client.post("/v1/embed/image", files=[("files", ("a.png", _png(), "image/png"))]).json()
+    image = client.post("/v1/embed/image", files=[("files", ("a.png", image_bytes(Image.new("RGB", (32, 32), (200, 10, 10))), "image/png"))]).json()
     assert len(image["vectors"]) == 1 and len(image["vectors"][0]) == tiny_embedder.dim
 
 
@@ -169,8 +167,6 @@ def test_health_readiness_metrics_and_openapi(served):
 
 def test_api_key_is_required_and_never_logged(tmp_path, tiny_embedder, caplog):
     store = open_store("qdrant-edge", "shapes", path=str(tmp_path / "edge"))
-    from imagegen import write_shape_folder
-
     plant_collection(store, tiny_embedder, write_shape_folder(tmp_path / "p", n=4))
     key = "s3cret-key-value"
     caplog.set_level(logging.DEBUG)
@@ -188,8 +184,6 @@ def test_api_key_is_required_and_never_logged(tmp_path, tiny_embedder, caplog):
 
 def test_database_down_gives_503_with_retry_after_and_recovers(tmp_path, tiny_embedder):
     real = open_store("qdrant-edge", "shapes", path=str(tmp_path / "edge"))
-    from imagegen import write_shape_folder
-
     _, planted = plant_collection(real, tiny_embedder, write_shape_folder(tmp_path / "p", n=4))
     store = FailingStore(real)
     with running_server(store, tiny_embedder) as (url, _):
@@ -205,18 +199,11 @@ def test_database_down_gives_503_with_retry_after_and_recovers(tmp_path, tiny_em
     real.close()
 
 
-def _png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (32, 32), (200, 10, 10)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 def test_the_serve_command_serves_the_collection_and_stops_cleanly(tmp_path, tiny_embedder):
     import signal
     import subprocess
     import sys
 
-    from imagegen import write_shape_folder
     from serve_helpers import free_port, serve_process
 
     store = open_store("qdrant-edge", "shapes", path=str(tmp_path / "data" / "qdrant-edge"))
@@ -236,8 +223,8 @@ def test_the_serve_command_serves_the_collection_and_stops_cleanly(tmp_path, tin
 
 
 @pytest.fixture(scope="module")
-def served_duplicates(tmp_path_factory):
-    with serving_planted_duplicates(tmp_path_factory.mktemp("serve-duplicates"), range(40, 56), edited=4) as (url, service, truth):
+def served_duplicates(tmp_path_factory, starter_embedder):
+    with serving_planted_duplicates(starter_embedder, tmp_path_factory.mktemp("serve-duplicates"), range(40, 56), edited=4) as (url, service, truth):
         with httpx.Client(base_url=url, timeout=120) as client:
             yield client, service, truth
 

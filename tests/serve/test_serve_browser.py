@@ -20,6 +20,7 @@ from playwright import sync_api
 from clip_ingest.connectors.backends import open_store
 
 from browser_helpers import browser  # noqa: F401 (the fixture)
+from imagegen import write_shape_folder
 from serve_helpers import PLANTED_TEXT, FailingStore, plant_collection, running_server, serving_planted_duplicates
 
 TIMEOUT_MS = 20_000
@@ -27,8 +28,6 @@ TIMEOUT_MS = 20_000
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, tiny_embedder):
-    from imagegen import write_shape_folder
-
     root = tmp_path_factory.mktemp("browser")
     folder = write_shape_folder(root / "photos", n=12)
     store = open_store("qdrant-edge", "shapes", path=str(root / "edge"))
@@ -198,9 +197,9 @@ def test_keyboard_slash_focuses_the_search_box_and_a_phone_window_has_two_column
 
 
 @pytest.fixture(scope="module")
-def dup_site(tmp_path_factory):
+def dup_site(tmp_path_factory, starter_embedder):
     """The starter model (which calibrates) over planted near-duplicate groups, served."""
-    with serving_planted_duplicates(tmp_path_factory.mktemp("browser-dups"), range(60, 72), edited=4) as served:
+    with serving_planted_duplicates(starter_embedder, tmp_path_factory.mktemp("browser-dups"), range(60, 72), edited=4) as served:
         yield served
 
 
@@ -415,8 +414,6 @@ def test_dark_mode_follows_the_system_and_the_favicon_is_served(browser, site):
 
 def test_a_wrong_key_an_oversized_upload_and_a_database_down_show_their_messages(page, tmp_path, tiny_embedder):
     """401, 413 and 503 on the page, from a server with an API key over a store that fails on demand."""
-    from imagegen import write_shape_folder
-
     real = open_store("qdrant-edge", "shapes", path=str(tmp_path / "edge"))
     plant_collection(real, tiny_embedder, write_shape_folder(tmp_path / "p", n=2))
     store = FailingStore(real)

@@ -5,7 +5,6 @@ with texts, and the model name checked, through the unmodified openai SDK and La
 from __future__ import annotations
 
 import base64
-import io
 
 import numpy as np
 import openai
@@ -13,6 +12,7 @@ import pytest
 from langchain_openai import OpenAIEmbeddings
 from PIL import Image
 
+from imagegen import image_bytes
 from serve_helpers import served  # noqa: F401 (fixture)
 
 
@@ -24,16 +24,10 @@ def data_uri(content: bytes, kind: str = "png") -> str:
     return f"data:image/{kind};base64," + base64.b64encode(content).decode()
 
 
-def jpeg_bytes() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (300, 200), (20, 160, 40)).save(buffer, "JPEG")
-    return buffer.getvalue()
-
-
 def test_texts_and_images_in_one_request_in_every_form(served, tiny_embedder):
     client, _, points, _, _ = served
     png = open(points[3].payload["path"], "rb").read()
-    jpeg = jpeg_bytes()
+    jpeg = image_bytes(Image.new("RGB", (300, 200), (20, 160, 40)), "JPEG")
     inputs = ["a red circle", data_uri(png), base64.b64encode(jpeg).decode(),
               {"type": "image_url", "image_url": {"url": data_uri(jpeg, "jpeg")}}, {"type": "text", "text": "a blue square"},
               {"type": "image_url", "image_url": data_uri(png)}]
