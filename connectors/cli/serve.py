@@ -27,6 +27,7 @@ from .ingest import INGEST, parse_index_fields, plan
 if TYPE_CHECKING:  # imported by serve() itself: --help loads neither FastAPI nor the service
     from ..ingest.job import IngestJob
     from ..serve.app import Metrics
+    from ..serve.scheduled_ingest import ScheduledIngest
     from ..serve.service import SearchService
 
 SERVE_SETTINGS: tuple[Setting, ...] = (
@@ -40,6 +41,8 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
     Setting("warm_duplicates", bool, True),
 )
 SERVE = register_command("serve", SERVE_SETTINGS)
+
+log = logging.getLogger("clip_ingest.serve")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -87,13 +90,8 @@ def serve(verbose: int, quiet: bool, **params: Any) -> None:
     it serves, so a cron clip-ingest beside it exits 4 with a message naming the server. With a
     Qdrant or Milvus server, serve and a cron clip-ingest simply run side by side.
     """
-    import uvicorn
-
     from ..backends.base import StoreError
     from ..model_spec import ModelLoadError
-    from ..serve.app import Metrics, create_app
-    from ..serve.scheduled_ingest import ScheduledIngest
-    from ..serve.service import SearchService
 
     setup_logging(verbose, quiet)
     params["cors_origin"] = list(params["cors_origin"]) or None
@@ -101,36 +99,9 @@ def serve(verbose: int, quiet: bool, **params: Any) -> None:
     settings = load_settings(params, SERVE)
     job = _ingest_job(settings, params, ingest_sources)
     target = store_target(settings)
-    metrics = Metrics()
-    log = logging.getLogger("clip_ingest.serve")
     try:
         with _store_lock(target, settings.collection, job), open_target_store(target, settings.collection) as store:
-            embedder = load_query_embedder(settings, store)
-            service = SearchService(store, embedder, serialise_store=target.embedded, collection=settings.collection,
-                                    max_batch=settings.batch_size, on_batch=metrics.batch.observe,
-                                    on_image_batch=metrics.image_batch.observe,
-                                    load_model=lambda spec: load_settings_embedder(settings, spec or settings.model, settings.batch_size))
-            ingest = None
-            if job is not None:  # through the service's store handle: searches and writes take turns
-                passes = replace(job, lock_path=None) if target.embedded else job  # held: _store_lock
-                ingest = ScheduledIngest(service.store, embedder, passes, every_s=parse_duration(settings.ingest_every),
-                                         on_outcome=lambda outcome: _after_pass(outcome, metrics, service, settings))
-            app = create_app(service, max_upload_bytes=int(settings.max_upload_mb * (1 << 20)), api_key=settings.api_key,
-                             cors_origins=tuple(settings.cors_origin), metrics=metrics, ingest=ingest)
-            log.info("serving %s collection %r (%d items, model %s) at http://%s:%d/", target.target, settings.collection,
-                     service.count(), embedder.model_id, settings.host, settings.port)
-            if ingest is not None:
-                log.info("ingesting %s now and every %s (lock %s)", ", ".join(job.options.directories + job.options.manifests),
-                         settings.ingest_every, job.lock_path)
-                ingest.start()
-            if settings.warm_duplicates:
-                threading.Thread(target=service.warm_duplicates, name="warm-duplicates", daemon=True).start()
-            try:
-                uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning" if quiet else "info")
-            finally:
-                if ingest is not None:
-                    ingest.close()
-                service.close()
+            _serve_store(store, settings, target, job, quiet)
     except LockedError as exc:
         who = exc.holder.describe() if exc.holder else "another process"
         fatal(f"cannot serve {target.target} collection {settings.collection!r} at {target.location}: {who} holds it, "
@@ -138,6 +109,51 @@ def serve(verbose: int, quiet: bool, **params: Any) -> None:
               "--ingest-every then replaces a cron clip-ingest), or use a database server")
     except (StoreError, ModelLoadError) as exc:
         fatal(str(exc))
+
+
+def _serve_store(store: Any, settings: Settings, target: StoreTarget, job: IngestJob | None, quiet: bool) -> None:
+    """Answer over ``store`` until the server stops (Ctrl-C, SIGTERM), with the scheduled passes of ``job``."""
+    import uvicorn
+
+    from ..serve.app import Metrics, create_app
+    from ..serve.service import SearchService
+
+    metrics = Metrics()
+    embedder = load_query_embedder(settings, store)
+    service = SearchService(store, embedder, serialise_store=target.embedded, collection=settings.collection,
+                            max_batch=settings.batch_size, on_batch=metrics.batch.observe,
+                            on_image_batch=metrics.image_batch.observe,
+                            load_model=lambda spec: load_settings_embedder(settings, spec or settings.model, settings.batch_size))
+    ingest = _scheduled_ingest(job, target, service, embedder, metrics, settings)
+    app = create_app(service, max_upload_bytes=int(settings.max_upload_mb * (1 << 20)), api_key=settings.api_key,
+                     cors_origins=tuple(settings.cors_origin), metrics=metrics, ingest=ingest)
+    log.info("serving %s collection %r (%d items, model %s) at http://%s:%d/", target.target, settings.collection,
+             service.count(), embedder.model_id, settings.host, settings.port)
+    if ingest is not None:
+        log.info("ingesting %s now and every %s (lock %s)", ", ".join(job.options.directories + job.options.manifests),
+                 settings.ingest_every, job.lock_path)
+        ingest.start()
+    if settings.warm_duplicates:
+        threading.Thread(target=service.warm_duplicates, name="warm-duplicates", daemon=True).start()
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning" if quiet else "info")
+    finally:
+        if ingest is not None:
+            ingest.close()
+        service.close()
+
+
+def _scheduled_ingest(job: IngestJob | None, target: StoreTarget, service: SearchService, embedder: Any,
+                      metrics: Metrics, settings: Settings) -> ScheduledIngest | None:
+    """The passes of ``--ingest-every``, through the service's store handle (searches and writes
+    take turns); on an embedded store they run under the lock the server holds (:func:`_store_lock`)."""
+    from ..serve.scheduled_ingest import ScheduledIngest
+
+    if job is None:
+        return None
+    passes = replace(job, lock_path=None) if target.embedded else job
+    return ScheduledIngest(service.store, embedder, passes, every_s=parse_duration(settings.ingest_every),
+                           on_outcome=lambda outcome: _after_pass(outcome, metrics, service, settings))
 
 
 def _after_pass(outcome: str, metrics: Metrics, service: SearchService, settings: Settings) -> None:
