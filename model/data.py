@@ -41,6 +41,11 @@ class DataError(ValueError):
     """A data source is missing or malformed (the message names the file and line)."""
 
 
+CAPTIONS_ADVICE = ("give them in a manifest ('captions' column), mine them (`clip-model mine-captions`), or make "
+                   "them from the class names: --set \"templates=['a photo of a {label}.']\"")
+"""What to do when a stage needs captions the data lacks."""
+
+
 @dataclass(frozen=True)
 class Sample:
     """One training image: its path, class label (or ``None``) and captions."""

@@ -45,13 +45,15 @@ from clip_ingest.connectors.factory import LoadedModel, load_model
 
 from .augment import AugmentConfig, train_transform
 from .checkpoint import model_config_for_spec, save_local_dir
-from .data import DataError, ImageDataset, Sample, class_index, collate_images, load_samples, load_sources, split_samples
+from .data import (CAPTIONS_ADVICE, DataError, ImageDataset, Sample, class_index, collate_images, load_samples,
+                   load_sources, split_samples)
 from .distributed import DistInfo, barrier, setup_distributed
 from .features import cached_image_embeddings
-from .loss_factory import CAPTIONS_ADVICE, LossInputs, create_loss, losses_for
+from .loss_factory import create_loss, losses_for
 from .mining import with_template_captions
 from .towers import image_parameter_names, realign_parameter_names, set_trainable
 from .train import FitResult, TrainConfig, fit, score_on_main, seed_everything
+from .trainers import LossInputs
 from .validation import CaptionMatchScore, GuardedScore, ImageRetrievalScore, TextRetrievalScore, ValidationScore
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,7 @@
 """The modules a training stage hands to :func:`~clip_ingest.model.train.fit`: the model with
-its loss, ``forward(batch) -> loss``. Built by :func:`clip_ingest.model.loss_factory.create_loss`.
+its loss, ``forward(batch) -> loss``, and how each is built from a stage config
+(:func:`class_trainer`, :func:`contrastive_trainer`), which
+:func:`clip_ingest.model.loss_factory.create_loss` calls by loss name.
 
 =====================  ===========================================  ===============================
 trainer                loss                                         stages
@@ -15,14 +17,30 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from .data import Batch
+from .data import CAPTIONS_ADVICE, Batch, DataError, class_index
+from .features import embed_texts
 from .losses import ArcMarginLoss, InfoNCELoss, MultiCaptionArcMarginLoss, caption_masks
 from .train import decay_param_groups
+
+
+@dataclass(frozen=True)
+class LossInputs:
+    """What a loss is built from: the model being trained, its tokenizer, the training samples
+    (their labels and captions), the embedding width, the device, and for realignment the cached
+    image vectors (one row per sample)."""
+
+    model: nn.Module
+    tokenizer: Any
+    samples: Sequence[Any]
+    embed_dim: int
+    device: torch.device | None = None
+    image_bank: torch.Tensor | None = None
 
 
 class ClassTrainer(nn.Module):
@@ -150,3 +168,36 @@ class ContrastiveTrainer(nn.Module):
     def after_step(self) -> None:
         """Keep ``exp(logit_scale)`` within CLIP's ``[1, 100]``."""
         InfoNCELoss.clamp_logit_scale(self.model.logit_scale)
+
+
+def class_trainer(cfg: Any, inputs: LossInputs, *, with_captions: bool) -> ClassTrainer:
+    """ArcMargin on the samples' labels (``cfg.arc_*``, ``proxy_lr_multiplier``) and, ``with_captions``,
+    MC-ArcMargin over the frozen text tower's embeddings of their captions (``cfg.caption_*``)."""
+    classes = class_index(inputs.samples)
+    labels = torch.tensor([classes[s.label] for s in inputs.samples], dtype=torch.long)
+    arc = ArcMarginLoss(len(classes), inputs.embed_dim, scale=cfg.arc_scale, margin=cfg.arc_margin,
+                        proxy_lr_multiplier=cfg.proxy_lr_multiplier)
+    if not with_captions:
+        return ClassTrainer(inputs.model, labels, arc, 1.0)
+    pool = sorted({c for s in inputs.samples for c in s.captions})
+    if not pool:
+        raise DataError(f"mcip needs captions: {CAPTIONS_ADVICE}")
+    column = {c: j for j, c in enumerate(pool)}
+    bank = embed_texts(inputs.model, inputs.tokenizer, pool, device=inputs.device)
+    ids = [[column[c] for c in s.captions] for s in inputs.samples]
+    mc = MultiCaptionArcMarginLoss(scale=cfg.caption_scale, margin=cfg.caption_margin, variant=cfg.caption_loss)
+    return ClassTrainer(inputs.model, labels, arc, cfg.arc_weight, (mc, bank, ids, cfg.caption_weight,
+                                                                    cfg.same_class_negatives))
+
+
+def contrastive_trainer(cfg: Any, inputs: LossInputs) -> ContrastiveTrainer:
+    """InfoNCE against ``inputs.image_bank`` (realignment), else on pixels with the pretraining
+    regularisers of ``cfg``."""
+    captions = [s.captions for s in inputs.samples]
+    if inputs.image_bank is not None:
+        return ContrastiveTrainer(inputs.model, inputs.tokenizer, captions, inputs.image_bank)
+    return ContrastiveTrainer(
+        inputs.model, inputs.tokenizer, captions,
+        label_smoothing=cfg.label_smoothing, word_dropout=cfg.word_dropout,
+        image_ssl_weight=cfg.image_ssl_weight, image_ssl_temperature=cfg.image_ssl_temperature,
+    )

@@ -9,9 +9,10 @@ from click.testing import CliRunner
 from clip_ingest.connectors.factory import load_model
 from clip_ingest.model.cli import cli
 from clip_ingest.model.data import DataError, Sample
-from clip_ingest.model.loss_factory import LOSSES, LossInputs, create_loss, describe, losses_for
+from clip_ingest.model.loss_factory import LOSSES, create_loss, describe, losses_for
 from clip_ingest.model.recipe import RecipeError, build_dataclass, resolve
 from clip_ingest.model.stages import FinetuneConfig
+from clip_ingest.model.trainers import LossInputs
 from model_helpers import TINY
 
 
@@ -19,7 +20,7 @@ def test_finetune_methods_and_their_help_come_from_the_loss_registry():
     assert losses_for("finetune") == ("retrieval", "mcip")
     help_text = " ".join(CliRunner().invoke(cli, ["finetune", "--help"]).output.split())
     assert "[retrieval|mcip]" in help_text and " ".join(describe("finetune").split()) in help_text
-    assert all(cls.summary and cls.stage and cls.name == name for name, cls in LOSSES.items())
+    assert all(loss.summary and loss.stage and loss.name == name for name, loss in LOSSES.items())
 
 
 def test_create_loss_builds_each_finetune_loss_from_the_stage_config():
