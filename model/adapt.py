@@ -287,24 +287,7 @@ def run_adapt(cfg: AdaptConfig, echo: Callable[[str], None] = print) -> AdaptRes
     progress.finish(began)
     echo("base on held-out: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in base_report.models[0].metrics.items()))
 
-    candidates = {"base": cfg.base, **_fine_tune(cfg, plan, data, out, progress)}
-    val_report = evaluate_on_samples(list(candidates.values()), data.val_samples, names=list(candidates), device=cfg.device)
-    validation = {m.name: m.metrics for m in val_report.models}
-    chosen, preferred = _choose({n: v for n, v in validation.items() if n != "base"}, validation["base"],
-                                cfg.text_guard_tolerance)
-    echo(f"validation chose {chosen}{'' if preferred else ', but prefers the base'}: " + "; ".join(
-        f"{n} image mAP {100 * s[IMAGE_MAP]:.1f}" + (f", text mAP {100 * s[TEXT_MAP]:.1f}" if TEXT_MAP in s else "")
-        for n, s in validation.items()))
-
-    if data.captions and cfg.realign:
-        began = progress.start(f"realigning the text tower of {chosen}")
-        kept = _realign(cfg, plan, data, out, chosen, candidates[chosen], validation)
-        echo(f"realignment: validation text mAP {100 * validation[f'{chosen}-realign'].get(TEXT_MAP, 0.0):.1f} "
-             f"({'kept' if kept else 'not kept'})")
-        if kept:
-            chosen, candidates[kept[0]] = kept
-            chosen, preferred = _choose({chosen: validation[chosen]}, validation["base"], cfg.text_guard_tolerance)
-        progress.finish(began, training=True)
+    candidates, validation, chosen, preferred = _train_and_choose(cfg, plan, data, out, progress, echo)
 
     began = progress.start("measuring on the held-out labels")
     report = _held_out_report(cfg, split, base_report, chosen, candidates[chosen])
@@ -327,6 +310,31 @@ def run_adapt(cfg: AdaptConfig, echo: Callable[[str], None] = print) -> AdaptRes
         echo(f"{hint}: clip-ingest migrate --model {export_dir} --collection YOUR_COLLECTION YOUR_SOURCES")
     echo(f"done in {seconds:.0f} s; report in {out / 'adapt.md'}")
     return result
+
+
+def _train_and_choose(cfg: AdaptConfig, plan: AdaptPlan, data: _Data, out: Path, progress: Progress,
+                      echo: Callable[[str], None]) -> tuple[dict[str, str], dict[str, dict[str, float]], str, bool]:
+    """Fine-tune at every planned rate, choose on the validation labels (realigning the choice's
+    text tower when there are captions); returns the candidates (name -> spec), their validation
+    metrics, the choice and whether validation prefers it to the base."""
+    candidates = {"base": cfg.base, **_fine_tune(cfg, plan, data, out, progress)}
+    val_report = evaluate_on_samples(list(candidates.values()), data.val_samples, names=list(candidates), device=cfg.device)
+    validation = {m.name: m.metrics for m in val_report.models}
+    chosen, preferred = _choose({n: v for n, v in validation.items() if n != "base"}, validation["base"],
+                                cfg.text_guard_tolerance)
+    echo(f"validation chose {chosen}{'' if preferred else ', but prefers the base'}: " + "; ".join(
+        f"{n} image mAP {100 * s[IMAGE_MAP]:.1f}" + (f", text mAP {100 * s[TEXT_MAP]:.1f}" if TEXT_MAP in s else "")
+        for n, s in validation.items()))
+    if data.captions and cfg.realign:
+        began = progress.start(f"realigning the text tower of {chosen}")
+        kept = _realign(cfg, plan, data, out, chosen, candidates[chosen], validation)
+        echo(f"realignment: validation text mAP {100 * validation[f'{chosen}-realign'].get(TEXT_MAP, 0.0):.1f} "
+             f"({'kept' if kept else 'not kept'})")
+        if kept:
+            chosen, candidates[kept[0]] = kept
+            chosen, preferred = _choose({chosen: validation[chosen]}, validation["base"], cfg.text_guard_tolerance)
+        progress.finish(began, training=True)
+    return candidates, validation, chosen, preferred
 
 
 def _export(cfg: AdaptConfig, name: str, source: str, split: UserSplit, plan: AdaptPlan, report: EvalReport,
