@@ -83,6 +83,7 @@ INGEST_SETTINGS: tuple[Setting, ...] = (
 )
 INGEST = register_command("ingest", INGEST_SETTINGS)
 
+
 def parse_index_fields(specs: list[str]) -> dict[str, str]:
     """``["colour:keyword", "index:integer"]`` -> ``{"colour": "keyword", "index": "integer"}``."""
     fields: dict[str, str] = {}
@@ -250,10 +251,10 @@ def _report(outcome: Outcome, job: IngestJob, settings: Settings) -> None:
         click.echo("dry run, nothing written: " + json.dumps(outcome.summary, sort_keys=True))
     elif not job.artifact:
         log.info("stored in %s collection %r at %s; search it with: %s", job.target.target, settings.collection,
-                 job.target.location, _next_command(settings))
+                 job.target.location, search_command(settings))
 
 
-def _next_command(settings: Settings) -> str:
+def search_command(settings: Settings) -> str:
     """The clip-search command line that queries what this run wrote (no secrets: keys are not
     options, and credentials inside a URL are redacted)."""
     parts = ["clip-search", "--target", settings.target]
@@ -265,7 +266,8 @@ def _next_command(settings: Settings) -> str:
     return " ".join(parts + ["--text", shlex.quote("a photo of a dog")])
 
 
-__all__ = ["INGEST", "INGEST_SETTINGS", "main", "parse_index_fields", "plan", "run", "source_options", "split_commas"]
+__all__ = ["INGEST", "INGEST_SETTINGS", "main", "parse_index_fields", "plan", "run", "search_command", "source_options",
+           "split_commas"]
 
 
 if __name__ == "__main__":

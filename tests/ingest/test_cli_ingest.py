@@ -212,11 +212,11 @@ def test_a_wrong_server_address_fails_at_once_and_says_which_option(workdir, sha
 def test_the_suggested_search_command_never_echoes_url_credentials():
     from types import SimpleNamespace
 
-    from clip_ingest.connectors.cli.ingest import _next_command
+    from clip_ingest.connectors.cli.ingest import search_command
 
     settings = SimpleNamespace(target="milvus", collection="images", data_dir="clip-ingest-data", qdrant_url=None,
                                qdrant_path=None, milvus_uri="http://root:s3cret@db:19530", model="starter")
-    command = _next_command(settings)
+    command = search_command(settings)
     assert "s3cret" not in command and "--milvus-uri" in command and "db:19530" in command
 
 
