@@ -39,7 +39,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .backends import registry
 from .backends.registry import TARGETS, StoreTarget
-from .setting import ENV_PREFIX, Setting
+from .setting import Setting
 
 DEFAULT_CONFIG_FILE = "clip-ingest.toml"
 DEFAULT_DATA_DIR = "clip-ingest-data"

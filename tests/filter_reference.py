@@ -11,6 +11,8 @@ from typing import Any, Mapping
 
 from hypothesis import strategies as st
 
+from conftest import SEARCHABLE_TARGETS, embedded_options
+
 from clip_ingest.connectors.filters import (
     And,
     Compare,
@@ -252,11 +254,5 @@ def filters(max_leaves: int = 8, *, geo_radius: bool = True) -> st.SearchStrateg
 
 # ---------------------------------------------------------------- real stores for the cross-backend tests
 
-TARGETS = ("qdrant", "qdrant-edge", "milvus")
-
-
-def store_options(target: str, root) -> dict[str, Any]:
-    """``open_store`` options for an embedded store of ``target`` under the folder ``root``."""
-    if target == "milvus":
-        return {"uri": str(root / "milvus.db")}
-    return {"path": str(root / target)}
+#: the targets the cross-backend tests run on, and the options of an embedded store of one under a folder
+TARGETS, store_options = SEARCHABLE_TARGETS, embedded_options

@@ -2,37 +2,24 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-import pytest
 
-from clip_ingest.connectors.backends import BACKENDS, open_store
 from clip_ingest.connectors.backends.base import VectorStore
 from clip_ingest.connectors.ingest.pipeline import IngestOptions, run_ingest
 from clip_ingest.connectors.ingest.summary import RunStats
 
+from conftest import SEARCHABLE_TARGETS, embedded_options, open_embedded
+
 COLLECTION = "images"
-ALL_BACKENDS = ("qdrant", "qdrant-edge", "milvus")
-
-
-def store_options(backend: str, root: Path) -> dict[str, Any]:
-    """Embedded-store options under ``root`` (no server needed)."""
-    return {
-        "qdrant": {"path": str(root / "qdrant")},
-        "qdrant-edge": {"path": str(root / "qdrant-edge")},
-        "milvus": {"uri": str(root / "milvus.db")},
-    }[backend]
+ALL_BACKENDS, store_options = SEARCHABLE_TARGETS, embedded_options
 
 
 def open_test_store(backend: str, root: Path, collection: str = COLLECTION) -> VectorStore:
-    """A real embedded store; skips while that backend's module is not written yet."""
-    module = BACKENDS[backend].split(":")[0]
-    if importlib.util.find_spec(module) is None:  # pragma: no cover - only while backends are in progress
-        pytest.skip(f"backend {backend} not available")
-    return open_store(backend, collection, **store_options(backend, root))
+    """A real embedded store of ``backend`` under ``root``."""
+    return open_embedded(backend, root, collection)
 
 
 class CountingEmbedder:

@@ -35,6 +35,8 @@ from PIL import Image
 from clip_ingest.connectors.backends.base import VectorStore
 from clip_ingest.connectors.ingest.ids import point_id
 
+from conftest import embedded_options
+
 TINY_MODEL = "clip-ingest-tiny:random"
 PHASES = ("scan", "decode", "embed", "write", "prune")
 """Where a run can be stopped: file yielded by the scan, file read+decoded, model batch embedded,
@@ -480,16 +482,15 @@ def run_forked(fn: Callable[..., None], *args: Any, timeout: float = RUN_TIMEOUT
 
 
 def check_store(target: str, options: Mapping[str, Any], collection: str, root: Path, model_id: str | None) -> None:
-    """Open ``collection`` and :func:`assert_exactly_once` on it (meant for :func:`run_forked`).
-
-    ``target`` is an ``open_store`` target or ``"qdrant-client"`` (qdrant-client's local mode).
-    """
+    """Open ``collection`` and :func:`assert_exactly_once` on it (meant for :func:`run_forked`)."""
     from clip_ingest.connectors.backends import open_store
-    from clip_ingest.connectors.backends.qdrant.client_store import QdrantClientStore
 
-    opened = QdrantClientStore(collection, **options) if target == "qdrant-client" else open_store(target, collection, **options)
-    with opened as store:
+    with open_store(target, collection, **options) as store:
         assert_exactly_once(store, root, collection, model_id)
+
+
+#: the targets under test -> the registry target each runs on
+_ON = {"qdrant": "qdrant", "qdrant-client": "qdrant", "milvus-lite": "milvus", "milvus-server": "milvus"}
 
 
 class Target:
@@ -498,26 +499,22 @@ class Target:
     ``name``: ``qdrant`` (Qdrant Edge, the embedded default), ``qdrant-client`` (qdrant-client
     local mode, the code path of a Qdrant server; reached through :class:`ClientFaults`),
     ``milvus-lite`` or ``milvus-server`` (``server_uri`` required; a fresh collection each time).
+    The embedded ones live where the CLI puts them under ``--data-dir data``.
     """
 
     def __init__(self, name: str, data: Path, server_uri: str | None = None) -> None:
-        self.name, self.collection = name, "images"
-        if name in ("qdrant", "qdrant-client"):
-            self.args = ["--data-dir", str(data)]
-            self._open: tuple[str, dict[str, Any]] = (
-                "qdrant" if name == "qdrant" else "qdrant-client", {"path": str(data / "qdrant")}
-            )
-        elif name == "milvus-lite":
-            uri = str(data / "milvus.db")
-            self.args = ["--target", "milvus", "--milvus-uri", uri, "--data-dir", str(data)]
-            self._open = ("milvus", {"uri": uri})
-        elif name == "milvus-server" and server_uri:
-            self.collection = f"t_{uuid.uuid4().hex[:12]}"
-            self.args = ["--target", "milvus", "--milvus-uri", server_uri, "--collection", self.collection,
-                         "--data-dir", str(data)]
-            self._open = ("milvus", {"uri": server_uri})
-        else:
+        if name not in _ON or (name == "milvus-server") != bool(server_uri):
             raise ValueError(f"unknown target {name!r} (milvus-server needs server_uri)")
+        self.name, self.collection, target = name, "images", _ON[name]
+        self.args = ["--target", target, "--data-dir", str(data)]
+        options: dict[str, Any] = embedded_options(target, data)
+        if name == "qdrant-client":
+            options["client"] = True
+        if server_uri:
+            self.collection = f"t_{uuid.uuid4().hex[:12]}"
+            self.args += ["--milvus-uri", server_uri, "--collection", self.collection]
+            options = {"uri": server_uri}
+        self._open = (target, options)
 
     @classmethod
     def for_param(cls, request: Any, tmp_path: Path) -> "Target":

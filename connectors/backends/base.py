@@ -260,11 +260,10 @@ class VectorStore(ABC):
     def adopt(self, physical: str) -> None:
         """Turn this store's plain collection into ``physical`` with this store's name as its alias.
 
-        Done once, before a collection's first migration. Renamed where the database can rename
-        (Qdrant Edge folders, Milvus); copied where it cannot (Qdrant: vectors and payloads,
-        no model run). Between dropping the name and creating the alias the name is missing (on
-        Milvus for as long as loading the renamed collection takes); ``Searcher`` waits through
-        that gap.
+        Done once, before a collection's first migration. Renamed where the database can rename;
+        copied where it cannot (vectors and payloads, no model run). Between dropping the name and
+        creating the alias the name is missing (for as long as the database takes to load the
+        renamed collection); ``Searcher`` waits through that gap. Each store says which it does.
         """
         raise StoreError(f"{self.backend} does not support collection aliases")
 

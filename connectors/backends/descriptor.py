@@ -8,7 +8,7 @@ Config, the CLIs, the ingestion job, the benchmarks and the tests read these fie
 :mod:`.registry` and never name a backend themselves.
 
 Building a descriptor must stay cheap: a backend package imports its database client only when
-a store is opened (``open``), so ``--help`` and config checks never load pymilvus or qdrant-client.
+a store is opened (``open``), so ``--help`` and config checks never load a database client.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class Backend:
     """Filter AST -> native filter, per store dialect (a store's :attr:`~.base.VectorStore.backend`)."""
     holds: Literal["collection", "location"] = "collection"
     """What a process keeps open in an embedded store: one collection, or the whole location
-    (a Milvus Lite file: one process at a time, whichever collections it holds)."""
+    (a file that one process at a time may open, whichever collections it holds)."""
     searchable: bool = True
     """False for an artifact written to be loaded elsewhere (Parquet): no search, no filters."""
 

@@ -25,7 +25,7 @@ _BY_NAME: dict[str, Backend] = {name: entry for entry in BACKENDS for name in en
 #: every ``--target`` value
 TARGETS: tuple[str, ...] = tuple(_BY_NAME)
 
-#: the backends' own settings (``qdrant_url``, ``milvus_token``...), in registry order
+#: the backends' own settings (a server address, a token...), in registry order
 SETTINGS: tuple[Setting, ...] = tuple(setting for entry in BACKENDS for setting in entry.settings)
 
 #: every :attr:`~.base.CollectionSpec.indexed_fields` type some backend can index

@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from ..backends.registry import backend
 from ..config import Settings, StoreTarget
 from ..ingest.deadletter import RunFiles, read_dead_letter_head
 from ..ingest.lock import LockedError, LockHolder, RunLock, default_lock_path, read_holder, store_holder
@@ -79,7 +80,8 @@ def collect(settings: Settings, shard: Shard) -> dict[str, Any]:
     lock_path = settings.lock_file or default_lock_path(target.target, target.location, settings.collection, worker)
     report.update(held_by=None, ingest_running=None)
     if target.embedded:
-        server = store_holder(target.target, target.location, None if target.target == "milvus" else settings.collection)
+        whole = backend(target.target).holds == "location"
+        server = store_holder(target.target, target.location, None if whole else settings.collection)
         if server is not None:
             report.update(held_by=asdict(server), health="held")
             return report

@@ -36,7 +36,6 @@ from clip_ingest.connectors.backends import (
     StoreError,
     TransientStoreError,
     VectorStore,
-    open_store,
 )
 from clip_ingest.connectors.backends.milvus.store import (
     Capabilities,
@@ -74,11 +73,6 @@ def closed_port() -> int:
 
 
 # -- the contract --------------------------------------------------------------------------
-
-
-class TestMilvusLiteContract(VectorStoreContract):
-    def make_store(self, tmp_path: Path, collection: str) -> VectorStore:
-        return open_store("milvus", collection, uri=str(tmp_path / "milvus.db"))
 
 
 @pytest.mark.milvus_server

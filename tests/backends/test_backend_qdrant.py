@@ -32,11 +32,6 @@ SECRET = "sekrit-api-key-0123456789"
 pytestmark = pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
 
 
-class TestQdrantEdgeContract(VectorStoreContract):
-    def make_store(self, tmp_path: Path, collection: str) -> VectorStore:
-        return open_store("qdrant-edge", collection, path=str(tmp_path / "edge"))
-
-
 class TestQdrantLocalModeContract(VectorStoreContract):
     def make_store(self, tmp_path: Path, collection: str) -> VectorStore:
         return QdrantClientStore(collection, path=str(tmp_path / "local"))

@@ -19,9 +19,8 @@ key is scrubbed from every message and never shown by ``repr``.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import httpx
 import numpy as np
@@ -29,22 +28,9 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from ..base import (
-    CollectionSpec,
-    Hit,
-    InvalidSettingError,
-    Point,
-    StoreError,
-    TransientStoreError,
-    UNKNOWN_MODEL,
-    ServerStore,
-    check_collection_model,
-    check_point_id,
-    check_vector,
-    refuse_recreate_through_alias,
-)
+from ..base import CollectionSpec, InvalidSettingError, StoreError, TransientStoreError, UNKNOWN_MODEL, ServerStore
 from ..common import redact_uri, scrub_secrets
-from .common import check_index_types, metadata_record, payload_indexes, payload_selector, record_to_point, scored_to_hit
+from .common import Pager, QdrantStore, metadata_record, payload_indexes
 from .compile import to_qdrant_filter
 
 #: key of our record inside the collection metadata
@@ -84,7 +70,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-class QdrantClientStore(ServerStore):
+class QdrantClientStore(QdrantStore, ServerStore):
     """A clip-ingest collection in Qdrant, reached through ``qdrant_client.QdrantClient``.
 
     Give exactly one of ``url`` (a server, e.g. ``http://localhost:6333``), ``path`` (local mode
@@ -96,6 +82,7 @@ class QdrantClientStore(ServerStore):
     """
 
     backend = "qdrant"
+    _compile = staticmethod(to_qdrant_filter)
 
     def __init__(
         self,
@@ -163,19 +150,10 @@ class QdrantClientStore(ServerStore):
 
     # -- error handling -------------------------------------------------------------------
 
-    @contextmanager
-    def _translated(self, action: str) -> Iterator[None]:
-        """Turn client exceptions into StoreError / TransientStoreError with the key scrubbed."""
-        try:
-            yield
-        except StoreError:
-            raise
-        except Exception as exc:
-            message = scrub_secrets(
-                f"qdrant {action} on {self.collection!r} at {self._where}: {_describe(exc)}", self._secret
-            )
-            error = TransientStoreError if _is_transient(exc) else StoreError
-            raise error(message) from None
+    def _error(self, action: str, exc: Exception) -> StoreError:
+        """A StoreError, or TransientStoreError where retrying may help, with the key scrubbed."""
+        message = scrub_secrets(f"qdrant {action} on {self.collection!r} at {self._where}: {_describe(exc)}", self._secret)
+        return (TransientStoreError if _is_transient(exc) else StoreError)(message)
 
     # -- collection -----------------------------------------------------------------------
 
@@ -204,18 +182,8 @@ class QdrantClientStore(ServerStore):
         spec = record.get("model_spec") if isinstance(record, dict) else None
         return spec if isinstance(spec, str) else None
 
-    def ensure_collection(self, spec: CollectionSpec, *, recreate: bool = False) -> None:
-        check_index_types(spec)
+    def _prepare(self) -> None:
         self._open_local()
-        stored = self.collection_model()
-        if stored is not None and not recreate:
-            check_collection_model(self.collection, spec, stored)
-        else:
-            if stored is not None:
-                refuse_recreate_through_alias(self)
-            self._create(spec, drop=stored is not None)
-        self._dim = spec.dim
-        self._ensure_indexes(spec)
 
     def _create(self, spec: CollectionSpec, *, drop: bool) -> None:
         """Create the collection (after dropping the old one) with cosine float32 vectors and our record."""
@@ -235,7 +203,7 @@ class QdrantClientStore(ServerStore):
                 "clip-ingest needs Qdrant >= 1.16"
             )
 
-    def _ensure_indexes(self, spec: CollectionSpec) -> None:
+    def _build(self, spec: CollectionSpec) -> None:
         """Create the payload indexes the spec asks for that the collection lacks (servers only)."""
         if self._local or not spec.indexed_fields:
             return
@@ -247,32 +215,10 @@ class QdrantClientStore(ServerStore):
                         self.collection, name, field_schema=models.PayloadSchemaType(kind), wait=True
                     )
 
-    def _collection_dim(self) -> int:
-        """The collection's dimension (cached), or StoreError if the collection does not exist."""
-        if self._dim is None:
-            stored = self.collection_model()
-            if stored is None:
-                raise StoreError(f"collection {self.collection!r} does not exist at {self._where}; ingest first")
-            self._dim = stored[1]
-        return self._dim
-
     # -- points ---------------------------------------------------------------------------
 
-    def upsert(self, points: Sequence[Point]) -> None:
-        if not points:
-            return
-        dim = self._collection_dim()
-        structs = []
-        for point in points:
-            if point.vector is None:
-                raise StoreError(f"point {point.id!r} has no vector; upsert needs one")
-            structs.append(
-                models.PointStruct(
-                    id=check_point_id(point.id),
-                    vector=check_vector(point.vector, dim).tolist(),
-                    payload=dict(point.payload),
-                )
-            )
+    def _write(self, rows: list[tuple[str, list[float], dict[str, Any]]]) -> None:
+        structs = [models.PointStruct(id=point_id, vector=vector, payload=payload) for point_id, vector, payload in rows]
         with self._translated("upsert"):
             self._client.upsert(self.collection, points=structs, wait=True)
 
@@ -287,63 +233,26 @@ class QdrantClientStore(ServerStore):
         with self._translated("set payload"):
             self._client.batch_update_points(self.collection, update_operations=operations, wait=True)
 
-    def retrieve(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Point]:
-        if not ids:
-            return []
-        wanted = [check_point_id(i) for i in ids]
-        with self._translated("retrieve"):
-            records = self._client.retrieve(
-                self.collection, ids=wanted, with_payload=True, with_vectors=with_vectors
-            )
-        return [record_to_point(record) for record in records]
+    def _fetch(self, ids: list[str], with_vectors: bool) -> Sequence[Any]:
+        return self._client.retrieve(self.collection, ids=ids, with_payload=True, with_vectors=with_vectors)
 
-    def scroll(self, fields: Sequence[str] | None = None, batch_size: int = 1000) -> Iterator[Point]:
-        offset = None
-        while True:
-            with self._translated("scroll"):
-                records, offset = self._client.scroll(
-                    self.collection,
-                    limit=batch_size,
-                    offset=offset,
-                    with_payload=payload_selector(fields),
-                    with_vectors=False,
-                )
-            yield from (record_to_point(record) for record in records)
-            if offset is None:
-                return
+    def _pager(self, with_payload: bool | list[str], batch_size: int) -> Pager:
+        def page(offset: Any) -> tuple[Sequence[Any], Any]:
+            return self._client.scroll(self.collection, limit=batch_size, offset=offset, with_payload=with_payload,
+                                       with_vectors=False)
 
-    def delete(self, ids: Sequence[str]) -> None:
-        if not ids:
-            return
-        selector = models.PointIdsList(points=[check_point_id(i) for i in ids])
+        return page
+
+    def _remove(self, ids: list[str]) -> None:
         with self._translated("delete"):
-            self._client.delete(self.collection, points_selector=selector, wait=True)
+            self._client.delete(self.collection, points_selector=models.PointIdsList(points=ids), wait=True)
 
-    def search(
-        self,
-        vector: np.ndarray,
-        *,
-        k: int = 10,
-        filter: Any | None = None,
-        offset: int = 0,
-        score_threshold: float | None = None,
-    ) -> list[Hit]:
-        query = check_vector(vector, self._collection_dim()).tolist()
-        with self._translated("search"):
-            response = self._client.query_points(
-                self.collection,
-                query=query,
-                limit=k,
-                offset=offset,
-                query_filter=_compile(filter),
-                score_threshold=score_threshold,
-                with_payload=True,
-            )
-        return [scored_to_hit(p) for p in response.points]
+    def _query(self, query: list[float], k: int, offset: int, native: Any, score_threshold: float | None) -> Sequence[Any]:
+        return self._client.query_points(self.collection, query=query, limit=k, offset=offset, query_filter=native,
+                                         score_threshold=score_threshold, with_payload=True).points
 
-    def count(self, filter: Any | None = None) -> int:
-        with self._translated("count"):
-            return int(self._client.count(self.collection, count_filter=_compile(filter), exact=True).count)
+    def _count(self, native: Any) -> int:
+        return self._client.count(self.collection, count_filter=native, exact=True).count
 
     # -- aliases: Qdrant's own, resolved by the server on every request
 
@@ -402,7 +311,3 @@ class QdrantClientStore(ServerStore):
             with self._translated("close"):
                 self._qdrant.close()
 
-
-def _compile(filter: Any | None) -> models.Filter | None:
-    """The parsed filter AST as a qdrant-client Filter."""
-    return None if filter is None else to_qdrant_filter(filter)

@@ -20,34 +20,13 @@ import json
 import os
 import re
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-import numpy as np
 import qdrant_edge as edge
 
-from ..base import (
-    CollectionSpec,
-    Hit,
-    InvalidSettingError,
-    Point,
-    StoreError,
-    UNKNOWN_MODEL,
-    VectorStore,
-    check_collection_model,
-    check_point_id,
-    check_vector,
-    refuse_recreate_through_alias,
-)
-from .common import (
-    check_index_types,
-    metadata_record,
-    payload_indexes,
-    payload_selector,
-    record_to_point,
-    scored_to_hit,
-)
+from ..base import CollectionSpec, InvalidSettingError, StoreError, UNKNOWN_MODEL
+from .common import Pager, QdrantStore, metadata_record, payload_indexes
 from .compile_edge import to_edge_filter
 
 RECORD_FILE = "clip_ingest.json"
@@ -56,10 +35,11 @@ SHARD_DIR = "shard"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
 
 
-class QdrantEdgeStore(VectorStore):
+class QdrantEdgeStore(QdrantStore):
     """A clip-ingest collection stored by Qdrant Edge in ``<path>/<collection>/``."""
 
     backend = "qdrant-edge"
+    _compile = staticmethod(to_edge_filter)
 
     def __init__(self, collection: str, *, path: str | os.PathLike[str]) -> None:
         if not _SAFE_NAME.fullmatch(collection) or collection in {".", ".."}:
@@ -69,6 +49,7 @@ class QdrantEdgeStore(VectorStore):
             )
         self.collection = collection
         self._base = Path(path)
+        self._where = str(self._base)
         self._root = self._base / collection  # an alias is a symbolic link to its collection's folder
         self._shard: edge.EdgeShard | None = None
         self._dim: int | None = None
@@ -77,23 +58,17 @@ class QdrantEdgeStore(VectorStore):
     def __repr__(self) -> str:
         return f"QdrantEdgeStore(collection={self.collection!r}, path={str(self._root.parent)!r})"
 
-    @contextmanager
-    def _translated(self, action: str) -> Iterator[None]:
-        """Turn Edge's plain exceptions into StoreError naming the collection and the action."""
-        try:
-            yield
-        except StoreError:
-            raise
-        except Exception as exc:
-            detail = str(exc)
-            if "WouldBlock" in detail:
-                detail = (
-                    "the collection is open in another process (Qdrant Edge allows one at a time): a running "
-                    "clip-ingest holds it until it ends, a clip-search serve while it serves (let the server "
-                    "ingest: --ingest-every or POST /v1/ingest); or use a Qdrant server (--qdrant-url) when "
-                    "several processes need the collection at once"
-                )
-            raise StoreError(f"qdrant-edge {action} on {self.collection!r} at {self._root}: {detail}") from None
+    def _error(self, action: str, exc: Exception) -> StoreError:
+        """Edge's plain exceptions as a StoreError naming the collection and the action."""
+        detail = str(exc)
+        if "WouldBlock" in detail:
+            detail = (
+                "the collection is open in another process (Qdrant Edge allows one at a time): a running "
+                "clip-ingest holds it until it ends, a clip-search serve while it serves (let the server "
+                "ingest: --ingest-every or POST /v1/ingest); or use a Qdrant server (--qdrant-url) when "
+                "several processes need the collection at once"
+            )
+        return StoreError(f"qdrant-edge {action} on {self.collection!r} at {self._root}: {detail}")
 
     # -- collection -----------------------------------------------------------------------
 
@@ -117,17 +92,13 @@ class QdrantEdgeStore(VectorStore):
             return UNKNOWN_MODEL, 0
         return None
 
-    def ensure_collection(self, spec: CollectionSpec, *, recreate: bool = False) -> None:
-        check_index_types(spec)
-        stored = self.collection_model()
-        if stored is not None and not recreate:
-            check_collection_model(self.collection, spec, stored)
-        else:
-            if stored is not None:
-                refuse_recreate_through_alias(self)
-            self._drop()
-            self._write_record(spec)
-        self._dim = spec.dim
+    def _create(self, spec: CollectionSpec, *, drop: bool) -> None:
+        """Replace the collection folder by a new model record (the shard is made by :meth:`_build`)."""
+        self._drop()
+        self._write_record(spec)
+
+    def _build(self, spec: CollectionSpec) -> None:
+        """Create the shard if the folder has none yet, then the payload indexes it lacks."""
         if not (self._root / SHARD_DIR).is_dir():
             config = edge.EdgeConfig(
                 vectors=edge.EdgeVectorParams(
@@ -181,16 +152,6 @@ class QdrantEdgeStore(VectorStore):
             self._loaded_from = real
         return self._shard
 
-    def _collection_dim(self) -> int:
-        """The collection's dimension from its record (cached)."""
-        self._follow()
-        if self._dim is None:
-            stored = self.collection_model()
-            if stored is None:
-                raise StoreError(f"collection {self.collection!r} does not exist at {self._root.parent}; ingest first")
-            self._dim = stored[1]
-        return self._dim
-
     def _update(self, action: str, operation: edge.UpdateOperation) -> None:
         """Apply one update operation to the shard, translating errors."""
         shard = self._open()
@@ -199,16 +160,8 @@ class QdrantEdgeStore(VectorStore):
 
     # -- points ---------------------------------------------------------------------------
 
-    def upsert(self, points: Sequence[Point]) -> None:
-        if not points:
-            return
-        dim = self._collection_dim()
-        batch = []
-        for point in points:
-            if point.vector is None:
-                raise StoreError(f"point {point.id!r} has no vector; upsert needs one")
-            vector = check_vector(point.vector, dim).tolist()
-            batch.append(edge.Point(check_point_id(point.id), vector, dict(point.payload)))
+    def _write(self, rows: list[tuple[str, list[float], dict[str, Any]]]) -> None:
+        batch = [edge.Point(point_id, vector, payload) for point_id, vector, payload in rows]
         self._update("upsert", edge.UpdateOperation.upsert_points(batch))
 
     def set_payloads(self, payloads: Mapping[str, Mapping[str, Any]]) -> None:
@@ -216,59 +169,28 @@ class QdrantEdgeStore(VectorStore):
         for point_id, payload in wanted.items():  # in-process: one operation per point costs no round trip
             self._update("set payload", edge.UpdateOperation.overwrite_payload([point_id], payload))
 
-    def retrieve(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Point]:
-        if not ids:
-            return []
-        wanted = [check_point_id(i) for i in ids]
-        shard = self._open()
-        with self._translated("retrieve"):
-            records = shard.retrieve(wanted, with_payload=True, with_vector=with_vectors)
-        return [record_to_point(record) for record in records]
+    def _fetch(self, ids: list[str], with_vectors: bool) -> Sequence[Any]:
+        return self._open().retrieve(ids, with_payload=True, with_vector=with_vectors)
 
-    def scroll(self, fields: Sequence[str] | None = None, batch_size: int = 1000) -> Iterator[Point]:
-        selector = payload_selector(fields)
-        with_payload = edge.PayloadSelector.Include(selector) if isinstance(selector, list) else selector
+    def _pager(self, with_payload: bool | list[str], batch_size: int) -> Pager:
+        selector = edge.PayloadSelector.Include(with_payload) if isinstance(with_payload, list) else with_payload
         shard = self._open()
-        offset = None
-        while True:
-            request = edge.ScrollRequest(offset=offset, limit=batch_size, with_payload=with_payload, with_vector=False)
-            with self._translated("scroll"):
-                records, offset = shard.scroll(request)
-            yield from (record_to_point(record) for record in records)
-            if offset is None:
-                return
 
-    def delete(self, ids: Sequence[str]) -> None:
-        if ids:
-            self._update("delete", edge.UpdateOperation.delete_points([check_point_id(i) for i in ids]))
+        def page(offset: Any) -> tuple[Sequence[Any], Any]:
+            return shard.scroll(edge.ScrollRequest(offset=offset, limit=batch_size, with_payload=selector, with_vector=False))
 
-    def search(
-        self,
-        vector: np.ndarray,
-        *,
-        k: int = 10,
-        filter: Any | None = None,
-        offset: int = 0,
-        score_threshold: float | None = None,
-    ) -> list[Hit]:
-        query = check_vector(vector, self._collection_dim()).tolist()
-        request = edge.QueryRequest(
-            limit=k,
-            offset=offset,
-            query=edge.Query.Nearest(query),
-            filter=_compile(filter),
-            score_threshold=score_threshold,
-            with_payload=True,
-        )
-        shard = self._open()
-        with self._translated("search"):
-            scored = shard.query(request)
-        return [scored_to_hit(p) for p in scored]
+        return page
 
-    def count(self, filter: Any | None = None) -> int:
-        shard = self._open()
-        with self._translated("count"):
-            return int(shard.count(edge.CountRequest(exact=True, filter=_compile(filter))))
+    def _remove(self, ids: list[str]) -> None:
+        self._update("delete", edge.UpdateOperation.delete_points(ids))
+
+    def _query(self, query: list[float], k: int, offset: int, native: Any, score_threshold: float | None) -> Sequence[Any]:
+        request = edge.QueryRequest(limit=k, offset=offset, query=edge.Query.Nearest(query), filter=native,
+                                    score_threshold=score_threshold, with_payload=True)
+        return self._open().query(request)
+
+    def _count(self, native: Any) -> int:
+        return self._open().count(edge.CountRequest(exact=True, filter=native))
 
     def flush(self) -> None:
         if self._shard is not None:
@@ -330,11 +252,6 @@ class QdrantEdgeStore(VectorStore):
             with self._translated("close"):
                 shard.flush()
                 shard.close()
-
-
-def _compile(filter: Any | None) -> edge.Filter | None:
-    """The parsed filter AST as an Edge Filter."""
-    return None if filter is None else to_edge_filter(filter)
 
 
 def _schema(index_type: str) -> edge.PayloadSchemaType:

@@ -1,0 +1,28 @@
+"""The :class:`VectorStore` contract on an embedded store of every searchable backend in the
+registry: a backend added to the registry is held to the contract without a line here.
+(qdrant-client's local mode and a Milvus server run it in their own modules.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from backend_contract import VectorStoreContract
+from clip_ingest.connectors.backends.base import VectorStore
+
+from conftest import ONE_PER_BACKEND, open_embedded
+
+
+class TestEveryBackendContract(VectorStoreContract):
+    @pytest.fixture(autouse=True, params=ONE_PER_BACKEND)
+    def _target(self, request: pytest.FixtureRequest) -> None:
+        self.target = request.param
+
+    def make_store(self, tmp_path: Path, collection: str) -> VectorStore:
+        return open_embedded(self.target, tmp_path / "data", collection)
+
+
+def test_the_store_fixture_opens_each_backend_it_names(store: VectorStore) -> None:
+    """The shared ``store`` fixture: one real store per searchable backend, on collection ``images``."""
+    assert store.collection == "images" and store.collection_model() is None
