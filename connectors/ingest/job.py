@@ -88,6 +88,7 @@ class IngestJob:
         """Connect to the job's collection (unset options keep the backend's defaults)."""
         return open_target(self.target, self.options.collection)
 
+
 def metadata_limits(settings: Settings) -> MetadataLimits:
     """The ``metadata_*`` settings as :class:`MetadataLimits`.
 
@@ -114,7 +115,8 @@ def job_from_settings(settings: Settings, shard: Shard, index_fields: dict[str, 
         source_record=None if settings.dry_run else files.sources, metadata_limits=metadata_limits(settings),
         recreate=settings.recreate, dry_run=settings.dry_run, shard=shard, dead_letter=files.dead_letter,
         workers=decode_workers(settings.workers, settings.get("cpus")), batch_size=settings.batch_size,
-        max_batch_bytes=backend(target.target).write_batch_bytes, retry_for=settings.retry_for, read_timeout=settings.read_timeout,
+        max_batch_bytes=backend(target.target).write_batch_bytes, retry_for=settings.retry_for,
+        read_timeout=settings.read_timeout,
         model_spec=os.path.abspath(settings.model) if os.path.isdir(settings.model) else settings.model,
         id_namespace=settings.get("id_namespace"), quarantine=files.quarantine,
     )

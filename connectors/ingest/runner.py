@@ -49,7 +49,7 @@ ExecutorChoice = Callable[[Embedder], "StageExecutor | None"]
 @dataclass(frozen=True)
 class Outcome:
     """How a run ended: its outcome word and exit code (:data:`~.summary.OUTCOMES`), its counters,
-    the summary it recorded, and, for a run that did not finish, why."""
+    the summary it recorded (with the first failed files), and, for a run that did not finish, why."""
 
     word: str
     exit_code: int
@@ -57,10 +57,6 @@ class Outcome:
     summary: dict[str, Any]
     error: str | None = None
 
-    @property
-    def failed_files(self) -> list[dict[str, Any]]:
-        """The first failed files (path, reason, detail); the dead-letter file has every one."""
-        return self.summary["failed_files"]
 
 def finished_outcome(stats: RunStats, *, failed_files_ok: bool = False) -> tuple[int, str]:
     """The exit code and outcome word of a run that went to its end: 3 ``failed_files`` when
