@@ -162,6 +162,20 @@ def rows_for(backend: str, size: int, samples: dict[str, tuple[list[float], list
     return rows
 
 
+def side_by_side(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per backend and size: unfiltered p50 ms, each filter's p50 / unfiltered p50, and
+    the least mean recall over the filters."""
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in rows:
+        line = out.setdefault((r["backend"], r["points"]), {"backend": r["backend"], "points": r["points"]})
+        if r["filter"] == "unfiltered":
+            line["unfiltered_p50_ms"] = r["p50_ms"]
+        else:
+            line[r["filter"]] = r["p50/unfiltered"]
+            line["least_recall"] = min(line.get("least_recall", 1.0), r["recall"])
+    return list(out.values())
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", help="collection sizes [default: 10000 100000; smoke: 200]")
@@ -203,7 +217,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                             1.0 if r["backend"] in EXACT_BACKENDS else APPROXIMATE_RECALL) for r in filtered]
     config = {"sizes": args.sizes, "dim": args.dim, "k": args.k, "queries": args.queries, "backends": args.backends,
               "filters": {name: text for name, text, _ in FILTERS}, "milvus_consistency": args.milvus_consistency}
-    return common.report("filtered search", config, {"filtered vs unfiltered (ms) and recall": rows}, ratios, args.json)
+    tables = {"filtered vs unfiltered (ms) and recall": rows, "p50 / unfiltered p50, side by side": side_by_side(rows)}
+    return common.report("filtered search", config, tables, ratios, args.json)
 
 
 if __name__ == "__main__":

@@ -216,7 +216,7 @@ def test_filtered_search_benchmark_compares_every_filter_with_unfiltered_and_exa
     from benchmarks import filtered
 
     result = run(filtered, tmp_path, "--backends", "qdrant-edge", "milvus-lite")
-    rows = only_table(result)
+    rows = result["tables"]["filtered vs unfiltered (ms) and recall"]
     names = ["unfiltered", *(name for name, _, _ in filtered.FILTERS)]
     assert sorted((r["backend"], r["filter"]) for r in rows) == sorted(
         (backend, name) for backend in ("qdrant-edge", "milvus-lite") for name in names)
@@ -224,3 +224,6 @@ def test_filtered_search_benchmark_compares_every_filter_with_unfiltered_and_exa
     assert all(r["p50_ms"] > 0 and r["p95_ms"] >= r["p50_ms"] for r in rows)
     assert {r["filter"]: r["matches"] for r in rows if r["backend"] == "milvus-lite"}["unfiltered"] == 200
     assert len(result["ratios"]) == 2 * 2 * len(filtered.FILTERS)  # latency and recall per filter and backend
+    side = result["tables"]["p50 / unfiltered p50, side by side"]
+    assert [(r["backend"], r["least_recall"]) for r in side] == [("qdrant-edge", 1.0), ("milvus-lite", 1.0)]
+    assert all(r[name] > 0 for r in side for name, _, _ in filtered.FILTERS)
