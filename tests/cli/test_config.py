@@ -16,7 +16,8 @@ from click.testing import CliRunner
 import clip_ingest.connectors.cli  # noqa: F401  (registers every command's settings)
 from clip_ingest.connectors.cli.clip_ingest import main as ingest_main
 from clip_ingest.connectors.cli.search import main as search_main
-from clip_ingest.connectors.config import ConfigError, registered_commands, resolve_settings
+from clip_ingest.connectors.backends import registry
+from clip_ingest.connectors.config import COMMON_SETTINGS, ConfigError, registered_commands, resolve_settings
 from conftest import TINY_SPEC
 
 REPO = Path(__file__).resolve().parents[2]
@@ -179,3 +180,20 @@ def test_the_reference_lists_every_setting():
     missing = sorted({s.name for c in registered_commands().values() for s in c.specs if f"`{s.name}`" not in reference})
     assert not missing, f"docs/configuration.md does not describe {missing}"
     assert "docs/configuration.md" in (REPO / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("group", [ingest_main, search_main], ids=["clip-ingest", "clip-search"])
+def test_each_common_setting_is_one_generated_flag_and_secrets_are_none(group):
+    """The flags come from the settings (backends' included): help, choices and minimum as declared,
+    default None (not given), and no flag for a secret."""
+    params = {p.name: p for p in group.commands[group.default].params}
+    assert {s.name for s in registry.SETTINGS} <= {s.name for s in COMMON_SETTINGS}
+    assert list(params["target"].type.choices) == list(registry.TARGETS)
+    for setting in COMMON_SETTINGS:
+        if setting.secret:
+            assert setting.name not in params
+            continue
+        option = params[setting.name]
+        assert (option.opts, option.help, option.default) == ([setting.flag], setting.help_text, None)
+        assert list(getattr(option.type, "choices", setting.choices)) == list(setting.choices)
+        assert getattr(option.type, "min", None) == setting.minimum
