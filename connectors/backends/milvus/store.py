@@ -297,6 +297,21 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
         yield list(items[start : start + size])
 
 
+def _check_options(index_type: str, search_consistency: str, max_request_bytes: int, timeout: float,
+                   admin_timeout: float, search_ef: int) -> None:
+    """Refuse a store option out of range with :class:`~..base.InvalidSettingError`, before any connection."""
+    if index_type not in INDEX_PARAMS:
+        raise InvalidSettingError(f"index_type {index_type!r} is not one of {', '.join(INDEX_PARAMS)}")
+    if search_consistency not in CONSISTENCY_LEVELS:
+        raise InvalidSettingError(f"search_consistency {search_consistency!r} is not one of {', '.join(CONSISTENCY_LEVELS)}")
+    if not 1024 <= max_request_bytes <= 64 * 2**20:
+        raise InvalidSettingError("max_request_bytes must be between 1 KiB and 64 MiB")
+    if timeout <= 0 or admin_timeout <= 0:
+        raise InvalidSettingError("timeout and admin_timeout must be positive")
+    if search_ef < 1:
+        raise InvalidSettingError("search_ef must be >= 1")
+
+
 class MilvusStore(ServerStore):
     """A clip-ingest collection in Milvus or Milvus Lite (see the module docstring)."""
 
@@ -336,16 +351,7 @@ class MilvusStore(ServerStore):
         server's own default is ``k``, which measured recall@10 0.13 on 10k random 512-d
         vectors, against 0.78 at 256 (real image embeddings are far easier than random ones).
         """
-        if index_type not in INDEX_PARAMS:
-            raise InvalidSettingError(f"index_type {index_type!r} is not one of {', '.join(INDEX_PARAMS)}")
-        if search_consistency not in CONSISTENCY_LEVELS:
-            raise InvalidSettingError(f"search_consistency {search_consistency!r} is not one of {', '.join(CONSISTENCY_LEVELS)}")
-        if not 1024 <= max_request_bytes <= 64 * 2**20:
-            raise InvalidSettingError("max_request_bytes must be between 1 KiB and 64 MiB")
-        if timeout <= 0 or admin_timeout <= 0:
-            raise InvalidSettingError("timeout and admin_timeout must be positive")
-        if search_ef < 1:
-            raise InvalidSettingError("search_ef must be >= 1")
+        _check_options(index_type, search_consistency, max_request_bytes, timeout, admin_timeout, search_ef)
         self.collection = collection
         self.uri = str(uri if uri is not None else "./milvus.db")
         self.db_name = db_name
@@ -356,14 +362,8 @@ class MilvusStore(ServerStore):
         self.search_ef = search_ef
         self.max_request_bytes = max_request_bytes
         self._token = token or ""
-        tls = {
-            "secure": secure,
-            "server_pem_path": server_pem_path,
-            "server_name": server_name,
-            "ca_pem_path": ca_pem_path,
-            "client_pem_path": client_pem_path,
-            "client_key_path": client_key_path,
-        }
+        tls = {"secure": secure, "server_pem_path": server_pem_path, "server_name": server_name,
+               "ca_pem_path": ca_pem_path, "client_pem_path": client_pem_path, "client_key_path": client_key_path}
         self._tls = {name: value for name, value in tls.items() if value is not None}
         self._client: MilvusClient | None = None
         self._caps: Capabilities | None = None
