@@ -4,6 +4,7 @@ your own images) and ``calibrate-text`` (a model's text score scale)."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,22 @@ from .adapt_defaults import FOLDER_SPLITS
 from .benchmarks import BENCHMARKS, DEFAULT_BENCHMARKS
 from .cli_errors import run_or_fail
 from .cli_options import from_recipe, out_root_option, recipe_option
-from .recipe import load_recipe, section
+from .recipe import load_recipe, resolve
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """``[eval]`` of a recipe: the flags of ``clip-model eval`` that a recipe may set."""
+
+    models: tuple[str, ...] = ()
+    data_root: str | None = None
+    benchmarks: tuple[str, ...] = ()
+    max_per_class: int | None = None
+    device: str = "auto"
+    batch_size: int = 64
+    runtimes: tuple[str, ...] = ()
+    out_dir: str | None = None
+    against: str | None = None
+
 
 @click.command("eval", short_help="Compare models side by side on the standard benchmarks.")
 @recipe_option
@@ -58,33 +74,29 @@ def eval_command(**flags: Any) -> None:
     from .user_eval import evaluate_folder
 
     recipe = from_recipe(lambda: load_recipe(flags["recipe"]))
-    given = {k: flags[k] or None for k in ("data_root", "out_dir", "against")}
-    given.update({k: list(flags[k]) or None for k in ("models", "benchmarks")})
-    cfg = section(recipe, "eval", given, flags["out_root"])
-    models = list(cfg.get("models") or [])
+    given = {k: flags[k] or None for k in ("data_root", "out_dir", "against", "max_per_class", "device", "batch_size")}
+    given.update({k: list(flags[k]) or None for k in ("models", "benchmarks", "runtimes")})
+    cfg = from_recipe(lambda: resolve(recipe, "eval", EvalSettings, given, flags["out_root"]))
+    models = list(cfg.models)
     if not models:
         raise click.UsageError("name at least one --model (or `models` in the recipe's [eval])")
-    against = cfg.get("against")
-    if against and against not in models:
-        models.insert(0, against)
+    if cfg.against and cfg.against not in models:
+        models.insert(0, cfg.against)
     options = run_or_fail(lambda: EvalOptions(
-        data_root=Path(".") if flags["folder"] else resolve_data_root(cfg.get("data_root")),
-        benchmarks=tuple(cfg.get("benchmarks") or DEFAULT_BENCHMARKS),
-        max_per_class=flags["max_per_class"] or cfg.get("max_per_class"),
-        device=flags["device"] or cfg.get("device", "auto"),
-        batch_size=flags["batch_size"] or cfg.get("batch_size", 64),
-        runtimes=tuple(flags["runtimes"] or cfg.get("runtimes") or ("torch",)),
+        data_root=Path(".") if flags["folder"] else resolve_data_root(cfg.data_root),
+        benchmarks=cfg.benchmarks or DEFAULT_BENCHMARKS, max_per_class=cfg.max_per_class, device=cfg.device,
+        batch_size=cfg.batch_size, runtimes=cfg.runtimes or ("torch",),
     ))
     if flags["folder"]:
         report = run_or_fail(lambda: evaluate_folder(models, flags["folder"], flags["folder_split"],
                                                      device=options.device, batch_size=options.batch_size))
     else:
         report = run_or_fail(lambda: evaluate_models(models, options))
-    if against:
-        compare_to(report, against)
+    if cfg.against:
+        compare_to(report, cfg.against)
     click.echo(render_markdown(report), nl=False)
-    if cfg.get("out_dir"):
-        json_path, md_path = write_report(report, cfg["out_dir"])
+    if cfg.out_dir:
+        json_path, md_path = write_report(report, cfg.out_dir)
         click.echo(f"wrote {json_path} and {md_path}")
     if not flags["folder"] and len(report.missing) == len(options.benchmarks):
         raise click.ClickException("no benchmark could run: every dataset folder is missing")

@@ -5,6 +5,7 @@ paper authors' checkpoints)."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import click
 
 from .cli_errors import run_or_fail
 from .cli_options import from_recipe, out_root_option, recipe_option
-from .recipe import load_recipe, section
+from .recipe import load_recipe, resolve
 
 
 def _metrics_for(eval_json: str | None, spec: str) -> tuple[dict[str, float] | None, list[dict[str, Any]] | None]:
@@ -33,9 +34,21 @@ def _metrics_for(eval_json: str | None, spec: str) -> tuple[dict[str, float] | N
     return chosen["metrics"], others
 
 
-def _experiment_table(flag: str | None, cfg: dict[str, Any]) -> str | None:
+@dataclass(frozen=True)
+class ExportSettings:
+    """``[export]`` of a recipe: the arguments and flags of ``clip-model export`` that a recipe may set."""
+
+    source: str | None = None
+    out_dir: str | None = None
+    name: str | None = None
+    fp16: bool = False
+    onnx: bool = False
+    metrics: str | None = None
+    experiment: str | None = None
+
+
+def _experiment_table(experiment_file: str | None) -> str | None:
     """The text of the ``--experiment`` file (or the recipe's ``experiment``), if any."""
-    experiment_file = flag or cfg.get("experiment")
     if experiment_file and not Path(experiment_file).is_file():
         raise click.UsageError(f"--experiment {experiment_file}: no such file (run `clip-model experiment` first)")
     return Path(experiment_file).read_text(encoding="utf-8") if experiment_file else None
@@ -69,16 +82,18 @@ def export(**flags: Any) -> None:
     from .export import export_model
 
     recipe = from_recipe(lambda: load_recipe(flags["recipe"]))
-    cfg = section(recipe, "export", {k: flags[k] for k in ("source", "out_dir", "name", "fp16", "onnx")}, flags["out_root"])
-    if not cfg.get("source") or not cfg.get("out_dir"):
+    given = {k: flags[k] for k in ("source", "out_dir", "name", "fp16", "onnx")}
+    given.update(metrics=flags["metrics_file"], experiment=flags["experiment_file"])
+    cfg = from_recipe(lambda: resolve(recipe, "export", ExportSettings, given, flags["out_root"]))
+    if not cfg.source or not cfg.out_dir:
         raise click.UsageError("give SPEC and OUT_DIR (or `source` and `out_dir` in the recipe's [export])")
-    metrics, compared_with = _metrics_for(flags["metrics_file"] or cfg.get("metrics"), cfg["source"])
-    experiment = _experiment_table(flags["experiment_file"], cfg)
+    metrics, compared_with = _metrics_for(cfg.metrics, cfg.source)
+    experiment = _experiment_table(cfg.experiment)
     result = run_or_fail(lambda: export_model(
-        cfg["source"], cfg["out_dir"], name=cfg.get("name"),
+        cfg.source, cfg.out_dir, name=cfg.name,
         recipe={"file": flags["recipe"], **recipe} if recipe else None,
         metrics=metrics, compared_with=compared_with, experiment=experiment,
-        fp16=bool(cfg.get("fp16")), onnx=bool(cfg.get("onnx")), overwrite=flags["overwrite"],
+        fp16=cfg.fp16, onnx=cfg.onnx, overwrite=flags["overwrite"],
     ))
     click.echo(f"exported {result.path} (model_id {result.model_id})")
 

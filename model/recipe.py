@@ -7,7 +7,9 @@ shared by the three training stages, and ``[recipe]`` with its ``name`` and ``ou
 ``--out-root`` moves a whole chain of stages.
 
 A command's settings are resolved by the precedence code every clip-ingest command uses
-(:func:`clip_ingest.connectors.config.resolve_settings`): each field of its config dataclass is
+(:func:`clip_ingest.connectors.config.resolve_settings`): each field of its config dataclass
+(a stage config, ``MineConfig``, ``ExperimentConfig``, or ``EvalSettings`` / ``ExportSettings``
+beside those commands' options) is
 a :class:`~clip_ingest.connectors.config.Setting` (a nested dataclass's fields are dotted,
 ``train.epochs``), the recipe's table over ``[stages]`` over the dataclass defaults gives
 its default, and flags (``--set`` included) override it. Environment variables do not reach
@@ -112,11 +114,6 @@ def table(recipe: dict[str, Any], name: str) -> dict[str, Any]:
     if name in STAGES:
         base = merge(merge({"out_dir": f"{{out_root}}/{name}"}, recipe.get("stages", {})), base)
     return base
-
-
-def section(recipe: dict[str, Any], name: str, overrides: dict[str, Any], out_root: str | None) -> dict[str, Any]:
-    """The ``[name]`` table of ``recipe`` (:func:`table`) with ``overrides`` applied and placeholders expanded."""
-    return expand(merge(table(recipe, name), overrides), out_root_of(recipe, out_root))
 
 
 def _nested(field: dataclasses.Field) -> type | None:

@@ -24,7 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 from clip_ingest.model.cli import cli
-from clip_ingest.model.recipe import load_recipe, out_root_of, section
+from clip_ingest.model.recipe import expand, load_recipe, out_root_of, table
 from imagegen import make_shape_image
 from test_adapt import labelled_folder
 
@@ -89,7 +89,7 @@ def _reads(cmd: list[str]) -> list[str]:
     ctx = cli.commands[cmd[1]].make_context(cmd[1], cmd[2:])
     recipe = load_recipe(ctx.params.get("recipe"))
     name = "mine-captions" if cmd[1] == "mine-captions" else cmd[1]
-    values = section(recipe, name, {}, out_root_of(recipe, None))
+    values = expand(table(recipe, name), out_root_of(recipe, None))
     keys = {"mine-captions": ("data", "pool"), "finetune": ("data", "val_data"), "realign": ("data", "val_data")}
     found: list[str] = []
     for key in keys.get(cmd[1], ()):
@@ -113,7 +113,8 @@ def test_the_online_block_runs_offline_up_to_the_download_and_says_why(tmp_path,
         missing = [path for path in _reads(cmd) if path not in written]
         assert not missing, f"{' '.join(cmd)} reads {missing}, which no earlier line writes"
         if cmd[1] == "mine-captions":
-            written.add(section(load_recipe("eth80-mcip"), "mine-captions", {}, None)["output"])
+            recipe = load_recipe("eth80-mcip")
+            written.add(expand(table(recipe, "mine-captions"), out_root_of(recipe, None))["output"])
         if first_online is None:
             first_online = CliRunner().invoke(cli, cmd[1:])
     assert first_online is not None and first_online.exit_code == 1

@@ -153,7 +153,7 @@ def test_eval_fails_when_every_dataset_is_missing(tmp_path):
 
 def test_shipped_recipes_build_valid_stage_configs(tmp_path):
     from clip_ingest.model import stages
-    from clip_ingest.model.recipe import RECIPE_DIR, build_dataclass, load_recipe, section
+    from clip_ingest.model.recipe import RECIPE_DIR, load_recipe, resolve
     from clip_ingest.model.mining import MineConfig
 
     classes = {"pretrain": stages.PretrainConfig, "finetune": stages.FinetuneConfig,
@@ -168,7 +168,7 @@ def test_shipped_recipes_build_valid_stage_configs(tmp_path):
                 extra = {"pool": "p"} if stage == "mine-captions" else {}
                 if name == "tiny-smoke":  # its data is always given with --data
                     extra["data"] = "photos"
-                cfg = build_dataclass(cls, section(recipe, stage, extra, str(tmp_path)), stage)
+                cfg = resolve(recipe, stage, cls, extra, str(tmp_path))
                 assert (cfg.output if stage == "mine-captions" else cfg.out_dir).startswith(str(tmp_path))
                 if name == "photo-base-ssl":  # the same manifests as photo-base-s, by design
                     assert cfg.data == "runs/photo-base-s/train.jsonl"
@@ -179,7 +179,7 @@ def test_shipped_recipes_build_valid_stage_configs(tmp_path):
         if "experiment" in recipe:
             from clip_ingest.model.experiment import ExperimentConfig
 
-            exp = build_dataclass(ExperimentConfig, section(recipe, "experiment", {}, str(tmp_path)), "experiment")
+            exp = resolve(recipe, "experiment", ExperimentConfig, {}, str(tmp_path))
             assert exp.out_dir.startswith(str(tmp_path)) and len(exp.seeds) >= 3
         if "mine-captions" in recipe and name != "tiny-smoke":  # realignment never on category strings alone
             assert recipe["realign"].get("data") not in (None, recipe["stages"]["data"])

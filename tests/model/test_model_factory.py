@@ -53,3 +53,19 @@ def test_recipe_settings_resolve_flags_over_the_table_over_stages_over_defaults(
         resolve(recipe, "finetune", FinetuneConfig, {"train": {"lr_typo": 1}}, None)
     with pytest.raises(RecipeError, match=r"missing required setting\(s\) \['model', 'data'\]"):
         build_dataclass(FinetuneConfig, {"out_dir": "o"}, "finetune")
+
+
+def test_eval_and_export_tables_resolve_like_the_stages_and_a_typo_is_a_usage_error(tmp_path):
+    from clip_ingest.model.cli_eval import EvalSettings
+    from clip_ingest.model.cli_export import ExportSettings
+
+    recipe = {"recipe": {"out_root": "/r"}, "eval": {"models": ["{out_root}/a"], "batch_size": 8, "device": "cpu"},
+              "export": {"source": "{out_root}/a", "out_dir": "{out_root}/x", "onnx": True}}
+    cfg = resolve(recipe, "eval", EvalSettings, {"device": "cuda", "models": None}, None)
+    assert (cfg.models, cfg.batch_size, cfg.device, cfg.runtimes) == (("/r/a",), 8, "cuda", ())
+    export = resolve(recipe, "export", ExportSettings, {"fp16": None, "metrics": "{out_root}/eval.json"}, None)
+    assert (export.source, export.onnx, export.fp16, export.metrics) == ("/r/a", True, False, "/r/eval.json")
+    typo = tmp_path / "typo.toml"
+    typo.write_text('[eval]\nmodels = ["a"]\nbatchsize = 8\n')
+    result = CliRunner().invoke(cli, ["eval", "--recipe", str(typo)])
+    assert result.exit_code == 2 and "[eval]: unknown setting(s) ['batchsize']" in result.output
