@@ -17,11 +17,17 @@ advice is not given for a Ray cluster or GPU workers, which these one-node figur
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from itertools import chain, islice
+from typing import Iterable, Iterator, Mapping, TypeVar
+
+T = TypeVar("T")
 
 #: CPUs of the node the constants were measured on
 MEASURED_CPUS = 2
-#: local steady rate per CPU, images/s (benchmarks.executors: local, Caltech-101 8,677, starter)
+#: local steady rate per CPU, images/s: 342 images/s on 2 CPUs (benchmarks.executors, local,
+#: Caltech-101 8,677 photos, load 3.5)
 LOCAL_STEADY_PER_CPU = 171.0
 
 
@@ -36,37 +42,45 @@ class ExecutorCost:
 
 
 COSTS: dict[str, ExecutorCost] = {
-    # benchmarks.executors, Caltech-101 8,677 and generated 50,000 (fixed_s - local fixed_s; steady ratio)
-    "processes": ExecutorCost(extra_start_s=2.0, speedup=1.0),
-    # benchmarks.executors, Caltech-101 8,677 and generated 50,000 (fixed_s - local fixed_s; steady ratio)
-    "ray": ExecutorCost(extra_start_s=15.0, speedup=1.1),
+    # benchmarks.executors, Caltech-101: start-up 2 s after local's (1,000 and 8,677 photos, decode
+    # workers no longer importing torch); steady rate 352 vs 342 images/s at 8,677 photos, load 3.5
+    "processes": ExecutorCost(extra_start_s=2.0, speedup=1.03),
+    # benchmarks.executors, Caltech-101 1,000 photos: 14.0 CPU-seconds more than local (Ray's own
+    # processes, workers, a model per actor), at least 7 s on 2 CPUs (a lower bound: the wall
+    # start-up was 19 s at load 2 before the fixes, 34 s at load 15 after); steady rate 494 vs
+    # 467 images/s at load 2
+    "ray": ExecutorCost(extra_start_s=7.0, speedup=1.06),
 }
+#: the most files an executor that streams its candidates counts before it starts, to give advice
+LOOKAHEAD_LIMIT = 50_000
 
 
-def crossover_files(executor: str, cpus: int) -> float | None:
+def crossover_files(executor: str, cpus: int, costs: Mapping[str, ExecutorCost] = COSTS) -> float | None:
     """Files to embed from which ``executor`` finishes before the local threads on ``cpus`` CPUs
     (0 for local; None where it never does, or where nothing was measured for it)."""
     if executor == "local":
         return 0.0
-    cost = COSTS.get(executor)
+    cost = costs.get(executor)
     if cost is None or cost.speedup <= 1.0:
         return None
     local_rate = LOCAL_STEADY_PER_CPU * max(1, cpus)
     return cost.extra_start_s * local_rate / (1.0 - 1.0 / cost.speedup)
 
 
-def executor_warning(executor: str, files: int | None, cpus: int, *, cluster: bool = False) -> str | None:
+def executor_warning(executor: str, files: int | None, cpus: int, *, cluster: bool = False,
+                     costs: Mapping[str, ExecutorCost] = COSTS) -> str | None:
     """A warning when ``executor`` will not pay for itself reading ``files`` files (None: not
     known yet) on ``cpus`` CPUs of one node, else None: None for local, for Ray with ``cluster``
     (a Ray cluster or GPU workers), for a run with nothing to read, and where ``files`` is not
-    known and the executor could still pay at some size."""
-    if executor == "local" or executor not in COSTS or cluster or (files is not None and files <= 0):
+    known and the executor could still pay at some size. ``costs``: the measured constants."""
+    if executor == "local" or executor not in costs or cluster or (files is not None and files <= 0):
         return None
-    cost = COSTS[executor]
-    point = crossover_files(executor, cpus)
+    cost = costs[executor]
+    point = crossover_files(executor, cpus, costs)
     if point is not None and (files is None or files >= point):
         return None
-    start = f"with the starter model or a larger one it starts about {cost.extra_start_s:.0f} s later than the local threads"
+    start = (f"with the starter model or a larger one it starts about {cost.extra_start_s:.0f} s later than "
+             "the local threads")
     if point is None:
         why = f"{start} and streams no faster on one node"
     else:
@@ -76,10 +90,23 @@ def executor_warning(executor: str, files: int | None, cpus: int, *, cluster: bo
             "--executor local (the default) should finish sooner")
 
 
+def stream_warning(executor: str, items: Iterable[T], cpus: int) -> tuple[str | None, Iterator[T]]:
+    """:func:`executor_warning` for a run whose files to read stream in as ``items``: counts them
+    up to the crossover (at most :data:`LOOKAHEAD_LIMIT`, held in memory) to tell. Returns the
+    warning and an iterator over all of ``items``."""
+    point = crossover_files(executor, cpus)
+    limit = 0 if point is None else min(LOOKAHEAD_LIMIT, math.ceil(point))
+    iterator = iter(items)
+    head = list(islice(iterator, limit + 1))
+    files = len(head) if len(head) <= limit or not head else None  # None: more than counted
+    return executor_warning(executor, files, cpus), chain(head, iterator)
+
+
 def _round(value: float) -> int:
     """``value`` to two significant figures (a measured estimate, not a count)."""
     digits = max(0, len(str(int(value))) - 2)
     return int(round(value, -digits))
 
 
-__all__ = ["COSTS", "ExecutorCost", "LOCAL_STEADY_PER_CPU", "MEASURED_CPUS", "crossover_files", "executor_warning"]
+__all__ = ["COSTS", "LOOKAHEAD_LIMIT", "ExecutorCost", "LOCAL_STEADY_PER_CPU", "MEASURED_CPUS", "crossover_files",
+           "executor_warning", "stream_warning"]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import shutil
+import sys
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -34,8 +35,10 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from ..cpus import cpu_budget
 from ..pixels import Preparer
 from .executor import ordered_map
+from .executor_advice import stream_warning
 from .plan import Candidate
 from .reader import DEFAULT_READ_TIMEOUT_S, TimedReader
 from .metadata import MetadataLimits
@@ -56,12 +59,12 @@ Layout = list[tuple[int, int, int, tuple[int, ...], str]]
 def _start_worker(preparer: Preparer, collection: str, state: StoredState, decode: bool, read_timeout: float,
                   metadata_limits: MetadataLimits) -> None:
     global _STAGE
-    try:  # one intra-op thread per process: the processes are the parallelism
-        import torch
-
+    # one intra-op thread per process (the processes are the parallelism), for a transform that
+    # brought torch in while the arguments unpickled; the numpy input path never imports it (an
+    # import would cost each worker seconds of start-up)
+    torch = sys.modules.get("torch")
+    if torch is not None:
         torch.set_num_threads(1)
-    except ImportError:  # an ONNX-only install
-        pass
     reader = TimedReader(1, read_timeout)
     _STAGE = DecodeStage(ImageEncoder(None, preparer), collection, state, decode=decode, read=reader.read,
                          metadata_limits=metadata_limits)
@@ -168,6 +171,9 @@ class ProcessExecutor:
         if preparer is None:
             raise ValueError("--executor processes needs an embedder whose input path pickles "
                              "(open_clip and ONNX models have one); use --executor local")
+        warning, candidates = stream_warning("processes", candidates, cpu_budget())
+        if warning:
+            log.warning(warning)
         # the workers' preparer builds numpy inputs; a torch model gets them back as tensors
         to_tensor = None
         if not preparer.as_numpy:

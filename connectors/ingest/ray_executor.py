@@ -28,15 +28,17 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from ..cpus import CPUS_ENV, cpu_budget
 from ..embedder import Embedder
 from ..pixels import Preparer
 from .plan import Candidate
 from .reader import DEFAULT_READ_TIMEOUT_S, TimedReader
+from .executor_advice import executor_warning
 from .metadata import MetadataLimits
 from .stages import DecodeStage, Failed, ImageEncoder, Loaded
 from .state import StoredState
@@ -77,20 +79,27 @@ def _decode_batch(batch: dict[str, np.ndarray], *, preparer: Preparer | None, co
     try:
         stage = DecodeStage(ImageEncoder(None, preparer), collection, _STATES[key], decode=decode, read=reader.read,
                             metadata_limits=metadata_limits)
-        return {"item": _objects([stage(candidate) for candidate in batch["item"]])}
+        return {"item": _objects([_without_image(stage(candidate)) for candidate in batch["item"]])}
     finally:
         reader.close()
+
+
+def _without_image(result: Loaded | Failed) -> Loaded | Failed:
+    """``result`` without its decoded image, now turned into model input: the driver needs the
+    image's size and format only, and every image sent back would cross the object store pickled
+    (about as many bytes as its pixels)."""
+    if isinstance(result, Loaded) and result.decoded is not None and result.decoded.image is not None:
+        result.decoded = replace(result.decoded, image=None)
+    return result
 
 
 class _EmbedWorker:
     """One Ray actor of the embed stage: embeds the new content of a batch, drops its pixels."""
 
     def __init__(self, factory: EmbedderFactory, device: str | None, threads: int | None) -> None:
+        if threads:  # the model's threads sized to the actor's CPUs, not the node's (..cpus.thread_plan reads it)
+            os.environ[CPUS_ENV] = str(threads)
         self.encoder = ImageEncoder(factory(device=device))
-        if threads:  # after the factory, which sizes torch's threads to the machine: the actor's CPUs win
-            import torch
-
-            torch.set_num_threads(threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         items = list(batch["item"])
@@ -108,9 +117,9 @@ class RayExecutor:
 
     ``address``: the Ray cluster (``None``: ``RAY_ADDRESS`` if set, else a local Ray instance
     started for this process). ``embed_workers`` actors embed, each with ``num_gpus_per_worker``
-    GPUs (a fraction shares one) or ``num_cpus_per_worker`` CPUs and as many torch threads
-    (default: as many actors as the cluster's GPUs or CPUs hold). Decode tasks take 1 CPU each;
-    on a CPU-only cluster Ray fuses them into the embed actors (same resources), so each actor
+    GPUs (a fraction shares one) or ``num_cpus_per_worker`` CPUs and as many model threads (torch
+    or ONNX Runtime; default: as many actors as the cluster's GPUs or CPUs hold). Decode tasks
+    take 1 CPU each; on a CPU-only cluster Ray fuses them into the embed actors (same resources), so each actor
     decodes and embeds its own blocks, one process per core, no GIL shared. ``device`` is the
     embed actors' device (default: ``cuda`` with GPUs, else CPU).
     """
@@ -130,8 +139,11 @@ class RayExecutor:
 
         if not ray.is_initialized():
             address = self.address or os.environ.get("RAY_ADDRESS") or None
+            # a Ray instance started here runs its workers at the driver's priority: Ray's default
+            # (nice 15) lets every neighbour of a shared machine starve the embed actors
+            own = {} if address else {"_system_config": {"worker_niceness": 0}}
             ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
-                     log_to_driver=False, configure_logging=False)
+                     log_to_driver=False, configure_logging=False, **own)
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # the local run's order: same points, same paths
         context.enable_progress_bars = self.progress
@@ -142,10 +154,14 @@ class RayExecutor:
         items = list(candidates)  # the planner's filtered listing: only files that must be read
         if not items:
             return
+        gpu = self.num_gpus_per_worker > 0
+        cluster = bool(self.address or os.environ.get("RAY_ADDRESS")) or gpu
+        warning = executor_warning("ray", len(items), cpu_budget(), cluster=cluster)
+        if warning:
+            log.warning(warning)
         ray = self._start()
         resources = ray.cluster_resources()
         cpus = int(resources.get("CPU", 1))
-        gpu = self.num_gpus_per_worker > 0
         actors = self.embed_workers or max(1, int(resources.get("GPU", 0) / self.num_gpus_per_worker if gpu
                                                   else cpus / self.num_cpus_per_worker))
         # blocks of several model batches, and enough of them to keep every CPU busy

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from clip_ingest.connectors.ingest.executor_advice import COSTS, crossover_files, executor_warning
+from clip_ingest.connectors.ingest.executor_advice import (COSTS, ExecutorCost, crossover_files, executor_warning,
+                                                            stream_warning)
 
 
 def test_processes_on_a_thousand_photos_and_two_cpus_are_warned_about() -> None:
@@ -36,10 +37,10 @@ def test_the_crossover_grows_with_the_cpus() -> None:
 
 
 def test_an_executor_that_streams_no_faster_is_warned_about_at_every_size() -> None:
-    slow = [name for name, cost in COSTS.items() if cost.speedup <= 1.0]
-    for name in slow:
-        assert crossover_files(name, 2) is None
-        assert "no faster" in (executor_warning(name, 10_000_000, 2) or "")
+    costs = {"processes": ExecutorCost(extra_start_s=2.0, speedup=1.0)}
+    assert crossover_files("processes", 2, costs) is None
+    for files in (1000, 10_000_000, None):  # None: not counted
+        assert "no faster" in (executor_warning("processes", files, 2, costs=costs) or "")
 
 
 def test_no_advice_for_a_ray_cluster_nothing_to_embed_or_an_unknown_executor() -> None:
@@ -48,7 +49,18 @@ def test_no_advice_for_a_ray_cluster_nothing_to_embed_or_an_unknown_executor() -
     assert executor_warning("threads-on-mars", 1000, 2) is None
 
 
-def test_without_a_file_count_only_an_executor_that_never_pays_is_warned_about() -> None:
-    assert executor_warning("ray", None, 2) is None  # it may pay, at some size
-    for name, cost in COSTS.items():
-        assert (executor_warning(name, None, 2) is not None) == (cost.speedup <= 1.0)
+def test_without_a_file_count_an_executor_that_may_pay_is_not_warned_about() -> None:
+    assert all(cost.speedup > 1.0 for cost in COSTS.values())  # both pay from some size on
+    assert executor_warning("ray", None, 2) is None and executor_warning("processes", None, 2) is None
+
+
+def test_a_streamed_listing_is_counted_up_to_the_crossover_and_passed_on_whole() -> None:
+    point = crossover_files("processes", 2)
+    assert point is not None
+    few, rest = stream_warning("processes", iter(range(1000)), 2)
+    assert few is not None and "1,000 files to read" in few and list(rest) == list(range(1000))
+    many = int(point) + 10
+    none, rest = stream_warning("processes", iter(range(many)), 2)
+    assert none is None and sum(1 for _ in rest) == many
+    empty, rest = stream_warning("processes", iter([]), 2)
+    assert empty is None and list(rest) == []
