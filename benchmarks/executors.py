@@ -33,6 +33,9 @@ from typing import Any, Sequence
 from . import common
 
 EXECUTORS = ("local", "processes", "ray")
+#: Ray attached to an instance this benchmark starts once (``ray start`` on the node, then
+#: ``--ray-address``): no cluster start-up per run; its CPU seconds leave out that instance
+RAY_RUNNING = "ray-running"
 REPO = Path(__file__).resolve().parents[1]
 #: the steady rate is measured from this fraction of a run's results to its end (warm-up excluded)
 STEADY_FROM = 0.2
@@ -59,7 +62,7 @@ def child_run(name: str, folder: Path, root: Path, model: str, batch_size: int, 
         from clip_ingest.connectors.ingest.process_executor import ProcessExecutor
 
         executor = ProcessExecutor(workers=decode_workers())
-    elif name == "ray":
+    elif name in ("ray", RAY_RUNNING):  # RAY_RUNNING: RAY_ADDRESS names the instance to attach to
         from clip_ingest.connectors.ingest.ray_executor import RayExecutor
 
         executor = RayExecutor(functools.partial(load_embedder, model, batch_size=batch_size), batch_size=batch_size)
@@ -78,10 +81,10 @@ def child_run(name: str, folder: Path, root: Path, model: str, batch_size: int, 
         except IngestInterrupted as stopped:  # the time budget ran out
             stats = stopped.stats
     cpu = tree_cpu_seconds()
-    if name == "ray":
+    if name in ("ray", RAY_RUNNING):
         import ray
 
-        ray.shutdown()
+        ray.shutdown()  # attached: only disconnects
     if stats.failed or not stats.embedded:
         raise RuntimeError(f"{stats.failed} images failed, {stats.embedded} embedded")
     first = int(len(stamps) * STEADY_FROM)
@@ -116,8 +119,10 @@ def tree_cpu_seconds() -> float:
     return own + sum(ticks[pid] for pid in found) / os.sysconf("SC_CLK_TCK")
 
 
-def run_in_process(name: str, folder: Path, root: Path, args: Any, budget_s: float | None) -> dict[str, Any]:
-    """One run of executor ``name`` in a fresh Python process; its timings and the wall time."""
+def run_in_process(name: str, folder: Path, root: Path, args: Any, budget_s: float | None,
+                   env: dict[str, str]) -> dict[str, Any]:
+    """One run of executor ``name`` in a fresh Python process (``env`` added to its environment);
+    its timings and the wall time."""
     command = [sys.executable, "-m", "benchmarks.executors", "--child", name, "--folder", str(folder),
                "--db", str(root),
                "--model", args.model, "--batch-size", str(args.batch_size)]
@@ -126,7 +131,7 @@ def run_in_process(name: str, folder: Path, root: Path, args: Any, budget_s: flo
     load = os.getloadavg()[0]
     start = time.time()
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, "BENCH_STARTED": repr(start)})
+                          env={**os.environ, **env, "BENCH_STARTED": repr(start)})
     wall = time.time() - start
     if done.returncode != 0:
         raise RuntimeError(f"{name} on {folder}: exit {done.returncode}\n{done.stderr[-4000:]}")
@@ -249,10 +254,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--generated", type=int, help="also a generated set of this many 256 px JPEGs")
     parser.add_argument("--budget-s", type=float,
                         help="cap each run of the generated set (seconds; the rest extrapolated)")
-    parser.add_argument("--executors", type=lambda s: s.split(","), default=list(EXECUTORS))
+    parser.add_argument("--executors", type=lambda s: s.split(","), default=list(EXECUTORS),
+                        help=f"comma-separated, of {', '.join(EXECUTORS)}, {RAY_RUNNING} [default: the first three]")
     parser.add_argument("--model", default="starter", help="model spec [default: the bundled starter]")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--child", choices=EXECUTORS, help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=(*EXECUTORS, RAY_RUNNING), help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -265,18 +271,34 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args.sizes = args.sizes or ([24] if args.smoke else [1000, 8677])
     work = common.Workdir.create(args.workdir)
     runs: list[dict[str, Any]] = []
+    running = running_ray() if RAY_RUNNING in args.executors else None
     try:
         for set_name, n, folder, budget in input_sets(args, work.path):
             for name in args.executors:
                 root = work.path / f"db-{set_name}-{n}-{name}"
                 shutil.rmtree(root, ignore_errors=True)  # a fresh collection every run, also in a kept --workdir
-                result = run_in_process(name, folder, root, args, budget)
+                env = {"RAY_ADDRESS": running} if name == RAY_RUNNING and running else {}
+                result = run_in_process(name, folder, root, args, budget, env)
                 runs.append({"set": set_name, "n": n, "executor": name, **result})
                 print(f"{set_name} {n} {name}: {json.dumps(result)}", file=sys.stderr, flush=True)
         parquet = parquet_rows(input_sets(args, work.path)[0][2], work.path, args.model, args.batch_size)
     finally:
+        if running:
+            import ray
+
+            ray.shutdown()
         work.close()
     return summarise(runs, parquet, args)
+
+
+def running_ray() -> str:
+    """Start a local Ray instance in this process, as ``ray start`` would on the node (workers at the
+    driver's priority, as the executor starts its own); its address for runs to attach to."""
+    import ray
+
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
+             _system_config={"worker_niceness": 0})
+    return ray.get_runtime_context().gcs_address
 
 
 def summarise(runs: list[dict[str, Any]], parquet: list[dict[str, Any]], args: Any) -> dict[str, Any]:
