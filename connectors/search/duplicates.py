@@ -42,7 +42,7 @@ from ..backends.base import Point, StoreError, VectorStore
 from ..cpus import cpu_budget
 from ..ingest.payload import REVIEW_FIELD
 from ..ingest.reader import read_stored
-from .same_photo import SAME_PHOTO_CUT, Thumbnail, same_photo_score
+from .same_photo import SAME_PHOTO_CUT, Thumbnail, is_region_of, same_photo_score
 from .searcher import PointNotFoundError
 
 DECISIONS = ("keep-all", "not-duplicates", "keep-one")
@@ -181,6 +181,11 @@ class SamePhotoCheck:
                 self._thumbnails.popitem(last=False)
         return found
 
+    def _region_of(self, listed: dict[str, Point], outer: str, inner: str) -> bool:
+        """Whether ``inner``'s image is a region of ``outer``'s (False when one cannot be read)."""
+        first, second = self.thumbnail(listed[outer]), self.thumbnail(listed[inner])
+        return first is not None and second is not None and is_region_of(first, second)
+
     def _same(self, listed: dict[str, Point], pair: tuple[str, str]) -> bool | None:
         """Whether the pair is one photo (None: an image could not be read)."""
         first, second = self.thumbnail(listed[pair[0]]), self.thumbnail(listed[pair[1]])
@@ -190,7 +195,8 @@ class SamePhotoCheck:
 
     def __call__(self, listed: dict[str, Point], neighbours: Neighbours,
                  on_progress: Callable[[int, int], None] | None = None) -> Neighbours:
-        """The pairs of ``neighbours`` that are one photo, edited (each pair checked once)."""
+        """The pairs of ``neighbours`` that are one photo, edited (each pair checked once), cut
+        into groups whose members are all one photo (:meth:`complete`)."""
         pairs = sorted({(a, b) if a < b else (b, a) for a, found in neighbours.items() for b in found})
         kept: Neighbours = {}
         with ThreadPoolExecutor(self.workers, thread_name_prefix="same-photo") as pool:
@@ -203,7 +209,40 @@ class SamePhotoCheck:
                     kept.setdefault(b, {})[a] = score
                 if on_progress and (done % 1000 == 0 or done == len(pairs)):
                     on_progress(done, len(pairs))
-        return kept
+        return self.complete(listed, kept)
+
+    def complete(self, listed: dict[str, Point], kept: Neighbours) -> Neighbours:
+        """``kept`` cut into groups whose members are one photo: around each leader (most pairs
+        first, as :func:`group_neighbours` picks them), members that are not a region of the
+        leader must pass the check with each other too. A crop of one region links every photo
+        that shows that region (one face pasted onto several backgrounds), and a middle view of
+        an object links the views on either side of it; those photos are not one photo with each
+        other. A region of the leader (a crop of it, a turned copy) is one photo through it.
+        Only the leader's edges to its members are returned, so :func:`group_neighbours` finds
+        these groups again."""
+        grouped: Neighbours = {}
+        assigned: set[str] = set()
+        for leader in sorted(kept, key=lambda i: (-len(kept[i]), i)):
+            if leader in assigned:
+                continue
+            members: list[str] = []
+            peers: set[str] = set()  # members that are not a region of the leader
+            for candidate in sorted(kept[leader], key=lambda i: (-kept[leader][i], i)):
+                if candidate in assigned:
+                    continue
+                if not self._region_of(listed, leader, candidate):
+                    if not all(member in kept.get(candidate, {}) or self._same(listed, (candidate, member))
+                               for member in peers):
+                        continue
+                    peers.add(candidate)
+                members.append(candidate)
+            if not members:
+                continue
+            assigned.update((leader, *members))
+            for member in members:
+                grouped.setdefault(leader, {})[member] = kept[leader][member]
+                grouped.setdefault(member, {})[leader] = kept[leader][member]
+        return grouped
 
 
 def same_photo_check(tier: str) -> SamePhotoCheck | None:

@@ -60,6 +60,8 @@ FINE_SIDE = 112
 PLACEMENT_GATE = 0.8
 #: the detail NCC at or above which two images count as the same photo (see docs/duplicates.md)
 SAME_PHOTO_CUT = 0.9
+#: an image placed inside another at under this share of its side is a region of it (:func:`is_region_of`)
+REGION_SCALE = 0.95
 #: the region step's grid: GRID x GRID cells of the detail, corners left out
 GRID = 4
 #: a textured cell whose band-pass NCC is under this breaks the pair (see docs/duplicates.md)
@@ -185,6 +187,16 @@ def _placed_inside(big: Thumbnail, small: Thumbnail) -> _Placement:
     return best
 
 
+def is_region_of(outer: Thumbnail, inner: Thumbnail) -> bool:
+    """For two images already found to be one photo: whether ``inner`` is a region of ``outer``
+    (it places inside ``outer`` better than the other way round, at under :data:`REGION_SCALE`
+    of ``outer``'s side): a crop, or a turned copy cut to its inner part."""
+    place = _placed_inside(outer, inner)
+    height, width = outer.pixels.shape
+    return (place.score >= _placed_inside(inner, outer).score
+            and place.height * place.width < REGION_SCALE**2 * height * width)
+
+
 def alignment_score(a: Thumbnail, b: Thumbnail) -> float:
     """How well one image's thumbnail fits inside the other's (either way round, mirrored or
     not), as an NCC in [-1, 1]: the placement step alone."""
@@ -295,5 +307,5 @@ def same_photo_score(a: Thumbnail, b: Thumbnail, *, cut: float = SAME_PHOTO_CUT)
     return weakest if weakest < CELL_CUT else best.score
 
 
-__all__ = ["CELL_CUT", "FINE_SIDE", "GRID", "PLACEMENT_GATE", "SAME_PHOTO_CUT", "SIDE", "SMALLEST_CROP", "Thumbnail",
-           "alignment_score", "same_photo_score", "weakest_cell"]
+__all__ = ["CELL_CUT", "FINE_SIDE", "GRID", "PLACEMENT_GATE", "REGION_SCALE", "SAME_PHOTO_CUT", "SIDE", "SMALLEST_CROP",
+           "Thumbnail", "alignment_score", "is_region_of", "same_photo_score", "weakest_cell"]

@@ -127,3 +127,26 @@ def test_the_duplicates_tier_keeps_edits_and_drops_look_alikes_and_unreadable_pa
     check = SamePhotoCheck(lambda point: encoded.get(point.id))
     assert check(listed, neighbours) == {"a": {"b": 0.97}, "b": {"a": 0.97}}
     assert check.unreadable == 1
+
+
+def test_a_region_shared_by_two_photos_does_not_join_them() -> None:
+    """A crop of one region passes the check with every photo that shows that region (one face
+    pasted onto two backgrounds); the two photos are not one photo with each other, so they do not
+    share a group. Edits of the leader itself (a crop, a turned copy) stay with it unchecked."""
+    first = photo(1, size=256)
+    region = first.crop((64, 64, 192, 192))
+    second = photo(2, size=256)
+    second.paste(region, (64, 64))
+    images = {"region": region, "first": first, "second": second, "crop": EDITS["crop"](first),
+              "turned": _turned(first, 5)}
+    encoded = {}
+    for key, image in images.items():
+        out = io.BytesIO()
+        image.save(out, "PNG")
+        encoded[key] = out.getvalue()
+    listed = {key: Point(key, None, {"path": key}) for key in images}
+    check = SamePhotoCheck(lambda point: encoded.get(point.id))
+    star = {"region": {"first": 0.9, "second": 0.9}, "first": {"region": 0.9}, "second": {"region": 0.9}}
+    assert check(listed, star) == {"region": {"first": 0.9}, "first": {"region": 0.9}}
+    edits = {"first": {"crop": 0.95, "turned": 0.9}, "crop": {"first": 0.95}, "turned": {"first": 0.9}}
+    assert check(listed, edits) == edits
