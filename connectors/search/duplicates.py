@@ -6,7 +6,9 @@ database for each point's nearest neighbours above a similarity threshold (batch
 stored vectors, one k-NN search per point: never an all-pairs matrix in memory) and forms groups
 around leaders: the image with the most such neighbours takes them all, then the next image
 among those left, and so on. Every member is similar to its group's leader itself, so a chain
-of small steps never joins unrelated images (as single linkage would).
+of small steps never joins unrelated images (as single linkage would). In the duplicates tier
+the members that are not a region of the leader are also one photo with each other
+(:meth:`SamePhotoCheck.complete`).
 
 A review decision (``keep-all``, ``not-duplicates``, ``keep-one``) is written into the payload
 of every member (field ``duplicate_review``, with the member ids it was made on). Payload fields
