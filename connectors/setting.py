@@ -2,16 +2,17 @@
 
 A :class:`Setting` carries everything about a value in one place: its name (the TOML key, and
 with ``-`` for ``_`` the ``--flag``), its type and default, its help text and how that help shows
-the default, the choices or lower bound a flag accepts, and whether it is a secret (secrets are
-never flags). :mod:`clip_ingest.connectors.config` resolves settings by precedence and
-:mod:`clip_ingest.connectors.cli.common` generates the click options from them. This module
-imports nothing of the project, so the backend descriptors can declare their settings too.
+the default, what a flag accepts (choices, a range, a file or folder) and shows as its value, and
+whether it is a secret (secrets are never flags). :mod:`clip_ingest.connectors.config` resolves
+settings by precedence and :mod:`clip_ingest.connectors.cli.common` generates the click options
+from them. This module imports nothing of the project, so the backend descriptors can declare
+their settings too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 ENV_PREFIX = "CLIP_INGEST_"
 
@@ -33,6 +34,21 @@ class Setting:
     """The only values accepted (checked on the command line)."""
     minimum: int | float | None = None
     """The smallest number accepted on the command line."""
+    minimum_open: bool = False
+    """True: ``minimum`` itself is refused (a number above it is needed)."""
+    maximum: int | float | None = None
+    """The largest number accepted on the command line."""
+    metavar: str | None = None
+    """What ``--help`` shows for the value (``SECONDS``); None: click's name for the type."""
+    path: Literal["file", "dir"] | None = None
+    """The value is a path to a file or to a folder (checked on the command line)."""
+    cli_flag: str | None = None
+    """The command-line flag when it is not derived from the name (``-k``)."""
+    negatable: bool = True
+    """For a boolean: False makes a bare switch (``--dry-run``) with no ``--no-`` form."""
+    show_default: bool = True
+    """False: the help shows no default. A switch that is off or a list that is empty by default never
+    shows one."""
 
     @property
     def env_var(self) -> str:
@@ -41,14 +57,16 @@ class Setting:
 
     @property
     def flag(self) -> str:
-        """The command-line flag: ``--`` + the name with ``-`` for ``_``."""
-        return "--" + self.name.replace("_", "-")
+        """The command-line flag: :attr:`cli_flag`, else ``--`` + the name with ``-`` for ``_``."""
+        return self.cli_flag or "--" + self.name.replace("_", "-")
 
     @property
     def help_text(self) -> str:
         """The help as ``--help`` shows it: the sentence, the default in brackets, a full stop."""
         shown = self.default_text if self.default_text is not None else self.default
-        return f"{self.help} [default: {shown}]." if shown is not None else f"{self.help}."
+        if not self.show_default or shown is None or shown is False or shown == []:
+            return f"{self.help}."
+        return f"{self.help} [default: {shown}]."
 
 
 __all__ = ["ENV_PREFIX", "Setting"]

@@ -11,7 +11,7 @@ they come from the environment (``CLIP_INGEST_<NAME>``) or the config file.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import click
 
@@ -41,22 +41,38 @@ EXIT_TERMINATED = 143
 """Stopped by SIGTERM (Kubernetes, systemd); what was embedded until then is saved (128 + 15)."""
 
 def setting_option(setting: Setting) -> Callable[[F], F]:
-    """The click option of ``setting``: its flag, a type that checks its choices or minimum, its help
-    (default None: "not given", see the module docstring). Lists repeat (``multiple``); booleans
-    are ``--name/--no-name``."""
+    """The click option of ``setting``: its flag, a type that checks its choices, range or path, its
+    metavar and help (default None: "not given", see the module docstring). Lists repeat
+    (``multiple``); booleans are ``--name/--no-name``, or a bare switch when not negatable."""
     kind: Any = setting.type if setting.type in (int, float) else None
     if setting.choices:
         kind = click.Choice(setting.choices)
-    elif setting.minimum is not None:
-        kind = (click.IntRange if setting.type is int else click.FloatRange)(setting.minimum)
+    elif setting.minimum is not None or setting.maximum is not None:
+        kind = (click.IntRange if setting.type is int else click.FloatRange)(
+            setting.minimum, setting.maximum, min_open=setting.minimum_open)
+    elif setting.path is not None:
+        kind = click.Path(file_okay=setting.path == "file", dir_okay=setting.path == "dir")
     flag = setting.flag
-    if setting.type is bool:
+    switch = setting.type is bool and not setting.negatable
+    if setting.type is bool and setting.negatable:
         flag = f"{flag}/--no-{flag[2:]}"
-    return click.option(flag, type=kind, default=None, multiple=setting.type is list, help=setting.help_text)
+    return click.option(flag, setting.name, type=kind, default=None, multiple=setting.type is list, is_flag=switch or None,
+                        metavar=setting.metavar, help=setting.help_text)
+
+
+def setting_options(settings: Sequence[Setting]) -> Callable[[F], F]:
+    """The click options of ``settings`` in their order (``--help`` lists them so); secrets have none."""
+    def add(fn: F) -> F:
+        for setting in reversed(settings):
+            if not setting.secret:
+                fn = setting_option(setting)(fn)
+        return fn
+
+    return add
 
 
 _COMMON_OPTIONS = (
-    *(setting_option(setting) for setting in COMMON_SETTINGS if not setting.secret),
+    setting_options(COMMON_SETTINGS),
     click.option(
         "--config", "config_file", type=click.Path(dir_okay=False), default=None,
         help="TOML config file [default: ./clip-ingest.toml if present].",
@@ -143,5 +159,5 @@ def fatal(message: str, code: int = EXIT_FATAL) -> None:
 
 __all__ = [
     "EXIT_FAILED_FILES", "EXIT_FATAL", "EXIT_INTERRUPTED", "EXIT_LOCKED", "EXIT_OK", "EXIT_PRUNE_REFUSED", "EXIT_TERMINATED", "EXIT_USAGE",
-    "DefaultCommandGroup", "common_options", "fatal", "setting_option", "load_query_embedder", "load_settings", "load_settings_embedder", "open_target_store", "setup_logging", "store_target",
+    "DefaultCommandGroup", "common_options", "fatal", "setting_option", "setting_options", "load_query_embedder", "load_settings", "load_settings_embedder", "open_target_store", "setup_logging", "store_target",
 ]

@@ -37,7 +37,7 @@ from ..ingest.plan import DEFAULT_MAX_PRUNE, Shard
 from ..ingest.reader import DEFAULT_READ_TIMEOUT_S
 from ..ingest.scan import DEFAULT_EXTENSIONS, normalise_extensions
 from ..ingest.writer import RETRY_FOR_S
-from .common import EXIT_USAGE, common_options, fatal, load_settings, load_settings_embedder, setup_logging
+from .common import EXIT_USAGE, common_options, fatal, load_settings, load_settings_embedder, setting_options, setup_logging
 
 if TYPE_CHECKING:  # imported by the run itself: --help loads neither the pipeline nor the model stack
     from ..ingest.job import IngestJob
@@ -51,35 +51,77 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: environment only: ``metadata_max_bytes``, ``metadata_max_depth``...
 METADATA_LIMIT_SETTINGS = tuple(Setting(f"metadata_{f.name}", int, f.default) for f in fields(MetadataLimits))
 
+#: which worker's share of the files a run takes; ``clip-ingest status`` and ``quarantine`` read it too
+SHARD = Setting("shard", str, "0/1", metavar="I/N", show_default=False,
+                help="Only this worker's share of the files (hash of the relative path)")
+#: where a run lists its failed files; ``clip-ingest status`` and ``quarantine`` read it too
+DEAD_LETTER = Setting("dead_letter", str, None, path="file",
+                      default_text="DATA_DIR/dead-letter/TARGET-COLLECTION[-shard-I-of-N].jsonl",
+                      help="JSONL of failed files")
+
+#: the settings of every command that embeds sources (``clip-ingest`` and ``clip-ingest migrate``), in
+#: the order ``--help`` lists their options (``sources`` is the SOURCES argument)
+SOURCE_SETTINGS: tuple[Setting, ...] = (
+    Setting("manifest", list, [], path="file", help="CSV/JSONL manifest: path + metadata columns (repeatable)"),
+    Setting("ext", list, list(DEFAULT_EXTENSIONS), default_text="common image types",
+            help="File extensions to take from folders, e.g. --ext jpg,png"),
+    Setting("include_hidden", bool, False, help="Also ingest hidden files and folders"),
+    Setting("label_from_folder", bool, False, help="Add label = parent folder name"),
+    Setting("index_field", list, [], metavar="NAME:TYPE",
+            help=f"Payload field to index for filtering ({', '.join(INDEX_TYPES)})"),
+    DEAD_LETTER,
+    Setting("lock_timeout", float, 0.0, default_text="0, exit 4 at once",
+            help="Seconds to wait for a running ingestion"),
+    Setting("retry_for", float, RETRY_FOR_S, minimum=0, metavar="SECONDS", default_text=f"{RETRY_FOR_S:g}",
+            help="How long a failing database call is retried (connection refused, unavailable, timeout) "
+            "before the run exits 1; a re-run resumes"),
+    Setting("read_timeout", float, DEFAULT_READ_TIMEOUT_S, minimum=0, minimum_open=True, metavar="SECONDS",
+            default_text=f"{DEFAULT_READ_TIMEOUT_S:g}",
+            help="Longest read of one file; a file on a stalled network mount then fails alone (dead-letter "
+            "reason 'timeout') and the run goes on"),
+    Setting("summary", str, None, path="file", help="Write a JSON run summary here"),
+    Setting("metrics_file", str, None, path="file", metavar="FILE",
+            help="Also write the run summary as Prometheus gauges (node_exporter textfile collector format: "
+            "name it *.prom), every run, failed and refused ones included"),
+    Setting("failed_files_ok", bool, False,
+            help="Exit 0 instead of 3 when the run finished but some files failed (for Kubernetes and Ray "
+            "jobs, which retry any other exit); the summary, dead-letter file and --metrics-file still show them"),
+    Setting("workers", int, None, minimum=1, default_text="half the CPUs (--cpus), at least 1",
+            help="Decode threads, or processes with --executor processes"),
+    Setting("batch_size", int, 32, minimum=1, help="Images per model forward pass"),
+)
+
+#: the settings of the ingestion run itself (``clip-ingest``), in the order ``--help`` lists their options
+RUN_SETTINGS: tuple[Setting, ...] = (
+    Setting("prune", bool, False, help="Remove paths (and points left without one) whose files are gone"),
+    Setting("max_prune", float, DEFAULT_MAX_PRUNE, minimum=0, maximum=1, metavar="SHARE",
+            default_text=f"{DEFAULT_MAX_PRUNE:g}",
+            help="Largest share of the collection's paths one --prune may remove; past it nothing is pruned and "
+            "the run exits 5. A source folder with no file left (an unmounted disk) or on another filesystem "
+            "than last time is never pruned either. 1 confirms: prune whatever is gone"),
+    Setting("recreate", bool, False, negatable=False, help="Drop the collection and re-embed everything"),
+    Setting("dry_run", bool, False, negatable=False, help="Print what would change; write nothing"),
+    SHARD,
+    Setting("lock_file", str, None, path="file", default_text="derived from target + collection",
+            help="Run lock file"),
+    Setting("from_parquet", str, None, path="dir", metavar="DIR",
+            help="Load a Parquet artifact (a folder written by --target parquet) into the target collection "
+            "instead of embedding images: no model runs; the model-safety check still applies"),
+    Setting("executor", str, "local", choices=tuple(EXECUTORS),
+            help=f"Where decoding and embedding run: {describe_executors()}. Same ids, skips, --prune, dead "
+            "letters and summary either way"),
+    Setting("ray_address", str, None, metavar="ADDR", default_text="$RAY_ADDRESS, else a local Ray instance",
+            help="Ray cluster to run on"),
+    Setting("ray_workers", int, None, minimum=1, default_text="one per GPU, or per --num-cpus-per-worker CPUs",
+            help="Embedding actors"),
+    Setting("num_gpus_per_worker", float, 0.0, minimum=0, metavar="N", default_text="0, embed on CPUs",
+            help="GPUs per embedding actor; a fraction shares a GPU"),
+    Setting("num_cpus_per_worker", float, 1.0, minimum=0, minimum_open=True, metavar="N", default_text="1",
+            help="CPUs (and torch threads) per CPU embedding actor"),
+)
+
 INGEST_SETTINGS: tuple[Setting, ...] = (
-    Setting("sources", list, []),
-    Setting("manifest", list, []),
-    Setting("ext", list, list(DEFAULT_EXTENSIONS)),
-    Setting("include_hidden", bool, False),
-    Setting("label_from_folder", bool, False),
-    Setting("index_field", list, []),
-    Setting("prune", bool, False),
-    Setting("max_prune", float, DEFAULT_MAX_PRUNE),
-    *METADATA_LIMIT_SETTINGS,
-    Setting("recreate", bool, False),
-    Setting("dry_run", bool, False),
-    Setting("shard", str, "0/1"),
-    Setting("dead_letter", str, None),
-    Setting("lock_file", str, None),
-    Setting("lock_timeout", float, 0.0),
-    Setting("retry_for", float, RETRY_FOR_S),
-    Setting("read_timeout", float, DEFAULT_READ_TIMEOUT_S),
-    Setting("summary", str, None),
-    Setting("metrics_file", str, None),
-    Setting("failed_files_ok", bool, False),
-    Setting("from_parquet", str, None),
-    Setting("workers", int, None),
-    Setting("batch_size", int, 32),
-    Setting("executor", str, "local"),
-    Setting("ray_address", str, None),
-    Setting("ray_workers", int, None),
-    Setting("num_gpus_per_worker", float, 0.0),
-    Setting("num_cpus_per_worker", float, 1.0),
+    Setting("sources", list, []), *SOURCE_SETTINGS, *RUN_SETTINGS, *METADATA_LIMIT_SETTINGS,
 )
 INGEST = register_command("ingest", INGEST_SETTINGS)
 
@@ -105,36 +147,7 @@ def source_options(fn: F) -> F:
     for option in reversed([
         click.argument("sources", nargs=-1, type=click.Path(file_okay=False)),
         common_options,
-        click.option("--manifest", multiple=True, type=click.Path(dir_okay=False), help="CSV/JSONL manifest: path + metadata columns (repeatable)."),
-        click.option("--ext", multiple=True, help="File extensions to take from folders, e.g. --ext jpg,png [default: common image types]."),
-        click.option("--include-hidden/--no-include-hidden", default=None, help="Also ingest hidden files and folders."),
-        click.option("--label-from-folder/--no-label-from-folder", default=None, help="Add label = parent folder name."),
-        click.option("--index-field", multiple=True, metavar="NAME:TYPE", help=f"Payload field to index for filtering ({', '.join(INDEX_TYPES)})."),
-        click.option("--dead-letter", default=None, type=click.Path(dir_okay=False), help="JSONL of failed files [default: DATA_DIR/dead-letter/TARGET-COLLECTION[-shard-I-of-N].jsonl]."),
-        click.option("--lock-timeout", default=None, type=float, help="Seconds to wait for a running ingestion [default: 0, exit 4 at once]."),
-        click.option(
-            "--retry-for", default=None, type=click.FloatRange(0), metavar="SECONDS",
-            help=f"How long a failing database call is retried (connection refused, unavailable, timeout) "
-            f"before the run exits 1; a re-run resumes [default: {RETRY_FOR_S:g}].",
-        ),
-        click.option(
-            "--read-timeout", default=None, type=click.FloatRange(0, min_open=True), metavar="SECONDS",
-            help=f"Longest read of one file; a file on a stalled network mount then fails alone (dead-letter "
-            f"reason 'timeout') and the run goes on [default: {DEFAULT_READ_TIMEOUT_S:g}].",
-        ),
-        click.option("--summary", default=None, type=click.Path(dir_okay=False), help="Write a JSON run summary here."),
-        click.option(
-            "--metrics-file", default=None, type=click.Path(dir_okay=False), metavar="FILE",
-            help="Also write the run summary as Prometheus gauges (node_exporter textfile collector format: "
-            "name it *.prom), every run, failed and refused ones included.",
-        ),
-        click.option(
-            "--failed-files-ok/--no-failed-files-ok", default=None,
-            help="Exit 0 instead of 3 when the run finished but some files failed (for Kubernetes and Ray "
-            "jobs, which retry any other exit); the summary, dead-letter file and --metrics-file still show them.",
-        ),
-        click.option("--workers", default=None, type=click.IntRange(1), help="Decode threads, or processes with --executor processes [default: half the CPUs (--cpus), at least 1]."),
-        click.option("--batch-size", default=None, type=click.IntRange(1), help="Images per model forward pass [default: 32]."),
+        setting_options(SOURCE_SETTINGS),
         click.option("-v", "--verbose", count=True, help="Debug logging."),
         click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only."),
     ]):
@@ -144,35 +157,7 @@ def source_options(fn: F) -> F:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @source_options
-@click.option("--prune/--no-prune", default=None, help="Remove paths (and points left without one) whose files are gone.")
-@click.option(
-    "--max-prune", default=None, type=click.FloatRange(0, 1), metavar="SHARE",
-    help=f"Largest share of the collection's paths one --prune may remove; past it nothing is pruned and "
-    f"the run exits 5. A source folder with no file left (an unmounted disk) or on another filesystem "
-    f"than last time is never pruned either. 1 confirms: prune whatever is gone [default: {DEFAULT_MAX_PRUNE:g}].",
-)
-@click.option("--recreate", is_flag=True, default=None, help="Drop the collection and re-embed everything.")
-@click.option("--dry-run", is_flag=True, default=None, help="Print what would change; write nothing.")
-@click.option("--shard", default=None, metavar="I/N", help="Only this worker's share of the files (hash of the relative path).")
-@click.option("--lock-file", default=None, type=click.Path(dir_okay=False), help="Run lock file [default: derived from target + collection].")
-@click.option(
-    "--from-parquet", default=None, type=click.Path(file_okay=False), metavar="DIR",
-    help="Load a Parquet artifact (a folder written by --target parquet) into the target collection "
-    "instead of embedding images: no model runs; the model-safety check still applies.",
-)
-@click.option(
-    "--executor", type=click.Choice(list(EXECUTORS)), default=None,
-    help=f"Where decoding and embedding run: {describe_executors()}. Same ids, skips, --prune, dead letters and "
-    "summary either way [default: local].",
-)
-@click.option("--ray-address", default=None, metavar="ADDR",
-              help="Ray cluster to run on [default: $RAY_ADDRESS, else a local Ray instance].")
-@click.option("--ray-workers", default=None, type=click.IntRange(1),
-              help="Embedding actors [default: one per GPU, or per --num-cpus-per-worker CPUs].")
-@click.option("--num-gpus-per-worker", default=None, type=click.FloatRange(0), metavar="N",
-              help="GPUs per embedding actor; a fraction shares a GPU [default: 0, embed on CPUs].")
-@click.option("--num-cpus-per-worker", default=None, type=click.FloatRange(0, min_open=True), metavar="N",
-              help="CPUs (and torch threads) per CPU embedding actor [default: 1].")
+@setting_options(RUN_SETTINGS)
 def main(verbose: int, quiet: bool, **params: Any) -> None:
     """Embed every image under SOURCES (folders, or object-store prefixes such as
     s3://bucket/photos with credentials from the environment) or in --manifest files into a
@@ -266,7 +251,7 @@ def search_command(settings: Settings) -> str:
     return " ".join(parts + ["--text", shlex.quote("a photo of a dog")])
 
 
-__all__ = ["INGEST", "INGEST_SETTINGS", "main", "parse_index_fields", "plan", "run", "search_command", "source_options",
+__all__ = ["DEAD_LETTER", "INGEST", "INGEST_SETTINGS", "RUN_SETTINGS", "SHARD", "SOURCE_SETTINGS", "main", "parse_index_fields", "plan", "run", "search_command", "source_options",
            "split_commas"]
 
 

@@ -7,6 +7,7 @@ store and loads no model.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -14,8 +15,8 @@ import click
 from ..ingest.deadletter import RunFiles, read_dead_letter
 from ..ingest.plan import Shard
 from ..ingest.quarantine import Quarantine, QuarantineError, acknowledge, add, entries_from_dead_letter, release, stored_path
-from .common import EXIT_USAGE, common_options, fatal, load_settings, store_target
-from .ingest import INGEST
+from .common import EXIT_USAGE, common_options, fatal, load_settings, setting_option, store_target
+from .ingest import DEAD_LETTER, INGEST, SHARD
 
 
 @click.command("quarantine", context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,9 +25,10 @@ from .ingest import INGEST
 @click.option("--failed", "take_failed", is_flag=True,
               help="Quarantine every file of the current dead-letter file (the last run's failures).")
 @click.option("--release", "release_paths", is_flag=True, help="Forget PATHS: the next run reads them again.")
-@click.option("--shard", default=None, metavar="I/N", help="With --failed: that shard worker's dead-letter file [default: unsharded].")
-@click.option("--dead-letter", default=None, type=click.Path(dir_okay=False),
-              help="With --failed: the dead-letter file, when runs are given one [default: as clip-ingest's].")
+@setting_option(replace(SHARD, help="With --failed: that shard worker's dead-letter file", default_text="unsharded",
+                        show_default=True))
+@setting_option(replace(DEAD_LETTER, help="With --failed: the dead-letter file, when runs are given one",
+                        default_text="as clip-ingest's"))
 def quarantine(paths: tuple[str, ...], take_failed: bool, release_paths: bool, **params: Any) -> None:
     """Acknowledge image files that will never decode (a truncated JPEG, say): later runs skip
     them without reading them while their size and modification time stay the same, so they stop

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import click
@@ -24,8 +24,8 @@ from ..ingest.deadletter import RunFiles, read_dead_letter_head
 from ..ingest.lock import LockedError, LockHolder, RunLock, default_lock_path, read_holder, store_holder
 from ..ingest.plan import Shard
 from ..ingest.quarantine import Quarantine, QuarantineError
-from .common import EXIT_FAILED_FILES, EXIT_FATAL, EXIT_LOCKED, EXIT_OK, common_options, fatal, load_settings, open_target_store, store_target
-from .ingest import INGEST
+from .common import EXIT_FAILED_FILES, EXIT_FATAL, EXIT_LOCKED, EXIT_OK, common_options, fatal, load_settings, open_target_store, setting_option, store_target
+from .ingest import DEAD_LETTER, INGEST, SHARD
 
 EXIT_MISSING = 6
 """``clip-ingest status``: the collection does not exist (nothing ingested yet, or another
@@ -40,9 +40,9 @@ HEALTH_CODES = {"healthy": EXIT_OK, "unreadable": EXIT_FATAL, "attention": EXIT_
 
 @click.command("status", context_settings={"help_option_names": ["-h", "--help"]})
 @common_options
-@click.option("--shard", default=None, metavar="I/N", help="The last run and dead letters of this shard's worker [default: unsharded].")
-@click.option("--dead-letter", default=None, type=click.Path(dir_okay=False),
-              help="The dead-letter file, when runs are given one [default: as clip-ingest's].")
+@setting_option(replace(SHARD, help="The last run and dead letters of this shard's worker", default_text="unsharded",
+                        show_default=True))
+@setting_option(replace(DEAD_LETTER, help="The dead-letter file, when runs are given one", default_text="as clip-ingest's"))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for scripts and monitoring).")
 def status(as_json: bool, **params: Any) -> None:
     """Show a collection's state: its point count, the model it records, its aliases, the last
