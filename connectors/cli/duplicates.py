@@ -15,11 +15,12 @@ import click
 
 from ..config import Setting, Settings, register_command
 from ..search.duplicates import CANDIDATE_MIN_RELEVANCE, DEFAULT_MIN_RELEVANCE, default_min_relevance, same_photo_check
-from .common import EXIT_OK, common_options, fatal, load_query_embedder, load_settings, open_target_store, setup_logging, store_target
+from .common import EXIT_OK, common_options, fatal, load_query_embedder, load_settings, open_target_store, setting_option, setup_logging, store_target
 
 log = logging.getLogger("clip_ingest.duplicates")
 
-DUPLICATES_SETTINGS: tuple[Setting, ...] = (Setting("batch_size", int, 32),)
+BATCH_SIZE = Setting("batch_size", int, 32, minimum=1, help="Model batch size for the calibration")
+DUPLICATES_SETTINGS: tuple[Setting, ...] = (BATCH_SIZE,)
 DUPLICATES = register_command("duplicates", DUPLICATES_SETTINGS)
 REVIEW = register_command("review", ())
 
@@ -48,7 +49,7 @@ def _grouping_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--offset", type=click.IntRange(0), default=0, help="Skip this many groups first (with --limit: page by page).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, writable=True), default=None, help="Also write an HTML page of the groups.")
-@click.option("--batch-size", type=click.IntRange(1), default=None, help="Model batch size for the calibration [default: 32].")
+@setting_option(BATCH_SIZE)
 @click.option("-v", "--verbose", count=True, help="Debug logging.")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
 def duplicates(similar: bool, min_relevance: float | None, threshold: float | None, k: int, include_resolved: bool,

@@ -20,12 +20,11 @@ import click
 from ..config import Setting, Settings, register_command
 from ..search.results import hit_dict, result_document
 from ..serve.fields import FIELD_SAMPLE, sample_fields
-from .common import EXIT_OK, DefaultCommandGroup, common_options, fatal, load_query_embedder, load_settings, open_target_store, setup_logging, store_target
+from .common import EXIT_OK, DefaultCommandGroup, common_options, fatal, load_query_embedder, load_settings, open_target_store, setting_option, setup_logging, store_target
 
-SEARCH_SETTINGS: tuple[Setting, ...] = (
-    Setting("k", int, 10, help="hits per query"),
-    Setting("batch_size", int, 32),
-)
+K = Setting("k", int, 10, cli_flag="-k", minimum=1, maximum=10_000, help="Number of hits")
+BATCH_SIZE = Setting("batch_size", int, 32, minimum=1, help="Model batch size")
+SEARCH_SETTINGS: tuple[Setting, ...] = (K, BATCH_SIZE)
 SEARCH = register_command("search", SEARCH_SETTINGS)
 
 #: payload fields shown in the table (everything is in --json / --html)
@@ -67,7 +66,7 @@ def first_sentence(text: str) -> str:
 @click.option("--image", "images", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Find images similar to this image file (repeatable).")
 @click.option("--like", "likes", multiple=True, help="Find images similar to a stored point (ID) or an image file (PATH), excluding it (repeatable).")
 @click.option("--filter", "filter_text", default=None, help='Payload filter, e.g. \'colour = "red" and year >= 2020\' (see docs/filters.md).')
-@click.option("-k", "k", type=click.IntRange(1, 10_000), default=None, help="Number of hits [default: 10].")
+@setting_option(K)
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True, help="Skip this many hits (paging).")
 @click.option("--min-score", type=float, default=None, help="Only hits with cosine similarity >= this.")
 @click.option("--min-relevance", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
@@ -79,7 +78,7 @@ def first_sentence(text: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--jsonl", "as_jsonl", is_flag=True, help="Print one JSON object per hit.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, writable=True), default=None, help="Also write a self-contained HTML page of the results.")
-@click.option("--batch-size", type=click.IntRange(1), default=None, help="Model batch size [default: 32].")
+@setting_option(BATCH_SIZE)
 @common_options
 @click.option("-v", "--verbose", count=True, help="Debug logging.")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")

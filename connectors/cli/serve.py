@@ -21,7 +21,7 @@ from ..config import Setting, Settings, StoreTarget, register_command
 from ..ingest.lock import SERVE_COMMAND, LockedError, RunLock, default_lock_path
 from ..ingest.plan import Shard
 from .common import (EXIT_USAGE, common_options, fatal, load_query_embedder, load_settings, load_settings_embedder,
-                     open_target_store, setup_logging, store_target)
+                     open_target_store, setting_options, setup_logging, store_target)
 from .ingest import INGEST, parse_index_fields, plan
 
 if TYPE_CHECKING:  # imported by serve() itself: --help loads neither FastAPI nor the service
@@ -30,15 +30,22 @@ if TYPE_CHECKING:  # imported by serve() itself: --help loads neither FastAPI no
     from ..serve.scheduled_ingest import ScheduledIngest
     from ..serve.service import SearchService
 
+#: in the order ``--help`` lists their options
 SERVE_SETTINGS: tuple[Setting, ...] = (
-    Setting("host", str, "127.0.0.1"),
-    Setting("port", int, 8000),
-    Setting("max_upload_mb", float, 20.0),
-    Setting("cors_origin", list, []),
+    Setting("host", str, "127.0.0.1", default_text="127.0.0.1, this machine only", help="Interface to listen on"),
+    Setting("port", int, 8000, minimum=0, maximum=65535, help="Port"),
+    Setting("max_upload_mb", float, 20.0, minimum=0.001, default_text="20", help="Largest image upload, MB"),
+    Setting("cors_origin", list, [], help="Allow browser pages of this origin to call the API (repeatable; default: none)"),
     Setting("api_key", str, None, secret=True),
-    Setting("batch_size", int, 64),
-    Setting("ingest_every", str, None),
-    Setting("warm_duplicates", bool, True),
+    Setting("batch_size", int, 64, minimum=1, help="Most texts (or images) per shared forward pass"),
+    Setting("ingest_every", str, None, metavar="DURATION",
+            help="Run the incremental ingestion inside the server now and then every DURATION (30m, 1h, 1d): "
+            "the way to keep an embedded store fresh while serving it. Sources: --ingest, or the [ingest] "
+            "section of the config file, which also sets every other clip-ingest option"),
+    Setting("warm_duplicates", bool, True, default_text="on",
+            help="Make the duplicates listing in the background at start and after each --ingest-every pass, "
+            "so the page's first duplicates view does not wait for it (minutes on a large collection; it "
+            "shares the CPUs with searches meanwhile)"),
 )
 SERVE = register_command("serve", SERVE_SETTINGS)
 
@@ -57,19 +64,7 @@ def parse_duration(text: str) -> float:
 
 
 @click.command("serve", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--host", default=None, help="Interface to listen on [default: 127.0.0.1, this machine only].")
-@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port [default: 8000].")
-@click.option("--max-upload-mb", type=click.FloatRange(0.001), default=None, help="Largest image upload, MB [default: 20].")
-@click.option("--cors-origin", multiple=True, help="Allow browser pages of this origin to call the API (repeatable; default: none).")
-@click.option("--batch-size", type=click.IntRange(1), default=None, help="Most texts (or images) per shared forward pass [default: 64].")
-@click.option("--ingest-every", default=None, metavar="DURATION",
-              help="Run the incremental ingestion inside the server now and then every DURATION (30m, 1h, 1d): "
-              "the way to keep an embedded store fresh while serving it. Sources: --ingest, or the [ingest] "
-              "section of the config file, which also sets every other clip-ingest option.")
-@click.option("--warm-duplicates/--no-warm-duplicates", default=None,
-              help="Make the duplicates listing in the background at start and after each --ingest-every pass, "
-              "so the page's first duplicates view does not wait for it (minutes on a large collection; it "
-              "shares the CPUs with searches meanwhile) [default: on].")
+@setting_options(SERVE_SETTINGS)
 @click.option("--ingest", "ingest_sources", multiple=True, type=click.Path(file_okay=False), metavar="DIR",
               help="A folder for --ingest-every (repeatable).")
 @common_options

@@ -8,15 +8,20 @@ import re
 import subprocess
 import sys
 import tomllib
+from dataclasses import fields
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
 import clip_ingest.connectors.cli  # noqa: F401  (registers every command's settings)
 from clip_ingest.connectors.cli.clip_ingest import main as ingest_main
+from clip_ingest.connectors.cli.common import setting_option
+from clip_ingest.connectors.cli.ingest import RUN_SETTINGS
 from clip_ingest.connectors.cli.search import main as search_main
 from clip_ingest.connectors.backends import registry
+from clip_ingest.connectors.ingest.metadata import MetadataLimits
 from clip_ingest.connectors.config import COMMON_SETTINGS, ConfigError, registered_commands, resolve_settings
 from conftest import TINY_SPEC
 
@@ -197,3 +202,34 @@ def test_each_common_setting_is_one_generated_flag_and_secrets_are_none(group):
         assert (option.opts, option.help, option.default) == ([setting.flag], setting.help_text, None)
         assert list(getattr(option.type, "choices", setting.choices)) == list(setting.choices)
         assert getattr(option.type, "min", None) == setting.minimum
+
+
+#: each registered command's click command, and its settings that are no option: the SOURCES
+#: argument, the metadata limits (config file and environment only), secrets, and for migrate the
+#: ingestion run's own settings (config file and environment only)
+NOT_OPTIONS = {"sources", *(f"metadata_{f.name}" for f in fields(MetadataLimits))}
+COMMAND_OPTIONS = {
+    "ingest": (ingest_main.commands["run"], NOT_OPTIONS),
+    "migrate": (ingest_main.commands["migrate"], NOT_OPTIONS | {s.name for s in RUN_SETTINGS}),
+    "search": (search_main.commands["query"], set()),
+    "duplicates": (search_main.commands["duplicates"], set()),
+    "review": (search_main.commands["review"], set()),
+    "serve": (search_main.commands["serve"], {"api_key"}),
+}
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_each_command_setting_is_one_generated_option(name):
+    """A command's own settings are its options as generated from their declaration: flag, type,
+    range, choices, path, metavar, help (with the default) and default None (not given)."""
+    command, no_option = COMMAND_OPTIONS[name]
+    params = {p.name: p for p in command.params if isinstance(p, click.Option)}
+    settings = registered_commands()[name].settings
+    assert {s.name for s in settings if s.name not in params} == no_option
+    for setting in settings:
+        if setting.name in no_option:
+            continue
+        declared = setting_option(setting)(lambda: None).__click_params__[0]
+        option = params[setting.name]
+        assert option.help == setting.help_text and option.metavar == setting.metavar
+        assert option.to_info_dict() == declared.to_info_dict()
