@@ -304,6 +304,24 @@ class VectorStoreContract:
         assert all(h.payload["colour"] == "red" for h in hits)
         assert store.count(filter=parse_filter('not colour = "red"')) == 6
 
+    def test_date_ranges_on_a_datetime_index_match_the_stored_unix_seconds(self, store: VectorStore) -> None:
+        """SPEC indexes ``taken`` as ``datetime``; dates are stored as Unix seconds (as ingest's
+        ``taken_at``), so a date range must give what comparing the numbers gives."""
+        start = 1_559_347_200.0  # 2019-06-01T00:00:00Z
+        taken = [start + day * 86_400 + 0.25 for day in range(-3, 7)]
+        store.upsert([point(n, at_angle(10 * n), taken=t) for n, t in enumerate(taken)])
+        ranges = {  # filter -> the points whose number lies in it (point n was taken on day n - 3)
+            "taken >= 2019-06-01 and taken < 2019-06-06": range(3, 8),
+            "taken < 2019-06-01": range(0, 3),
+            "taken > 2019-06-06T00:00:00.25Z": range(9, 10),
+            "taken >= 1559347200 and taken <= 2019-06-02T00:00:00.25Z": range(3, 5),
+        }
+        for text, expected in ranges.items():
+            flt = parse_filter(text)
+            assert store.count(filter=flt) == len(expected), text
+            hits = store.search(unit(0), k=20, filter=flt)
+            assert sorted(h.id for h in hits) == sorted(pid(n) for n in expected), text
+
     def test_filtered_search_returns_min_k_matches_however_far_and_rare_the_matches(self, store: VectorStore) -> None:
         """A collection much larger than the search breadth (ef 128): matching points sit far
         from the query, behind many closer non-matching ones. Post-filtering a candidate list

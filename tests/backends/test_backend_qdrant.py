@@ -25,6 +25,7 @@ from clip_ingest.connectors.backends import (
 )
 from clip_ingest.connectors.backends.qdrant.client_store import QdrantClientStore
 from clip_ingest.connectors.backends.qdrant.edge_store import QdrantEdgeStore
+from clip_ingest.connectors.filters import parse_filter
 
 SECRET = "sekrit-api-key-0123456789"
 
@@ -113,8 +114,28 @@ def test_edge_creates_a_payload_index_per_indexed_field(tmp_path: Path) -> None:
         "index": edge.PayloadSchemaType.Integer,
         "weight": edge.PayloadSchemaType.Float,
         "ok": edge.PayloadSchemaType.Bool,
-        "taken": edge.PayloadSchemaType.Datetime,
+        "taken": edge.PayloadSchemaType.Float,  # dates are Unix seconds: the float index
     }
+
+
+def test_edge_replaces_an_index_of_another_type_on_reopen(tmp_path: Path) -> None:
+    """A collection whose ``taken`` got Qdrant's datetime index (what ``datetime`` once created)
+    answers no date range; ensuring it with SPEC again puts the float index in its place."""
+    import qdrant_edge as edge
+
+    with QdrantEdgeStore(COLLECTION, path=tmp_path) as store:
+        store.ensure_collection(CollectionSpec(COLLECTION, SPEC.dim, SPEC.model_id))
+        store.upsert([point(n, taken=1_559_347_200.0 + n * 86_400) for n in range(4)])
+    shard = edge.EdgeShard.load(str(tmp_path / COLLECTION / "shard"))
+    try:
+        shard.update(edge.UpdateOperation.create_field_index("taken", edge.PayloadSchemaType.Datetime))
+    finally:
+        shard.close()
+    june_2 = parse_filter("taken >= 2019-06-02")
+    with QdrantEdgeStore(COLLECTION, path=tmp_path) as store:
+        assert store.count(filter=june_2) == 0  # the wrong index, as found
+        store.ensure_collection(SPEC)
+        assert store.count(filter=june_2) == 3
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", "", "."])

@@ -10,5 +10,6 @@ CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")
 DEFAULT_MAX_REQUEST_BYTES = 16 * 2**20
 
 #: CollectionSpec.indexed_fields type -> JSON cast type of a Milvus JSON-path index
-JSON_CAST_TYPES = {"keyword": "VARCHAR", "integer": "DOUBLE", "float": "DOUBLE", "bool": "BOOL", "datetime": "VARCHAR",
+#: (``datetime`` casts to DOUBLE: dates are stored as Unix seconds and compared as numbers)
+JSON_CAST_TYPES = {"keyword": "VARCHAR", "integer": "DOUBLE", "float": "DOUBLE", "bool": "BOOL", "datetime": "DOUBLE",
                    "geo": "DOUBLE"}

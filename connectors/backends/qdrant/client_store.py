@@ -204,16 +204,16 @@ class QdrantClientStore(QdrantStore, ServerStore):
             )
 
     def _build(self, spec: CollectionSpec) -> None:
-        """Create the payload indexes the spec asks for that the collection lacks (servers only)."""
+        """Create the payload indexes the spec asks for that the collection lacks or holds with
+        another type (servers only; see :meth:`.edge_store.QdrantEdgeStore._build`)."""
         if self._local or not spec.indexed_fields:
             return
         with self._translated("create payload index"):
             existing = self._client.get_collection(self.collection).payload_schema
             for name, kind in payload_indexes(spec):
-                if name not in existing:
-                    self._client.create_payload_index(
-                        self.collection, name, field_schema=models.PayloadSchemaType(kind), wait=True
-                    )
+                schema = models.PayloadSchemaType(kind)
+                if name not in existing or existing[name].data_type != schema:
+                    self._client.create_payload_index(self.collection, name, field_schema=schema, wait=True)
 
     # -- points ---------------------------------------------------------------------------
 

@@ -32,9 +32,12 @@ from ..common import GEO_KEYS
 METADATA_FORMAT = 1
 
 #: CollectionSpec.indexed_fields type -> Qdrant payload index type (qdrant-client's
-#: ``PayloadSchemaType`` values; Qdrant Edge spells the same names capitalised)
+#: ``PayloadSchemaType`` values; Qdrant Edge spells the same names capitalised). ``datetime`` is
+#: the float index: dates are stored as Unix seconds and a date literal compiles to a numeric
+#: range (:class:`clip_ingest.connectors.filters.Instant`); Qdrant's own datetime index holds
+#: RFC 3339 strings, so a numeric range on it matches nothing.
 INDEX_TYPES: dict[str, str] = {
-    "keyword": "keyword", "integer": "integer", "float": "float", "bool": "bool", "datetime": "datetime", "geo": "geo",
+    "keyword": "keyword", "integer": "integer", "float": "float", "bool": "bool", "datetime": "float", "geo": "geo",
 }
 
 

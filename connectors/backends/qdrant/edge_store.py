@@ -98,7 +98,9 @@ class QdrantEdgeStore(QdrantStore):
         self._write_record(spec)
 
     def _build(self, spec: CollectionSpec) -> None:
-        """Create the shard if the folder has none yet, then the payload indexes it lacks."""
+        """Create the shard if the folder has none yet, then the payload indexes it lacks or holds
+        with another type (an index of the wrong type answers wrongly: a datetime index made before
+        ``datetime`` meant the float index matches no numeric range)."""
         if not (self._root / SHARD_DIR).is_dir():
             config = edge.EdgeConfig(
                 vectors=edge.EdgeVectorParams(
@@ -112,7 +114,7 @@ class QdrantEdgeStore(QdrantStore):
         with self._translated("create payload index"):
             existing = shard.info().payload_schema
             for name, kind in payload_indexes(spec):
-                if name not in existing:
+                if name not in existing or existing[name].data_type != _schema(kind):
                     shard.update(edge.UpdateOperation.create_field_index(name, _schema(kind)))
 
     def _drop(self) -> None:
