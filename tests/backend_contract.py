@@ -157,6 +157,16 @@ class VectorStoreContract:
         finally:
             store.close()
 
+    def test_unknown_index_type_is_refused_before_creating_anything(self, tmp_path: Path) -> None:
+        bad = CollectionSpec(name=COLLECTION, dim=4, model_id="m", indexed_fields={"colour": "colourful"})
+        store = self.make_store(tmp_path, COLLECTION)
+        try:
+            with pytest.raises(ValueError, match="colourful"):
+                store.ensure_collection(bad)
+            assert store.collection_model() is None
+        finally:
+            store.close()
+
     def test_the_model_spec_is_recorded_for_searches_to_default_to(self, tmp_path: Path) -> None:
         store = self.make_store(tmp_path, "spec_recorded")
         try:

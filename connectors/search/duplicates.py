@@ -151,8 +151,8 @@ class SamePhotoCheck:
 
     Each image is read (``image``: default its stored path) and reduced to a thumbnail once; the
     most recent ``keep`` thumbnails (~55 kB each, ~150 kB once compared) are kept. A pair with an
-    image that cannot be read or decoded any more is dropped and counted in :attr:`unreadable`: a duplicate is only
-    claimed on pixels that were seen.
+    image that cannot be read or decoded any more is dropped and counted in :attr:`unreadable`: a
+    duplicate is only claimed on pixels that were seen.
     """
 
     def __init__(self, image: Callable[[Point], bytes | None] = stored_image, *, cut: float = SAME_PHOTO_CUT,
@@ -183,17 +183,20 @@ class SamePhotoCheck:
                 self._thumbnails.popitem(last=False)
         return found
 
+    def _pair_thumbnails(self, listed: dict[str, Point], pair: tuple[str, str]) -> tuple[Thumbnail, Thumbnail] | None:
+        """The pair's two thumbnails (None: an image could not be read)."""
+        first, second = self.thumbnail(listed[pair[0]]), self.thumbnail(listed[pair[1]])
+        return None if first is None or second is None else (first, second)
+
     def _region_of(self, listed: dict[str, Point], outer: str, inner: str) -> bool:
         """Whether ``inner``'s image is a region of ``outer``'s (False when one cannot be read)."""
-        first, second = self.thumbnail(listed[outer]), self.thumbnail(listed[inner])
-        return first is not None and second is not None and is_region_of(first, second)
+        found = self._pair_thumbnails(listed, (outer, inner))
+        return found is not None and is_region_of(*found)
 
     def _same(self, listed: dict[str, Point], pair: tuple[str, str]) -> bool | None:
         """Whether the pair is one photo (None: an image could not be read)."""
-        first, second = self.thumbnail(listed[pair[0]]), self.thumbnail(listed[pair[1]])
-        if first is None or second is None:
-            return None
-        return same_photo_score(first, second, cut=self.cut) >= self.cut
+        found = self._pair_thumbnails(listed, pair)
+        return None if found is None else same_photo_score(*found, cut=self.cut) >= self.cut
 
     def __call__(self, listed: dict[str, Point], neighbours: Neighbours,
                  on_progress: Callable[[int, int], None] | None = None) -> Neighbours:

@@ -298,14 +298,6 @@ def test_filters_in_search_and_count(milvus: MilvusStore) -> None:
 # -- collection metadata and options --------------------------------------------------------
 
 
-def test_unknown_index_type_is_refused_before_creating_anything(milvus_lite_uri: str) -> None:
-    bad = CollectionSpec(name="c", dim=4, model_id="m", indexed_fields={"colour": "colourful"})
-    with MilvusStore("c", uri=milvus_lite_uri) as store:
-        with pytest.raises(ValueError, match="colourful"):
-            store.ensure_collection(bad)
-        assert store.collection_model() is None
-
-
 def test_foreign_collection_is_refused(milvus_lite_uri: str) -> None:
     name = "foreign"
     client = MilvusClient(uri=milvus_lite_uri, timeout=20)

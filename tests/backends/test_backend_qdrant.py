@@ -71,14 +71,6 @@ def test_client_store_needs_exactly_one_location(tmp_path: Path) -> None:
 # -- collection metadata -------------------------------------------------------------------
 
 
-def test_unknown_index_type_is_refused_before_creating_anything(tmp_path: Path) -> None:
-    bad = CollectionSpec(name="c", dim=4, model_id="m", indexed_fields={"colour": "colourful"})
-    with QdrantEdgeStore("c", path=tmp_path) as store:
-        with pytest.raises(ValueError, match="colourful"):
-            store.ensure_collection(bad)
-        assert store.collection_model() is None
-
-
 def test_edge_model_record_lives_beside_the_shard(tmp_path: Path) -> None:
     with QdrantEdgeStore(COLLECTION, path=tmp_path) as store:
         store.ensure_collection(SPEC)
