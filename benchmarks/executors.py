@@ -160,16 +160,16 @@ def predicted_wall(model: tuple[float, float], n: int) -> float:
 
 
 # -- the Parquet path (in this process)
-def ingest_rate(embedder: Any, folder: Path, target: str, root: Path, options: dict) -> float:
-    """Images embedded per second by one fresh ingestion of ``folder`` (collection set-up included)."""
-    from clip_ingest.connectors.backends import open_store
-    from clip_ingest.connectors.backends.registry import backend
+def ingest_rate(embedder: Any, folder: Path, root: Path) -> float:
+    """Images embedded per second by one fresh ingestion of ``folder`` into a Parquet artifact under
+    ``root`` (collection set-up and the final flush included)."""
+    from clip_ingest.connectors.artifacts.parquet import WRITE_BATCH_BYTES, ParquetArtifact
     from clip_ingest.connectors.ingest.pipeline import IngestOptions, run_ingest
 
-    with open_store(target, "bench", **options) as store:
+    with ParquetArtifact("bench", path=str(root)) as artifact:
         run = IngestOptions(collection="bench", directories=[str(folder)], recreate=True, progress=False,
-                            max_batch_bytes=backend(target).write_batch_bytes, batch_size=embedder.batch_size)
-        seconds, stats = common.timed(lambda: run_ingest(store, embedder, run))
+                            max_batch_bytes=WRITE_BATCH_BYTES, batch_size=embedder.batch_size)
+        seconds, stats = common.timed(lambda: run_ingest(artifact, embedder, run))
     if stats.failed or not stats.embedded:
         raise RuntimeError(f"{stats.failed} images failed, {stats.embedded} embedded")
     return stats.embedded / seconds
@@ -198,7 +198,7 @@ def parquet_rows(folder: Path, work: Path, model: str, batch_size: int) -> list[
     artifact_root = work / "artifact"
     for kept in (artifact_root, work / "loaded"):
         shutil.rmtree(kept, ignore_errors=True)
-    embed_rate = ingest_rate(embedder, folder, "parquet", artifact_root, {"path": str(artifact_root)})
+    embed_rate = ingest_rate(embedder, folder, artifact_root)
     load_rate = parquet_load_rate(artifact_root / "bench", work / "loaded")
     return [{"stage": "embed into parquet", "per_s": embed_rate},
             {"stage": "load parquet into qdrant-edge", "per_s": load_rate}]

@@ -24,8 +24,9 @@ file, and their values never appear in ``repr``, summaries or error messages.
 
 A setting is declared once, as a :class:`~clip_ingest.connectors.setting.Setting`; the click
 options are generated from it (:func:`clip_ingest.connectors.cli.common.setting_options`). The
-backends' settings, target names and store options come from their descriptors
-(:mod:`clip_ingest.connectors.backends.registry`).
+backends' settings come from their descriptors (:mod:`clip_ingest.connectors.backends.registry`);
+the target names and where each target keeps its collections from :mod:`clip_ingest.connectors.targets`
+(the databases and the Parquet artifact).
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .backends import registry
-from .backends.registry import TARGETS, StoreTarget
+from .backends.registry import StoreTarget
 from .setting import Setting
+from .targets import TARGETS, locate
 
 DEFAULT_CONFIG_FILE = "clip-ingest.toml"
 DEFAULT_DATA_DIR = "clip-ingest-data"
@@ -295,5 +297,5 @@ def resolve_settings(
 
 
 def store_target(settings: Settings) -> StoreTarget:
-    """Map settings to the backend's ``open_store`` options (embedded stores under ``data_dir`` by default)."""
-    return registry.backend(settings.target).locate(settings.target, settings)
+    """Map settings to the target's options (embedded stores and artifacts under ``data_dir`` by default)."""
+    return locate(settings.target, settings)

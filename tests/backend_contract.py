@@ -1,6 +1,6 @@
 """A reusable contract every :class:`VectorStore` must satisfy, backend-neutral.
 
-Every searchable backend of the registry runs it on an embedded store
+Every backend of the registry runs it on an embedded store
 (tests/backends/test_backend_contract.py); other ways of reaching a backend (qdrant-client's
 local mode, a Milvus server) run it by subclassing in a test module and opening the store in
 ``make_store``::

@@ -1,5 +1,5 @@
 """Shared fixtures: a tiny real open_clip model, generated images (no downloads, no shared data),
-and a real embedded store of every searchable backend in the registry."""
+and a real embedded store of every backend in the registry."""
 
 from __future__ import annotations
 
@@ -38,10 +38,8 @@ def shape_folder(tmp_path: Path) -> Path:
     return write_shape_folder(tmp_path / "photos", n=12)
 
 
-#: every target name of a searchable backend (``qdrant`` and ``qdrant-edge`` both open Qdrant Edge)
-SEARCHABLE_TARGETS = tuple(name for entry in BACKENDS if entry.searchable for name in entry.names)
-#: one target per searchable backend: what the ``store`` fixture runs over
-ONE_PER_BACKEND = tuple(entry.name for entry in BACKENDS if entry.searchable)
+#: one target per backend: what the ``store`` fixture runs over
+ONE_PER_BACKEND = tuple(entry.name for entry in BACKENDS)
 
 
 def embedded_target(target: str, data_dir: Path) -> StoreTarget:
@@ -62,13 +60,13 @@ def open_embedded(target: str, data_dir: Path, collection: str) -> VectorStore:
 
 @pytest.fixture(params=ONE_PER_BACKEND)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
-    """A real embedded store of each searchable backend of the registry (collection ``images``)."""
+    """A real embedded store of each backend of the registry (collection ``images``)."""
     with open_embedded(request.param, tmp_path / "data", "images") as opened:
         yield opened
 
 
 __all__ = [
-    "ONE_PER_BACKEND", "SEARCHABLE_TARGETS", "embedded_options", "embedded_target", "open_embedded","make_shape_image", "write_shape_folder", "TINY_ARCH", "TINY_SPEC"]
+    "ONE_PER_BACKEND", "embedded_options", "embedded_target", "open_embedded","make_shape_image", "write_shape_folder", "TINY_ARCH", "TINY_SPEC"]
 
 
 @pytest.fixture(scope="session")

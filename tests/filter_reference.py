@@ -11,8 +11,9 @@ from typing import Any, Mapping
 
 from hypothesis import strategies as st
 
-from conftest import SEARCHABLE_TARGETS, embedded_options
+from conftest import embedded_options
 
+from clip_ingest.connectors.backends.registry import TARGETS
 from clip_ingest.connectors.filters import (
     And,
     Compare,
@@ -255,4 +256,4 @@ def filters(max_leaves: int = 8, *, geo_radius: bool = True) -> st.SearchStrateg
 # ---------------------------------------------------------------- real stores for the cross-backend tests
 
 #: the targets the cross-backend tests run on, and the options of an embedded store of one under a folder
-TARGETS, store_options = SEARCHABLE_TARGETS, embedded_options
+store_options = embedded_options

@@ -8,13 +8,14 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from clip_ingest.connectors.backends.base import VectorStore
+from clip_ingest.connectors.backends.registry import TARGETS
 from clip_ingest.connectors.ingest.pipeline import IngestOptions, run_ingest
 from clip_ingest.connectors.ingest.summary import RunStats
 
-from conftest import SEARCHABLE_TARGETS, embedded_options, open_embedded
+from conftest import embedded_options, open_embedded
 
 COLLECTION = "images"
-ALL_BACKENDS, store_options = SEARCHABLE_TARGETS, embedded_options
+ALL_BACKENDS, store_options = TARGETS, embedded_options
 
 
 def open_test_store(backend: str, root: Path, collection: str = COLLECTION) -> VectorStore:

@@ -53,8 +53,6 @@ class Backend:
     holds: Literal["collection", "location"] = "collection"
     """What a process keeps open in an embedded store: one collection, or the whole location
     (a file that one process at a time may open, whichever collections it holds)."""
-    searchable: bool = True
-    """False for an artifact written to be loaded elsewhere (Parquet): no search, no filters."""
 
     @property
     def name(self) -> str:

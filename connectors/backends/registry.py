@@ -1,4 +1,6 @@
-"""The backends, each described by the one :class:`~.descriptor.Backend` its package exports.
+"""The backends, each described by the one :class:`~.descriptor.Backend` its package exports: the
+databases that ingestion fills and search reads (a Parquet artifact is no backend: see
+:mod:`clip_ingest.connectors.targets`).
 
 This is the only module that lists them: config, the command-line tools, the ingestion job, the
 benchmarks and the tests ask it (:func:`backend`, :data:`TARGETS`, :data:`SETTINGS`) and never name a
@@ -14,15 +16,14 @@ from ..setting import Setting
 from .base import InvalidSettingError, VectorStore
 from .descriptor import Backend, StoreTarget
 from .milvus import MILVUS
-from .parquet import PARQUET
 from .qdrant import QDRANT
 
 #: every backend, in the order ``--target`` lists them
-BACKENDS: tuple[Backend, ...] = (QDRANT, MILVUS, PARQUET)
+BACKENDS: tuple[Backend, ...] = (QDRANT, MILVUS)
 
 _BY_NAME: dict[str, Backend] = {name: entry for entry in BACKENDS for name in entry.names}
 
-#: every ``--target`` value
+#: every database ``--target`` value
 TARGETS: tuple[str, ...] = tuple(_BY_NAME)
 
 #: the backends' own settings (a server address, a token...), in registry order

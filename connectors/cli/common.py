@@ -19,6 +19,7 @@ from ..backends.base import VectorStore
 from ..backends.registry import open_target
 from ..config import COMMON_SETTINGS, Command, ConfigError, Settings, StoreTarget, resolve_settings, store_target
 from ..setting import Setting
+from ..targets import is_artifact
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -115,7 +116,13 @@ def load_settings(params: Mapping[str, Any], command: Command) -> Settings:
 
 
 def open_target_store(target: StoreTarget, collection: str) -> VectorStore:
-    """Connect to ``collection`` on the configured store (unset options keep the backend's defaults)."""
+    """Connect to ``collection`` on the configured database (unset options keep the backend's defaults).
+
+    An artifact target (``parquet``) is a usage error here: it is written to be loaded into a
+    database (``clip-ingest --from-parquet``), not searched or migrated."""
+    if is_artifact(target.target):
+        raise click.UsageError(f"--target {target.target} is an artifact, not a database: load it into one with "
+                               "clip-ingest --from-parquet DIR --target DATABASE, then use that")
     return open_target(target, collection)
 
 

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 import click
 
 from ..backends.common import redact_uri
-from ..backends.registry import BACKENDS, INDEX_TYPES, backend
+from ..backends.registry import INDEX_TYPES
+from ..backends.registry import TARGETS as DATABASES
 from ..config import Setting, Settings, register_command
 from ..ingest.executor_registry import EXECUTORS, describe_executors
 from ..ingest.metadata import MetadataLimits
@@ -37,6 +38,7 @@ from ..ingest.plan import DEFAULT_MAX_PRUNE, Shard
 from ..ingest.reader import DEFAULT_READ_TIMEOUT_S
 from ..ingest.scan import DEFAULT_EXTENSIONS, normalise_extensions
 from ..ingest.writer import RETRY_FOR_S
+from ..targets import is_artifact
 from .common import EXIT_USAGE, common_options, fatal, load_settings, load_settings_embedder, setting_options, setup_logging
 
 if TYPE_CHECKING:  # imported by the run itself: --help loads neither the pipeline nor the model stack
@@ -180,9 +182,8 @@ def main(verbose: int, quiet: bool, **params: Any) -> None:
     if settings.from_parquet:
         if settings.sources or settings.manifest:
             raise click.UsageError("--from-parquet loads embeddings that exist: give no folders or manifests with it")
-        if not backend(settings.target).searchable:
-            databases = [name for entry in BACKENDS if entry.searchable for name in entry.names]
-            fatal(f"--from-parquet loads into a database: choose --target {', '.join(databases[:-1])} or {databases[-1]}",
+        if is_artifact(settings.target):
+            fatal(f"--from-parquet loads into a database: choose --target {', '.join(DATABASES[:-1])} or {DATABASES[-1]}",
                   EXIT_USAGE)
     elif not settings.sources and not settings.manifest:
         raise click.UsageError("give at least one folder to ingest or --manifest FILE")

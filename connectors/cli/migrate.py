@@ -19,6 +19,7 @@ from ..ingest.lock import LockedError, RunLock, default_lock_path
 from ..ingest.migration import AlreadyMigrated, ModelOf, prepare, rollback_target, state, switch
 from ..ingest.plan import Shard
 from ..search.duplicates import carry_reviews
+from ..targets import is_artifact
 from ..ingest.scan import normalise_extensions
 from .common import (EXIT_FAILED_FILES, EXIT_LOCKED, EXIT_OK, fatal, load_settings, load_settings_embedder, open_target_store,
                      setup_logging, store_target)
@@ -58,7 +59,7 @@ def migrate(verbose: int, quiet: bool, show_status: bool, no_switch: bool, rollb
     setup_logging(verbose, quiet)
     params["ext"] = split_commas(params["ext"])
     settings = load_settings(params, MIGRATE)
-    if settings.target == "parquet":
+    if is_artifact(settings.target):
         raise click.UsageError("a Parquet artifact has no aliases: migrate a Qdrant or Milvus collection")
     actions = sum(map(bool, (show_status, rollback, drop)))
     if actions > 1:

@@ -18,13 +18,15 @@ from typing import Any
 
 import click
 
-from ..backends.registry import backend
+from ..backends.base import VectorStore
 from ..config import Settings, StoreTarget
 from ..ingest.deadletter import RunFiles, read_dead_letter_head
 from ..ingest.lock import LockedError, LockHolder, RunLock, default_lock_path, read_holder, store_holder
 from ..ingest.plan import Shard
 from ..ingest.quarantine import Quarantine, QuarantineError
-from .common import EXIT_FAILED_FILES, EXIT_FATAL, EXIT_LOCKED, EXIT_OK, common_options, fatal, load_settings, open_target_store, setting_option, store_target
+from ..sink import Sink
+from ..targets import holds, open_sink
+from .common import EXIT_FAILED_FILES, EXIT_FATAL, EXIT_LOCKED, EXIT_OK, common_options, fatal, load_settings, setting_option, store_target
 from .ingest import DEAD_LETTER, INGEST, SHARD
 
 EXIT_MISSING = 6
@@ -80,7 +82,7 @@ def collect(settings: Settings, shard: Shard) -> dict[str, Any]:
     lock_path = settings.lock_file or default_lock_path(target.target, target.location, settings.collection, worker)
     report.update(held_by=None, ingest_running=None)
     if target.embedded:
-        whole = backend(target.target).holds == "location"
+        whole = holds(target.target) == "location"
         server = store_holder(target.target, target.location, None if whole else settings.collection)
         if server is not None:
             report.update(held_by=asdict(server), health="held")
@@ -113,19 +115,25 @@ def collect(settings: Settings, shard: Shard) -> dict[str, Any]:
 
 
 def _collection(target: StoreTarget, collection: str) -> dict[str, Any]:
-    """What the store says about the collection (read only)."""
-    with open_target_store(target, collection) as store:
+    """What the store (or the artifact) says about the collection (read only)."""
+    with open_sink(target, collection) as store:
         recorded = store.collection_model()
         if recorded is None:
             return {"exists": False}
         model_id, dim = recorded
-        info: dict[str, Any] = {"exists": True, "count": store.count(), "model_id": model_id, "dim": dim,
-                                "model_spec": store.collection_model_spec(), "alias_target": store.alias_target()}
-        try:
-            info["aliases"] = store.aliases()
-        except Exception:  # noqa: BLE001 - a store without aliases (Parquet)
-            info["aliases"] = {}
-        return info
+        return {"exists": True, "count": store.count(), "model_id": model_id, "dim": dim,
+                "model_spec": store.collection_model_spec(), **_aliases(store)}
+
+
+def _aliases(store: Sink) -> dict[str, Any]:
+    """The alias the collection's name is and every alias of its database; none for an artifact."""
+    if not isinstance(store, VectorStore):
+        return {"alias_target": None, "aliases": {}}
+    try:
+        aliases = store.aliases()
+    except Exception:  # noqa: BLE001 - a database without aliases
+        aliases = {}
+    return {"alias_target": store.alias_target(), "aliases": aliases}
 
 
 def _run_files(files: RunFiles) -> dict[str, Any]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..backends.base import CollectionSpec, Point, VectorStore
-from ..backends.parquet_store import ParquetStore
+from ..artifacts.parquet import ParquetArtifact
+from ..backends.base import CollectionSpec, Point
+from ..sink import Sink
 from .pipeline import IngestInterrupted, IngestOptions
 from .summary import RunStats
 from .writer import PointBatch, make_retrying
@@ -24,15 +25,15 @@ class NotAnArtifact(ValueError):
     """The folder holds no artifact (a usage error)."""
 
 
-def open_artifact(folder: str) -> ParquetStore:
+def open_artifact(folder: str) -> ParquetArtifact:
     """The artifact in ``folder`` (a folder written by ``--target parquet``)."""
     source = Path(folder)
-    artifact = ParquetStore(source.name, path=str(source.parent))
+    artifact = ParquetArtifact(source.name, path=str(source.parent))
     recorded_spec(artifact)
     return artifact
 
 
-def recorded_spec(artifact: ParquetStore) -> CollectionSpec:
+def recorded_spec(artifact: ParquetArtifact) -> CollectionSpec:
     """The model, dimension and indexed fields the artifact records."""
     if artifact.spec is None:
         raise NotAnArtifact(f"{artifact.folder} is not a Parquet artifact (no collection.json; write one with "
@@ -40,7 +41,7 @@ def recorded_spec(artifact: ParquetStore) -> CollectionSpec:
     return artifact.spec
 
 
-def load_artifact(store: VectorStore, artifact: ParquetStore, options: IngestOptions) -> RunStats:
+def load_artifact(store: Sink, artifact: ParquetArtifact, options: IngestOptions) -> RunStats:
     """Upsert every point of ``artifact`` into ``options.collection`` (``new`` counts them; a dry run
     counts without writing).
 

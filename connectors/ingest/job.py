@@ -14,10 +14,10 @@ from contextlib import nullcontext
 from dataclasses import dataclass, fields
 from typing import Any
 
-from ..backends.base import VectorStore
-from ..backends.registry import backend, open_target
 from ..config import Settings, StoreTarget, store_target
 from ..cpus import decode_workers
+from ..sink import Sink
+from ..targets import open_sink, write_batch_bytes
 from .deadletter import RunFiles
 from .lock import RunLock, default_lock_path
 from .metadata import MetadataLimits
@@ -84,9 +84,10 @@ class IngestJob:
             except OSError as exc:  # the run's work is done and recorded: a monitor reports the stale file
                 log.error("cannot write the metrics file %s: %s", self.metrics_path, exc)
 
-    def open_store(self) -> VectorStore:
-        """Connect to the job's collection (unset options keep the backend's defaults)."""
-        return open_target(self.target, self.options.collection)
+    def open_sink(self) -> Sink:
+        """Open what the job writes: the database's store (unset options keep the backend's
+        defaults) or the artifact."""
+        return open_sink(self.target, self.options.collection)
 
 
 def metadata_limits(settings: Settings) -> MetadataLimits:
@@ -115,7 +116,7 @@ def job_from_settings(settings: Settings, shard: Shard, index_fields: dict[str, 
         source_record=None if settings.dry_run else files.sources, metadata_limits=metadata_limits(settings),
         recreate=settings.recreate, dry_run=settings.dry_run, shard=shard, dead_letter=files.dead_letter,
         workers=decode_workers(settings.workers, settings.get("cpus")), batch_size=settings.batch_size,
-        max_batch_bytes=backend(target.target).write_batch_bytes, retry_for=settings.retry_for,
+        max_batch_bytes=write_batch_bytes(target.target), retry_for=settings.retry_for,
         read_timeout=settings.read_timeout,
         model_spec=os.path.abspath(settings.model) if os.path.isdir(settings.model) else settings.model,
         id_namespace=settings.get("id_namespace"), quarantine=files.quarantine,

@@ -18,9 +18,10 @@ from typing import Callable, Mapping, Sequence
 
 from tenacity import Retrying
 
-from ..backends.base import CollectionSpec, ModelMismatchError, StoreError, TransientStoreError, VectorStore
+from ..backends.base import CollectionSpec, ModelMismatchError, StoreError, TransientStoreError
 from ..cpus import decode_workers
 from ..embedder import Embedder
+from ..sink import Sink
 from .deadletter import DeadLetter
 from .executor import LocalExecutor, StageExecutor
 from .metadata import MetadataLimits
@@ -114,7 +115,7 @@ class WriterThread:
             raise self._error
 
 
-def load_state(store: VectorStore, spec: CollectionSpec, *, recreate: bool, dry_run: bool) -> StoredState:
+def load_state(store: Sink, spec: CollectionSpec, *, recreate: bool, dry_run: bool) -> StoredState:
     """Prepare the collection (never in a dry run) and read what it holds.
 
     Raises:
@@ -147,7 +148,7 @@ class IngestInterrupted(Exception):
         self.stats = stats
 
 
-def check_reachable(store: VectorStore) -> None:
+def check_reachable(store: Sink) -> None:
     """First contact, not retried: a database that cannot be reached at all is a wrong address far
     more often than an outage, so say so at once instead of retrying for ``retry_for`` seconds.
     A database that answers but is busy or loading, and any failure later in the run, are retried."""
@@ -162,7 +163,7 @@ def check_reachable(store: VectorStore) -> None:
 class _IngestRun:
     """The parts of one run and the steps that join them (see :func:`run_ingest`)."""
 
-    def __init__(self, store: VectorStore, embedder: Embedder, options: IngestOptions, state: StoredState,
+    def __init__(self, store: Sink, embedder: Embedder, options: IngestOptions, state: StoredState,
                  retrying: Retrying, on_change: ChangeSink | None) -> None:
         self.store, self.options, self.retrying = store, options, retrying
         self.stats = RunStats()
@@ -274,7 +275,7 @@ def _default_executor(options: IngestOptions) -> StageExecutor:
 
 
 def run_ingest(
-    store: VectorStore,
+    store: Sink,
     embedder: Embedder,
     options: IngestOptions,
     *,

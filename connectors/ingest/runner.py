@@ -17,10 +17,11 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from ..backends.base import InvalidSettingError, ModelMismatchError, StoreError, VectorStore
-from ..backends.registry import backend
+from ..backends.base import InvalidSettingError, ModelMismatchError, StoreError
 from ..embedder import Embedder
 from ..model_spec import ModelLoadError
+from ..sink import Sink
+from ..targets import holds
 from .artifact import NotAnArtifact, load_artifact, open_artifact, recorded_spec
 from .executor import StageExecutor
 from .executor_registry import ExecutorUnavailable
@@ -112,7 +113,7 @@ class _Run:
         self.job.record(summary)
         return Outcome(fields["outcome"], code, stats, summary, error)
 
-    def execute(self, model: ModelLoader, store: VectorStore | None, executor: ExecutorChoice | None,
+    def execute(self, model: ModelLoader, store: Sink | None, executor: ExecutorChoice | None,
                 on_change: ChangeSink | None, should_stop: Callable[[], bool] | None) -> RunStats:
         """Take the lock, load what the run needs, open the store (unless given) and run."""
         job = self.job
@@ -129,9 +130,9 @@ class _Run:
                 return run_ingest(opened, embedder, job.options, on_change=on_change, executor=chosen,
                                   should_stop=should_stop)
 
-    def _store(self, given: VectorStore | None) -> AbstractContextManager[VectorStore]:
-        """The store to write: the caller's (left open), else the job's, closed after the run."""
-        return nullcontext(given) if given is not None else self.job.open_store()
+    def _store(self, given: Sink | None) -> AbstractContextManager[Sink]:
+        """What the run writes: the caller's store (left open), else the job's, closed after the run."""
+        return nullcontext(given) if given is not None else self.job.open_sink()
 
     def failure(self, exc: Exception) -> Outcome:
         """The outcome of a run stopped by ``exc``, one of :data:`RUN_ERRORS`."""
@@ -173,11 +174,11 @@ class _Run:
         target = self.job.target
         if not target.embedded:
             return None
-        whole = backend(target.target).holds == "location"
+        whole = holds(target.target) == "location"
         return store_holder(target.target, target.location, None if whole else self.job.options.collection)
 
 
-def run_job(job: IngestJob, model: ModelLoader, *, store: VectorStore | None = None, executor: ExecutorChoice | None = None,
+def run_job(job: IngestJob, model: ModelLoader, *, store: Sink | None = None, executor: ExecutorChoice | None = None,
             on_change: ChangeSink | None = None, should_stop: Callable[[], bool] | None = None) -> Outcome:
     """Run ``job`` once and record its summary, whatever its end.
 

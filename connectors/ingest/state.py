@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..backends.base import VectorStore
+from ..sink import Sink
 from .payload import path_entries
 from .scan import SourceFile
 
@@ -35,7 +35,7 @@ class StoredState:
     """point_id -> how many paths it lists."""
 
     @classmethod
-    def from_store(cls, store: VectorStore, batch_size: int = SCROLL_BATCH) -> "StoredState":
+    def from_store(cls, store: Sink, batch_size: int = SCROLL_BATCH) -> "StoredState":
         """Scroll the whole collection (payload fields :data:`STATE_FIELDS` only)."""
         state = cls()
         for point in store.scroll(fields=list(STATE_FIELDS), batch_size=batch_size):

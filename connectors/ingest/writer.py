@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 from tenacity import Retrying, retry_if_exception_type, stop_before_delay, wait_random_exponential
 
-from ..backends.base import Point, TransientStoreError, VectorStore
+from ..backends.base import Point, TransientStoreError
+from ..sink import Sink
 from .deadletter import DeadLetter
 from .payload import path_entries, with_metadata, with_path, without_paths
 from .scan import os_path
@@ -111,7 +112,7 @@ class Writer:
 
     def __init__(
         self,
-        store: VectorStore,
+        store: Sink,
         stats: RunStats,
         dead_letter: DeadLetter,
         *,

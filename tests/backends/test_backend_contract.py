@@ -1,4 +1,4 @@
-"""The :class:`VectorStore` contract on an embedded store of every searchable backend in the
+"""The :class:`VectorStore` contract on an embedded store of every backend in the
 registry: a backend added to the registry is held to the contract without a line here.
 (qdrant-client's local mode and a Milvus server run it in their own modules.)"""
 
@@ -10,6 +10,7 @@ import pytest
 
 from backend_contract import VectorStoreContract
 from clip_ingest.connectors.backends.base import VectorStore
+from clip_ingest.connectors.sink import Sink
 
 from conftest import ONE_PER_BACKEND, open_embedded
 
@@ -24,5 +25,7 @@ class TestEveryBackendContract(VectorStoreContract):
 
 
 def test_the_store_fixture_opens_each_backend_it_names(store: VectorStore) -> None:
-    """The shared ``store`` fixture: one real store per searchable backend, on collection ``images``."""
+    """The shared ``store`` fixture: one real store per backend, on collection ``images``: a database
+    to search, and a sink the ingestion pipeline writes."""
     assert store.collection == "images" and store.collection_model() is None
+    assert isinstance(store, VectorStore) and isinstance(store, Sink)

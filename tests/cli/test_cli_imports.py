@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from clip_ingest.connectors.backends.registry import TARGETS
 from clip_ingest.connectors.cli.clip_ingest import main as ingest_main
+from clip_ingest.connectors.targets import TARGETS
 
 from conftest import TINY_SPEC
 
@@ -83,9 +83,9 @@ def test_a_store_imports_its_own_client_only(target):
     assert set(OWN_CLIENT) == set(TARGETS)
     code = (f"import json, sys, tempfile\n"
             "from clip_ingest.connectors.config import COMMON_SETTINGS, resolve_settings, store_target\n"
-            "from clip_ingest.connectors.backends.registry import open_target\n"
+            "from clip_ingest.connectors.targets import open_sink\n"
             f"d = tempfile.mkdtemp()\nflags = {{'target': {target!r}, 'data_dir': d}}\n"
-            "open_target(store_target(resolve_settings(flags, COMMON_SETTINGS, section='t', env={}, cwd=d)), 'c')\n"
+            "open_sink(store_target(resolve_settings(flags, COMMON_SETTINGS, section='t', env={}, cwd=d)), 'c')\n"
             f"print(json.dumps([m for m in {CLIENTS!r} if m in sys.modules]))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     assert set(json.loads(done.stdout)) <= OWN_CLIENT[target]

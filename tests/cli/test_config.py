@@ -193,7 +193,7 @@ def test_each_common_setting_is_one_generated_flag_and_secrets_are_none(group):
     default None (not given), and no flag for a secret."""
     params = {p.name: p for p in group.commands[group.default].params}
     assert {s.name for s in registry.SETTINGS} <= {s.name for s in COMMON_SETTINGS}
-    assert list(params["target"].type.choices) == list(registry.TARGETS)
+    assert list(params["target"].type.choices) == list(registry.TARGETS) + ["parquet"]
     for setting in COMMON_SETTINGS:
         if setting.secret:
             assert setting.name not in params

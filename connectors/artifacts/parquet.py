@@ -9,14 +9,16 @@
                            payload (string: the payload as JSON); the model_id also in the
                            schema metadata of every shard
 
-The ingestion semantics are the same as with a database (the same pipeline runs: content ids,
-incremental re-runs, moves, ``--prune``), because this class is just another
-:class:`VectorStore`: it holds the collection in memory while a run is open and rewrites the
-shards on :meth:`flush` into a new version folder and then replaces ``collection.json``, which
-names it, in one atomic rename: a reader (or a crash) never sees half an artifact. ``clip-ingest --from-parquet DIR`` loads an artifact into Qdrant or Milvus without the
-model (clip-retrieval's npy + parquet output is the closest peer; it has no incremental runs).
-Memory: the whole collection (about 2 KB per point at 512 dimensions). Search is exact and
-unfiltered (numpy): an artifact is for moving embeddings, not for serving them.
+An artifact is a :class:`~..sink.Sink` of the ingestion pipeline, not a
+:class:`~..backends.base.VectorStore`: it is written to be loaded elsewhere, so it has no search,
+no filters and no aliases, and it is not in the backend registry. The ingestion semantics are the
+same as with a database (the same pipeline runs: content ids, incremental re-runs, moves,
+``--prune``): :class:`ParquetArtifact` holds the collection in memory while a run is open and
+rewrites the shards on :meth:`~ParquetArtifact.flush` into a new version folder and then replaces
+``collection.json``, which names it, in one atomic rename: a reader (or a crash) never sees half an
+artifact. It is also the source of ``clip-ingest --from-parquet DIR``, which loads an artifact into
+Qdrant or Milvus without the model (clip-retrieval's npy + parquet output is the closest peer; it
+has no incremental runs). Memory: the whole collection (about 2 KB per point at 512 dimensions).
 """
 
 from __future__ import annotations
@@ -30,17 +32,27 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .base import CollectionSpec, Hit, InvalidSettingError, Point, StoreError, VectorStore, check_collection_model, check_point_id, check_vector
+from ..backends.base import CollectionSpec, InvalidSettingError, Point, StoreError, check_collection_model, check_point_id, check_vector
+from ..backends.descriptor import StoreTarget
 
+#: its ``--target`` value
+TARGET = "parquet"
 FORMAT_VERSION = 1
 MANIFEST = "collection.json"
 ROWS_PER_SHARD = 100_000
+#: the most bytes of points one upsert carries (it only fills memory until the flush)
+WRITE_BATCH_BYTES = 64 << 20
 
 
-class ParquetStore(VectorStore):
-    """``collection`` under the folder ``path`` (``path/collection/``)."""
+def locate(settings: Mapping[str, Any]) -> StoreTarget:
+    """Where the artifacts go: the common ``--out`` setting (default DATA_DIR/parquet)."""
+    path = os.path.abspath(settings["out"] or Path(settings["data_dir"]) / "parquet")
+    return StoreTarget(TARGET, {"path": path}, path, embedded=True)
 
-    backend = "parquet"
+
+class ParquetArtifact:
+    """``collection`` under the folder ``path`` (``path/collection/``): a :class:`~..sink.Sink`,
+    read back whole when it exists."""
 
     def __init__(self, collection: str, *, path: str) -> None:
         if not collection or os.sep in collection or collection.startswith("."):
@@ -74,7 +86,7 @@ class ParquetStore(VectorStore):
         return CollectionSpec(self.collection, self._spec["dim"], self._spec["model_id"],
                               dict(self._spec.get("indexed_fields") or {}), self._spec.get("model_spec"))
 
-    # -- the VectorStore protocol
+    # -- the Sink protocol
     def ensure_collection(self, spec: CollectionSpec, *, recreate: bool = False) -> None:
         if self._spec is not None and not recreate:
             check_collection_model(self.collection, spec, (self._spec["model_id"], self._spec["dim"]))
@@ -104,10 +116,14 @@ class ParquetStore(VectorStore):
         self._dirty = True
 
     def set_payloads(self, payloads: Mapping[str, Mapping[str, Any]]) -> None:
+        """Replace the payloads of existing points; :class:`StoreError` and nothing written when one is missing."""
         self._require()
-        wanted, found = self._stored_for(payloads, with_vectors=True)
-        for point in found:
-            self._points[point.id] = Point(point.id, point.vector, wanted[point.id])
+        wanted = {check_point_id(point_id): dict(payload) for point_id, payload in payloads.items()}
+        missing = sorted(wanted.keys() - self._points.keys())
+        if missing:
+            raise StoreError(f"no point with id {missing[0]} in {self.collection!r} ({len(missing)} missing)")
+        for point_id, payload in wanted.items():
+            self._points[point_id] = Point(point_id, self._points[point_id].vector, payload)
         self._dirty = True
 
     def retrieve(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Point]:
@@ -129,23 +145,7 @@ class ParquetStore(VectorStore):
             self._points.pop(check_point_id(point_id), None)
         self._dirty = True
 
-    def search(self, vector: np.ndarray, *, k: int = 10, filter: Any | None = None, offset: int = 0,
-               score_threshold: float | None = None) -> list[Hit]:
-        if filter is not None:
-            raise InvalidSettingError("a Parquet artifact is searched without filters; load it into Qdrant or "
-                                      "Milvus with clip-ingest --from-parquet to filter")
-        dim = self._require()["dim"]
-        points = list(self._points.values())
-        if not points:
-            return []
-        scores = np.stack([p.vector for p in points]) @ check_vector(vector, dim)
-        order = np.argsort(-scores, kind="stable")[offset : offset + k]
-        hits = [Hit(points[i].id, float(scores[i]), dict(points[i].payload)) for i in order]
-        return [h for h in hits if score_threshold is None or h.score >= score_threshold]
-
-    def count(self, filter: Any | None = None) -> int:
-        if filter is not None:
-            raise InvalidSettingError("a Parquet artifact is counted without filters")
+    def count(self) -> int:
         return len(self._points)
 
     def flush(self) -> None:
@@ -187,8 +187,14 @@ class ParquetStore(VectorStore):
     def close(self) -> None:
         self.flush()
 
+    def __enter__(self) -> "ParquetArtifact":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __repr__(self) -> str:
-        return f"ParquetStore(collection={self.collection!r}, path={str(self.folder.parent)!r})"
+        return f"ParquetArtifact(collection={self.collection!r}, path={str(self.folder.parent)!r})"
 
 
-__all__ = ["ParquetStore"]
+__all__ = ["FORMAT_VERSION", "MANIFEST", "TARGET", "WRITE_BATCH_BYTES", "ParquetArtifact", "locate"]

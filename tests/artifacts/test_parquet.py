@@ -1,5 +1,6 @@
 """The Parquet artifact: ``clip-ingest --target parquet --out DIR`` (the same incremental pipeline)
-and ``--from-parquet DIR`` into real Qdrant Edge and Milvus Lite collections, without the model."""
+and ``--from-parquet DIR`` into real Qdrant Edge and Milvus Lite collections, without the model;
+a sink of the pipeline, not a backend."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from clip_ingest.connectors.backends import open_store
-from clip_ingest.connectors.backends.parquet_store import ParquetStore
+from clip_ingest.connectors.artifacts.parquet import ParquetArtifact
+from clip_ingest.connectors.backends import VectorStore, open_store, registry
 from clip_ingest.connectors.cli.ingest import main as ingest_main
 from clip_ingest.connectors.cli.search import main as search_main
+from clip_ingest.connectors.cli.status import status as status_main
+from clip_ingest.connectors.sink import Sink
 
 from conftest import TINY_SPEC
 from imagegen import make_shape_image
@@ -60,7 +63,7 @@ def test_an_artifact_is_incremental_like_a_database(artifact, tmp_path):
     assert _ingest(*args).exit_code == 0
     changed = json.loads((tmp_path / "s.json").read_text())
     assert (changed["new"], changed["pruned"]) == (1, 1)
-    store = ParquetStore("shapes", path=str(folder.parent))
+    store = ParquetArtifact("shapes", path=str(folder.parent))
     paths = {p.payload["path"] for p in store.scroll()}
     assert str(photos / "extra.png") in paths and str(gone) not in paths
     assert len(list(folder.glob("v-*"))) == 1  # old versions are cleaned up
@@ -74,7 +77,7 @@ def test_from_parquet_loads_a_collection_without_the_model_and_is_idempotent(art
             "--summary", str(tmp_path / "load.json")]
     result = CliRunner().invoke(ingest_main, [*args, "-q"])  # no --model: none is loaded
     assert result.exit_code == 0, result.output
-    source = ParquetStore("shapes", path=str(folder.parent))
+    source = ParquetArtifact("shapes", path=str(folder.parent))
     location = {"qdrant-edge": {"path": str(data / "qdrant-edge")}, "milvus": {"uri": str(data / "milvus.db")}}[target]
     with open_store(target, "loaded", **location) as store:
         assert store.collection_model() == (tiny_embedder.model_id, tiny_embedder.dim)
@@ -112,7 +115,7 @@ def test_from_parquet_keeps_the_model_safety_check_and_refuses_bad_sources(artif
 def test_a_failed_flush_leaves_the_previous_artifact_whole(artifact, monkeypatch):
     folder, _ = artifact
     before = (folder / "collection.json").read_text()
-    store = ParquetStore("shapes", path=str(folder.parent))
+    store = ParquetArtifact("shapes", path=str(folder.parent))
     count = store.count()
     store.delete([next(store.scroll()).id])
 
@@ -124,7 +127,7 @@ def test_a_failed_flush_leaves_the_previous_artifact_whole(artifact, monkeypatch
         store.flush()
     monkeypatch.undo()
     assert (folder / "collection.json").read_text() == before
-    assert ParquetStore("shapes", path=str(folder.parent)).count() == count
+    assert ParquetArtifact("shapes", path=str(folder.parent)).count() == count
 
 
 def test_from_parquet_records_each_run_like_any_ingestion(artifact, tmp_path):
@@ -139,7 +142,7 @@ def test_from_parquet_records_each_run_like_any_ingestion(artifact, tmp_path):
     assert CliRunner().invoke(ingest_main, args).exit_code == 0
     [last_run] = (data / "dead-letter").glob("*.last-run.json")
     loaded = json.loads(last_run.read_text())
-    count = ParquetStore("shapes", path=str(folder.parent)).count()
+    count = ParquetArtifact("shapes", path=str(folder.parent)).count()
     assert (loaded["outcome"], loaded["exit_code"], loaded["new"], loaded["source"]) == ("ok", 0, count, str(folder))
     assert f'clip_ingest_last_run_new{{target="qdrant-edge",collection="loaded"}} {count}' in (tmp_path / "load.prom").read_text()
     with RunLock(lock):
@@ -148,3 +151,25 @@ def test_from_parquet_records_each_run_like_any_ingestion(artifact, tmp_path):
     assert json.loads(last_run.read_text())["outcome"] == "locked"
     metrics = (tmp_path / "load.prom").read_text()
     assert 'clip_ingest_last_run_outcome{target="qdrant-edge",collection="loaded",outcome="locked"} 1' in metrics
+
+
+def test_an_artifact_is_a_sink_of_the_pipeline_not_a_backend(tmp_path):
+    """The backend registry holds the databases, which search; ``parquet`` is a ``clip-ingest
+    --target`` all the same, and what it opens is written by the pipeline, never searched."""
+    artifact = ParquetArtifact("shapes", path=str(tmp_path))
+    assert isinstance(artifact, Sink) and not isinstance(artifact, VectorStore)
+    assert not hasattr(artifact, "search") and not hasattr(artifact, "aliases")
+    assert "parquet" not in registry.TARGETS and all(entry.filter_compilers for entry in registry.BACKENDS)
+    assert "parquet" in {p.name: p for p in ingest_main.params}["target"].type.choices
+
+
+def test_an_artifact_is_read_by_status_and_refused_by_search(artifact, tmp_path, tiny_embedder):
+    folder, _ = artifact
+    where = ["--target", "parquet", "--out", str(folder.parent), "--collection", "shapes", "--data-dir", str(tmp_path / "data")]
+    shown = CliRunner().invoke(status_main, [*where, "--json"])
+    assert shown.exit_code == 0, shown.output
+    report = json.loads(shown.stdout)
+    assert (report["health"], report["count"], report["model_id"]) == ("healthy", json.loads((folder / "collection.json").read_text())["count"], tiny_embedder.model_id)
+    assert (report["alias_target"], report["aliases"]) == (None, {})
+    search = CliRunner().invoke(search_main, [*where, *MODEL, "--text", "a red circle", "--json"])
+    assert search.exit_code == 2 and "clip-ingest --from-parquet" in search.output, search.output
