@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from conftest import embedded_options
 
-from clip_ingest.connectors.backends.registry import TARGETS
+from clip_ingest.connectors.backends import registry
 from clip_ingest.connectors.filters import (
     And,
     Compare,
@@ -256,4 +256,4 @@ def filters(max_leaves: int = 8, *, geo_radius: bool = True) -> st.SearchStrateg
 # ---------------------------------------------------------------- real stores for the cross-backend tests
 
 #: the targets the cross-backend tests run on, and the options of an embedded store of one under a folder
-store_options = embedded_options
+TARGETS, store_options = registry.TARGETS, embedded_options
