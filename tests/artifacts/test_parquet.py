@@ -5,6 +5,7 @@ a sink of the pipeline, not a backend."""
 from __future__ import annotations
 
 import json
+import uuid
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -12,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from clip_ingest.connectors.artifacts.parquet import ParquetArtifact
-from clip_ingest.connectors.backends import VectorStore, open_store, registry
+from clip_ingest.connectors.backends import CollectionSpec, Point, StoreError, VectorStore, open_store, registry
 from clip_ingest.connectors.cli.ingest import main as ingest_main
 from clip_ingest.connectors.cli.search import main as search_main
 from clip_ingest.connectors.cli.status import status as status_main
@@ -173,3 +174,16 @@ def test_an_artifact_is_read_by_status_and_refused_by_search(artifact, tmp_path,
     assert (report["alias_target"], report["aliases"]) == (None, {})
     search = CliRunner().invoke(search_main, [*where, *MODEL, "--text", "a red circle", "--json"])
     assert search.exit_code == 2 and "clip-ingest --from-parquet" in search.output, search.output
+
+
+def test_set_payloads_keeps_vectors_and_naming_a_missing_point_writes_nothing(tmp_path):
+    artifact = ParquetArtifact("c", path=str(tmp_path))
+    artifact.ensure_collection(CollectionSpec("c", 2, "m"))
+    ids = [str(uuid.UUID(int=i)) for i in (1, 2)]
+    artifact.upsert([Point(ids[0], np.array([1.0, 0.0]), {"a": 1})])
+    artifact.set_payloads({ids[0]: {"a": 2}})
+    [point] = artifact.retrieve([ids[0]], with_vectors=True)
+    assert point.payload == {"a": 2} and np.allclose(point.vector, [1.0, 0.0])
+    with pytest.raises(StoreError, match=ids[1]):
+        artifact.set_payloads({ids[0]: {"a": 3}, ids[1]: {"a": 3}})
+    assert artifact.retrieve([ids[0]])[0].payload == {"a": 2}
