@@ -20,6 +20,7 @@ from backend_contract import (
     SPEC,
     VectorStoreContract,
     assert_filtered_pages_are_full,
+    at_angle,
     load_far_matches,
     pid,
     point,
@@ -323,7 +324,7 @@ def test_capabilities_by_version() -> None:
     assert Capabilities.from_version("v2.3.5") == Capabilities("v2.3.5", False, False, False, list_aliases=False)
     assert Capabilities.from_version("v2.5.3") == Capabilities("v2.5.3", False, True, False)
     assert Capabilities.from_version("2.6.1") == Capabilities("2.6.1", False, True, True)
-    assert Capabilities.from_version("milvus_lite-3.2.2") == Capabilities("milvus_lite-3.2.2", True, False, False)
+    assert Capabilities.from_version("milvus_lite-3.2.2") == Capabilities("milvus_lite-3.2.2", True, False, False, typed_columns=True)
 
 
 def test_deployment_capabilities_are_detected(milvus: MilvusStore) -> None:
@@ -485,3 +486,38 @@ def test_a_collection_not_loaded_is_transient_and_loaded_by_the_retry(milvus_ser
     finally:
         drop(milvus_server.uri, name)
 
+
+
+def test_filters_follow_a_key_that_changes_shape(deployment_uri: str, tmp_path: Path) -> None:
+    """Typed columns and comparisons without ``json_contains_any`` are shortcuts: once a key holds
+    a list, a value of another type, or goes missing, every store (one that learnt the keys before
+    the change included) still matches exactly what the payloads say."""
+    name = server_collection(tmp_path, "shapes")
+    spec = CollectionSpec(name=name, dim=DIM, model_id="m", indexed_fields={"tags": "keyword", "n": "integer"})
+    writer = MilvusStore(name, uri=deployment_uri, timeout=20)
+    writer.ensure_collection(spec)
+    reader = MilvusStore(name, uri=deployment_uri, timeout=20)
+    one, two, three = pid(1), pid(2), pid(3)
+    query = at_angle(0)
+
+    def ids(store: MilvusStore, text: str) -> set[str]:
+        return {hit.id for hit in store.search(query, k=10, filter=parse_filter(text))}
+
+    try:
+        writer.upsert([Point(one, at_angle(10), {"tags": "a", "n": 1}), Point(two, at_angle(20), {"tags": "b", "n": 2})])
+        assert ids(reader, 'tags = "a"') == {one}
+        expr = reader._expression(parse_filter('tags = "a"'))[0]
+        assert "json_contains_any" not in expr  # no key held a list yet
+        assert ("__clip_tags" in expr) == reader.capabilities.typed_columns
+        writer.upsert([Point(three, at_angle(30), {"tags": ["a", "c"], "n": 2.5}), Point(one, at_angle(10), {"n": "one"})])
+        for store in (writer, reader):
+            assert ids(store, 'tags = "a"') == {three}
+            assert ids(store, 'tags in ["c", "b"]') == {two, three}
+            assert ids(store, "exists tags") == {two, three}
+            assert ids(store, "n >= 2") == {two, three}
+            assert ids(store, 'n = "one"') == {one}
+            assert store.count(parse_filter('tags = "c"')) == 1
+        assert reader.retrieve([one])[0].payload == {"n": "one"}  # columns never show in a payload
+    finally:
+        reader.close()
+        writer.close()

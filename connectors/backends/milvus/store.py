@@ -15,9 +15,21 @@ the description, so that is not used). A collection without them (made by anothe
 Deployment differences handled here (found by version, once per connection):
 
 * Scalar indexes for ``CollectionSpec.indexed_fields``: payload keys are dynamic fields, which
-  only Milvus >= 2.5.11 can index (JSON-path indexes on ``$meta``). Milvus 2.3.5 and Milvus
-  Lite cannot, so there filters on those fields scan (correct, just not indexed) and an INFO
-  line says so.
+  only Milvus >= 2.5.11 can index (JSON-path indexes on ``$meta``). Milvus Lite cannot, so a
+  Lite collection gets a typed nullable column per indexed key (``__clip_<key>``: VARCHAR,
+  DOUBLE or BOOL, with an INVERTED index), written beside the key on every upsert: null where
+  the key is missing or holds a value the column cannot hold exactly (a list, another type),
+  which marks the key a *misfit* and sends its filters back to the JSON key. Filters on a
+  fitting key compare the column (:class:`~.compile.KeyLayout`): 5-10x faster than parsing
+  every row's JSON. The payload is still read from the dynamic fields only. Milvus 2.3.5
+  can do neither, so there filters on those fields scan (correct, just not indexed) and an
+  INFO line says so.
+* Every collection created here records in its properties the keys that ever held a list
+  (``clip_ingest.list.<key>``) and the misfits (``clip_ingest.misfit.<key>``), before the rows
+  that make them so are written; filters match the elements of a list only on those keys,
+  which spares every other ``=`` / ``in`` a per-row ``json_contains_any``. A collection
+  without the record (``clip_ingest.key_shapes``: made by an older version or another tool)
+  is filtered as if any key might hold a list.
 * Expression templates (``filter_params``) exist from Milvus 2.5; older servers and Milvus Lite
   get fully escaped inline literals from the filter compiler (``inline=True``).
 * Milvus Lite merges the fields of an upsert into the stored row, while a server replaces the
@@ -83,7 +95,7 @@ from ..base import (
     refuse_recreate_through_alias,
 )
 from ..common import GEO_KEYS, redact_uri, scrub_secrets
-from .compile import to_milvus_expr
+from .compile import KeyLayout, scalar_kind, to_milvus_expr
 from .options import CONSISTENCY_LEVELS, DEFAULT_MAX_REQUEST_BYTES, JSON_CAST_TYPES
 
 log = logging.getLogger(__name__)
@@ -94,6 +106,20 @@ VECTOR_FIELD = "vector"
 MODEL_PROPERTY = "clip_ingest.model_id"
 SPEC_PROPERTY = "clip_ingest.model_spec"
 DIM_PROPERTY = "clip_ingest.dim"
+#: the property marking a collection that records its list and misfit keys, and their prefixes
+SHAPES_PROPERTY = "clip_ingest.key_shapes"
+LIST_PROPERTY = "clip_ingest.list."
+MISFIT_PROPERTY = "clip_ingest.misfit."
+#: name prefix of the typed column of an indexed payload key (Milvus Lite)
+COLUMN_PREFIX = "__clip_"
+#: indexed_fields type -> (column type, the :func:`~.compile.scalar_kind` of the values it holds)
+COLUMN_TYPES: dict[str, tuple[DataType, str]] = {
+    "keyword": (DataType.VARCHAR, "str"), "integer": (DataType.DOUBLE, "number"), "float": (DataType.DOUBLE, "number"),
+    "datetime": (DataType.DOUBLE, "number"), "bool": (DataType.BOOL, "bool"),
+}
+_KIND_OF_TYPE = {column_type: kind for column_type, kind in COLUMN_TYPES.values()}
+#: bytes a VARCHAR column holds
+MAX_VARCHAR_BYTES = 65_535
 #: payload keys that would collide with the schema or Milvus' own names
 RESERVED_KEYS = frozenset({ID_FIELD, VECTOR_FIELD})
 #: ids per get/delete request (each becomes an ``id in [...]`` expression)
@@ -146,6 +172,8 @@ class Capabilities:
     list_aliases: bool = True
     """``ListAliases`` answers for a collection or an alias (Lite, servers >= 2.4); before, the
     collection's description names its aliases."""
+    typed_columns: bool = False
+    """Indexed keys get typed nullable columns (Milvus Lite; servers >= 2.5.11 index JSON paths instead)."""
 
     @classmethod
     def from_version(cls, version: str) -> "Capabilities":
@@ -160,6 +188,7 @@ class Capabilities:
             filter_params=server and numbers >= (2, 5, 0),
             json_path_index=server and numbers >= (2, 5, 11),
             list_aliases=lite or numbers >= (2, 4, 0),
+            typed_columns=lite,
         )
 
 
@@ -368,6 +397,8 @@ class MilvusStore(ServerStore):
         self._client: MilvusClient | None = None
         self._caps: Capabilities | None = None
         self._dim: int | None = None  # known once the collection is verified / loaded
+        self._columns: dict[str, tuple[str, str]] | None = None  # its typed columns, read once
+        self._recorded: set[str] = set()  # shape properties known to be set
 
     def __repr__(self) -> str:
         token = ", token=***" if self._token else ""
@@ -398,7 +429,7 @@ class MilvusStore(ServerStore):
             message = self._scrub(f"Milvus {action} on {where} failed: {detail or type(exc).__name__}")
             error_type = TransientStoreError if is_transient(exc) else StoreError
             if isinstance(exc, MilvusException) and exc.code == _COLLECTION_NOT_LOADED:
-                self._dim = None  # the retry verifies the collection again and waits for (or starts) its loading
+                self._forget_schema()  # the retry verifies the collection again and waits for (or starts) its loading
             clean = self._scrub(str(exc)) == str(exc)
             raise error_type(message) from (exc if clean else None)
 
@@ -511,6 +542,7 @@ class MilvusStore(ServerStore):
             self._create(spec)
         else:
             check_collection_model(self.collection, spec, stored)
+        self._forget_schema()
         self._dim = spec.dim
         self._load()
         self._ensure_scalar_indexes(spec)
@@ -526,13 +558,20 @@ class MilvusStore(ServerStore):
         index_params.add_index(
             VECTOR_FIELD, index_type=self.index_type, metric_type="COSINE", params=INDEX_PARAMS[self.index_type]
         )
+        if self.capabilities.typed_columns:
+            for key, kind in spec.indexed_fields.items():
+                if kind in COLUMN_TYPES:
+                    column = COLUMN_PREFIX + key
+                    extra = {"max_length": MAX_VARCHAR_BYTES} if COLUMN_TYPES[kind][0] == DataType.VARCHAR else {}
+                    schema.add_field(column, COLUMN_TYPES[kind][0], nullable=True, **extra)
+                    index_params.add_index(column, index_type="INVERTED")
         with self._errors("create collection"):
             client.create_collection(
                 self.collection,
                 schema=schema,
                 index_params=index_params,
                 consistency_level="Strong",  # query_iterator follows the collection's level, not the call's
-                properties={MODEL_PROPERTY: spec.model_id, DIM_PROPERTY: str(spec.dim),
+                properties={MODEL_PROPERTY: spec.model_id, DIM_PROPERTY: str(spec.dim), SHAPES_PROPERTY: "1",
                             **({SPEC_PROPERTY: spec.model_spec} if spec.model_spec else {})},
                 timeout=self.admin_timeout,
             )
@@ -581,7 +620,7 @@ class MilvusStore(ServerStore):
                 client.alter_alias(collection, alias, timeout=self.admin_timeout)  # atomic on the server
             else:
                 client.create_alias(collection, alias, timeout=self.admin_timeout)
-        self._dim = None
+        self._forget_schema()
 
     def adopt(self, physical: str) -> None:
         if self.alias_target() is not None:
@@ -595,7 +634,7 @@ class MilvusStore(ServerStore):
             client.load_collection(physical, timeout=self.admin_timeout)  # a rename releases it
         with self._errors("create alias"):
             client.create_alias(physical, self.collection, timeout=self.admin_timeout)
-        self._dim = None
+        self._forget_schema()
 
     def drop_collection(self, collection: str) -> None:
         self._check_droppable(collection)
@@ -612,6 +651,13 @@ class MilvusStore(ServerStore):
 
     def _ensure_scalar_indexes(self, spec: CollectionSpec) -> None:
         if not spec.indexed_fields:
+            return
+        if self.capabilities.typed_columns:
+            missing = sorted(set(spec.indexed_fields) - set(self._key_columns()))
+            if missing:
+                log.info("collection %r has no typed column for %s (made before they were indexed, or geo points); "
+                         "filters on them read every row's JSON until it is recreated (clip-ingest migrate)",
+                         self.collection, ", ".join(missing))
             return
         if not self.capabilities.json_path_index:
             log.info(
@@ -638,6 +684,62 @@ class MilvusStore(ServerStore):
                     )
                     client.create_index(self.collection, params, timeout=self.admin_timeout)
 
+    def _forget_schema(self) -> None:
+        """The collection behind this name may have changed (recreated, alias switched): verify it again."""
+        self._dim = None
+        self._columns = None
+        self._recorded = set()
+
+    def _key_columns(self) -> dict[str, tuple[str, str]]:
+        """payload key -> (typed column, value kind), from the schema (read once per collection)."""
+        if self._columns is None:
+            with self._errors("describe"):
+                fields = self._conn().describe_collection(self.collection, timeout=self.timeout).get("fields", [])
+            self._columns = {
+                field["name"][len(COLUMN_PREFIX):]: (field["name"], _KIND_OF_TYPE[field["type"]])
+                for field in fields
+                if field.get("name", "").startswith(COLUMN_PREFIX) and field.get("type") in _KIND_OF_TYPE
+            }
+        return self._columns
+
+    def _shape_properties(self) -> set[str] | None:
+        """The list and misfit properties set now, or None for a collection that does not record them."""
+        properties = self._properties() or {}
+        if SHAPES_PROPERTY not in properties:
+            return None
+        return {name for name in properties if name.startswith((LIST_PROPERTY, MISFIT_PROPERTY))}
+
+    def _key_layout(self) -> KeyLayout:
+        """What the filter compiler may assume about the keys, read fresh (another writer may have
+        stored the first list of a key since this store last looked)."""
+        recorded = self._shape_properties()
+        if recorded is None:
+            return KeyLayout()
+        misfits = {name[len(MISFIT_PROPERTY):] for name in recorded if name.startswith(MISFIT_PROPERTY)}
+        return KeyLayout(
+            columns={key: column for key, column in self._key_columns().items() if key not in misfits},
+            lists=frozenset(name[len(LIST_PROPERTY):] for name in recorded if name.startswith(LIST_PROPERTY)),
+        )
+
+    def _record_shapes(self, payloads: Sequence[Mapping[str, Any]]) -> None:
+        """Record the keys of ``payloads`` that hold a list or misfit their column, before they are written."""
+        columns = self._key_columns()
+        wanted = {LIST_PROPERTY + key for payload in payloads for key, value in payload.items() if isinstance(value, list)}
+        wanted |= {MISFIT_PROPERTY + key for payload in payloads for key, (_, kind) in columns.items()
+                   if payload.get(key) is not None and _column_value(payload[key], kind) is None}
+        if wanted <= self._recorded:
+            return
+        present = self._shape_properties()
+        if present is None:  # a collection without the record is read as if any key held a list
+            self._recorded |= wanted
+            return
+        missing = wanted - present
+        if missing:
+            with self._errors("record payload shapes"):
+                self._conn().alter_collection_properties(self.collection, properties=dict.fromkeys(missing, "1"),
+                                                         timeout=self.admin_timeout)
+        self._recorded |= wanted | present
+
     def _ready(self) -> int:
         """The collection's dimension, verifying once per store that it exists and is loaded."""
         if self._dim is None:
@@ -663,18 +765,21 @@ class MilvusStore(ServerStore):
         bad_keys = sorted(str(key) for key in point.payload if not _is_payload_key(key))
         if bad_keys:
             raise StoreError(
-                f"point {point_id}: payload keys {bad_keys} are reserved or not strings (reserved: id, vector, $...)"
+                f"point {point_id}: payload keys {bad_keys} are reserved or not strings "
+                f"(reserved: id, vector, $..., {COLUMN_PREFIX}...)"
             )
         try:
             json.dumps(point.payload, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise StoreError(f"point {point_id}: payload is not plain JSON ({exc})") from None
-        return {ID_FIELD: point_id, VECTOR_FIELD: vector.tolist(), **point.payload}
+        columns = {column: _column_value(point.payload.get(key), kind) for key, (column, kind) in self._key_columns().items()}
+        return {ID_FIELD: point_id, VECTOR_FIELD: vector.tolist(), **point.payload, **columns}
 
     def upsert(self, points: Sequence[Point]) -> None:
         dim = self._ready()
         by_id = {row[ID_FIELD]: row for row in (self._row(point, dim) for point in points)}  # all checked first
         rows = list(by_id.values())  # a repeated id: the last one wins, as in sequential upserts
+        self._record_shapes([point.payload for point in points])
         client = self._conn()
         for group in split_by_bytes(rows, self.max_request_bytes):
             if self.capabilities.lite:
@@ -793,7 +898,7 @@ class MilvusStore(ServerStore):
         """The compiled filter: ``(expr, params)``, or ``("", {})`` for no filter."""
         if filter is None:
             return "", {}
-        return to_milvus_expr(filter, inline=not self.capabilities.filter_params)
+        return to_milvus_expr(filter, inline=not self.capabilities.filter_params, layout=self._key_layout())
 
     def search(
         self,
@@ -933,11 +1038,19 @@ def _at_least(hits: list[Hit], score_threshold: float | None) -> list[Hit]:
 
 
 def _is_payload_key(key: Any) -> bool:
-    return isinstance(key, str) and bool(key) and key not in RESERVED_KEYS and not key.startswith("$")
+    return (isinstance(key, str) and bool(key) and key not in RESERVED_KEYS and not key.startswith("$")
+            and not key.startswith(COLUMN_PREFIX))
+
+
+def _column_value(value: Any, kind: str) -> Any:
+    """``value`` as its typed column holds it, or None (missing, or a misfit: another kind, too long)."""
+    if scalar_kind(value) != kind or (kind == "str" and len(value.encode("utf-8")) > MAX_VARCHAR_BYTES):
+        return None
+    return float(value) if kind == "number" else value
 
 
 def _payload(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in row.items() if key not in RESERVED_KEYS}
+    return {key: value for key, value in row.items() if key not in RESERVED_KEYS and not key.startswith(COLUMN_PREFIX)}
 
 
 def _to_point(row: Mapping[str, Any], with_vectors: bool) -> Point:
