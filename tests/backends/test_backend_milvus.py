@@ -518,6 +518,9 @@ def test_filters_follow_a_key_that_changes_shape(deployment_uri: str, tmp_path: 
             assert ids(store, 'n = "one"') == {one}
             assert store.count(parse_filter('tags = "c"')) == 1
         assert reader.retrieve([one])[0].payload == {"n": "one"}  # columns never show in a payload
+        with pytest.raises(StoreError, match="__clip_"):  # a payload key cannot write a column
+            writer.upsert([Point(two, at_angle(20), {"__clip_tags": "a"})])
+        assert ids(writer, 'tags = "b"') == {two}
     finally:
         reader.close()
         writer.close()
