@@ -30,6 +30,7 @@ import click
 
 from ..backends.common import redact_uri
 from ..backends.registry import INDEX_TYPES
+from ..backends.registry import SETTINGS as BACKEND_SETTINGS
 from ..backends.registry import TARGETS as DATABASES
 from ..config import Setting, Settings, register_command
 from ..ingest.executor_registry import EXECUTORS, describe_executors
@@ -244,9 +245,10 @@ def search_command(settings: Settings) -> str:
     """The clip-search command line that queries what this run wrote (no secrets: keys are not
     options, and credentials inside a URL are redacted)."""
     parts = ["clip-search", "--target", settings.target]
+    where = [(setting.flag, getattr(settings, setting.name, None), setting.default)
+             for setting in BACKEND_SETTINGS if not setting.secret]
     for flag, value, default in (("--collection", settings.collection, "images"), ("--data-dir", settings.data_dir, "clip-ingest-data"),
-                                 ("--qdrant-url", settings.qdrant_url, None), ("--qdrant-path", settings.qdrant_path, None),
-                                 ("--milvus-uri", settings.milvus_uri, None), ("--model", settings.model, "starter")):
+                                 *where, ("--model", settings.model, "starter")):
         if value and value != default:
             parts += [flag, shlex.quote(redact_uri(str(value)))]  # never echo credentials inside a URL
     return " ".join(parts + ["--text", shlex.quote("a photo of a dog")])

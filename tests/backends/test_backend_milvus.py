@@ -524,3 +524,22 @@ def test_filters_follow_a_key_that_changes_shape(deployment_uri: str, tmp_path: 
     finally:
         reader.close()
         writer.close()
+
+
+def test_a_collection_made_before_list_keys_were_recorded_gets_its_record(milvus: MilvusStore) -> None:
+    """An older collection (no record) is filtered as if any key held a list; the next
+    ensure_collection records the keys that do, from one scan, and filters stay exact."""
+    milvus.upsert([point(1, tags=["a", "b"], colour="red"), point(2, tags="a", colour="blue")])
+    client = milvus._conn()
+    shape_keys = [name for name in client.describe_collection(milvus.collection)["properties"] if name.startswith("clip_ingest.")
+                  and name not in ("clip_ingest.model_id", "clip_ingest.dim", "clip_ingest.model_spec")]
+    assert shape_keys  # the record this test removes exists
+    client.drop_collection_properties(milvus.collection, property_keys=shape_keys)
+    assert milvus._key_layout().lists is None
+    assert "json_contains_any" in milvus._expression(parse_filter('colour = "red"'))[0]
+    milvus.ensure_collection(SPEC)
+    assert milvus._key_layout().lists == {"tags"}
+    assert "json_contains_any" not in milvus._expression(parse_filter('colour = "red"'))[0]
+    query = unit(0)
+    assert {h.id for h in milvus.search(query, k=5, filter=parse_filter('tags = "b"'))} == {pid(1)}
+    assert {h.id for h in milvus.search(query, k=5, filter=parse_filter('tags = "a"'))} == {pid(1), pid(2)}

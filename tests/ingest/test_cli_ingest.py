@@ -218,6 +218,10 @@ def test_the_suggested_search_command_never_echoes_url_credentials():
                                qdrant_path=None, milvus_uri="http://root:s3cret@db:19530", model="starter")
     command = search_command(settings)
     assert "s3cret" not in command and "--milvus-uri" in command and "db:19530" in command
+    settings.milvus_consistency = "Bounded"  # every backend setting that says where or how to search
+    settings.milvus_token = "t0ken"  # but no secret
+    command = search_command(settings)
+    assert "--milvus-consistency Bounded" in command and "t0ken" not in command
 
 
 def test_cpus_sizes_the_decode_workers_unless_workers_is_given(tmp_path):

@@ -28,8 +28,9 @@ Deployment differences handled here (found by version, once per connection):
   (``clip_ingest.list.<key>``) and the misfits (``clip_ingest.misfit.<key>``), before the rows
   that make them so are written; filters match the elements of a list only on those keys,
   which spares every other ``=`` / ``in`` a per-row ``json_contains_any``. A collection
-  without the record (``clip_ingest.key_shapes``: made by an older version or another tool)
-  is filtered as if any key might hold a list.
+  without the record (``clip_ingest.key_shapes``: made by an older version) gets it from one
+  scan of its payloads on the next ``ensure_collection``; until then it is filtered as if any
+  key might hold a list.
 * Expression templates (``filter_params``) exist from Milvus 2.5; older servers and Milvus Lite
   get fully escaped inline literals from the filter compiler (``inline=True``).
 * Milvus Lite merges the fields of an upsert into the stored row, while a server replaces the
@@ -542,6 +543,7 @@ class MilvusStore(ServerStore):
             self._create(spec)
         else:
             check_collection_model(self.collection, spec, stored)
+            self._start_shape_record()
         self._forget_schema()
         self._dim = spec.dim
         self._load()
@@ -720,6 +722,19 @@ class MilvusStore(ServerStore):
             columns={key: column for key, column in self._key_columns().items() if key not in misfits},
             lists=frozenset(name[len(LIST_PROPERTY):] for name in recorded if name.startswith(LIST_PROPERTY)),
         )
+
+    def _start_shape_record(self) -> None:
+        """Give a collection made before list keys were recorded its record: one scan of the payloads."""
+        if self._shape_properties() is not None:
+            return
+        self._ready()
+        lists = {key for point in self.scroll() for key, value in point.payload.items() if isinstance(value, list)}
+        log.info("collection %r: recorded the payload keys that hold lists (%s), so filters on the others "
+                 "compare without json_contains_any", self.collection, ", ".join(sorted(lists)) or "none")
+        with self._errors("record payload shapes"):
+            self._conn().alter_collection_properties(
+                self.collection, properties={SHAPES_PROPERTY: "1", **dict.fromkeys((LIST_PROPERTY + key for key in lists), "1")},
+                timeout=self.admin_timeout)
 
     def _record_shapes(self, payloads: Sequence[Mapping[str, Any]]) -> None:
         """Record the keys of ``payloads`` that hold a list or misfit their column, before they are written."""
