@@ -12,11 +12,13 @@ vector, in shuffled order, the database call is timed without a filter and with 
 page is compared with the exact top ``k`` of the matching points (numpy over the same vectors and
 payloads, masks computed here, not by the filter code). Target: filtered p50 <= 2 x unfiltered
 p50 of the same backend and size, and recall as docs/search-correctness.md promises (1.0 on the
-exact backends; the Milvus server's graph search at least 0.95 per filter).
+exact backends; the Milvus server's graph search at least 0.95 per filter). Milvus Lite gets one
+more row for context: the unfiltered search at the ``ef`` its exact filtered searches use.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime
 import os
 import random
@@ -29,6 +31,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from clip_ingest.connectors.backends import CollectionSpec, VectorStore, open_store
+from clip_ingest.connectors.backends.milvus.store import LITE_FILTERED_EF, MilvusStore
 from clip_ingest.connectors.embedder import l2_normalise
 from clip_ingest.connectors.filters import parse_filter
 
@@ -51,6 +54,8 @@ EXACT_BACKENDS = ("qdrant-edge", "qdrant-local", "milvus-lite")
 #: recall the Milvus server's filtered graph search promises, mean per filter
 APPROXIMATE_RECALL = 0.95
 RATIO_TARGET = 2.0
+#: context row, Milvus Lite only: the unfiltered search at the breadth of its exact filtered searches
+WIDE = "unfiltered, ef of filtered"
 #: seconds between loading and measuring: Milvus Lite serves freshly sealed segments by brute force
 #: for 1-3 s after it reports their indexes built (typed columns measured: recall 1.0 at 1 s, HNSW
 #: from 2.7 s), which a search from a later process never sees
@@ -131,19 +136,32 @@ def exact_top(vectors: np.ndarray, mask: np.ndarray | None, query: np.ndarray, k
     return set(np.argpartition(-scores, k - 1)[:k].tolist()) if k else set()
 
 
+def wide_store(store: VectorStore, size: int) -> VectorStore | None:
+    """The same Milvus Lite store searching at the breadth its filtered searches use (``ef`` of the
+    collection's size, up to ``LITE_FILTERED_EF``), for the :data:`WIDE` row; None elsewhere."""
+    if not isinstance(store, MilvusStore) or not store.is_lite:
+        return None
+    wide = copy.copy(store)  # shares the connection
+    wide.search_ef = min(size, LITE_FILTERED_EF)
+    return wide
+
+
 def measure(store: VectorStore, vectors: np.ndarray, ids: list[str], columns: Columns, queries: np.ndarray,
-            k: int, seed: int = 0) -> dict[str, tuple[list[float], list[float]]]:
-    """Per measurement (``"unfiltered"`` and every filter's name): seconds of each database call
-    and recall@k of its page, the calls of one query vector in shuffled order."""
+            k: int, seed: int = 0, wide: VectorStore | None = None) -> dict[str, tuple[list[float], list[float]]]:
+    """Per measurement (``"unfiltered"``, :data:`WIDE` with a ``wide`` store, and every filter's
+    name): seconds of each database call and recall@k of its page, the calls of one query vector
+    in shuffled order."""
     index_of = {point_id: i for i, point_id in enumerate(ids)}
     cases: list[tuple[str, Any, np.ndarray | None]] = [("unfiltered", None, None)]
+    cases += [(WIDE, None, None)] if wide is not None else []
     cases += [(name, parse_filter(text), reference(columns)) for name, text, reference in FILTERS]
     order = random.Random(seed)
     samples: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name, _, _ in cases}
     for q, query in enumerate(queries):
         order.shuffle(cases)
         for name, flt, mask in cases:
-            seconds, hits = common.timed(lambda: store.search(query, k=k, filter=flt))
+            searcher = wide if name == WIDE and wide is not None else store
+            seconds, hits = common.timed(lambda: searcher.search(query, k=k, filter=flt))
             if q < WARMUP:
                 continue
             expected = exact_top(vectors, mask, query, k)
@@ -157,7 +175,7 @@ def rows_for(backend: str, size: int, samples: dict[str, tuple[list[float], list
     """One row per measurement: matches, p50/p95 ms, p50 / unfiltered p50, recall mean and least."""
     base = common.median(samples["unfiltered"][0])
     load = round(os.getloadavg()[0], 1)
-    matches = {"unfiltered": size, **{name: int(reference(columns).sum()) for name, _, reference in FILTERS}}
+    matches = {"unfiltered": size, WIDE: size, **{name: int(reference(columns).sum()) for name, _, reference in FILTERS}}
     rows = []
     for name, (seconds, recalls) in samples.items():
         pct = common.percentiles([s * 1000 for s in seconds], (50, 95))
@@ -175,6 +193,8 @@ def side_by_side(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         line = out.setdefault((r["backend"], r["points"]), {"backend": r["backend"], "points": r["points"]})
         if r["filter"] == "unfiltered":
             line["unfiltered_p50_ms"] = r["p50_ms"]
+        elif r["filter"] == WIDE:
+            line["unfiltered_at_filtered_ef"] = r["p50/unfiltered"]
         else:
             line[r["filter"]] = r["p50/unfiltered"]
             line["least_recall"] = min(line.get("least_recall", 1.0), r["recall"])
@@ -208,15 +228,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 store = open_backend(backend, work.path / "db" / backend, name, args.milvus_uri, args.milvus_consistency)
                 try:
                     fill(store, CollectionSpec(name, args.dim, "random-unit-vectors", INDEXED), vectors, payloads, ids)
-                    time.sleep(SETTLE_S)
-                    samples = measure(store, vectors, ids, columns, queries, args.k)
+                    time.sleep(0 if args.smoke else SETTLE_S)
+                    samples = measure(store, vectors, ids, columns, queries, args.k, wide=wide_store(store, size))
                 finally:
                     store.close()
                 rows.extend(rows_for(backend, size, samples, columns))
                 print(common.format_table(rows[-len(samples):]), flush=True)
     finally:
         work.close()
-    filtered = [r for r in rows if r["filter"] != "unfiltered"]
+    filtered = [r for r in rows if r["filter"] not in ("unfiltered", WIDE)]
     ratios = [common.Ratio(f"{r['backend']} @{r['points']} {r['filter']}: p50 / unfiltered", r["p50/unfiltered"],
                            RATIO_TARGET, at_most=True) for r in filtered]
     ratios += [common.Ratio(f"{r['backend']} @{r['points']} {r['filter']}: recall@{args.k}", r["recall"],

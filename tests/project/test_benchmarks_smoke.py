@@ -219,7 +219,7 @@ def test_filtered_search_benchmark_compares_every_filter_with_unfiltered_and_exa
     rows = result["tables"]["filtered vs unfiltered (ms) and recall"]
     names = ["unfiltered", *(name for name, _, _ in filtered.FILTERS)]
     assert sorted((r["backend"], r["filter"]) for r in rows) == sorted(
-        (backend, name) for backend in ("qdrant-edge", "milvus-lite") for name in names)
+        [(backend, name) for backend in ("qdrant-edge", "milvus-lite") for name in names] + [("milvus-lite", filtered.WIDE)])
     assert all(r["recall"] == 1.0 and r["least_recall"] == 1.0 for r in rows), rows  # both are exact
     assert all(r["p50_ms"] > 0 and r["p95_ms"] >= r["p50_ms"] for r in rows)
     assert {r["filter"]: r["matches"] for r in rows if r["backend"] == "milvus-lite"}["unfiltered"] == 200
@@ -227,3 +227,4 @@ def test_filtered_search_benchmark_compares_every_filter_with_unfiltered_and_exa
     side = result["tables"]["p50 / unfiltered p50, side by side"]
     assert [(r["backend"], r["least_recall"]) for r in side] == [("qdrant-edge", 1.0), ("milvus-lite", 1.0)]
     assert all(r[name] > 0 for r in side for name, _, _ in filtered.FILTERS)
+    assert "unfiltered_at_filtered_ef" in side[1] and "unfiltered_at_filtered_ef" not in side[0]
