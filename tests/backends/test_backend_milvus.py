@@ -28,7 +28,7 @@ from backend_contract import (
 )
 from click.testing import CliRunner
 from milvus_server import MilvusServer
-from pymilvus import MilvusClient
+from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from clip_ingest.connectors.backends import (
@@ -524,22 +524,33 @@ def test_filters_follow_a_key_that_changes_shape(deployment_uri: str, tmp_path: 
     finally:
         reader.close()
         writer.close()
+        drop(deployment_uri, name)
 
 
-def test_a_collection_made_before_list_keys_were_recorded_gets_its_record(milvus: MilvusStore) -> None:
-    """An older collection (no record) is filtered as if any key held a list; the next
-    ensure_collection records the keys that do, from one scan, and filters stay exact."""
-    milvus.upsert([point(1, tags=["a", "b"], colour="red"), point(2, tags="a", colour="blue")])
-    client = milvus._conn()
-    shape_keys = [name for name in client.describe_collection(milvus.collection)["properties"] if name.startswith("clip_ingest.")
-                  and name not in ("clip_ingest.model_id", "clip_ingest.dim", "clip_ingest.model_spec")]
-    assert shape_keys  # the record this test removes exists
-    client.drop_collection_properties(milvus.collection, property_keys=shape_keys)
-    assert milvus._key_layout().lists is None
-    assert "json_contains_any" in milvus._expression(parse_filter('colour = "red"'))[0]
-    milvus.ensure_collection(SPEC)
-    assert milvus._key_layout().lists == {"tags"}
-    assert "json_contains_any" not in milvus._expression(parse_filter('colour = "red"'))[0]
-    query = unit(0)
-    assert {h.id for h in milvus.search(query, k=5, filter=parse_filter('tags = "b"'))} == {pid(1)}
-    assert {h.id for h in milvus.search(query, k=5, filter=parse_filter('tags = "a"'))} == {pid(1), pid(2)}
+def test_a_collection_made_before_list_keys_were_recorded_gets_its_record(deployment_uri: str, tmp_path: Path) -> None:
+    """An older collection (made as before, without the record) is filtered as if any key held a
+    list; the next ensure_collection records the keys that do, from one scan, and filters stay exact."""
+    name = server_collection(tmp_path, "older")
+    client = MilvusClient(uri=deployment_uri, timeout=20)
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True)
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
+    index = client.prepare_index_params()
+    index.add_index("vector", index_type="AUTOINDEX", metric_type="COSINE")
+    client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong",
+                             properties={"clip_ingest.model_id": SPEC.model_id, "clip_ingest.dim": str(DIM)})
+    client.close()
+    store = MilvusStore(name, uri=deployment_uri, timeout=20)
+    try:
+        store.upsert([point(1, tags=["a", "b"], colour="red"), point(2, tags="a", colour="blue")])
+        assert store._key_layout().lists is None
+        assert "json_contains_any" in store._expression(parse_filter('colour = "red"'))[0]
+        store.ensure_collection(CollectionSpec(name=name, dim=DIM, model_id=SPEC.model_id))
+        assert store._key_layout().lists == {"tags"}
+        assert "json_contains_any" not in store._expression(parse_filter('colour = "red"'))[0]
+        query = unit(0)
+        assert {h.id for h in store.search(query, k=5, filter=parse_filter('tags = "b"'))} == {pid(1)}
+        assert {h.id for h in store.search(query, k=5, filter=parse_filter('tags = "a"'))} == {pid(1), pid(2)}
+    finally:
+        store.close()
+        drop(deployment_uri, name)
