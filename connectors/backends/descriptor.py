@@ -50,6 +50,9 @@ class Backend:
     """:attr:`~.base.CollectionSpec.indexed_fields` type -> this backend's payload index type."""
     filter_compilers: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
     """Filter AST -> native filter, per store dialect (a store's :attr:`~.base.VectorStore.backend`)."""
+    address: str | None = None
+    """The setting that names a server to connect to (``qdrant_url``): its flag is what a user is
+    told to check when the database cannot be reached or an embedded store is busy."""
     holds: Literal["collection", "location"] = "collection"
     """What a process keeps open in an embedded store: one collection, or the whole location
     (a file that one process at a time may open, whichever collections it holds)."""

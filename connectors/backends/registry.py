@@ -29,6 +29,10 @@ TARGETS: tuple[str, ...] = tuple(_BY_NAME)
 #: the backends' own settings (a server address, a token...), in registry order
 SETTINGS: tuple[Setting, ...] = tuple(setting for entry in BACKENDS for setting in entry.settings)
 
+#: the flags that point a command at a database server (``--qdrant-url``...), in registry order
+ADDRESS_FLAGS: tuple[str, ...] = tuple(setting.flag for entry in BACKENDS for setting in entry.settings
+                                       if setting.name == entry.address)
+
 #: every :attr:`~.base.CollectionSpec.indexed_fields` type some backend can index
 INDEX_TYPES: tuple[str, ...] = tuple(dict.fromkeys(kind for entry in BACKENDS for kind in entry.index_types))
 
@@ -51,4 +55,4 @@ def open_target(target: StoreTarget, collection: str) -> VectorStore:
     return open_store(target.target, collection, **{k: v for k, v in target.options.items() if v is not None})
 
 
-__all__ = ["BACKENDS", "INDEX_TYPES", "SETTINGS", "TARGETS", "Backend", "StoreTarget", "backend", "open_store", "open_target"]
+__all__ = ["ADDRESS_FLAGS", "BACKENDS", "INDEX_TYPES", "SETTINGS", "TARGETS", "Backend", "StoreTarget", "backend", "open_store", "open_target"]

@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import IO, Any
 
+from ..backends.registry import ADDRESS_FLAGS
 from .payload import now_iso
 
 #: the command recorded by ``clip-search serve`` (matched to tailor the refusal message)
@@ -33,8 +34,8 @@ SERVE_COMMAND = "clip-search serve"
 SERVER_ADVICE = (
     "an embedded store is open in one process at a time, so let the server ingest: (re)start it with "
     "--ingest-every DURATION --ingest DIR (the same incremental run, dead-letter file and summary), or "
-    "POST /v1/ingest to it for a pass now; or use a database server (--qdrant-url, or --milvus-uri "
-    "http://...), where clip-ingest and clip-search serve run side by side"
+    "POST /v1/ingest to it for a pass now; or use a database server (" + ", or ".join(f"{flag} http://..." for flag in ADDRESS_FLAGS)
+    + "), where clip-ingest and clip-search serve run side by side"
 )
 
 

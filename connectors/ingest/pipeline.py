@@ -19,6 +19,7 @@ from typing import Callable, Mapping, Sequence
 from tenacity import Retrying
 
 from ..backends.base import CollectionSpec, ModelMismatchError, StoreError, TransientStoreError
+from ..backends.registry import ADDRESS_FLAGS
 from ..cpus import decode_workers
 from ..embedder import Embedder
 from ..sink import Sink
@@ -156,7 +157,7 @@ def check_reachable(store: Sink) -> None:
         store.collection_model()
     except TransientStoreError as exc:
         if any(marker in str(exc).lower() for marker in _UNREACHABLE):
-            raise StoreError(f"cannot reach the database ({exc}); check the address (--milvus-uri / --qdrant-url) "
+            raise StoreError(f"cannot reach the database ({exc}); check the address ({' / '.join(ADDRESS_FLAGS)}) "
                              "and that the server is running") from None
 
 

@@ -46,6 +46,7 @@ MILVUS = Backend(
     ),
     index_types=JSON_CAST_TYPES,
     filter_compilers={"milvus": to_milvus_expr},
+    address="milvus_uri",
     holds="location",
 )
 

@@ -73,6 +73,7 @@ QDRANT = Backend(
     ),
     index_types=INDEX_TYPES,
     filter_compilers={"qdrant": to_qdrant_filter, "qdrant-edge": to_edge_filter},
+    address="qdrant_url",
 )
 
 __all__ = ["QDRANT", "open_qdrant"]
