@@ -554,3 +554,32 @@ def test_a_collection_made_before_list_keys_were_recorded_gets_its_record(deploy
     finally:
         store.close()
         drop(deployment_uri, name)
+
+
+def test_a_searcher_follows_an_alias_to_a_collection_with_other_columns(milvus_lite_uri: str) -> None:
+    """The key layout is read per search, not per store: after ``migrate`` points the alias at a
+    collection without the typed column (where the key holds lists), a long-lived searcher still
+    filters exactly."""
+    old, new = "photos_v1", "photos_v2"
+    writer = MilvusStore("photos", uri=milvus_lite_uri, timeout=20)
+    writer.ensure_collection(CollectionSpec(name="photos", dim=DIM, model_id="m", indexed_fields={"label": "keyword"}))
+    writer.upsert([Point(pid(1), at_angle(10), {"label": "a"})])
+    writer.adopt(old)
+    searcher = MilvusStore("photos", uri=milvus_lite_uri, timeout=20)
+    query = at_angle(0)
+
+    def ids(text: str) -> set[str]:
+        return {hit.id for hit in searcher.search(query, k=5, filter=parse_filter(text))}
+
+    try:
+        assert ids('label = "a"') == {pid(1)}
+        successor = MilvusStore(new, uri=milvus_lite_uri, timeout=20)
+        successor.ensure_collection(CollectionSpec(name=new, dim=DIM, model_id="m"))
+        successor.upsert([Point(pid(2), at_angle(20), {"label": ["a", "b"]})])
+        writer.switch_alias("photos", new)
+        assert ids('label = "b"') == {pid(2)}
+        assert ids('label = "a"') == {pid(2)}
+        successor.close()
+    finally:
+        searcher.close()
+        writer.close()

@@ -398,8 +398,6 @@ class MilvusStore(ServerStore):
         self._client: MilvusClient | None = None
         self._caps: Capabilities | None = None
         self._dim: int | None = None  # known once the collection is verified / loaded
-        self._columns: dict[str, tuple[str, str]] | None = None  # its typed columns, read once
-        self._recorded: set[str] = set()  # shape properties known to be set
 
     def __repr__(self) -> str:
         token = ", token=***" if self._token else ""
@@ -430,7 +428,7 @@ class MilvusStore(ServerStore):
             message = self._scrub(f"Milvus {action} on {where} failed: {detail or type(exc).__name__}")
             error_type = TransientStoreError if is_transient(exc) else StoreError
             if isinstance(exc, MilvusException) and exc.code == _COLLECTION_NOT_LOADED:
-                self._forget_schema()  # the retry verifies the collection again and waits for (or starts) its loading
+                self._dim = None  # the retry verifies the collection again and waits for (or starts) its loading
             clean = self._scrub(str(exc)) == str(exc)
             raise error_type(message) from (exc if clean else None)
 
@@ -544,7 +542,6 @@ class MilvusStore(ServerStore):
         else:
             check_collection_model(self.collection, spec, stored)
             self._start_shape_record()
-        self._forget_schema()
         self._dim = spec.dim
         self._load()
         self._ensure_scalar_indexes(spec)
@@ -622,7 +619,7 @@ class MilvusStore(ServerStore):
                 client.alter_alias(collection, alias, timeout=self.admin_timeout)  # atomic on the server
             else:
                 client.create_alias(collection, alias, timeout=self.admin_timeout)
-        self._forget_schema()
+        self._dim = None
 
     def adopt(self, physical: str) -> None:
         if self.alias_target() is not None:
@@ -636,7 +633,7 @@ class MilvusStore(ServerStore):
             client.load_collection(physical, timeout=self.admin_timeout)  # a rename releases it
         with self._errors("create alias"):
             client.create_alias(physical, self.collection, timeout=self.admin_timeout)
-        self._forget_schema()
+        self._dim = None
 
     def drop_collection(self, collection: str) -> None:
         self._check_droppable(collection)
@@ -655,7 +652,7 @@ class MilvusStore(ServerStore):
         if not spec.indexed_fields:
             return
         if self.capabilities.typed_columns:
-            missing = sorted(set(spec.indexed_fields) - set(self._key_columns()))
+            missing = sorted(set(spec.indexed_fields) - set(self._keys().columns))
             if missing:
                 log.info("collection %r has no typed column for %s (made before they were indexed, or geo points); "
                          "filters on them read every row's JSON until it is recreated (clip-ingest migrate)",
@@ -686,46 +683,29 @@ class MilvusStore(ServerStore):
                     )
                     client.create_index(self.collection, params, timeout=self.admin_timeout)
 
-    def _forget_schema(self) -> None:
-        """The collection behind this name may have changed (recreated, alias switched): verify it again."""
-        self._dim = None
-        self._columns = None
-        self._recorded = set()
-
-    def _key_columns(self) -> dict[str, tuple[str, str]]:
-        """payload key -> (typed column, value kind), from the schema (read once per collection)."""
-        if self._columns is None:
-            with self._errors("describe"):
-                fields = self._conn().describe_collection(self.collection, timeout=self.timeout).get("fields", [])
-            self._columns = {
-                field["name"][len(COLUMN_PREFIX):]: (field["name"], _KIND_OF_TYPE[field["type"]])
-                for field in fields
-                if field.get("name", "").startswith(COLUMN_PREFIX) and field.get("type") in _KIND_OF_TYPE
-            }
-        return self._columns
-
-    def _shape_properties(self) -> set[str] | None:
-        """The list and misfit properties set now, or None for a collection that does not record them."""
-        properties = self._properties() or {}
-        if SHAPES_PROPERTY not in properties:
-            return None
-        return {name for name in properties if name.startswith((LIST_PROPERTY, MISFIT_PROPERTY))}
+    def _keys(self) -> "_Keys":
+        """What the collection says about its payload keys now: its schema may have changed behind
+        an alias and another writer may have recorded a list, so it is read for every write and
+        every filter (one describe, under a millisecond on Lite)."""
+        with self._errors("describe"):
+            description = self._conn().describe_collection(self.collection, timeout=self.timeout)
+        properties = description.get("properties") or {}
+        columns = {
+            field["name"][len(COLUMN_PREFIX):]: (field["name"], _KIND_OF_TYPE[field["type"]])
+            for field in description.get("fields", [])
+            if field.get("name", "").startswith(COLUMN_PREFIX) and field.get("type") in _KIND_OF_TYPE
+        }
+        recorded = ({name for name in properties if name.startswith((LIST_PROPERTY, MISFIT_PROPERTY))}
+                    if SHAPES_PROPERTY in properties else None)
+        return _Keys(columns, recorded)
 
     def _key_layout(self) -> KeyLayout:
-        """What the filter compiler may assume about the keys, read fresh (another writer may have
-        stored the first list of a key since this store last looked)."""
-        recorded = self._shape_properties()
-        if recorded is None:
-            return KeyLayout()
-        misfits = {name[len(MISFIT_PROPERTY):] for name in recorded if name.startswith(MISFIT_PROPERTY)}
-        return KeyLayout(
-            columns={key: column for key, column in self._key_columns().items() if key not in misfits},
-            lists=frozenset(name[len(LIST_PROPERTY):] for name in recorded if name.startswith(LIST_PROPERTY)),
-        )
+        """What the filter compiler may assume about the keys."""
+        return self._keys().layout()
 
     def _start_shape_record(self) -> None:
         """Give a collection made before list keys were recorded its record: one scan of the payloads."""
-        if self._shape_properties() is not None:
+        if self._keys().recorded is not None:
             return
         self._ready()
         lists = {key for point in self.scroll() for key, value in point.payload.items() if isinstance(value, list)}
@@ -736,24 +716,18 @@ class MilvusStore(ServerStore):
                 self.collection, properties={SHAPES_PROPERTY: "1", **dict.fromkeys((LIST_PROPERTY + key for key in lists), "1")},
                 timeout=self.admin_timeout)
 
-    def _record_shapes(self, payloads: Sequence[Mapping[str, Any]]) -> None:
+    def _record_shapes(self, payloads: Sequence[Mapping[str, Any]], keys: "_Keys") -> None:
         """Record the keys of ``payloads`` that hold a list or misfit their column, before they are written."""
-        columns = self._key_columns()
+        if keys.recorded is None:  # a collection without the record is read as if any key held a list
+            return
         wanted = {LIST_PROPERTY + key for payload in payloads for key, value in payload.items() if isinstance(value, list)}
-        wanted |= {MISFIT_PROPERTY + key for payload in payloads for key, (_, kind) in columns.items()
+        wanted |= {MISFIT_PROPERTY + key for payload in payloads for key, (_, kind) in keys.columns.items()
                    if payload.get(key) is not None and _column_value(payload[key], kind) is None}
-        if wanted <= self._recorded:
-            return
-        present = self._shape_properties()
-        if present is None:  # a collection without the record is read as if any key held a list
-            self._recorded |= wanted
-            return
-        missing = wanted - present
+        missing = wanted - keys.recorded
         if missing:
             with self._errors("record payload shapes"):
                 self._conn().alter_collection_properties(self.collection, properties=dict.fromkeys(missing, "1"),
                                                          timeout=self.admin_timeout)
-        self._recorded |= wanted | present
 
     def _ready(self) -> int:
         """The collection's dimension, verifying once per store that it exists and is loaded."""
@@ -771,8 +745,9 @@ class MilvusStore(ServerStore):
 
     # -- writes ----------------------------------------------------------------------------
 
-    def _row(self, point: Point, dim: int) -> dict[str, Any]:
-        """``point`` as a Milvus row, validated (id, vector, payload keys, JSON values)."""
+    def _row(self, point: Point, dim: int, columns: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
+        """``point`` as a Milvus row, validated (id, vector, payload keys, JSON values), with its typed
+        ``columns`` (payload key -> column, kind) filled."""
         point_id = check_point_id(point.id)
         if point.vector is None:
             raise StoreError(f"point {point_id} has no vector")
@@ -787,14 +762,15 @@ class MilvusStore(ServerStore):
             json.dumps(point.payload, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise StoreError(f"point {point_id}: payload is not plain JSON ({exc})") from None
-        columns = {column: _column_value(point.payload.get(key), kind) for key, (column, kind) in self._key_columns().items()}
-        return {ID_FIELD: point_id, VECTOR_FIELD: vector.tolist(), **point.payload, **columns}
+        typed = {column: _column_value(point.payload.get(key), kind) for key, (column, kind) in columns.items()}
+        return {ID_FIELD: point_id, VECTOR_FIELD: vector.tolist(), **point.payload, **typed}
 
     def upsert(self, points: Sequence[Point]) -> None:
         dim = self._ready()
-        by_id = {row[ID_FIELD]: row for row in (self._row(point, dim) for point in points)}  # all checked first
+        keys = self._keys()
+        by_id = {row[ID_FIELD]: row for row in (self._row(point, dim, keys.columns) for point in points)}  # all checked first
         rows = list(by_id.values())  # a repeated id: the last one wins, as in sequential upserts
-        self._record_shapes([point.payload for point in points])
+        self._record_shapes([point.payload for point in points], keys)
         client = self._conn()
         for group in split_by_bytes(rows, self.max_request_bytes):
             if self.capabilities.lite:
@@ -1044,6 +1020,25 @@ class MilvusStore(ServerStore):
                 **extra,
             )
         return int(rows[0]["count(*)"])
+
+
+@dataclass(frozen=True)
+class _Keys:
+    """A collection's typed columns and its list / misfit record, read at one moment."""
+
+    columns: dict[str, tuple[str, str]]
+    """payload key -> (typed column, value kind): every typed column of the schema."""
+    recorded: set[str] | None
+    """The list and misfit properties set; None for a collection that keeps no record."""
+
+    def layout(self) -> KeyLayout:
+        if self.recorded is None:
+            return KeyLayout()
+        misfits = {name[len(MISFIT_PROPERTY):] for name in self.recorded if name.startswith(MISFIT_PROPERTY)}
+        return KeyLayout(
+            columns={key: column for key, column in self.columns.items() if key not in misfits},
+            lists=frozenset(name[len(LIST_PROPERTY):] for name in self.recorded if name.startswith(LIST_PROPERTY)),
+        )
 
 
 def _at_least(hits: list[Hit], score_threshold: float | None) -> list[Hit]:
