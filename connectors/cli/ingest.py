@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
 import sys
 from dataclasses import fields
@@ -236,6 +237,10 @@ def _report(outcome: Outcome, job: IngestJob, settings: Settings) -> None:
         fatal(outcome.error, outcome.exit_code)
     if settings.dry_run:
         click.echo("dry run, nothing written: " + json.dumps(outcome.summary, sort_keys=True))
+    elif is_artifact(job.target.target):
+        folder = shlex.quote(os.path.join(job.target.location, settings.collection))
+        log.info("written as the %s artifact %s; load it into a database with: clip-ingest --from-parquet %s "
+                 "--target %s", job.target.target, folder, folder, DATABASES[0])
     elif not job.artifact:
         log.info("stored in %s collection %r at %s; search it with: %s", job.target.target, settings.collection,
                  job.target.location, search_command(settings))

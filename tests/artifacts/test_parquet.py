@@ -187,3 +187,17 @@ def test_set_payloads_keeps_vectors_and_naming_a_missing_point_writes_nothing(tm
     with pytest.raises(StoreError, match=ids[1]):
         artifact.set_payloads({ids[0]: {"a": 3}, ids[1]: {"a": 3}})
     assert artifact.retrieve([ids[0]])[0].payload == {"a": 2}
+
+
+def test_writing_an_artifact_suggests_the_command_that_loads_it(tmp_path, shape_folder):
+    out, data = tmp_path / "artifact", tmp_path / "data"
+    written = CliRunner().invoke(ingest_main, [str(shape_folder), "--target", "parquet", "--out", str(out),
+                                               "--collection", "shapes", "--data-dir", str(data), *MODEL])
+    assert written.exit_code == 0, written.output
+    assert "clip-search" not in written.output  # an artifact cannot be searched
+    suggested = written.output.split("load it into a database with: ")[1].split()
+    assert suggested[:3] == ["clip-ingest", "--from-parquet", str(out / "shapes")]
+    loaded = CliRunner().invoke(ingest_main, [*suggested[1:], "--collection", "loaded", "--data-dir", str(data), "-q"])
+    assert loaded.exit_code == 0, loaded.output
+    shown = CliRunner().invoke(status_main, ["--target", suggested[4], "--collection", "loaded", "--data-dir", str(data), "--json"])
+    assert json.loads(shown.stdout)["count"] == len(list(shape_folder.rglob("*.png")))
