@@ -50,6 +50,11 @@ def locate(settings: Mapping[str, Any]) -> StoreTarget:
     return StoreTarget(TARGET, {"path": path}, path, embedded=True)
 
 
+def artifact_folder(path: str, collection: str) -> Path:
+    """The folder of ``collection``'s artifact under ``path`` (what ``--from-parquet`` takes)."""
+    return Path(path).expanduser() / collection
+
+
 class ParquetArtifact:
     """``collection`` under the folder ``path`` (``path/collection/``): a :class:`~..sink.Sink`,
     read back whole when it exists."""
@@ -58,7 +63,7 @@ class ParquetArtifact:
         if not collection or os.sep in collection or collection.startswith("."):
             raise InvalidSettingError(f"collection name {collection!r} cannot be a folder name")
         self.collection = collection
-        self.folder = Path(path).expanduser() / collection
+        self.folder = artifact_folder(path, collection)
         self._spec: dict[str, Any] | None = None
         self._points: dict[str, Point] = {}
         self._dirty = False
@@ -197,4 +202,4 @@ class ParquetArtifact:
         return f"ParquetArtifact(collection={self.collection!r}, path={str(self.folder.parent)!r})"
 
 
-__all__ = ["FORMAT_VERSION", "MANIFEST", "TARGET", "WRITE_BATCH_BYTES", "ParquetArtifact", "locate"]
+__all__ = ["FORMAT_VERSION", "MANIFEST", "TARGET", "WRITE_BATCH_BYTES", "ParquetArtifact", "artifact_folder", "locate"]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
 import sys
 from dataclasses import fields
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import click
 
+from ..artifacts.parquet import artifact_folder
 from ..backends.common import redact_uri
 from ..backends.registry import INDEX_TYPES
 from ..backends.registry import SETTINGS as BACKEND_SETTINGS
@@ -238,7 +238,7 @@ def _report(outcome: Outcome, job: IngestJob, settings: Settings) -> None:
     if settings.dry_run:
         click.echo("dry run, nothing written: " + json.dumps(outcome.summary, sort_keys=True))
     elif is_artifact(job.target.target):
-        folder = shlex.quote(os.path.join(job.target.location, settings.collection))
+        folder = shlex.quote(str(artifact_folder(job.target.location, settings.collection)))
         log.info("written as the %s artifact %s; load it into a database with: clip-ingest --from-parquet %s "
                  "--target %s", job.target.target, folder, folder, DATABASES[0])
     elif not job.artifact:

@@ -175,11 +175,12 @@ class _Compiler:
                                      for column, group in zip(columns, groups)) + ")"
         if isinstance(node, StartsWith):
             low, high = prefix_range(node.prefix)
-            name = self.column(node.field, node.prefix) or node.field
+            column = self.column(node.field, node.prefix)
+            name = column or node.field
             bound = f"{name} >= {self.value(low)}"
             if high is not None:
                 bound += f" and {name} < {self.value(high)}"
-            return _guard_column(name, bound) if name != node.field else _guard(node.field, bound)
+            return _guard_column(column, bound) if column else _guard(node.field, bound)
         if isinstance(node, GeoBox):
             return self.geo_box(node)
         if isinstance(node, GeoRadius):
